@@ -1,0 +1,89 @@
+//! Window arithmetic and the reference averages.
+//!
+//! Windows are 5 seconds of event time, aligned to multiples of 5 s since the
+//! Unix epoch. Sums are kept in integer milliwatts, so an average does not
+//! depend on the order its readings arrived in: the edge's result and this
+//! oracle's are equal to the bit, not merely close.
+
+use crate::Household;
+use std::collections::BTreeMap;
+
+pub const WINDOW_MS: i64 = 5_000;
+
+pub fn window_start_ms(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(WINDOW_MS) * WINDOW_MS
+}
+
+/// Watts to integer milliwatts, the data set's own resolution.
+pub fn milliwatts(power_w: f64) -> i64 {
+    (power_w * 1000.0).round() as i64
+}
+
+/// The average of `samples` readings summing to `sum_mw`, in watts.
+pub fn average_w(sum_mw: i64, samples: u32) -> f64 {
+    assert!(samples > 0);
+    sum_mw as f64 / f64::from(samples) / 1000.0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OracleWindow {
+    pub average_w: f64,
+    pub samples: u32,
+}
+
+/// Every `(household, window start)` with readings, and its average. A
+/// reading repeated with the same timestamp counts once, as at the edge.
+pub fn oracle_windows(households: &[Household]) -> BTreeMap<(String, i64), OracleWindow> {
+    let mut sums: BTreeMap<(String, i64), BTreeMap<i64, i64>> = BTreeMap::new();
+    for household in households {
+        for (ts_ms, power_mw) in &household.readings {
+            sums.entry((household.node_id.clone(), window_start_ms(*ts_ms)))
+                .or_default()
+                .entry(*ts_ms)
+                .or_insert(*power_mw);
+        }
+    }
+    sums.into_iter()
+        .map(|(key, readings)| {
+            let samples = readings.len() as u32;
+            let sum_mw: i64 = readings.values().sum();
+            (
+                key,
+                OracleWindow {
+                    average_w: average_w(sum_mw, samples),
+                    samples,
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_align_to_five_seconds_of_epoch() {
+        assert_eq!(window_start_ms(1_577_145_601_982), 1_577_145_600_000);
+        assert_eq!(window_start_ms(1_577_145_605_000), 1_577_145_605_000);
+        assert_eq!(window_start_ms(-1), -5_000);
+    }
+
+    #[test]
+    fn averages_by_window_and_ignores_repeats() {
+        let household = Household {
+            node_id: "h".into(),
+            readings: vec![
+                (1000, 100_000),
+                (3000, 300_000),
+                (3000, 300_000),
+                (6000, 50),
+            ],
+        };
+        let windows = oracle_windows(&[household]);
+        assert_eq!(windows.len(), 2);
+        assert_eq!(windows[&("h".into(), 0)].average_w, 200.0);
+        assert_eq!(windows[&("h".into(), 0)].samples, 2);
+        assert_eq!(windows[&("h".into(), 5000)].average_w, 0.05);
+    }
+}

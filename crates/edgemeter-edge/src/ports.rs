@@ -1,0 +1,193 @@
+//! The edge's IO boundary: the readings bus, the link to the cloud and the
+//! outbox store. The real implementations (rdkafka, NNG, rusqlite) and the
+//! simulated ones (turmoil) live outside this crate and plug in here.
+
+use edgemeter_wire::{Ack, TupleOut};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+
+/// One record as the bus delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusError {
+    /// The broker cannot be reached now; the edge retries with backoff.
+    Unavailable(String),
+}
+
+impl fmt::Display for BusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BusError::Unavailable(reason) => write!(f, "broker unavailable: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for BusError {}
+
+/// The stream of household readings, consumed in a group with manual commits.
+///
+/// The edge drives the bus from one task of its own, so `poll` need not be
+/// cancel-safe, but it must return within about a second even when nothing
+/// arrives (an empty batch), so that commits are not held up.
+pub trait ReadingsBus: Send + 'static {
+    /// Returns up to `records_max` records in partition order, or none.
+    fn poll(
+        &mut self,
+        records_max: usize,
+    ) -> impl Future<Output = Result<Vec<BusRecord>, BusError>> + Send;
+
+    /// Commits, per partition, the offset of the next record to read. The
+    /// group resumes there after a restart.
+    fn commit(
+        &mut self,
+        next_offsets: &BTreeMap<i32, i64>,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+}
+
+/// Which cloud socket a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Heartbeat,
+    Data,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkError {
+    /// No reply within the edge's request timeout.
+    Timeout,
+    /// The cloud cannot be reached, or the connection broke.
+    Unreachable(String),
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkError::Timeout => write!(f, "request timed out"),
+            LinkError::Unreachable(reason) => write!(f, "cloud unreachable: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for LinkError {}
+
+/// Request/reply to the cloud with NNG REQ semantics: the transport may
+/// resend a request on its own (after a broken connection or its resend
+/// timer), so the cloud can see one request twice. Many requests may be in
+/// flight at once; each call is one request.
+pub trait CloudLink: Send + Sync + 'static {
+    fn request(
+        &self,
+        channel: Channel,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, LinkError>> + Send;
+}
+
+/// Delivery state of a tuple, stored as the `sent` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Flag {
+    Queued = 0,
+    Sent = 1,
+    Acked = 2,
+}
+
+/// A closed window, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTuple {
+    pub node_id: String,
+    pub window_start_ms: i64,
+    pub average_w: f64,
+    pub samples: u32,
+}
+
+/// A record that is not a reading, kept with its raw bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreOutcome {
+    /// Tuples stored for the first time.
+    pub inserted: usize,
+    /// Tuples whose `(node_id, window_start)` was already stored; the stored
+    /// average is kept.
+    pub already_stored: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AckOutcome {
+    pub acked: usize,
+    /// Acks for tuples already at flag 2 with the same postal code.
+    pub repeated: usize,
+    /// Acks for tuples already at flag 2 with a different postal code. The
+    /// stored code is kept; this is a cloud bug worth an alarm.
+    pub conflicting: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    pub queued: u64,
+    pub sent: u64,
+    pub acked: u64,
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The disk is full or SQLite reported an IO error: stop consuming,
+    /// keep serving what is stored, retry later.
+    Unavailable(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(reason) => write!(f, "store unavailable: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The edge's durable outbox (table `power_averages`). Each method is one
+/// transaction. Calls are synchronous: SQLite in WAL mode answers in
+/// microseconds, and a thread hop would break the simulation's determinism.
+pub trait Outbox: Send + 'static {
+    /// Stores closed windows and rejected records in one transaction. A
+    /// window already stored is left as it is (`UNIQUE(node_id, window_start)`).
+    fn store_closed(
+        &mut self,
+        tuples: &[NewTuple],
+        rejected: &[RejectedRecord],
+        now_ms: i64,
+    ) -> Result<StoreOutcome, StoreError>;
+
+    /// Up to `limit` tuples with flag 0 or 1 and `id > after_id`, by id.
+    /// `include_sent = false` returns flag-0 tuples only.
+    fn unacked_after(
+        &mut self,
+        after_id: i64,
+        limit: usize,
+        include_sent: bool,
+    ) -> Result<Vec<TupleOut>, StoreError>;
+
+    /// Sets flag 1 and the sent time on tuples still at flag 0 or 1.
+    fn mark_sent(&mut self, tuple_ids: &[i64], now_ms: i64) -> Result<(), StoreError>;
+
+    /// Sets flag 2, the postal code and the acknowledged time. A tuple at flag
+    /// 2 keeps the postal code it has.
+    fn mark_acked(&mut self, acks: &[Ack], now_ms: i64) -> Result<AckOutcome, StoreError>;
+
+    fn status(&mut self) -> Result<StatusCounts, StoreError>;
+}

@@ -1,0 +1,313 @@
+//! The Rust edge's data request: a versioned batch of tuples, and its reply.
+//!
+//! Request (big-endian):
+//! ```text
+//! "EMQ" 0x01 | edge_id (u8 len + bytes) | request_id u64 | count u16 |
+//! count x ( tuple_id i64 | node_id (u8 len + bytes) | window_start_ms i64 |
+//!           average_w f64 | samples u32 )
+//! ```
+//! Reply:
+//! ```text
+//! "EMA" 0x01 | request_id u64 | status u8 |
+//!   status 0 (stored): count u16 | count x ( tuple_id i64 | postal code 5 ASCII digits )
+//!   status 1 (retry later) or 2 (rejected): reason (u16 len + bytes)
+//! ```
+//! A tuple is identified by `(edge_id, node_id, window_start_ms)`, which is
+//! what makes a resent batch harmless: the cloud stores each identity once.
+//! `tuple_id` is the edge's row id, echoed so the edge can update its rows.
+
+use crate::frame::{check_size, invalid, put_id, put_text, DecodeError, Reader};
+use crate::PostalCode;
+
+pub const REQUEST_MAGIC: [u8; 4] = *b"EMQ\x01";
+pub const REPLY_MAGIC: [u8; 4] = *b"EMA\x01";
+
+/// The most tuples in one batch. 1,024 tuples keep a request near 150 KiB,
+/// far under [`crate::FRAME_BYTES_MAX`], while amortising one SQLite
+/// transaction and one Redis round trip over many tuples.
+pub const BATCH_TUPLES_MAX: usize = 1024;
+
+/// The most samples one 5-second window can have: one reading per
+/// millisecond. Anything above is a corrupt tuple.
+pub const WINDOW_SAMPLES_MAX: u32 = 5_000;
+
+/// One tuple as the edge ships it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TupleOut {
+    pub tuple_id: i64,
+    pub node_id: String,
+    pub window_start_ms: i64,
+    pub average_w: f64,
+    pub samples: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRequest {
+    pub edge_id: String,
+    pub request_id: u64,
+    pub tuples: Vec<TupleOut>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub tuple_id: i64,
+    pub postal_code: PostalCode,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplyOutcome {
+    /// Every tuple is stored; one ack per tuple, in request order.
+    Stored(Vec<Ack>),
+    /// The cloud could not store the batch now (its cache is down); the
+    /// edge keeps the tuples and sends them again.
+    RetryLater(String),
+    /// The request broke the protocol. Sending it again will not help.
+    Rejected(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchReply {
+    pub request_id: u64,
+    pub outcome: ReplyOutcome,
+}
+
+fn check_tuple(tuple: &TupleOut) -> Result<(), String> {
+    if !tuple.average_w.is_finite() || tuple.average_w < 0.0 {
+        return Err(format!(
+            "tuple {} has average {}",
+            tuple.tuple_id, tuple.average_w
+        ));
+    }
+    if tuple.samples == 0 || tuple.samples > WINDOW_SAMPLES_MAX {
+        return Err(format!(
+            "tuple {} has {} samples",
+            tuple.tuple_id, tuple.samples
+        ));
+    }
+    if tuple.window_start_ms.rem_euclid(5_000) != 0 {
+        return Err(format!(
+            "tuple {} window {} is not aligned to 5 s",
+            tuple.tuple_id, tuple.window_start_ms
+        ));
+    }
+    Ok(())
+}
+
+impl BatchRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        assert!(!self.tuples.is_empty(), "encoding an empty batch");
+        assert!(
+            self.tuples.len() <= BATCH_TUPLES_MAX,
+            "batch over its limit"
+        );
+        let mut out = Vec::with_capacity(32 + self.tuples.len() * 112);
+        out.extend_from_slice(&REQUEST_MAGIC);
+        put_id(&mut out, &self.edge_id);
+        out.extend_from_slice(&self.request_id.to_be_bytes());
+        out.extend_from_slice(&(self.tuples.len() as u16).to_be_bytes());
+        for tuple in &self.tuples {
+            assert!(check_tuple(tuple).is_ok(), "encoding an invalid tuple");
+            out.extend_from_slice(&tuple.tuple_id.to_be_bytes());
+            put_id(&mut out, &tuple.node_id);
+            out.extend_from_slice(&tuple.window_start_ms.to_be_bytes());
+            out.extend_from_slice(&tuple.average_w.to_bits().to_be_bytes());
+            out.extend_from_slice(&tuple.samples.to_be_bytes());
+        }
+        assert!(out.len() <= crate::FRAME_BYTES_MAX);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<BatchRequest, DecodeError> {
+        check_size(bytes)?;
+        let mut reader = Reader::new(bytes);
+        if reader.take(4)? != REQUEST_MAGIC {
+            return Err(invalid("not a version-1 batch request"));
+        }
+        let edge_id = reader.id()?;
+        let request_id = reader.u64()?;
+        let count = reader.u16()? as usize;
+        if count == 0 || count > BATCH_TUPLES_MAX {
+            return Err(invalid(format!(
+                "batch of {count} tuples (1..={BATCH_TUPLES_MAX})"
+            )));
+        }
+        let mut tuples = Vec::with_capacity(count);
+        for _ in 0..count {
+            let tuple = TupleOut {
+                tuple_id: reader.i64()?,
+                node_id: reader.id()?,
+                window_start_ms: reader.i64()?,
+                average_w: reader.f64()?,
+                samples: reader.u32()?,
+            };
+            check_tuple(&tuple).map_err(invalid)?;
+            tuples.push(tuple);
+        }
+        reader.finish()?;
+        Ok(BatchRequest {
+            edge_id,
+            request_id,
+            tuples,
+        })
+    }
+}
+
+impl BatchReply {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        out.extend_from_slice(&REPLY_MAGIC);
+        out.extend_from_slice(&self.request_id.to_be_bytes());
+        match &self.outcome {
+            ReplyOutcome::Stored(acks) => {
+                assert!(acks.len() <= BATCH_TUPLES_MAX, "reply over its limit");
+                out.push(0);
+                out.extend_from_slice(&(acks.len() as u16).to_be_bytes());
+                for ack in acks {
+                    out.extend_from_slice(&ack.tuple_id.to_be_bytes());
+                    out.extend_from_slice(&ack.postal_code.as_bytes());
+                }
+            }
+            ReplyOutcome::RetryLater(reason) => {
+                out.push(1);
+                put_text(&mut out, reason);
+            }
+            ReplyOutcome::Rejected(reason) => {
+                out.push(2);
+                put_text(&mut out, reason);
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<BatchReply, DecodeError> {
+        check_size(bytes)?;
+        let mut reader = Reader::new(bytes);
+        if reader.take(4)? != REPLY_MAGIC {
+            return Err(invalid("not a version-1 batch reply"));
+        }
+        let request_id = reader.u64()?;
+        let outcome = match reader.u8()? {
+            0 => {
+                let count = reader.u16()? as usize;
+                if count > BATCH_TUPLES_MAX {
+                    return Err(invalid(format!("reply of {count} acks")));
+                }
+                let mut acks = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let tuple_id = reader.i64()?;
+                    let digits: [u8; 5] = reader.take(5)?.try_into().expect("took five bytes");
+                    let postal_code = PostalCode::from_bytes(digits)
+                        .ok_or_else(|| invalid("postal code is not five digits"))?;
+                    acks.push(Ack {
+                        tuple_id,
+                        postal_code,
+                    });
+                }
+                ReplyOutcome::Stored(acks)
+            }
+            1 => ReplyOutcome::RetryLater(reader.text()?),
+            2 => ReplyOutcome::Rejected(reader.text()?),
+            status => return Err(invalid(format!("unknown reply status {status}"))),
+        };
+        reader.finish()?;
+        Ok(BatchReply {
+            request_id,
+            outcome,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tuple(tuple_id: i64) -> TupleOut {
+        TupleOut {
+            tuple_id,
+            node_id: "8c345400feac".into(),
+            window_start_ms: 1_577_145_600_000,
+            average_w: 249.05,
+            samples: 3,
+        }
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let request = BatchRequest {
+            edge_id: "edge-1".into(),
+            request_id: 7,
+            tuples: vec![tuple(1), tuple(2)],
+        };
+        assert_eq!(BatchRequest::decode(&request.encode()).unwrap(), request);
+    }
+
+    #[test]
+    fn reply_round_trips() {
+        let code = PostalCode::parse("10115").unwrap();
+        for outcome in [
+            ReplyOutcome::Stored(vec![Ack {
+                tuple_id: 1,
+                postal_code: code,
+            }]),
+            ReplyOutcome::RetryLater("cache down".into()),
+            ReplyOutcome::Rejected("bad".into()),
+        ] {
+            let reply = BatchReply {
+                request_id: 9,
+                outcome,
+            };
+            assert_eq!(BatchReply::decode(&reply.encode()).unwrap(), reply);
+        }
+    }
+
+    #[test]
+    fn refuses_broken_requests() {
+        let good = BatchRequest {
+            edge_id: "e".into(),
+            request_id: 1,
+            tuples: vec![tuple(1)],
+        }
+        .encode();
+        assert_eq!(
+            BatchRequest::decode(&good[..good.len() - 1]),
+            Err(DecodeError::Incomplete)
+        );
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(matches!(
+            BatchRequest::decode(&trailing),
+            Err(DecodeError::Invalid(_))
+        ));
+        let mut empty = good[..4 + 2 + 8].to_vec();
+        empty.extend_from_slice(&0u16.to_be_bytes());
+        assert!(matches!(
+            BatchRequest::decode(&empty),
+            Err(DecodeError::Invalid(_))
+        ));
+        let huge = vec![0u8; crate::FRAME_BYTES_MAX + 1];
+        assert!(matches!(
+            BatchRequest::decode(&huge),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        // A NaN average is refused even when the layout is intact.
+        let mut nan = good.clone();
+        let average_at = good.len() - 4 - 8;
+        nan[average_at..average_at + 8].copy_from_slice(&f64::NAN.to_bits().to_be_bytes());
+        assert!(matches!(
+            BatchRequest::decode(&nan),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = BatchRequest::decode(&bytes);
+            let _ = BatchReply::decode(&bytes);
+            let mut prefixed = REQUEST_MAGIC.to_vec();
+            prefixed.extend_from_slice(&bytes);
+            let _ = BatchRequest::decode(&prefixed);
+        }
+    }
+}

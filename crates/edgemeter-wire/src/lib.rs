@@ -1,0 +1,67 @@
+//! `edgemeter-wire` is the only place where EdgeMeter's message layouts are
+//! defined. Both ends of every link encode and decode with these types, so a
+//! layout cannot drift between sender and receiver.
+//!
+//! # Layout
+//! - [`reading`]: the Kafka record on `power_topic` (JSON, as the original).
+//! - [`frame`]: the byte cursor and limits shared by the binary messages.
+//! - [`postal`]: a validated five-digit German postal code.
+//! - [`batch`]: the Rust edge's versioned, batched data request and its reply.
+//! - [`heartbeat`]: heartbeat requests (ours and the original's) and the reply.
+//! - [`legacy`]: the original's JSON data request and its text reply.
+//! - [`request`]: tells the two data-request forms apart on one socket.
+//!
+//! This crate never performs IO, reads a clock or spawns. Every decoder
+//! checks sizes before it allocates, so a peer cannot choose our memory use.
+
+pub mod batch;
+pub mod frame;
+pub mod heartbeat;
+pub mod legacy;
+pub mod postal;
+pub mod reading;
+pub mod request;
+
+pub use batch::{Ack, BatchReply, BatchRequest, ReplyOutcome, TupleOut};
+pub use frame::{DecodeError, FRAME_BYTES_MAX};
+pub use heartbeat::HeartbeatRequest;
+pub use legacy::LegacyDataRequest;
+pub use postal::PostalCode;
+pub use reading::{Reading, RecordError, POWER_W_MAX};
+pub use request::DataRequest;
+
+/// The most bytes an edge or household id may have. Ids are keys in SQLite
+/// and Redis; the data set's ids are 64 hex digits.
+pub const ID_BYTES_MAX: usize = 128;
+
+/// Checks an edge or household id: 1 to [`ID_BYTES_MAX`] bytes of ASCII
+/// letters, digits, `-`, `_` or `.`, so that it is safe inside a Redis key
+/// separated by `:` and inside a log line.
+pub fn check_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("id is empty");
+    }
+    if id.len() > ID_BYTES_MAX {
+        return Err("id is longer than 128 bytes");
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+    if !id.chars().all(allowed) {
+        return Err("id has a character outside [A-Za-z0-9._-]");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(check_id("8c345400feac9da8").is_ok());
+        assert!(check_id("edge-1.a_b").is_ok());
+        assert!(check_id("").is_err());
+        assert!(check_id("a:b").is_err());
+        assert!(check_id(&"a".repeat(129)).is_err());
+        assert!(check_id(&"a".repeat(128)).is_ok());
+    }
+}
