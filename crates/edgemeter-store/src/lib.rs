@@ -1,1 +1,462 @@
-//! stub
+//! `edgemeter-store` is the edge's durable outbox in SQLite: the table
+//! `power_averages` (the original's name, so its queries keep working) and
+//! the table `rejected` for records that were not readings.
+//!
+//! Every [`Outbox`] call is one transaction. The database runs in WAL mode
+//! with `synchronous=NORMAL`: a committed transaction survives a crash of the
+//! process, but the last transactions before a power loss may be lost (they
+//! were never acknowledged by the cloud, and Kafka still has their readings
+//! since offsets are committed after the write, so they are rebuilt). FULL
+//! would survive power loss too at a fraction of the rate (see NOTES.md).
+//!
+//! `UNIQUE(node_id, window_start)` is what makes a replayed reading unable to
+//! create a second tuple or change a stored average.
+
+use edgemeter_edge::{
+    AckOutcome, NewTuple, Outbox, RejectedRecord, StatusCounts, StoreError, StoreOutcome,
+};
+use edgemeter_env::{Bug, PlantedBugs};
+use edgemeter_wire::{Ack, PostalCode, TupleOut};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::Path;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS power_averages (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    node_id      TEXT    NOT NULL,
+    window_start INTEGER NOT NULL,
+    average      REAL    NOT NULL,
+    samples      INTEGER NOT NULL CHECK (samples > 0),
+    postal_code  TEXT,
+    sent         INTEGER NOT NULL DEFAULT 0 CHECK (sent IN (0, 1, 2)),
+    queued_at    INTEGER NOT NULL,
+    sent_at      INTEGER,
+    acked_at     INTEGER,
+    UNIQUE (node_id, window_start),
+    CHECK ((sent = 2) = (postal_code IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS power_averages_unacked ON power_averages (id) WHERE sent < 2;
+CREATE TABLE IF NOT EXISTS rejected (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    partition   INTEGER NOT NULL,
+    offset      INTEGER NOT NULL,
+    raw         BLOB    NOT NULL,
+    kind        TEXT    NOT NULL,
+    reason      TEXT    NOT NULL,
+    rejected_at INTEGER NOT NULL,
+    UNIQUE (partition, offset)
+);
+";
+
+/// How long a statement waits for a lock held by another connection (a
+/// `status` reader, say) before it reports the store unavailable.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// One stored tuple with every column, for `status`, tests and the checker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTuple {
+    pub id: i64,
+    pub node_id: String,
+    pub window_start_ms: i64,
+    pub average_w: f64,
+    pub samples: u32,
+    pub postal_code: Option<String>,
+    pub sent: u8,
+}
+
+pub struct SqliteOutbox {
+    connection: Connection,
+    planted: PlantedBugs,
+}
+
+fn unavailable(error: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl SqliteOutbox {
+    /// Opens (creating if needed) the outbox at `path`.
+    pub fn open(path: &Path) -> Result<SqliteOutbox, StoreError> {
+        SqliteOutbox::open_with(path, PlantedBugs::NONE)
+    }
+
+    pub fn open_with(path: &Path, planted: PlantedBugs) -> Result<SqliteOutbox, StoreError> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|error| {
+                StoreError::Unavailable(format!("cannot create {}: {error}", dir.display()))
+            })?;
+        }
+        let connection = Connection::open(path).map_err(unavailable)?;
+        connection
+            .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+            .map_err(unavailable)?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
+        connection
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(unavailable)?;
+        connection.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(SqliteOutbox {
+            connection,
+            planted,
+        })
+    }
+
+    /// Opens an existing outbox without writing to it, for `status`.
+    pub fn open_read_only(path: &Path) -> Result<SqliteOutbox, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Unavailable(format!(
+                "{} does not exist; pass the --db the edge runs with",
+                path.display()
+            )));
+        }
+        let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(unavailable)?;
+        connection
+            .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+            .map_err(unavailable)?;
+        Ok(SqliteOutbox {
+            connection,
+            planted: PlantedBugs::NONE,
+        })
+    }
+
+    /// Every tuple by id. For tests, tools and the checker: loads the table.
+    pub fn all_tuples(&self) -> Result<Vec<StoredTuple>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT id, node_id, window_start, average, samples, postal_code, sent
+                 FROM power_averages ORDER BY id",
+            )
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(StoredTuple {
+                    id: row.get(0)?,
+                    node_id: row.get(1)?,
+                    window_start_ms: row.get(2)?,
+                    average_w: row.get(3)?,
+                    samples: row.get(4)?,
+                    postal_code: row.get(5)?,
+                    sent: row.get(6)?,
+                })
+            })
+            .map_err(unavailable)?;
+        rows.collect::<Result<_, _>>().map_err(unavailable)
+    }
+
+    fn insert_tuples(
+        transaction: &rusqlite::Transaction<'_>,
+        tuples: &[NewTuple],
+        now_ms: i64,
+        replace: bool,
+    ) -> rusqlite::Result<usize> {
+        let sql = if replace {
+            "INSERT OR REPLACE INTO power_averages (node_id, window_start, average, samples, queued_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)"
+        } else {
+            "INSERT INTO power_averages (node_id, window_start, average, samples, queued_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (node_id, window_start) DO NOTHING"
+        };
+        let mut insert = transaction.prepare_cached(sql)?;
+        let mut inserted = 0;
+        for tuple in tuples {
+            assert!(tuple.samples > 0 && tuple.average_w.is_finite());
+            inserted += insert.execute(params![
+                tuple.node_id,
+                tuple.window_start_ms,
+                tuple.average_w,
+                tuple.samples,
+                now_ms
+            ])?;
+        }
+        Ok(inserted)
+    }
+
+    fn insert_rejected(
+        transaction: &rusqlite::Transaction<'_>,
+        rejected: &[RejectedRecord],
+        now_ms: i64,
+    ) -> rusqlite::Result<()> {
+        let mut insert = transaction.prepare_cached(
+            "INSERT INTO rejected (partition, offset, raw, kind, reason, rejected_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (partition, offset) DO NOTHING",
+        )?;
+        for record in rejected {
+            insert.execute(params![
+                record.partition,
+                record.offset,
+                record.payload,
+                record.kind,
+                record.reason,
+                now_ms
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn ack_one(
+        transaction: &rusqlite::Transaction<'_>,
+        ack: &Ack,
+        now_ms: i64,
+        outcome: &mut AckOutcome,
+    ) -> rusqlite::Result<()> {
+        let mut update = transaction.prepare_cached(
+            "UPDATE power_averages SET sent = 2, postal_code = ?1, acked_at = ?2
+             WHERE id = ?3 AND sent < 2",
+        )?;
+        if update.execute(params![ack.postal_code.as_str(), now_ms, ack.tuple_id])? == 1 {
+            outcome.acked += 1;
+            return Ok(());
+        }
+        let mut stored =
+            transaction.prepare_cached("SELECT postal_code FROM power_averages WHERE id = ?1")?;
+        let code: Option<Option<String>> = stored
+            .query_row([ack.tuple_id], |row| row.get(0))
+            .optional()?;
+        match code.flatten() {
+            Some(code) if code == ack.postal_code.as_str() => outcome.repeated += 1,
+            _ => outcome.conflicting += 1,
+        }
+        Ok(())
+    }
+}
+
+impl Outbox for SqliteOutbox {
+    fn store_closed(
+        &mut self,
+        tuples: &[NewTuple],
+        rejected: &[RejectedRecord],
+        now_ms: i64,
+    ) -> Result<StoreOutcome, StoreError> {
+        let replace = self.planted.has(Bug::ReplaceStoredTuple);
+        let transaction = self.connection.transaction().map_err(unavailable)?;
+        let inserted =
+            Self::insert_tuples(&transaction, tuples, now_ms, replace).map_err(unavailable)?;
+        Self::insert_rejected(&transaction, rejected, now_ms).map_err(unavailable)?;
+        transaction.commit().map_err(unavailable)?;
+        let inserted = inserted.min(tuples.len());
+        Ok(StoreOutcome {
+            inserted,
+            already_stored: tuples.len() - inserted,
+        })
+    }
+
+    fn unacked_after(
+        &mut self,
+        after_id: i64,
+        limit: usize,
+        include_sent: bool,
+    ) -> Result<Vec<TupleOut>, StoreError> {
+        let flag_max = if include_sent { 1 } else { 0 };
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT id, node_id, window_start, average, samples FROM power_averages
+                 WHERE id > ?1 AND sent < 2 AND sent <= ?2 ORDER BY id LIMIT ?3",
+            )
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map(params![after_id, flag_max, limit as i64], |row| {
+                Ok(TupleOut {
+                    tuple_id: row.get(0)?,
+                    node_id: row.get(1)?,
+                    window_start_ms: row.get(2)?,
+                    average_w: row.get(3)?,
+                    samples: row.get(4)?,
+                })
+            })
+            .map_err(unavailable)?;
+        let tuples: Vec<TupleOut> = rows.collect::<Result<_, _>>().map_err(unavailable)?;
+        assert!(tuples.len() <= limit);
+        Ok(tuples)
+    }
+
+    fn mark_sent(&mut self, tuple_ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction().map_err(unavailable)?;
+        {
+            let mut update = transaction
+                .prepare_cached(
+                    "UPDATE power_averages SET sent = 1, sent_at = ?1 WHERE id = ?2 AND sent < 2",
+                )
+                .map_err(unavailable)?;
+            for id in tuple_ids {
+                update.execute(params![now_ms, id]).map_err(unavailable)?;
+            }
+        }
+        transaction.commit().map_err(unavailable)
+    }
+
+    fn mark_acked(&mut self, acks: &[Ack], now_ms: i64) -> Result<AckOutcome, StoreError> {
+        let mut outcome = AckOutcome::default();
+        let transaction = self.connection.transaction().map_err(unavailable)?;
+        for ack in acks {
+            assert!(PostalCode::parse(ack.postal_code.as_str()).is_some());
+            Self::ack_one(&transaction, ack, now_ms, &mut outcome).map_err(unavailable)?;
+        }
+        transaction.commit().map_err(unavailable)?;
+        assert_eq!(
+            outcome.acked + outcome.repeated + outcome.conflicting,
+            acks.len()
+        );
+        Ok(outcome)
+    }
+
+    fn status(&mut self) -> Result<StatusCounts, StoreError> {
+        let mut counts = StatusCounts::default();
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT sent, COUNT(*) FROM power_averages GROUP BY sent")
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, u64>(1)?)))
+            .map_err(unavailable)?;
+        for row in rows {
+            match row.map_err(unavailable)? {
+                (0, count) => counts.queued = count,
+                (1, count) => counts.sent = count,
+                (_, count) => counts.acked += count,
+            }
+        }
+        counts.rejected = self
+            .connection
+            .query_row("SELECT COUNT(*) FROM rejected", [], |row| row.get(0))
+            .map_err(unavailable)?;
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(node_id: &str, window_start_ms: i64, average_w: f64) -> NewTuple {
+        NewTuple {
+            node_id: node_id.into(),
+            window_start_ms,
+            average_w,
+            samples: 2,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, SqliteOutbox) {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = SqliteOutbox::open(&dir.path().join("edge.db")).unwrap();
+        (dir, outbox)
+    }
+
+    fn code(text: &str) -> PostalCode {
+        PostalCode::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_stored_window_is_never_doubled_or_changed() {
+        let (_dir, mut outbox) = open();
+        let first = outbox.store_closed(&[tuple("h", 0, 1.5)], &[], 1).unwrap();
+        assert_eq!(
+            first,
+            StoreOutcome {
+                inserted: 1,
+                already_stored: 0
+            }
+        );
+        let again = outbox.store_closed(&[tuple("h", 0, 9.0)], &[], 2).unwrap();
+        assert_eq!(
+            again,
+            StoreOutcome {
+                inserted: 0,
+                already_stored: 1
+            }
+        );
+        let all = outbox.all_tuples().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].average_w, 1.5);
+    }
+
+    #[test]
+    fn flags_move_queued_sent_acked_and_the_first_code_stays() {
+        let (_dir, mut outbox) = open();
+        outbox
+            .store_closed(
+                &[tuple("a", 0, 1.0), tuple("b", 0, 2.0), tuple("c", 0, 3.0)],
+                &[],
+                1,
+            )
+            .unwrap();
+        let batch = outbox.unacked_after(0, 2, true).unwrap();
+        assert_eq!(batch.len(), 2);
+        outbox
+            .mark_sent(&[batch[0].tuple_id, batch[1].tuple_id], 2)
+            .unwrap();
+        assert_eq!(
+            outbox.unacked_after(0, 10, false).unwrap().len(),
+            1,
+            "flag 0 only"
+        );
+        assert_eq!(outbox.unacked_after(0, 10, true).unwrap().len(), 3);
+        let ack = Ack {
+            tuple_id: batch[0].tuple_id,
+            postal_code: code("10115"),
+        };
+        assert_eq!(outbox.mark_acked(&[ack], 3).unwrap().acked, 1);
+        let repeat = outbox.mark_acked(&[ack], 4).unwrap();
+        assert_eq!(repeat.repeated, 1);
+        let other = Ack {
+            tuple_id: batch[0].tuple_id,
+            postal_code: code("80331"),
+        };
+        assert_eq!(outbox.mark_acked(&[other], 5).unwrap().conflicting, 1);
+        let stored = outbox.all_tuples().unwrap();
+        assert_eq!(stored[0].postal_code.as_deref(), Some("10115"));
+        assert_eq!(stored[0].sent, 2);
+        assert_eq!(
+            outbox.status().unwrap(),
+            StatusCounts {
+                queued: 1,
+                sent: 1,
+                acked: 1,
+                rejected: 0
+            }
+        );
+        assert_eq!(
+            outbox
+                .unacked_after(batch[0].tuple_id, 10, true)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn rejected_records_are_kept_once() {
+        let (_dir, mut outbox) = open();
+        let record = RejectedRecord {
+            partition: 0,
+            offset: 7,
+            payload: b"not json".to_vec(),
+            kind: "not_json",
+            reason: "x".into(),
+        };
+        outbox.store_closed(&[], std::slice::from_ref(&record), 1).unwrap();
+        outbox.store_closed(&[], &[record], 2).unwrap();
+        assert_eq!(outbox.status().unwrap().rejected, 1);
+    }
+
+    #[test]
+    fn survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.db");
+        {
+            let mut outbox = SqliteOutbox::open(&path).unwrap();
+            outbox.store_closed(&[tuple("h", 0, 1.0)], &[], 1).unwrap();
+            let id = outbox.unacked_after(0, 1, true).unwrap()[0].tuple_id;
+            outbox.mark_sent(&[id], 2).unwrap();
+        }
+        let mut reopened = SqliteOutbox::open(&path).unwrap();
+        assert_eq!(reopened.unacked_after(0, 10, true).unwrap().len(), 1);
+        let mut reader = SqliteOutbox::open_read_only(&path).unwrap();
+        assert_eq!(reader.status().unwrap().sent, 1);
+        assert!(SqliteOutbox::open_read_only(&dir.path().join("missing.db")).is_err());
+    }
+}

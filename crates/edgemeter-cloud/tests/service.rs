@@ -1,0 +1,148 @@
+//! The cloud service against an in-memory cache and a failing one: the
+//! reply follows the write, resends are harmless, both wire forms work, and
+//! bad input gets an error reply.
+
+use edgemeter_cloud::{
+    postal_code_for, Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, MemoryCache,
+    StateTotals,
+};
+use edgemeter_cloud::{Cloud, CloudConfig};
+use edgemeter_env::SystemClock;
+use edgemeter_wire::legacy::parse_reply;
+use edgemeter_wire::{BatchReply, BatchRequest, ReplyOutcome, TupleOut};
+
+fn batch(edge_id: &str, request_id: u64, windows: &[i64]) -> Vec<u8> {
+    BatchRequest {
+        edge_id: edge_id.into(),
+        request_id,
+        tuples: windows
+            .iter()
+            .enumerate()
+            .map(|(index, window)| TupleOut {
+                tuple_id: index as i64 + 1,
+                node_id: "house-1".into(),
+                window_start_ms: *window,
+                average_w: 100.0 + index as f64,
+                samples: 2,
+            })
+            .collect(),
+    }
+    .encode()
+}
+
+fn cloud() -> Cloud<MemoryCache, SystemClock> {
+    Cloud::new(CloudConfig::default(), MemoryCache::new(), SystemClock)
+}
+
+#[tokio::test]
+async fn a_resent_batch_gets_the_same_codes_and_is_stored_once() {
+    let cloud = cloud();
+    let request = batch("edge-a", 1, &[0, 5_000]);
+    let first = BatchReply::decode(&cloud.handle_data(&request).await).unwrap();
+    let again = BatchReply::decode(&cloud.handle_data(&request).await).unwrap();
+    assert_eq!(first.outcome, again.outcome);
+    let ReplyOutcome::Stored(acks) = first.outcome else {
+        panic!("not stored: {first:?}")
+    };
+    assert_eq!(acks.len(), 2);
+    assert!(acks
+        .iter()
+        .all(|ack| ack.postal_code == postal_code_for("house-1")));
+    assert_eq!(cloud.cache().len(), 2);
+    assert_eq!(cloud.counters().tuples_stored, 2);
+    assert_eq!(cloud.counters().tuples_repeated, 2);
+    let totals = cloud.cache().state_totals().await.unwrap();
+    assert_eq!(
+        totals.iter().map(|t| t.tuples).sum::<u64>(),
+        2,
+        "a resend is not recounted"
+    );
+}
+
+#[tokio::test]
+async fn two_edges_never_collide() {
+    let cloud = cloud();
+    cloud.handle_data(&batch("edge-a", 1, &[0])).await;
+    cloud.handle_data(&batch("edge-b", 1, &[0])).await;
+    let keys: Vec<String> = cloud.cache().snapshot().into_keys().collect();
+    assert_eq!(
+        keys,
+        vec!["tuple:edge-a:house-1:0", "tuple:edge-b:house-1:0"]
+    );
+}
+
+#[tokio::test]
+async fn answers_the_original_wire_form() {
+    let cloud = cloud();
+    assert_eq!(cloud.handle_heartbeat(b"heartbeat").await, b"ack");
+    let request = br#"{"id": 5, "node_id": "abc", "average": 1.5}"#;
+    let reply = cloud.handle_data(request).await;
+    let text = String::from_utf8(reply.clone()).unwrap();
+    assert!(text.starts_with("PLZ for id: 5 - PLZ: "), "{text}");
+    let (id, code) = parse_reply(&reply).unwrap();
+    assert_eq!((id, code), (5, postal_code_for("abc")));
+    assert_eq!(
+        cloud.handle_data(request).await,
+        reply,
+        "a resend gets the same code"
+    );
+    assert_eq!(cloud.cache().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_error_reply_and_is_counted() {
+    let cloud = cloud();
+    let reply = cloud.handle_data(br#"{"id": 1, "node_id": "abc"}"#).await;
+    assert!(reply.starts_with(b"ERROR: "));
+    let reply = cloud.handle_data(b"EMQ\x01garbage").await;
+    let decoded = BatchReply::decode(&reply).unwrap();
+    assert!(matches!(decoded.outcome, ReplyOutcome::Rejected(_)));
+    assert!(cloud
+        .handle_heartbeat(b"hello")
+        .await
+        .starts_with(b"ERROR: "));
+    assert_eq!(cloud.counters().malformed, 3);
+    assert!(cloud.cache().is_empty());
+}
+
+/// A cache that is always down.
+struct DownCache;
+
+impl Cache for DownCache {
+    async fn store(&self, _: &[CloudTuple]) -> Result<CacheWrite, CacheError> {
+        Err(CacheError::Unavailable("connection refused".into()))
+    }
+    async fn record_heartbeat(&self, _: &str, _: i64) -> Result<(), CacheError> {
+        Err(CacheError::Unavailable("connection refused".into()))
+    }
+    async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
+        Err(CacheError::Unavailable("connection refused".into()))
+    }
+    async fn recent_tuples(&self, _: usize) -> Result<Vec<CloudTuple>, CacheError> {
+        Err(CacheError::Unavailable("connection refused".into()))
+    }
+    async fn edges(&self) -> Result<Vec<EdgeRecord>, CacheError> {
+        Err(CacheError::Unavailable("connection refused".into()))
+    }
+}
+
+#[tokio::test]
+async fn no_postal_code_without_a_cache_write() {
+    let cloud = Cloud::new(CloudConfig::default(), DownCache, SystemClock);
+    let reply = BatchReply::decode(&cloud.handle_data(&batch("e", 3, &[0])).await).unwrap();
+    assert_eq!(reply.request_id, 3);
+    assert!(
+        matches!(reply.outcome, ReplyOutcome::RetryLater(_)),
+        "{reply:?}"
+    );
+    let legacy = cloud
+        .handle_data(br#"{"id": 1, "node_id": "abc", "average": 2}"#)
+        .await;
+    assert!(legacy.starts_with(b"ERROR: "));
+    assert_eq!(
+        cloud.handle_heartbeat(b"heartbeat").await,
+        b"ack",
+        "the cloud itself is alive"
+    );
+    assert_eq!(cloud.counters().cache_errors, 2);
+}

@@ -1,0 +1,60 @@
+//! The edge's settings, each with its reason.
+
+use crate::windows::WindowConfig;
+use edgemeter_env::{CrashPoints, PlantedBugs};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Names this edge to the cloud; part of every tuple's identity there.
+    pub edge_id: String,
+    pub windows: WindowConfig,
+    /// With no record at all for this long, every open window is closed: the
+    /// stream has stopped (the replay ended, or every household went quiet).
+    pub idle_flush: Duration,
+    pub heartbeat_interval: Duration,
+    /// How long a heartbeat may take before it counts as missed.
+    pub heartbeat_timeout: Duration,
+    /// Consecutive missed heartbeats that mark the cloud disconnected.
+    pub heartbeat_misses_max: u32,
+    /// How long a data request may take before its batch is queued for a
+    /// resend. NNG resends inside this time on its own.
+    pub request_timeout: Duration,
+    /// Tuples per data request; at most `edgemeter_wire::batch::BATCH_TUPLES_MAX`.
+    pub batch_tuples_max: usize,
+    /// Data requests in flight at once. Throughput over a link with latency
+    /// needs several; each holds at most one batch in memory.
+    pub inflight_batches_max: usize,
+    /// Records taken from the bus per poll, and so per SQLite transaction.
+    pub poll_records_max: usize,
+    /// How many polled batches may wait between the bus task and the edge.
+    /// Small: when the store stalls, the bus stops being read.
+    pub poll_queue_max: usize,
+    pub planted: PlantedBugs,
+    pub crash_points: CrashPoints,
+}
+
+impl EdgeConfig {
+    pub fn new(edge_id: impl Into<String>) -> EdgeConfig {
+        let edge_id = edge_id.into();
+        assert!(
+            edgemeter_wire::check_id(&edge_id).is_ok(),
+            "invalid edge id"
+        );
+        EdgeConfig {
+            edge_id,
+            windows: WindowConfig::default(),
+            idle_flush: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(1),
+            heartbeat_misses_max: 3,
+            request_timeout: Duration::from_secs(5),
+            batch_tuples_max: 1024,
+            inflight_batches_max: 8,
+            poll_records_max: 4096,
+            poll_queue_max: 2,
+            planted: PlantedBugs::NONE,
+            crash_points: CrashPoints::none(),
+        }
+    }
+}

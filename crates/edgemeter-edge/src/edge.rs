@@ -1,0 +1,647 @@
+//! The edge's driver: one task that owns the windows, the outbox and the
+//! uplink, plus one helper task that reads the bus.
+//!
+//! Each wake handles one event (a polled batch, a completed request, a
+//! timer), then sends what is due: a heartbeat, and batches while the cloud
+//! is connected and the in-flight window has room. The order of effects is
+//! what makes delivery exactly-once:
+//! 1. readings -> closed windows -> SQLite (one transaction) -> Kafka commit,
+//!    and the commit never passes the first offset of a window still open;
+//! 2. flag 1 in SQLite -> request -> reply -> flag 2 and postal code in SQLite;
+//! 3. the cloud stores by tuple identity, so a resend after any crash is harmless.
+
+use crate::heartbeat::{Heartbeat, LinkState};
+use crate::monitor::bump;
+use crate::ports::{
+    BusError, BusRecord, Channel, CloudLink, LinkError, NewTuple, Outbox, ReadingsBus,
+    RejectedRecord, StoreError,
+};
+use crate::uplink::{PendingBatch, Uplink};
+use crate::windows::{Added, Windows};
+use crate::{EdgeConfig, EdgeMonitor};
+use edgemeter_env::{Bug, CrashPoint, WallClock};
+use edgemeter_wire::heartbeat::HEARTBEAT_REPLY;
+use edgemeter_wire::{
+    Ack, BatchReply, HeartbeatRequest, PostalCode, Reading, ReplyOutcome, TupleOut,
+};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, sleep_until, timeout, Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+/// The most raw bytes kept of one rejected record. Records above the wire
+/// limit are refused unparsed; their first bytes are enough to diagnose them.
+pub const REJECTED_BYTES_MAX: usize = 64 * 1024;
+
+/// Commit requests queued for the bus task. A later commit supersedes an
+/// earlier one, so when the queue is full the commit is simply retried at
+/// the next store.
+const COMMIT_QUEUE_MAX: usize = 4;
+
+/// How long to wait before storing again after SQLite failed (disk full, IO
+/// error). Consumption stays paused meanwhile; Kafka keeps the data.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// The first and the longest pause after the bus failed.
+const BUS_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BUS_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdgeError {
+    /// The bus task ended on its own: it panicked.
+    BusStopped,
+}
+
+impl fmt::Display for EdgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EdgeError::BusStopped => write!(f, "the bus reader stopped"),
+        }
+    }
+}
+
+impl std::error::Error for EdgeError {}
+
+enum Completion {
+    Heartbeat(Result<Vec<u8>, LinkError>),
+    Data {
+        request_id: u64,
+        result: Result<Vec<u8>, LinkError>,
+    },
+}
+
+/// Runs the edge until `shutdown` resolves.
+pub async fn run_edge<B, L, O, C>(
+    config: EdgeConfig,
+    bus: B,
+    link: Arc<L>,
+    outbox: O,
+    clock: C,
+    monitor: Arc<EdgeMonitor>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), EdgeError>
+where
+    B: ReadingsBus,
+    L: CloudLink,
+    O: Outbox,
+    C: WallClock,
+{
+    let (records_tx, records_rx) = mpsc::channel(config.poll_queue_max);
+    let (commits_tx, commits_rx) = mpsc::channel(COMMIT_QUEUE_MAX);
+    let bus_task = tokio::spawn(drive_bus(
+        bus,
+        config.poll_records_max,
+        records_tx,
+        commits_rx,
+    ));
+    let _abort_bus = AbortOnDrop(bus_task);
+    let now = Instant::now();
+    info!(edge = %config.edge_id, "edge starting");
+    let mut edge = EdgeLoop {
+        windows: Windows::new(config.windows),
+        heartbeat: Heartbeat::new(now, config.heartbeat_interval, config.heartbeat_misses_max),
+        uplink: Uplink::new(
+            config.edge_id.clone(),
+            config.batch_tuples_max,
+            config.inflight_batches_max,
+        ),
+        config,
+        link,
+        outbox,
+        clock,
+        monitor,
+        commits_tx,
+        consumed_next: BTreeMap::new(),
+        committed: BTreeMap::new(),
+        unstored: None,
+        store_retry_at: None,
+        last_record_at: now,
+        requests: FuturesUnordered::new(),
+        logged_kinds: BTreeSet::new(),
+    };
+    edge.monitor.set_consuming(true);
+    edge.run(records_rx, shutdown).await
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads the bus into a small queue and applies commits. Kept apart so that
+/// a slow poll never delays a reply or a heartbeat.
+async fn drive_bus<B: ReadingsBus>(
+    mut bus: B,
+    records_max: usize,
+    records_tx: mpsc::Sender<Vec<BusRecord>>,
+    mut commits_rx: mpsc::Receiver<BTreeMap<i32, i64>>,
+) {
+    let mut backoff = BUS_BACKOFF_MIN;
+    let mut down_logged = false;
+    loop {
+        let permit = tokio::select! {
+            permit = records_tx.reserve() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            offsets = commits_rx.recv() => {
+                let Some(offsets) = offsets else { return };
+                if let Err(error) = bus.commit(&offsets).await {
+                    warn!(%error, "offset commit failed; the next commit covers it");
+                }
+                continue;
+            }
+        };
+        match bus.poll(records_max).await {
+            Ok(records) => {
+                if down_logged {
+                    info!("broker reachable again");
+                    down_logged = false;
+                }
+                backoff = BUS_BACKOFF_MIN;
+                if !records.is_empty() {
+                    permit.send(records);
+                }
+            }
+            Err(BusError::Unavailable(reason)) => {
+                drop(permit);
+                if !down_logged {
+                    warn!(%reason, "broker unavailable; retrying with backoff");
+                    down_logged = true;
+                }
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(BUS_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+struct EdgeLoop<L, O, C> {
+    config: EdgeConfig,
+    link: Arc<L>,
+    outbox: O,
+    clock: C,
+    monitor: Arc<EdgeMonitor>,
+    commits_tx: mpsc::Sender<BTreeMap<i32, i64>>,
+    windows: Windows,
+    heartbeat: Heartbeat,
+    uplink: Uplink,
+    /// Per partition, the offset after the newest record read.
+    consumed_next: BTreeMap<i32, i64>,
+    /// Per partition, the offset last handed to the bus to commit.
+    committed: BTreeMap<i32, i64>,
+    /// Closed windows and rejected records that SQLite refused. While set,
+    /// the edge reads no more records.
+    unstored: Option<(Vec<NewTuple>, Vec<RejectedRecord>)>,
+    store_retry_at: Option<Instant>,
+    last_record_at: Instant,
+    requests: FuturesUnordered<BoxFuture<'static, Completion>>,
+    /// Rejection kinds already logged: each kind is logged once, then counted.
+    logged_kinds: BTreeSet<&'static str>,
+}
+
+impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
+    async fn run(
+        &mut self,
+        mut records_rx: mpsc::Receiver<Vec<BusRecord>>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), EdgeError> {
+        tokio::pin!(shutdown);
+        loop {
+            self.send_due(Instant::now()).await;
+            let wake = self.next_wake();
+            let consuming = self.unstored.is_none();
+            tokio::select! {
+                _ = &mut shutdown => {
+                    info!(edge = %self.config.edge_id, "edge stopping");
+                    return Ok(());
+                }
+                records = records_rx.recv(), if consuming => match records {
+                    Some(records) => self.handle_records(records).await,
+                    None => return Err(EdgeError::BusStopped),
+                },
+                Some(done) = self.requests.next(), if !self.requests.is_empty() => {
+                    self.handle_completion(done).await;
+                }
+                _ = sleep_until(wake) => self.handle_timers().await,
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        let mut wake = now + Duration::from_secs(3600);
+        if let Some(due) = self.heartbeat.poll_timeout() {
+            wake = wake.min(due);
+        }
+        if let Some(until) = self.uplink.poll_timeout() {
+            if until > now {
+                wake = wake.min(until);
+            }
+        }
+        if self.windows.open_windows() > 0 {
+            wake = wake.min(self.last_record_at + self.config.idle_flush);
+        }
+        if let Some(at) = self.store_retry_at {
+            wake = wake.min(at);
+        }
+        wake
+    }
+
+    async fn handle_timers(&mut self) {
+        let now = Instant::now();
+        if let Some(at) = self.store_retry_at {
+            if now >= at {
+                let (tuples, rejected) = self.unstored.take().expect("a retry has data");
+                self.store_and_commit(tuples, rejected).await;
+            }
+        }
+        let idle = now >= self.last_record_at + self.config.idle_flush;
+        if idle && self.unstored.is_none() && self.windows.open_windows() > 0 {
+            let mut closed = Vec::new();
+            self.windows.close_all(&mut closed);
+            debug!(windows = closed.len(), "stream idle; closing open windows");
+            self.store_and_commit(closed, Vec::new()).await;
+        }
+    }
+
+    async fn handle_records(&mut self, records: Vec<BusRecord>) {
+        assert!(!records.is_empty());
+        for record in &records {
+            let next = self.consumed_next.entry(record.partition).or_insert(0);
+            *next = (*next).max(record.offset + 1);
+        }
+        if self.config.planted.has(Bug::CommitBeforeDurable) {
+            let _ = self.commits_tx.try_send(self.consumed_next.clone());
+        }
+        let records = if self.config.planted.has(Bug::FirstRecordPerPoll) {
+            first_record_per_partition(records)
+        } else {
+            records
+        };
+        let mut rejected = Vec::new();
+        for record in records {
+            bump(&self.monitor.readings, 1);
+            if let Some(reject) = self.window_record(&record) {
+                rejected.push(reject);
+            }
+        }
+        let mut closed = Vec::new();
+        self.windows.close_ready(&mut closed);
+        self.last_record_at = Instant::now();
+        self.store_and_commit(closed, rejected).await;
+    }
+
+    /// Adds one record to its window; returns it as rejected if it is not a
+    /// usable reading.
+    fn window_record(&mut self, record: &BusRecord) -> Option<RejectedRecord> {
+        let reading = match Reading::decode(&record.payload) {
+            Ok(reading) => reading,
+            Err(error) => return Some(self.reject(record, error.kind(), error.to_string())),
+        };
+        let ts_ms = if self.config.planted.has(Bug::ArrivalTimeWindows) {
+            self.clock.now_ms()
+        } else {
+            reading.ts_ms
+        };
+        let power_mw = (reading.power_w * 1000.0).round() as i64;
+        let added = self.windows.add(
+            &reading.node_id,
+            ts_ms,
+            power_mw,
+            record.partition,
+            record.offset,
+        );
+        match added {
+            Added::Counted => None,
+            Added::Duplicate => {
+                bump(&self.monitor.duplicates, 1);
+                None
+            }
+            Added::Late => {
+                bump(&self.monitor.late, 1);
+                if self.logged_kinds.insert("late") {
+                    warn!(node = %reading.node_id, ts_ms, "reading for a closed window ignored (logged once)");
+                }
+                None
+            }
+            Added::OutsideStream => Some(self.reject(
+                record,
+                "ts_outside_stream",
+                format!("ts {ts_ms} is more than a day from the stream"),
+            )),
+            Added::TooManyHouseholds => Some(self.reject(
+                record,
+                "too_many_households",
+                "household limit reached".to_owned(),
+            )),
+        }
+    }
+
+    fn reject(&mut self, record: &BusRecord, kind: &'static str, reason: String) -> RejectedRecord {
+        bump(&self.monitor.rejected, 1);
+        if self.logged_kinds.insert(kind) {
+            warn!(
+                kind,
+                %reason,
+                partition = record.partition,
+                offset = record.offset,
+                "record rejected and kept in table rejected (each kind is logged once)"
+            );
+        }
+        let kept = record.payload.len().min(REJECTED_BYTES_MAX);
+        RejectedRecord {
+            partition: record.partition,
+            offset: record.offset,
+            payload: record.payload[..kept].to_vec(),
+            kind,
+            reason,
+        }
+    }
+
+    async fn store_and_commit(&mut self, tuples: Vec<NewTuple>, rejected: Vec<RejectedRecord>) {
+        if !tuples.is_empty() || !rejected.is_empty() {
+            match self
+                .outbox
+                .store_closed(&tuples, &rejected, self.clock.now_ms())
+            {
+                Ok(outcome) => {
+                    bump(&self.monitor.tuples_stored, outcome.inserted as u64);
+                    if outcome.inserted > 0 {
+                        self.uplink.note_stored();
+                    }
+                    debug!(
+                        inserted = outcome.inserted,
+                        already_stored = outcome.already_stored,
+                        rejected = rejected.len(),
+                        "windows stored"
+                    );
+                }
+                Err(error) => {
+                    self.store_failed(&error);
+                    self.unstored = Some((tuples, rejected));
+                    self.store_retry_at = Some(Instant::now() + STORE_RETRY);
+                    self.monitor.set_consuming(false);
+                    return;
+                }
+            }
+        }
+        if self.store_retry_at.take().is_some() {
+            info!("store writable again; consuming resumes");
+            self.monitor.set_consuming(true);
+        }
+        self.config
+            .crash_points
+            .reached(CrashPoint::EdgeBeforeOffsetCommit)
+            .await;
+        self.commit_offsets();
+    }
+
+    fn store_failed(&mut self, error: &StoreError) {
+        bump(&self.monitor.store_errors, 1);
+        error!(%error, "SQLite refused a write; consuming pauses until it succeeds");
+    }
+
+    /// Commits, per partition, up to the first offset an open window needs.
+    fn commit_offsets(&mut self) {
+        let mut offsets = BTreeMap::new();
+        for (&partition, &next) in &self.consumed_next {
+            let target = self
+                .windows
+                .commit_floor(partition)
+                .map_or(next, |floor| floor.min(next));
+            if self
+                .committed
+                .get(&partition)
+                .is_none_or(|&done| target > done)
+            {
+                offsets.insert(partition, target);
+            }
+        }
+        if offsets.is_empty() {
+            return;
+        }
+        if self.commits_tx.try_send(offsets.clone()).is_ok() {
+            debug!(?offsets, "offsets committed");
+            self.committed.extend(offsets);
+        }
+    }
+
+    /// Sends a due heartbeat, then batches while connected and allowed.
+    async fn send_due(&mut self, now: Instant) {
+        if self.heartbeat.poll_send(now) {
+            let body = HeartbeatRequest::Edge {
+                edge_id: self.config.edge_id.clone(),
+            }
+            .encode();
+            let link = self.link.clone();
+            let limit = self.config.heartbeat_timeout;
+            self.requests.push(Box::pin(async move {
+                Completion::Heartbeat(request(&*link, Channel::Heartbeat, body, limit).await)
+            }));
+        }
+        if self.heartbeat.state() != LinkState::Connected {
+            return;
+        }
+        for _ in 0..self.config.inflight_batches_max {
+            if !self.uplink.can_send(now) {
+                return;
+            }
+            if let Some(batch) = self.uplink.take_retry() {
+                let (request_id, body) = (batch.request_id, batch.body.clone());
+                debug!(request_id, "batch resent");
+                self.push_data(request_id, body);
+                continue;
+            }
+            if !self.uplink.wants_scan() || !self.send_next_batch(now).await {
+                return;
+            }
+        }
+    }
+
+    /// Reads the next tuples beyond the cursor, marks them sent and sends
+    /// them. Returns false when there was nothing to send or SQLite failed.
+    async fn send_next_batch(&mut self, now: Instant) -> bool {
+        let include_sent = !self.config.planted.has(Bug::ForgetSentOnRestart);
+        let scanned = self.outbox.unacked_after(
+            self.uplink.cursor(),
+            self.uplink.batch_tuples_max(),
+            include_sent,
+        );
+        let tuples = match scanned {
+            Ok(tuples) => tuples,
+            Err(error) => {
+                self.store_failed(&error);
+                self.uplink.pause(now);
+                return false;
+            }
+        };
+        if tuples.is_empty() {
+            self.uplink.start_batch(tuples);
+            return false;
+        }
+        let ids: Vec<i64> = tuples.iter().map(|tuple| tuple.tuple_id).collect();
+        if let Err(error) = self.outbox.mark_sent(&ids, self.clock.now_ms()) {
+            self.store_failed(&error);
+            self.uplink.pause(now);
+            return false;
+        }
+        let batch = self
+            .uplink
+            .start_batch(tuples)
+            .expect("the batch is not empty");
+        let (request_id, body) = (batch.request_id, batch.body.clone());
+        debug!(request_id, tuples = ids.len(), first = ids[0], "batch sent");
+        self.config
+            .crash_points
+            .reached(CrashPoint::EdgeAfterMarkSent)
+            .await;
+        if self.config.planted.has(Bug::AckBeforeReply) {
+            let guessed = PostalCode::parse("00000").expect("five digits");
+            let acks: Vec<Ack> = ids
+                .iter()
+                .map(|&tuple_id| Ack {
+                    tuple_id,
+                    postal_code: guessed,
+                })
+                .collect();
+            let _ = self.outbox.mark_acked(&acks, self.clock.now_ms());
+        }
+        self.push_data(request_id, body);
+        true
+    }
+
+    fn push_data(&mut self, request_id: u64, body: Vec<u8>) {
+        bump(&self.monitor.batches_sent, 1);
+        let link = self.link.clone();
+        let limit = self.config.request_timeout;
+        self.requests.push(Box::pin(async move {
+            let result = request(&*link, Channel::Data, body, limit).await;
+            Completion::Data { request_id, result }
+        }));
+    }
+
+    async fn handle_completion(&mut self, done: Completion) {
+        let now = Instant::now();
+        match done {
+            Completion::Heartbeat(result) => {
+                let success = matches!(&result, Ok(reply) if reply == HEARTBEAT_REPLY);
+                if let Some(state) = self.heartbeat.handle_result(now, success) {
+                    let connected = state == LinkState::Connected;
+                    self.monitor.set_connected(connected);
+                    if connected {
+                        info!(edge = %self.config.edge_id, "cloud connected");
+                    } else {
+                        warn!(edge = %self.config.edge_id, "cloud disconnected");
+                    }
+                }
+            }
+            Completion::Data { request_id, result } => {
+                let batch = self.uplink.complete(request_id);
+                self.handle_data_reply(batch, result, now).await;
+            }
+        }
+    }
+
+    async fn handle_data_reply(
+        &mut self,
+        batch: PendingBatch,
+        result: Result<Vec<u8>, LinkError>,
+        now: Instant,
+    ) {
+        let request_id = batch.request_id;
+        let reply = match result {
+            Ok(bytes) => BatchReply::decode(&bytes).map_err(|error| error.to_string()),
+            Err(error) => {
+                bump(&self.monitor.batches_failed, 1);
+                debug!(request_id, %error, "batch failed");
+                if self.config.planted.has(Bug::DropBatchOnLinkError) {
+                    self.uplink.pause(now);
+                } else {
+                    self.uplink.failed(batch, now);
+                }
+                return;
+            }
+        };
+        let acks = match reply {
+            Ok(BatchReply {
+                request_id: echoed,
+                outcome: ReplyOutcome::Stored(acks),
+            }) if echoed == request_id && acks_match(&batch.tuples, &acks) => acks,
+            Ok(BatchReply {
+                outcome: ReplyOutcome::RetryLater(reason),
+                ..
+            }) => {
+                warn!(request_id, %reason, "cloud asked to retry the batch later");
+                return self.uplink.failed(batch, now);
+            }
+            other => {
+                error!(request_id, reply = ?other, "cloud reply does not answer the batch; resending");
+                return self.uplink.failed(batch, now);
+            }
+        };
+        self.config
+            .crash_points
+            .reached(CrashPoint::EdgeBeforeMarkAcked)
+            .await;
+        match self.outbox.mark_acked(&acks, self.clock.now_ms()) {
+            Ok(outcome) => {
+                bump(&self.monitor.tuples_acked, outcome.acked as u64);
+                bump(&self.monitor.conflicting_acks, outcome.conflicting as u64);
+                if outcome.conflicting > 0 {
+                    error!(request_id, conflicting = outcome.conflicting, "cloud sent a different postal code for an acknowledged tuple; kept the first");
+                }
+                debug!(
+                    request_id,
+                    acked = outcome.acked,
+                    repeated = outcome.repeated,
+                    "batch acked"
+                );
+                self.uplink.succeeded();
+            }
+            Err(error) => {
+                self.store_failed(&error);
+                self.uplink.failed(batch, now);
+            }
+        }
+    }
+}
+
+/// One request with the edge's own deadline on top of the transport's.
+async fn request<L: CloudLink>(
+    link: &L,
+    channel: Channel,
+    body: Vec<u8>,
+    limit: Duration,
+) -> Result<Vec<u8>, LinkError> {
+    match timeout(limit, link.request(channel, body)).await {
+        Ok(result) => result,
+        Err(_) => Err(LinkError::Timeout),
+    }
+}
+
+/// A reply must acknowledge exactly the batch's tuples, in order.
+fn acks_match(tuples: &[TupleOut], acks: &[Ack]) -> bool {
+    tuples.len() == acks.len()
+        && tuples
+            .iter()
+            .zip(acks)
+            .all(|(tuple, ack)| tuple.tuple_id == ack.tuple_id)
+}
+
+/// The original consumer's bug, kept as a planted bug.
+fn first_record_per_partition(records: Vec<BusRecord>) -> Vec<BusRecord> {
+    let mut seen = BTreeSet::new();
+    records
+        .into_iter()
+        .filter(|record| seen.insert(record.partition))
+        .collect()
+}

@@ -1,0 +1,77 @@
+//! Counters and the link state, shared with whoever reports on the edge
+//! (logs, `status`, the simulation). Written only by the edge's own task.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct EdgeMonitor {
+    connected: AtomicBool,
+    consuming: AtomicBool,
+    pub readings: AtomicU64,
+    pub rejected: AtomicU64,
+    pub late: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub tuples_stored: AtomicU64,
+    pub tuples_acked: AtomicU64,
+    pub batches_sent: AtomicU64,
+    pub batches_failed: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub conflicting_acks: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EdgeCounters {
+    pub connected: bool,
+    pub consuming: bool,
+    pub readings: u64,
+    pub rejected: u64,
+    pub late: u64,
+    pub duplicates: u64,
+    pub tuples_stored: u64,
+    pub tuples_acked: u64,
+    pub batches_sent: u64,
+    pub batches_failed: u64,
+    pub store_errors: u64,
+    pub conflicting_acks: u64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+impl EdgeMonitor {
+    pub fn new() -> EdgeMonitor {
+        EdgeMonitor::default()
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_consuming(&self, consuming: bool) {
+        self.consuming.store(consuming, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> EdgeCounters {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        EdgeCounters {
+            connected: self.connected(),
+            consuming: self.consuming.load(Ordering::Relaxed),
+            readings: load(&self.readings),
+            rejected: load(&self.rejected),
+            late: load(&self.late),
+            duplicates: load(&self.duplicates),
+            tuples_stored: load(&self.tuples_stored),
+            tuples_acked: load(&self.tuples_acked),
+            batches_sent: load(&self.batches_sent),
+            batches_failed: load(&self.batches_failed),
+            store_errors: load(&self.store_errors),
+            conflicting_acks: load(&self.conflicting_acks),
+        }
+    }
+}
