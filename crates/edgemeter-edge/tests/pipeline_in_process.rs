@@ -1,0 +1,165 @@
+//! The edge and the cloud wired together in one process (in-memory bus,
+//! real SQLite, the cloud's in-memory cache, a link that calls the cloud
+//! directly and loses some replies), with the edge crashed mid-run and
+//! restarted from its database. Checks exactly-once against the oracle.
+//!
+//! Time is tokio's paused clock, so the run is fast and the same each time.
+
+use edgemeter_cloud::{Cloud, CloudConfig, MemoryCache};
+use edgemeter_data::oracle_windows;
+use edgemeter_edge::{run_edge, Channel, CloudLink, EdgeConfig, EdgeMonitor, LinkError, Outbox};
+use edgemeter_env::SystemClock;
+use edgemeter_memlog::{MemLog, SharedLog};
+use edgemeter_store::SqliteOutbox;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+type TestCloud = Cloud<MemoryCache, SystemClock>;
+
+/// Calls the cloud directly; every `lose_every`-th data reply is lost after
+/// the cloud handled the request, as when a connection breaks mid-reply.
+struct LossyLink {
+    cloud: Arc<TestCloud>,
+    lose_every: u64,
+    requests: AtomicU64,
+}
+
+impl CloudLink for LossyLink {
+    async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
+        let reply = match channel {
+            Channel::Heartbeat => return Ok(self.cloud.handle_heartbeat(&body).await),
+            Channel::Data => self.cloud.handle_data(&body).await,
+        };
+        let count = self.requests.fetch_add(1, Ordering::Relaxed);
+        if self.lose_every > 0 && count % self.lose_every == self.lose_every - 1 {
+            return Err(LinkError::Unreachable("reply lost".into()));
+        }
+        Ok(reply)
+    }
+}
+
+fn config() -> EdgeConfig {
+    let mut config = EdgeConfig::new("edge-test");
+    config.heartbeat_interval = Duration::from_millis(100);
+    config.idle_flush = Duration::from_millis(500);
+    config.batch_tuples_max = 64;
+    config.inflight_batches_max = 4;
+    config.poll_records_max = 256;
+    config
+}
+
+#[tokio::test(start_paused = true)]
+async fn exactly_once_through_lost_replies_and_an_edge_crash() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/gem-house-1h");
+    let (mut households, _) = edgemeter_data::load_dir(&data, Some(10 * 60 * 1000)).unwrap();
+    households.truncate(6);
+    let oracle = oracle_windows(&households);
+    let log = SharedLog::new(MemLog::new(3, 1_000_000));
+    for reading in edgemeter_data::csv::merged_readings(&households) {
+        log.append(reading.node_id.as_bytes(), reading.encode())
+            .unwrap();
+    }
+    let cloud = Arc::new(Cloud::new(
+        CloudConfig::default(),
+        MemoryCache::new(),
+        SystemClock,
+    ));
+    let link = Arc::new(LossyLink {
+        cloud: cloud.clone(),
+        lose_every: 5,
+        requests: AtomicU64::new(0),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edge.db");
+
+    // First life: crash (drop the task mid-await) once some tuples are acked.
+    let monitor = Arc::new(EdgeMonitor::new());
+    let outbox = SqliteOutbox::open(&db).unwrap();
+    let first = run_edge(
+        config(),
+        log.consumer("edge-test"),
+        link.clone(),
+        outbox,
+        SystemClock,
+        monitor.clone(),
+        std::future::pending(),
+    );
+    let crash_when_acked = async {
+        while monitor.snapshot().tuples_acked < 150 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        result = first => panic!("the edge stopped on its own: {result:?}"),
+        _ = crash_when_acked => {}
+    }
+    let acked_before_crash = monitor.snapshot().tuples_acked;
+    assert!(
+        acked_before_crash < oracle.len() as u64,
+        "the crash came too late to test anything"
+    );
+
+    // Second life: a new consumer from the committed offsets, the same database.
+    let monitor = Arc::new(EdgeMonitor::new());
+    let outbox = SqliteOutbox::open(&db).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let second = tokio::spawn(run_edge(
+        config(),
+        log.consumer("edge-test"),
+        link.clone(),
+        outbox,
+        SystemClock,
+        monitor.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut reader = SqliteOutbox::open(&db).unwrap();
+    let mut waited = Duration::ZERO;
+    loop {
+        let status = reader.status().unwrap();
+        if status.acked as usize == oracle.len() && status.queued + status.sent == 0 {
+            break;
+        }
+        assert!(
+            waited < Duration::from_secs(600),
+            "not converged: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    stop.send(()).unwrap();
+    second.await.unwrap().unwrap();
+
+    let stored = reader.all_tuples().unwrap();
+    assert_eq!(stored.len(), oracle.len(), "a window was lost or doubled");
+    let cached = cloud.cache().snapshot();
+    assert_eq!(
+        cached.len(),
+        oracle.len(),
+        "the cloud holds each tuple exactly once"
+    );
+    for tuple in &stored {
+        let expected = &oracle[&(tuple.node_id.clone(), tuple.window_start_ms)];
+        assert_eq!(tuple.average_w.to_bits(), expected.average_w.to_bits());
+        assert_eq!(tuple.sent, 2);
+        let key = format!(
+            "tuple:edge-test:{}:{}",
+            tuple.node_id, tuple.window_start_ms
+        );
+        let in_cloud = cached
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key} missing in the cloud"));
+        assert_eq!(in_cloud.average_w.to_bits(), tuple.average_w.to_bits());
+        assert_eq!(
+            Some(in_cloud.postal_code.as_str()),
+            tuple.postal_code.as_deref()
+        );
+    }
+    assert!(
+        cloud.counters().tuples_repeated > 0,
+        "lost replies must have caused resends"
+    );
+}
