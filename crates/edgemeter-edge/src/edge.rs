@@ -247,7 +247,9 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 wake = wake.min(until);
             }
         }
-        if self.windows.open_windows() > 0 {
+        // While a store is pending, the idle flush waits for it: waking for a
+        // flush that cannot run would spin.
+        if self.unstored.is_none() && self.windows.open_windows() > 0 {
             wake = wake.min(self.last_record_at + self.config.idle_flush);
         }
         if let Some(at) = self.store_retry_at {

@@ -163,3 +163,138 @@ async fn exactly_once_through_lost_replies_and_an_edge_crash() {
         "lost replies must have caused resends"
     );
 }
+
+/// An outbox whose database is capped at a page limit that a switch can
+/// lift, standing in for a disk that fills and then gets space again.
+struct CappedOutbox {
+    inner: SqliteOutbox,
+    full: Arc<std::sync::atomic::AtomicBool>,
+    capped: bool,
+}
+
+impl CappedOutbox {
+    fn apply_cap(&mut self) {
+        let full = self.full.load(Ordering::Relaxed);
+        if full != self.capped {
+            // The current size is the floor SQLite allows: no page more fits.
+            self.inner
+                .set_page_limit(if full { 1 } else { 1 << 30 })
+                .unwrap();
+            self.capped = full;
+        }
+    }
+}
+
+impl Outbox for CappedOutbox {
+    fn store_closed(
+        &mut self,
+        tuples: &[edgemeter_edge::NewTuple],
+        rejected: &[edgemeter_edge::RejectedRecord],
+        now_ms: i64,
+    ) -> Result<edgemeter_edge::StoreOutcome, edgemeter_edge::StoreError> {
+        self.apply_cap();
+        self.inner.store_closed(tuples, rejected, now_ms)
+    }
+    fn unacked_after(
+        &mut self,
+        after_id: i64,
+        limit: usize,
+        include_sent: bool,
+    ) -> Result<Vec<edgemeter_wire::TupleOut>, edgemeter_edge::StoreError> {
+        self.inner.unacked_after(after_id, limit, include_sent)
+    }
+    fn mark_sent(&mut self, ids: &[i64], now_ms: i64) -> Result<(), edgemeter_edge::StoreError> {
+        self.inner.mark_sent(ids, now_ms)
+    }
+    fn mark_acked(
+        &mut self,
+        acks: &[edgemeter_wire::Ack],
+        now_ms: i64,
+    ) -> Result<edgemeter_edge::AckOutcome, edgemeter_edge::StoreError> {
+        self.inner.mark_acked(acks, now_ms)
+    }
+    fn status(&mut self) -> Result<edgemeter_edge::StatusCounts, edgemeter_edge::StoreError> {
+        self.inner.status()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_disk_pauses_consumption_and_loses_nothing() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/gem-house-1h");
+    let (mut households, _) = edgemeter_data::load_dir(&data, Some(20 * 60 * 1000)).unwrap();
+    households.truncate(4);
+    let oracle = oracle_windows(&households);
+    let log = SharedLog::new(MemLog::new(3, 1_000_000));
+    let cloud = Arc::new(Cloud::new(
+        CloudConfig::default(),
+        MemoryCache::new(),
+        SystemClock,
+    ));
+    let link = Arc::new(LossyLink {
+        cloud: cloud.clone(),
+        lose_every: 0,
+        requests: AtomicU64::new(0),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edge.db");
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let outbox = CappedOutbox {
+        inner: SqliteOutbox::open(&db).unwrap(),
+        full: full.clone(),
+        capped: false,
+    };
+    let monitor = Arc::new(EdgeMonitor::new());
+    let edge = tokio::spawn(run_edge(
+        config(),
+        log.consumer("edge-test"),
+        link,
+        outbox,
+        SystemClock,
+        monitor.clone(),
+        std::future::pending(),
+    ));
+    for reading in edgemeter_data::csv::merged_readings(&households) {
+        log.append(reading.node_id.as_bytes(), reading.encode())
+            .unwrap();
+    }
+    // The disk is full: writes fail, the edge stops consuming and says so.
+    let mut waited = 0;
+    while monitor.snapshot().store_errors == 0 || monitor.snapshot().consuming {
+        assert!(waited < 6_000, "the edge never noticed the full disk");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let paused = monitor.snapshot();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!monitor.snapshot().consuming);
+    assert!(
+        monitor.snapshot().readings - paused.readings <= config().poll_records_max as u64 * 3,
+        "a paused edge reads at most what was already polled"
+    );
+    assert_eq!(
+        log.with(|log| log.committed("edge-test", 0)
+            + log.committed("edge-test", 1)
+            + log.committed("edge-test", 2)),
+        0,
+        "nothing is committed while nothing is stored"
+    );
+    // Space returns: the edge resumes and everything arrives exactly once.
+    full.store(false, Ordering::Relaxed);
+    let mut reader = SqliteOutbox::open(&db).unwrap();
+    let mut waited = Duration::ZERO;
+    loop {
+        let status = reader.status().unwrap();
+        if status.acked as usize == oracle.len() && status.queued + status.sent == 0 {
+            break;
+        }
+        assert!(
+            waited < Duration::from_secs(600),
+            "not converged after space returned: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    assert!(monitor.snapshot().consuming);
+    assert_eq!(cloud.cache().len(), oracle.len());
+    edge.abort();
+}

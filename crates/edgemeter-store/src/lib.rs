@@ -121,6 +121,18 @@ impl SqliteOutbox {
         })
     }
 
+    /// Caps the database at `pages` pages (SQLite's `max_page_count`); a write
+    /// past it fails as on a full disk. For tests of that path, and for
+    /// operators who want the edge to stop consuming before the disk fills.
+    /// Returns the cap SQLite applied (never below the current size).
+    pub fn set_page_limit(&self, pages: u64) -> Result<u64, StoreError> {
+        self.connection
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |row| {
+                row.get(0)
+            })
+            .map_err(unavailable)
+    }
+
     /// Every tuple by id. For tests, tools and the checker: loads the table.
     pub fn all_tuples(&self) -> Result<Vec<StoredTuple>, StoreError> {
         let mut statement = self
@@ -438,7 +450,9 @@ mod tests {
             kind: "not_json",
             reason: "x".into(),
         };
-        outbox.store_closed(&[], std::slice::from_ref(&record), 1).unwrap();
+        outbox
+            .store_closed(&[], std::slice::from_ref(&record), 1)
+            .unwrap();
         outbox.store_closed(&[], &[record], 2).unwrap();
         assert_eq!(outbox.status().unwrap().rejected, 1);
     }
