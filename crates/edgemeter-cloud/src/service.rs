@@ -14,12 +14,14 @@ use crate::postal::{postal_code_at, postal_code_for, state_of};
 use edgemeter_env::{Bug, CrashPoint, CrashPoints, PlantedBugs, WallClock};
 use edgemeter_wire::batch::REQUEST_MAGIC;
 use edgemeter_wire::heartbeat::HEARTBEAT_REPLY;
+use edgemeter_wire::sealed::{is_sealed_request, open_request, seal_reply, OpenedRequest};
 use edgemeter_wire::{
-    legacy, Ack, BatchReply, BatchRequest, DataRequest, HeartbeatRequest, LegacyDataRequest,
-    PostalCode, ReplyOutcome,
+    legacy, Ack, BatchReply, BatchRequest, DataRequest, EdgeKey, HeartbeatRequest,
+    LegacyDataRequest, PostalCode, ReplyOutcome,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,35 @@ const PLANTED_WRITE_DELAY: Duration = Duration::from_millis(200);
 /// answered anyway: a slow cache must not make the cloud look dead.
 const HEARTBEAT_RECORD_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// Who may talk to the cloud.
+#[derive(Debug, Clone)]
+pub struct CloudAuth {
+    /// Each edge's secret key, by edge id.
+    pub keys: BTreeMap<String, EdgeKey>,
+    /// Whether requests without an authentication envelope are served: the
+    /// original's wire form, and edges without a key.
+    pub allow_unauthenticated: bool,
+    /// How far a sealed request's time may be from the cloud's clock.
+    pub window: Duration,
+}
+
+impl CloudAuth {
+    /// Serves everyone: for tests and the in-process demo. The `cloud`
+    /// command requires keys unless its operator allows the original form.
+    pub fn open() -> CloudAuth {
+        CloudAuth {
+            keys: BTreeMap::new(),
+            allow_unauthenticated: true,
+            window: Duration::from_secs(120),
+        }
+    }
+
+    pub fn with_key(mut self, edge_id: &str, key: EdgeKey) -> CloudAuth {
+        self.keys.insert(edge_id.to_owned(), key);
+        self
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CloudConfig {
     /// Silence after which an edge's heartbeats count as stopped.
@@ -45,6 +76,7 @@ pub struct CloudConfig {
     pub crash_points: CrashPoints,
     /// Seeds the only randomness the cloud has: the planted random-code bug.
     pub rng_seed: u64,
+    pub auth: CloudAuth,
 }
 
 impl Default for CloudConfig {
@@ -54,6 +86,7 @@ impl Default for CloudConfig {
             planted: PlantedBugs::NONE,
             crash_points: CrashPoints::none(),
             rng_seed: 0,
+            auth: CloudAuth::open(),
         }
     }
 }
@@ -66,6 +99,7 @@ struct Counters {
     tuples_repeated: AtomicU64,
     malformed: AtomicU64,
     cache_errors: AtomicU64,
+    unauthenticated: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,6 +110,8 @@ pub struct CloudCounters {
     pub tuples_repeated: u64,
     pub malformed: u64,
     pub cache_errors: u64,
+    /// Requests refused for a missing or failed authentication.
+    pub unauthenticated: u64,
 }
 
 pub struct Cloud<C, W> {
@@ -123,6 +159,7 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             tuples_repeated: load(&self.counters.tuples_repeated),
             malformed: load(&self.counters.malformed),
             cache_errors: load(&self.counters.cache_errors),
+            unauthenticated: load(&self.counters.unauthenticated),
         }
     }
 
@@ -162,11 +199,68 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
         }
     }
 
-    /// Answers one request on the data socket, in either wire form.
+    /// Checks a request's authentication. `Ok(None)`: an unsealed request
+    /// that may be served; `Ok(Some)`: a sealed one that checked out; `Err`:
+    /// the refusal to send back.
+    fn authenticate(&self, request: &[u8]) -> Result<Option<(OpenedRequest, EdgeKey)>, Vec<u8>> {
+        let auth = &self.config.auth;
+        if !is_sealed_request(request) {
+            if auth.allow_unauthenticated {
+                return Ok(None);
+            }
+            return Err(self.refuse("request is not authenticated; this cloud requires edge keys"));
+        }
+        let mut key = None;
+        let opened = open_request(
+            request,
+            |edge_id| {
+                key = auth.keys.get(edge_id).cloned();
+                key.clone()
+            },
+            self.clock.now_ms(),
+            auth.window.as_millis() as i64,
+        );
+        match opened {
+            Ok(opened) => Ok(Some((opened, key.expect("a key opened it")))),
+            Err(error) => Err(self.refuse(&error.to_string())),
+        }
+    }
+
+    fn refuse(&self, reason: &str) -> Vec<u8> {
+        bump(&self.counters.unauthenticated, 1);
+        warn!(%reason, "request refused before reaching the cache");
+        legacy::error_reply(&format!("unauthenticated: {reason}"))
+    }
+
+    /// Answers one request on the data socket: sealed or not, in either
+    /// wire form.
     pub async fn handle_data(&self, request: &[u8]) -> Vec<u8> {
         bump(&self.counters.requests, 1);
+        match self.authenticate(request) {
+            Ok(None) => self.handle_data_body(request, None).await,
+            Ok(Some((opened, key))) => {
+                let reply = self
+                    .handle_data_body(&opened.body, Some(&opened.edge_id))
+                    .await;
+                seal_reply(&key, &opened.tag, &reply)
+            }
+            Err(refusal) => refusal,
+        }
+    }
+
+    async fn handle_data_body(&self, request: &[u8], sealed_by: Option<&str>) -> Vec<u8> {
         match DataRequest::decode(request) {
-            Ok(DataRequest::Batch(batch)) => self.store_batch(batch).await,
+            Ok(DataRequest::Batch(batch)) => {
+                if sealed_by.is_some_and(|edge_id| edge_id != batch.edge_id) {
+                    let reason = "batch names another edge than its key";
+                    return BatchReply {
+                        request_id: batch.request_id,
+                        outcome: ReplyOutcome::Rejected(reason.into()),
+                    }
+                    .encode();
+                }
+                self.store_batch(batch).await
+            }
             Ok(DataRequest::Legacy(legacy)) => self.store_legacy(legacy).await,
             Err(error) => {
                 bump(&self.counters.malformed, 1);
@@ -284,6 +378,19 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
 
     /// Answers one request on the heartbeat socket.
     pub async fn handle_heartbeat(&self, request: &[u8]) -> Vec<u8> {
+        match self.authenticate(request) {
+            Ok(None) => self.handle_heartbeat_body(request, None).await,
+            Ok(Some((opened, key))) => {
+                let reply = self
+                    .handle_heartbeat_body(&opened.body, Some(&opened.edge_id))
+                    .await;
+                seal_reply(&key, &opened.tag, &reply)
+            }
+            Err(refusal) => refusal,
+        }
+    }
+
+    async fn handle_heartbeat_body(&self, request: &[u8], sealed_by: Option<&str>) -> Vec<u8> {
         let edge_id = match HeartbeatRequest::decode(request) {
             Ok(HeartbeatRequest::Legacy) => LEGACY_EDGE_ID.to_owned(),
             Ok(HeartbeatRequest::Edge { edge_id }) => edge_id,
@@ -293,6 +400,9 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
                 return legacy::error_reply(&error.to_string());
             }
         };
+        if sealed_by.is_some_and(|sealer| sealer != edge_id) {
+            return self.refuse("heartbeat names another edge than its key");
+        }
         bump(&self.counters.heartbeats, 1);
         self.heartbeats
             .lock()

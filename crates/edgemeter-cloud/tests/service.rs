@@ -146,3 +146,92 @@ async fn no_postal_code_without_a_cache_write() {
     );
     assert_eq!(cloud.counters().cache_errors, 2);
 }
+
+mod authenticated {
+    use super::*;
+    use edgemeter_cloud::CloudAuth;
+    use edgemeter_env::WallClock;
+    use edgemeter_wire::sealed::{open_reply, seal_request};
+    use edgemeter_wire::EdgeKey;
+
+    fn key(byte: u8) -> EdgeKey {
+        EdgeKey::from_bytes([byte; 32])
+    }
+
+    fn strict_cloud() -> Cloud<MemoryCache, SystemClock> {
+        let auth = CloudAuth {
+            allow_unauthenticated: false,
+            ..CloudAuth::open().with_key("edge-a", key(1))
+        };
+        Cloud::new(
+            CloudConfig {
+                auth,
+                ..CloudConfig::default()
+            },
+            MemoryCache::new(),
+            SystemClock,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_sealed_batch_is_stored_and_its_reply_proves_the_cloud() {
+        let cloud = strict_cloud();
+        let (sealed, tag) = seal_request(
+            "edge-a",
+            &key(1),
+            SystemClock.now_ms(),
+            &batch("edge-a", 1, &[0]),
+        );
+        let reply = cloud.handle_data(&sealed).await;
+        let body =
+            open_reply(&reply, &key(1), &tag).expect("the reply is sealed with the edge's key");
+        assert!(matches!(
+            BatchReply::decode(&body).unwrap().outcome,
+            ReplyOutcome::Stored(_)
+        ));
+        assert_eq!(cloud.cache().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn nothing_unproven_reaches_the_cache() {
+        let cloud = strict_cloud();
+        let now = SystemClock.now_ms();
+        // The original's form and an unsealed batch: refused while the switch is off.
+        assert!(cloud
+            .handle_data(br#"{"id": 1, "node_id": "abc", "average": 2}"#)
+            .await
+            .starts_with(b"ERROR: unauthenticated"));
+        assert!(cloud
+            .handle_data(&batch("edge-a", 1, &[0]))
+            .await
+            .starts_with(b"ERROR: unauthenticated"));
+        assert!(cloud
+            .handle_heartbeat(b"heartbeat")
+            .await
+            .starts_with(b"ERROR: unauthenticated"));
+        // A wrong key, an unknown edge, a replay from long ago, and an edge
+        // writing under another edge's name.
+        let (wrong_key, _) = seal_request("edge-a", &key(2), now, &batch("edge-a", 1, &[0]));
+        let (unknown, _) = seal_request("edge-x", &key(1), now, &batch("edge-x", 1, &[0]));
+        let (stale, _) = seal_request(
+            "edge-a",
+            &key(1),
+            now - 3_600_000,
+            &batch("edge-a", 1, &[0]),
+        );
+        for request in [wrong_key, unknown, stale] {
+            assert!(cloud
+                .handle_data(&request)
+                .await
+                .starts_with(b"ERROR: unauthenticated"));
+        }
+        let (impostor, tag) = seal_request("edge-a", &key(1), now, &batch("edge-b", 1, &[0]));
+        let reply = open_reply(&cloud.handle_data(&impostor).await, &key(1), &tag).unwrap();
+        assert!(matches!(
+            BatchReply::decode(&reply).unwrap().outcome,
+            ReplyOutcome::Rejected(_)
+        ));
+        assert!(cloud.cache().is_empty());
+        assert_eq!(cloud.counters().unauthenticated, 6);
+    }
+}

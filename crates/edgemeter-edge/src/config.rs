@@ -2,6 +2,7 @@
 
 use crate::windows::WindowConfig;
 use edgemeter_env::{CrashPoints, PlantedBugs};
+use edgemeter_wire::EdgeKey;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -30,6 +31,10 @@ pub struct EdgeConfig {
     /// How many polled batches may wait between the bus task and the edge.
     /// Small: when the store stalls, the bus stops being read.
     pub poll_queue_max: usize,
+    /// This edge's secret. With a key every request is sealed and every
+    /// reply checked; without one the edge speaks unauthenticated, which a
+    /// cloud accepts only when its operator allows it.
+    pub key: Option<EdgeKey>,
     pub planted: PlantedBugs,
     pub crash_points: CrashPoints,
 }
@@ -53,6 +58,7 @@ impl EdgeConfig {
             inflight_batches_max: 8,
             poll_records_max: 4096,
             poll_queue_max: 2,
+            key: None,
             planted: PlantedBugs::NONE,
             crash_points: CrashPoints::none(),
         }

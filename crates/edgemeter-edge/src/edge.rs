@@ -21,8 +21,9 @@ use crate::windows::{Added, Windows};
 use crate::{EdgeConfig, EdgeMonitor};
 use edgemeter_env::{Bug, CrashPoint, WallClock};
 use edgemeter_wire::heartbeat::HEARTBEAT_REPLY;
+use edgemeter_wire::sealed::{open_reply, seal_request};
 use edgemeter_wire::{
-    Ack, BatchReply, HeartbeatRequest, PostalCode, Reading, ReplyOutcome, TupleOut,
+    Ack, BatchReply, EdgeKey, HeartbeatRequest, PostalCode, Reading, ReplyOutcome, TupleOut,
 };
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -444,11 +445,9 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 edge_id: self.config.edge_id.clone(),
             }
             .encode();
-            let link = self.link.clone();
-            let limit = self.config.heartbeat_timeout;
-            self.requests.push(Box::pin(async move {
-                Completion::Heartbeat(request(&*link, Channel::Heartbeat, body, limit).await)
-            }));
+            let call = self.call(Channel::Heartbeat, &body, self.config.heartbeat_timeout);
+            self.requests
+                .push(Box::pin(async move { Completion::Heartbeat(call.await) }));
         }
         if self.heartbeat.state() != LinkState::Connected {
             return;
@@ -523,12 +522,33 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
 
     fn push_data(&mut self, request_id: u64, body: Vec<u8>) {
         bump(&self.monitor.batches_sent, 1);
-        let link = self.link.clone();
-        let limit = self.config.request_timeout;
+        let call = self.call(Channel::Data, &body, self.config.request_timeout);
         self.requests.push(Box::pin(async move {
-            let result = request(&*link, Channel::Data, body, limit).await;
+            let result = call.await;
             Completion::Data { request_id, result }
         }));
+    }
+
+    /// One request, sealed with the edge's key when it has one.
+    fn call(
+        &self,
+        channel: Channel,
+        body: &[u8],
+        limit: Duration,
+    ) -> impl Future<Output = Result<Vec<u8>, LinkError>> + Send + 'static {
+        let link = self.link.clone();
+        let sealed = self.config.key.clone().map(|key| {
+            let (sealed, tag) = seal_request(&self.config.edge_id, &key, self.clock.now_ms(), body);
+            (sealed, tag, key)
+        });
+        let plain = body.to_vec();
+        async move {
+            let Some((sealed, tag, key)) = sealed else {
+                return request(&*link, channel, plain, limit).await;
+            };
+            let reply = request(&*link, channel, sealed, limit).await?;
+            open_sealed_reply(&reply, &key, &tag)
+        }
     }
 
     async fn handle_completion(&mut self, done: Completion) {
@@ -628,6 +648,14 @@ async fn request<L: CloudLink>(
         Ok(result) => result,
         Err(_) => Err(LinkError::Timeout),
     }
+}
+
+fn open_sealed_reply(reply: &[u8], key: &EdgeKey, tag: &[u8; 32]) -> Result<Vec<u8>, LinkError> {
+    open_reply(reply, key, tag).map_err(|error| {
+        let text = String::from_utf8_lossy(&reply[..reply.len().min(200)]).into_owned();
+        error!(%error, reply = %text, "cloud reply failed authentication");
+        LinkError::Unreachable(format!("reply refused: {error}"))
+    })
 }
 
 /// A reply must acknowledge exactly the batch's tuples, in order.

@@ -298,3 +298,61 @@ async fn a_full_disk_pauses_consumption_and_loses_nothing() {
     assert_eq!(cloud.cache().len(), oracle.len());
     edge.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_authenticated_edge_ships_to_a_strict_cloud() {
+    use edgemeter_cloud::CloudAuth;
+    use edgemeter_wire::EdgeKey;
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/gem-house-1h");
+    let (mut households, _) = edgemeter_data::load_dir(&data, Some(2 * 60 * 1000)).unwrap();
+    households.truncate(3);
+    let oracle = oracle_windows(&households);
+    let log = SharedLog::new(MemLog::new(3, 1_000_000));
+    for reading in edgemeter_data::csv::merged_readings(&households) {
+        log.append(reading.node_id.as_bytes(), reading.encode())
+            .unwrap();
+    }
+    let key = EdgeKey::from_bytes([42; 32]);
+    let auth = CloudAuth {
+        allow_unauthenticated: false,
+        ..CloudAuth::open().with_key("edge-test", key.clone())
+    };
+    let cloud = Arc::new(Cloud::new(
+        CloudConfig {
+            auth,
+            ..CloudConfig::default()
+        },
+        MemoryCache::new(),
+        SystemClock,
+    ));
+    let link = Arc::new(LossyLink {
+        cloud: cloud.clone(),
+        lose_every: 0,
+        requests: AtomicU64::new(0),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edge.db");
+    let mut edge_config = config();
+    edge_config.key = Some(key);
+    let monitor = Arc::new(EdgeMonitor::new());
+    let edge = tokio::spawn(run_edge(
+        edge_config,
+        log.consumer("edge-test"),
+        link,
+        SqliteOutbox::open(&db).unwrap(),
+        SystemClock,
+        monitor.clone(),
+        std::future::pending(),
+    ));
+    let mut reader = SqliteOutbox::open(&db).unwrap();
+    for _ in 0..6_000 {
+        if reader.status().unwrap().acked as usize == oracle.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reader.status().unwrap().acked as usize, oracle.len());
+    assert_eq!(cloud.cache().len(), oracle.len());
+    assert_eq!(cloud.counters().unauthenticated, 0);
+    edge.abort();
+}

@@ -10,6 +10,7 @@
 //! - [`heartbeat`]: heartbeat requests (ours and the original's) and the reply.
 //! - [`legacy`]: the original's JSON data request and its text reply.
 //! - [`request`]: tells the two data-request forms apart on one socket.
+//! - [`sealed`]: the authenticated envelope around any request and its reply.
 //!
 //! This crate never performs IO, reads a clock or spawns. Every decoder
 //! checks sizes before it allocates, so a peer cannot choose our memory use.
@@ -21,6 +22,7 @@ pub mod legacy;
 pub mod postal;
 pub mod reading;
 pub mod request;
+pub mod sealed;
 
 pub use batch::{Ack, BatchReply, BatchRequest, ReplyOutcome, TupleOut};
 pub use frame::{DecodeError, FRAME_BYTES_MAX};
@@ -29,6 +31,7 @@ pub use legacy::LegacyDataRequest;
 pub use postal::PostalCode;
 pub use reading::{Reading, RecordError, POWER_W_MAX};
 pub use request::DataRequest;
+pub use sealed::{AuthError, EdgeKey};
 
 /// The most bytes an edge or household id may have. Ids are keys in SQLite
 /// and Redis; the data set's ids are 64 hex digits.
