@@ -300,11 +300,37 @@ mod tests {
         ));
     }
 
+    /// Found by the `edge_reply` fuzz target: a reason that is not UTF-8
+    /// was repaired on decode, so the reply re-encoded to other bytes.
+    #[test]
+    fn a_reply_reason_must_be_utf8() {
+        let crash = b"EMA\x01\x00\x00\x00\x00\x00\x00\x00\x02\x01\x00\x0acache do\x89\x91";
+        assert!(matches!(
+            BatchReply::decode(crash),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_at_a_character_boundary() {
+        let reply = BatchReply {
+            request_id: 1,
+            outcome: ReplyOutcome::RetryLater("é".repeat(40_000)),
+        };
+        let decoded = BatchReply::decode(&reply.encode()).unwrap();
+        let ReplyOutcome::RetryLater(reason) = decoded.outcome else {
+            panic!()
+        };
+        assert_eq!(reason.len(), 65_534);
+    }
+
     proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = BatchRequest::decode(&bytes);
-            let _ = BatchReply::decode(&bytes);
+            if let Ok(reply) = BatchReply::decode(&bytes) {
+                prop_assert_eq!(reply.encode(), bytes.clone());
+            }
             let mut prefixed = REQUEST_MAGIC.to_vec();
             prefixed.extend_from_slice(&bytes);
             let _ = BatchRequest::decode(&prefixed);

@@ -100,11 +100,14 @@ impl<'a> Reader<'a> {
         Ok(text.to_owned())
     }
 
-    /// A string with a two-byte length prefix.
+    /// A UTF-8 string with a two-byte length prefix. Invalid UTF-8 is
+    /// refused rather than repaired, so that one reply has one reading.
     pub(crate) fn text(&mut self) -> Result<String, DecodeError> {
         let length = self.u16()? as usize;
         let bytes = self.take(length)?;
-        Ok(String::from_utf8_lossy(bytes).into_owned())
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| invalid("text is not UTF-8"))
     }
 
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
@@ -125,11 +128,15 @@ pub(crate) fn put_id(out: &mut Vec<u8>, id: &str) {
     out.extend_from_slice(id.as_bytes());
 }
 
+/// Appends a string with a two-byte length prefix, cut at a character
+/// boundary if it is longer than the prefix can say.
 pub(crate) fn put_text(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
-    let length = bytes.len().min(u16::MAX as usize);
+    let mut length = text.len().min(u16::MAX as usize);
+    while !text.is_char_boundary(length) {
+        length -= 1;
+    }
     out.extend_from_slice(&(length as u16).to_be_bytes());
-    out.extend_from_slice(&bytes[..length]);
+    out.extend_from_slice(&text.as_bytes()[..length]);
 }
 
 pub(crate) fn check_size(bytes: &[u8]) -> Result<(), DecodeError> {
