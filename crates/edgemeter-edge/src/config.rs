@@ -10,8 +10,11 @@ pub struct EdgeConfig {
     /// Names this edge to the cloud; part of every tuple's identity there.
     pub edge_id: String,
     pub windows: WindowConfig,
-    /// With no record at all for this long, every open window is closed: the
-    /// stream has stopped (the replay ended, or every household went quiet).
+    /// When the broker has answered every poll without a record for this
+    /// long, every open window is closed: the stream has stopped (the replay
+    /// ended, or every household went quiet). It must be longer than the gap
+    /// between two readings of the stream, or windows close early; 10 s is
+    /// five reading intervals of a single household at real time.
     pub idle_flush: Duration,
     pub heartbeat_interval: Duration,
     /// How long a heartbeat may take before it counts as missed.
@@ -49,7 +52,7 @@ impl EdgeConfig {
         EdgeConfig {
             edge_id,
             windows: WindowConfig::default(),
-            idle_flush: Duration::from_secs(2),
+            idle_flush: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(1),
             heartbeat_misses_max: 3,

@@ -68,6 +68,15 @@ impl fmt::Display for EdgeError {
 
 impl std::error::Error for EdgeError {}
 
+/// What the bus task reports after each poll.
+enum BusEvent {
+    Records(Vec<BusRecord>),
+    /// The broker answered and had nothing new.
+    Empty,
+    /// The broker could not be reached.
+    Unavailable,
+}
+
 enum Completion {
     Heartbeat(Result<Vec<u8>, LinkError>),
     Data {
@@ -121,7 +130,7 @@ where
         committed: BTreeMap::new(),
         unstored: None,
         store_retry_at: None,
-        last_record_at: now,
+        quiet_since: None,
         requests: FuturesUnordered::new(),
         logged_kinds: BTreeSet::new(),
     };
@@ -142,7 +151,7 @@ impl Drop for AbortOnDrop {
 async fn drive_bus<B: ReadingsBus>(
     mut bus: B,
     records_max: usize,
-    records_tx: mpsc::Sender<Vec<BusRecord>>,
+    records_tx: mpsc::Sender<BusEvent>,
     mut commits_rx: mpsc::Receiver<BTreeMap<i32, i64>>,
 ) {
     let mut backoff = BUS_BACKOFF_MIN;
@@ -168,12 +177,14 @@ async fn drive_bus<B: ReadingsBus>(
                     down_logged = false;
                 }
                 backoff = BUS_BACKOFF_MIN;
-                if !records.is_empty() {
-                    permit.send(records);
-                }
+                permit.send(if records.is_empty() {
+                    BusEvent::Empty
+                } else {
+                    BusEvent::Records(records)
+                });
             }
             Err(BusError::Unavailable(reason)) => {
-                drop(permit);
+                permit.send(BusEvent::Unavailable);
                 if !down_logged {
                     warn!(%reason, "broker unavailable; retrying with backoff");
                     down_logged = true;
@@ -203,7 +214,12 @@ struct EdgeLoop<L, O, C> {
     /// the edge reads no more records.
     unstored: Option<(Vec<NewTuple>, Vec<RejectedRecord>)>,
     store_retry_at: Option<Instant>,
-    last_record_at: Instant,
+    /// Since when the broker has answered every poll, without records. The
+    /// open windows are flushed once this lasts `idle_flush`: the stream has
+    /// stopped. An unreachable broker is not a quiet stream, so an outage
+    /// resets it: flushing then would close windows whose readings are still
+    /// on their way, and a late reading must never change an average.
+    quiet_since: Option<Instant>,
     requests: FuturesUnordered<BoxFuture<'static, Completion>>,
     /// Rejection kinds already logged: each kind is logged once, then counted.
     logged_kinds: BTreeSet<&'static str>,
@@ -212,7 +228,7 @@ struct EdgeLoop<L, O, C> {
 impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     async fn run(
         &mut self,
-        mut records_rx: mpsc::Receiver<Vec<BusRecord>>,
+        mut records_rx: mpsc::Receiver<BusEvent>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), EdgeError> {
         tokio::pin!(shutdown);
@@ -225,8 +241,13 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                     info!(edge = %self.config.edge_id, "edge stopping");
                     return Ok(());
                 }
-                records = records_rx.recv(), if consuming => match records {
-                    Some(records) => self.handle_records(records).await,
+                event = records_rx.recv(), if consuming => match event {
+                    Some(BusEvent::Records(records)) => {
+                        self.quiet_since = None;
+                        self.handle_records(records).await;
+                    }
+                    Some(BusEvent::Empty) => self.handle_quiet_poll().await,
+                    Some(BusEvent::Unavailable) => self.quiet_since = None,
                     None => return Err(EdgeError::BusStopped),
                 },
                 Some(done) = self.requests.next(), if !self.requests.is_empty() => {
@@ -248,11 +269,6 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 wake = wake.min(until);
             }
         }
-        // While a store is pending, the idle flush waits for it: waking for a
-        // flush that cannot run would spin.
-        if self.unstored.is_none() && self.windows.open_windows() > 0 {
-            wake = wake.min(self.last_record_at + self.config.idle_flush);
-        }
         if let Some(at) = self.store_retry_at {
             wake = wake.min(at);
         }
@@ -267,7 +283,14 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 self.store_and_commit(tuples, rejected).await;
             }
         }
-        let idle = now >= self.last_record_at + self.config.idle_flush;
+    }
+
+    /// An empty poll: closes every open window once the stream has been
+    /// quiet for `idle_flush`.
+    async fn handle_quiet_poll(&mut self) {
+        let now = Instant::now();
+        let since = *self.quiet_since.get_or_insert(now);
+        let idle = now.duration_since(since) >= self.config.idle_flush;
         if idle && self.unstored.is_none() && self.windows.open_windows() > 0 {
             let mut closed = Vec::new();
             self.windows.close_all(&mut closed);
@@ -299,7 +322,6 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         }
         let mut closed = Vec::new();
         self.windows.close_ready(&mut closed);
-        self.last_record_at = Instant::now();
         self.store_and_commit(closed, rejected).await;
     }
 
