@@ -1,0 +1,488 @@
+//! The `broker` host: a Kafka-like topic served over turmoil TCP. Storage is
+//! `edgemeter-memlog`'s [`MemLog`] (partitions, offsets, group commits); this
+//! file owns the small framed protocol around it (produce, fetch, commit,
+//! committed offsets) and the server loop.
+//!
+//! The log lives in a [`BrokerState`] created by the harness outside the
+//! host, so it outlasts anything that happens to the other hosts, and the
+//! harness can read end and committed offsets between steps. Produce is
+//! idempotent per producer (as Kafka's `enable.idempotence`): a resent batch
+//! whose reply was lost is not appended twice.
+
+use crate::codec::{invalid, Reader, Writer};
+use crate::net::{read_frame, write_frame};
+use edgemeter_edge::BusRecord;
+use edgemeter_memlog::MemLog;
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tracing::{debug, warn};
+use turmoil::net::{TcpListener, TcpStream};
+
+pub const BROKER_HOST: &str = "broker";
+pub const BROKER_PORT: u16 = 9092;
+
+/// Partitions of `power_topic`, as the deployment creates it.
+pub const TOPIC_PARTITIONS: u32 = 3;
+
+/// The most records the log holds. 50 households × 1 hour is about 90,000
+/// readings; this leaves room for a day of them and bounds memory if a
+/// producer runs away.
+pub const LOG_RECORDS_MAX: usize = 5_000_000;
+
+/// The most records one fetch returns, whatever the consumer asks.
+pub const FETCH_RECORDS_MAX: usize = 4096;
+
+/// The longest a fetch waits for new records before answering empty. The
+/// edge's bus must answer within about a second; this leaves room for the
+/// round trip.
+pub const FETCH_WAIT_MAX: Duration = Duration::from_millis(300);
+
+/// Connections served at once. The simulation has two clients (households
+/// and edge), each reconnecting after faults; stale connections close on
+/// [`CONNECTION_IDLE_MAX`].
+pub const BROKER_CONNECTIONS_MAX: usize = 64;
+
+/// A connection with no request for this long is closed. turmoil streams
+/// stall silently after a partition drops a segment; this reclaims them.
+pub const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(30);
+
+/// One request to the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerRequest {
+    /// Appends `records` (key, value) as the producer's sequence numbers
+    /// `first_sequence..`. Sequences already appended are skipped.
+    Produce {
+        producer_id: u64,
+        first_sequence: u64,
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    Fetch {
+        positions: Vec<(i32, i64)>,
+        records_max: u32,
+        wait_ms: u32,
+    },
+    Commit {
+        group: String,
+        offsets: Vec<(i32, i64)>,
+    },
+    Committed {
+        group: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerReply {
+    /// The producer's next sequence number: everything before it is in the log.
+    Produced {
+        next_sequence: u64,
+    },
+    Records(Vec<BusRecord>),
+    Offsets(Vec<(i32, i64)>),
+    Done,
+    Error(String),
+}
+
+fn put_offsets(writer: &mut Writer, offsets: &[(i32, i64)]) {
+    writer.count(offsets.len());
+    for (partition, offset) in offsets {
+        writer.i32(*partition).i64(*offset);
+    }
+}
+
+fn get_offsets(reader: &mut Reader<'_>) -> io::Result<Vec<(i32, i64)>> {
+    let count = reader.count()?;
+    (0..count)
+        .map(|_| Ok((reader.i32()?, reader.i64()?)))
+        .collect()
+}
+
+impl BrokerRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut writer = Writer::new();
+        match self {
+            BrokerRequest::Produce {
+                producer_id,
+                first_sequence,
+                records,
+            } => {
+                writer.u8(1).u64(*producer_id).u64(*first_sequence);
+                writer.count(records.len());
+                for (key, value) in records {
+                    writer.bytes(key).bytes(value);
+                }
+            }
+            BrokerRequest::Fetch {
+                positions,
+                records_max,
+                wait_ms,
+            } => {
+                writer.u8(2).u32(*records_max).u32(*wait_ms);
+                put_offsets(&mut writer, positions);
+            }
+            BrokerRequest::Commit { group, offsets } => {
+                writer.u8(3).str(group);
+                put_offsets(&mut writer, offsets);
+            }
+            BrokerRequest::Committed { group } => {
+                writer.u8(4).str(group);
+            }
+        }
+        writer.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> io::Result<BrokerRequest> {
+        let mut reader = Reader::new(bytes);
+        let request = match reader.u8()? {
+            1 => {
+                let producer_id = reader.u64()?;
+                let first_sequence = reader.u64()?;
+                let count = reader.count()?;
+                let records = (0..count)
+                    .map(|_| Ok((reader.bytes()?, reader.bytes()?)))
+                    .collect::<io::Result<_>>()?;
+                BrokerRequest::Produce {
+                    producer_id,
+                    first_sequence,
+                    records,
+                }
+            }
+            2 => {
+                let records_max = reader.u32()?;
+                let wait_ms = reader.u32()?;
+                let positions = get_offsets(&mut reader)?;
+                BrokerRequest::Fetch {
+                    positions,
+                    records_max,
+                    wait_ms,
+                }
+            }
+            3 => {
+                let group = reader.string()?;
+                let offsets = get_offsets(&mut reader)?;
+                BrokerRequest::Commit { group, offsets }
+            }
+            4 => BrokerRequest::Committed {
+                group: reader.string()?,
+            },
+            kind => return Err(invalid(format!("unknown broker request {kind}"))),
+        };
+        reader.finish()?;
+        Ok(request)
+    }
+}
+
+impl BrokerReply {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut writer = Writer::new();
+        match self {
+            BrokerReply::Produced { next_sequence } => {
+                writer.u8(1).u64(*next_sequence);
+            }
+            BrokerReply::Records(records) => {
+                writer.u8(2).count(records.len());
+                for record in records {
+                    writer
+                        .i32(record.partition)
+                        .i64(record.offset)
+                        .bytes(&record.payload);
+                }
+            }
+            BrokerReply::Offsets(offsets) => {
+                writer.u8(3);
+                put_offsets(&mut writer, offsets);
+            }
+            BrokerReply::Done => {
+                writer.u8(4);
+            }
+            BrokerReply::Error(reason) => {
+                writer.u8(5).str(reason);
+            }
+        }
+        writer.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> io::Result<BrokerReply> {
+        let mut reader = Reader::new(bytes);
+        let reply = match reader.u8()? {
+            1 => BrokerReply::Produced {
+                next_sequence: reader.u64()?,
+            },
+            2 => {
+                let count = reader.count()?;
+                let records = (0..count)
+                    .map(|_| {
+                        Ok(BusRecord {
+                            partition: reader.i32()?,
+                            offset: reader.i64()?,
+                            payload: reader.bytes()?,
+                        })
+                    })
+                    .collect::<io::Result<_>>()?;
+                BrokerReply::Records(records)
+            }
+            3 => BrokerReply::Offsets(get_offsets(&mut reader)?),
+            4 => BrokerReply::Done,
+            5 => BrokerReply::Error(reader.string()?),
+            kind => return Err(invalid(format!("unknown broker reply {kind}"))),
+        };
+        reader.finish()?;
+        Ok(reply)
+    }
+}
+
+/// The broker's storage, shared between the host and the harness.
+#[derive(Debug)]
+pub struct BrokerData {
+    pub log: MemLog,
+    /// producer id -> next sequence number expected.
+    producers: BTreeMap<u64, u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerState {
+    data: Arc<Mutex<BrokerData>>,
+    appended: Arc<Notify>,
+}
+
+impl Default for BrokerState {
+    fn default() -> Self {
+        BrokerState::new()
+    }
+}
+
+impl BrokerState {
+    pub fn new() -> BrokerState {
+        BrokerState {
+            data: Arc::new(Mutex::new(BrokerData {
+                log: MemLog::new(TOPIC_PARTITIONS, LOG_RECORDS_MAX),
+                producers: BTreeMap::new(),
+            })),
+            appended: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&mut BrokerData) -> T) -> T {
+        f(&mut self.data.lock().expect("broker lock"))
+    }
+
+    /// True when `group` has committed every record of every partition.
+    pub fn fully_committed(&self, group: &str) -> bool {
+        self.with(|data| {
+            (0..data.log.partition_count() as i32).all(|partition| {
+                data.log.committed(group, partition) == data.log.end_offset(partition)
+            })
+        })
+    }
+
+    fn produce(
+        &self,
+        producer_id: u64,
+        first_sequence: u64,
+        records: &[(Vec<u8>, Vec<u8>)],
+    ) -> BrokerReply {
+        let reply = self.with(|data| {
+            let next = data.producers.entry(producer_id).or_insert(0);
+            if first_sequence > *next {
+                return BrokerReply::Error(format!(
+                    "sequence gap: expected {next}, got {first_sequence}"
+                ));
+            }
+            let skip = (*next - first_sequence) as usize;
+            for (key, value) in records.iter().skip(skip) {
+                if let Err(full) = data.log.append(key, value.clone()) {
+                    return BrokerReply::Error(format!("log full at {} records", full.records_max));
+                }
+                *next += 1;
+            }
+            BrokerReply::Produced {
+                next_sequence: *next,
+            }
+        });
+        self.appended.notify_waiters();
+        reply
+    }
+
+    fn fetch_now(&self, positions: &[(i32, i64)], records_max: usize) -> Vec<BusRecord> {
+        self.with(|data| {
+            let mut out = Vec::new();
+            for (partition, offset) in positions {
+                let room = records_max - out.len();
+                if room == 0 {
+                    break;
+                }
+                out.extend(data.log.fetch(*partition, *offset, room));
+            }
+            out
+        })
+    }
+
+    async fn fetch(&self, positions: &[(i32, i64)], records_max: u32, wait_ms: u32) -> BrokerReply {
+        let records_max = (records_max as usize).clamp(1, FETCH_RECORDS_MAX);
+        let wait = Duration::from_millis(u64::from(wait_ms)).min(FETCH_WAIT_MAX);
+        let notified = self.appended.notified();
+        let records = self.fetch_now(positions, records_max);
+        if !records.is_empty() || wait.is_zero() {
+            return BrokerReply::Records(records);
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+        BrokerReply::Records(self.fetch_now(positions, records_max))
+    }
+
+    fn commit(&self, group: &str, offsets: &[(i32, i64)]) -> BrokerReply {
+        self.with(|data| {
+            for (partition, offset) in offsets {
+                let end = data.log.end_offset(*partition);
+                if *partition < 0 || *partition >= data.log.partition_count() as i32 {
+                    return BrokerReply::Error(format!("no partition {partition}"));
+                }
+                if *offset < 0 || *offset > end {
+                    return BrokerReply::Error(format!(
+                        "commit of offset {offset} outside 0..={end} on partition {partition}"
+                    ));
+                }
+            }
+            for (partition, offset) in offsets {
+                data.log.commit(group, *partition, *offset);
+            }
+            BrokerReply::Done
+        })
+    }
+
+    fn committed(&self, group: &str) -> BrokerReply {
+        self.with(|data| {
+            let offsets = (0..data.log.partition_count() as i32)
+                .map(|partition| (partition, data.log.committed(group, partition)))
+                .collect();
+            BrokerReply::Offsets(offsets)
+        })
+    }
+
+    async fn handle(&self, request: BrokerRequest) -> BrokerReply {
+        match request {
+            BrokerRequest::Produce {
+                producer_id,
+                first_sequence,
+                records,
+            } => self.produce(producer_id, first_sequence, &records),
+            BrokerRequest::Fetch {
+                positions,
+                records_max,
+                wait_ms,
+            } => self.fetch(&positions, records_max, wait_ms).await,
+            BrokerRequest::Commit { group, offsets } => self.commit(&group, &offsets),
+            BrokerRequest::Committed { group } => self.committed(&group),
+        }
+    }
+}
+
+/// The broker host's software: serves [`BrokerState`] until the host stops.
+pub async fn run_broker(state: BrokerState) -> turmoil::Result {
+    let listener = TcpListener::bind(("0.0.0.0", BROKER_PORT)).await?;
+    let slots = Arc::new(Semaphore::new(BROKER_CONNECTIONS_MAX));
+    loop {
+        let permit = slots.clone().acquire_owned().await.expect("never closed");
+        let (stream, peer) = listener.accept().await?;
+        let state = state.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(error) = serve_connection(&state, stream).await {
+                debug!(%peer, %error, "broker connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(state: &BrokerState, mut stream: TcpStream) -> io::Result<()> {
+    loop {
+        let frame = match tokio::time::timeout(CONNECTION_IDLE_MAX, read_frame(&mut stream)).await {
+            Ok(frame) => frame?,
+            Err(_) => return Ok(()),
+        };
+        let Some(frame) = frame else { return Ok(()) };
+        let reply = match BrokerRequest::decode(&frame) {
+            Ok(request) => state.handle(request).await,
+            Err(error) => {
+                warn!(%error, "broker refused a malformed request");
+                BrokerReply::Error(error.to_string())
+            }
+        };
+        if let BrokerReply::Error(reason) = &reply {
+            warn!(%reason, "broker answered with an error");
+        }
+        write_frame(&mut stream, &reply.encode()).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let requests = [
+            BrokerRequest::Produce {
+                producer_id: 1,
+                first_sequence: 5,
+                records: vec![(b"k".to_vec(), b"v".to_vec())],
+            },
+            BrokerRequest::Fetch {
+                positions: vec![(0, 3), (1, 0)],
+                records_max: 10,
+                wait_ms: 100,
+            },
+            BrokerRequest::Commit {
+                group: "edge".into(),
+                offsets: vec![(2, 9)],
+            },
+            BrokerRequest::Committed { group: "g".into() },
+        ];
+        for request in requests {
+            assert_eq!(BrokerRequest::decode(&request.encode()).unwrap(), request);
+        }
+        let replies = [
+            BrokerReply::Produced { next_sequence: 4 },
+            BrokerReply::Records(vec![BusRecord {
+                partition: 1,
+                offset: 2,
+                payload: b"x".to_vec(),
+            }]),
+            BrokerReply::Offsets(vec![(0, 1)]),
+            BrokerReply::Done,
+            BrokerReply::Error("no".into()),
+        ];
+        for reply in replies {
+            assert_eq!(BrokerReply::decode(&reply.encode()).unwrap(), reply);
+        }
+        assert!(BrokerRequest::decode(&[9]).is_err());
+    }
+
+    #[test]
+    fn a_resent_produce_is_not_appended_twice_and_bad_commits_are_refused() {
+        let state = BrokerState::new();
+        let records = vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"a".to_vec(), b"2".to_vec()),
+        ];
+        assert_eq!(
+            state.produce(7, 0, &records),
+            BrokerReply::Produced { next_sequence: 2 }
+        );
+        assert_eq!(
+            state.produce(7, 0, &records),
+            BrokerReply::Produced { next_sequence: 2 }
+        );
+        assert_eq!(state.with(|data| data.log.total_records()), 2);
+        assert!(matches!(
+            state.produce(7, 5, &records),
+            BrokerReply::Error(_)
+        ));
+        assert!(matches!(
+            state.commit("g", &[(0, 99)]),
+            BrokerReply::Error(_)
+        ));
+        assert!(!state.fully_committed("g"));
+    }
+}

@@ -1,0 +1,128 @@
+//! `SimBus`: the edge's [`ReadingsBus`] over the simulated broker. It plays
+//! the part rdkafka plays in deployment: a consumer in a group that starts at
+//! the group's committed offsets, keeps its own fetch positions, and commits
+//! on request.
+//!
+//! Each call is one framed request on one connection, under a timeout; any
+//! error or timeout drops the connection and answers
+//! [`BusError::Unavailable`], and the next call reconnects. Fetch positions
+//! live in memory, as a Kafka consumer's do: they survive a reconnect but not
+//! a crash, after which the group's committed offsets apply.
+
+use crate::broker::{BrokerReply, BrokerRequest, BROKER_HOST, BROKER_PORT, FETCH_WAIT_MAX};
+use crate::net::{call, connect};
+use edgemeter_edge::{BusError, BusRecord, ReadingsBus};
+use std::collections::BTreeMap;
+use std::io;
+use std::time::Duration;
+use tracing::info;
+use turmoil::net::TcpStream;
+
+/// The longest one request to the broker may take, including a fetch's
+/// wait. The edge expects a poll to return within about a second.
+pub const BUS_CALL_TIMEOUT: Duration = Duration::from_millis(800);
+
+const _: () = assert!(FETCH_WAIT_MAX.as_millis() * 2 < BUS_CALL_TIMEOUT.as_millis());
+
+/// The consumer group the edge reads in.
+pub const EDGE_GROUP: &str = "edgemeter-edge";
+
+#[derive(Debug)]
+pub struct SimBus {
+    group: String,
+    connection: Option<TcpStream>,
+    /// partition -> next offset to fetch; `None` until the group's committed
+    /// offsets were read.
+    positions: Option<BTreeMap<i32, i64>>,
+}
+
+impl SimBus {
+    pub fn new(group: &str) -> SimBus {
+        SimBus {
+            group: group.to_owned(),
+            connection: None,
+            positions: None,
+        }
+    }
+
+    async fn request(&mut self, request: &BrokerRequest) -> io::Result<BrokerReply> {
+        if self.connection.is_none() {
+            self.connection = Some(connect(BROKER_HOST, BROKER_PORT).await?);
+            info!(target: "sim::bus", "edge connected to the broker");
+        }
+        let stream = self.connection.as_mut().expect("connected above");
+        let result = call(stream, &request.encode(), BUS_CALL_TIMEOUT).await;
+        let reply = result.and_then(|bytes| BrokerReply::decode(&bytes));
+        match reply {
+            Ok(BrokerReply::Error(reason)) => Err(io::Error::other(reason)),
+            Ok(reply) => Ok(reply),
+            Err(error) => {
+                self.connection = None;
+                Err(error)
+            }
+        }
+    }
+
+    async fn positions(&mut self) -> io::Result<BTreeMap<i32, i64>> {
+        if let Some(positions) = &self.positions {
+            return Ok(positions.clone());
+        }
+        let request = BrokerRequest::Committed {
+            group: self.group.clone(),
+        };
+        match self.request(&request).await? {
+            BrokerReply::Offsets(offsets) => {
+                let positions: BTreeMap<i32, i64> = offsets.into_iter().collect();
+                info!(target: "sim::bus", ?positions, "edge resumes at the group's committed offsets");
+                self.positions = Some(positions.clone());
+                Ok(positions)
+            }
+            other => Err(io::Error::other(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn fetch(&mut self, records_max: usize) -> io::Result<Vec<BusRecord>> {
+        let positions = self.positions().await?;
+        let request = BrokerRequest::Fetch {
+            positions: positions.into_iter().collect(),
+            records_max: records_max.min(u32::MAX as usize) as u32,
+            wait_ms: FETCH_WAIT_MAX.as_millis() as u32,
+        };
+        let records = match self.request(&request).await? {
+            BrokerReply::Records(records) => records,
+            other => return Err(io::Error::other(format!("unexpected reply {other:?}"))),
+        };
+        let positions = self.positions.as_mut().expect("read above");
+        for record in &records {
+            let next = positions.entry(record.partition).or_insert(0);
+            assert_eq!(
+                *next, record.offset,
+                "the broker skipped or repeated an offset"
+            );
+            *next = record.offset + 1;
+        }
+        Ok(records)
+    }
+}
+
+fn unavailable(error: io::Error) -> BusError {
+    BusError::Unavailable(error.to_string())
+}
+
+impl ReadingsBus for SimBus {
+    async fn poll(&mut self, records_max: usize) -> Result<Vec<BusRecord>, BusError> {
+        assert!(records_max > 0);
+        self.fetch(records_max).await.map_err(unavailable)
+    }
+
+    async fn commit(&mut self, next_offsets: &BTreeMap<i32, i64>) -> Result<(), BusError> {
+        let request = BrokerRequest::Commit {
+            group: self.group.clone(),
+            offsets: next_offsets.iter().map(|(p, o)| (*p, *o)).collect(),
+        };
+        match self.request(&request).await.map_err(unavailable)? {
+            BrokerReply::Done => Ok(()),
+            other => Err(BusError::Unavailable(format!("unexpected reply {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `SimCache`: the cloud's [`Cache`] over the simulated network to the
+//! `redis` host, as the Redis client is in deployment.
+//!
+//! Each call borrows a connection from a small pool (or dials a new one),
+//! makes one request under [`CACHE_CALL_TIMEOUT`], and returns the
+//! connection only if the exchange completed; any error or timeout drops it
+//! and answers [`CacheError::Unavailable`]. A store whose reply was lost may
+//! still have been applied, which the cache's set-if-absent write makes
+//! harmless when the edge sends the tuples again.
+
+use crate::net::{call, connect};
+use crate::redis::{RedisReply, RedisRequest, REDIS_HOST, REDIS_PORT};
+use edgemeter_cloud::{Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, StateTotals};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use turmoil::net::TcpStream;
+
+/// The longest one cache request may take. The cloud answers the edge only
+/// after the write, and the edge's request timeout is 5 s: a cache call
+/// must fail well before that so the reply can say "retry later".
+pub const CACHE_CALL_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// Cache requests in flight at once (and so connections open). The cloud
+/// serves at most a few batches at a time per edge.
+pub const CACHE_CONNECTIONS_MAX: usize = 16;
+
+/// A pooled connection unused for this long is closed rather than reused:
+/// the redis host closes connections idle for 30 s, and a stale one would
+/// fail the next request for nothing.
+pub const POOL_IDLE_MAX: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct SimCache {
+    idle: Mutex<Vec<(TcpStream, Instant)>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Default for SimCache {
+    fn default() -> Self {
+        SimCache::new()
+    }
+}
+
+impl SimCache {
+    pub fn new() -> SimCache {
+        SimCache {
+            idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(CACHE_CONNECTIONS_MAX)),
+        }
+    }
+
+    async fn request(&self, request: RedisRequest) -> Result<RedisReply, CacheError> {
+        let _slot = self.slots.acquire().await.expect("never closed");
+        let unavailable = |reason: String| CacheError::Unavailable(reason);
+        let pooled = self.idle.lock().expect("pool lock").pop();
+        let fresh = pooled.filter(|(_, used)| used.elapsed() < POOL_IDLE_MAX);
+        let mut stream = match fresh {
+            Some((stream, _)) => stream,
+            None => connect(REDIS_HOST, REDIS_PORT)
+                .await
+                .map_err(|error| unavailable(format!("connect: {error}")))?,
+        };
+        let bytes = call(&mut stream, &request.encode(), CACHE_CALL_TIMEOUT)
+            .await
+            .map_err(|error| unavailable(error.to_string()))?;
+        let reply = RedisReply::decode(&bytes).map_err(|error| unavailable(error.to_string()))?;
+        self.idle
+            .lock()
+            .expect("pool lock")
+            .push((stream, Instant::now()));
+        Ok(reply)
+    }
+}
+
+fn unexpected(reply: RedisReply) -> CacheError {
+    CacheError::Unavailable(format!("unexpected reply {reply:?}"))
+}
+
+impl Cache for SimCache {
+    async fn store(&self, tuples: &[CloudTuple]) -> Result<CacheWrite, CacheError> {
+        match self.request(RedisRequest::Store(tuples.to_vec())).await? {
+            RedisReply::Stored { inserted, existing } => Ok(CacheWrite {
+                inserted: inserted as usize,
+                existing: existing as usize,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn record_heartbeat(&self, edge_id: &str, now_ms: i64) -> Result<(), CacheError> {
+        let request = RedisRequest::Heartbeat {
+            edge_id: edge_id.to_owned(),
+            now_ms,
+        };
+        match self.request(request).await? {
+            RedisReply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
+        match self.request(RedisRequest::StateTotals).await? {
+            RedisReply::Totals(totals) => Ok(totals),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn recent_tuples(&self, limit: usize) -> Result<Vec<CloudTuple>, CacheError> {
+        let limit = limit.min(u32::MAX as usize) as u32;
+        match self.request(RedisRequest::Recent { limit }).await? {
+            RedisReply::Tuples(tuples) => Ok(tuples),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn edges(&self) -> Result<Vec<EdgeRecord>, CacheError> {
+        match self.request(RedisRequest::Edges).await? {
+            RedisReply::Edges(edges) => Ok(edges),
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The `cloud` host: the production [`Cloud`] served over turmoil TCP, as
+//! the NNG REP sockets serve it in deployment. This file only moves bytes:
+//! every decision is `Cloud::handle_heartbeat` / `Cloud::handle_data`.
+//!
+//! Each accepted pipe gets a reader loop that starts one handler task per
+//! request (so many requests are served at once, as NNG's asynchronous REP
+//! contexts do) and a writer task that sends replies tagged with their
+//! request id. A reply whose pipe broke is dropped, like NNG's. The cache is
+//! the `redis` host, reached through [`SimCache`], so a cloud crash loses
+//! nothing the cache held.
+
+use crate::cache::SimCache;
+use crate::clock::SimClock;
+use crate::link::{DATA_PORT, HEARTBEAT_PORT};
+use crate::net::{read_frame, write_frame};
+use edgemeter_cloud::{Cloud, CloudConfig};
+use edgemeter_edge::Channel;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, info};
+use turmoil::net::{TcpListener, TcpStream};
+
+/// Pipes served at once per port. One edge dials one pipe per port and
+/// redials after faults; stale pipes close after [`PIPE_IDLE_MAX`].
+pub const CLOUD_PIPES_MAX: usize = 64;
+
+/// Requests handled at once on one pipe. The edge keeps at most
+/// `inflight_batches_max` (8) data requests in flight, plus resends.
+pub const HANDLERS_PER_PIPE_MAX: usize = 32;
+
+/// Replies waiting for the pipe's writer.
+pub const REPLIES_QUEUE_MAX: usize = 32;
+
+/// A pipe with no request for this long is closed; the edge redials.
+pub const PIPE_IDLE_MAX: Duration = Duration::from_secs(60);
+
+/// How long one reply write may take before the pipe counts as broken.
+pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+
+type SimCloud = Cloud<SimCache, SimClock>;
+
+/// The cloud host's software.
+pub async fn run_cloud(config: CloudConfig, epoch_ms: i64) -> turmoil::Result {
+    let cloud = Arc::new(Cloud::new(config, SimCache::new(), SimClock::new(epoch_ms)));
+    tokio::task::spawn_local(cloud.clone().watch_heartbeats(std::future::pending()));
+    let heartbeat = TcpListener::bind(("0.0.0.0", HEARTBEAT_PORT)).await?;
+    let data = TcpListener::bind(("0.0.0.0", DATA_PORT)).await?;
+    info!("cloud serving heartbeats and data");
+    tokio::task::spawn_local(serve(heartbeat, cloud.clone(), Channel::Heartbeat));
+    serve(data, cloud, Channel::Data).await
+}
+
+async fn serve(listener: TcpListener, cloud: Arc<SimCloud>, channel: Channel) -> turmoil::Result {
+    let slots = Arc::new(Semaphore::new(CLOUD_PIPES_MAX));
+    loop {
+        let permit = slots.clone().acquire_owned().await.expect("never closed");
+        let (stream, _) = listener.accept().await?;
+        let cloud = cloud.clone();
+        tokio::task::spawn_local(async move {
+            serve_pipe(stream, cloud, channel).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_pipe(stream: TcpStream, cloud: Arc<SimCloud>, channel: Channel) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (replies, mut queued) = mpsc::channel::<Vec<u8>>(REPLIES_QUEUE_MAX);
+    tokio::task::spawn_local(async move {
+        while let Some(frame) = queued.recv().await {
+            let written =
+                tokio::time::timeout(REPLY_WRITE_TIMEOUT, write_frame(&mut writer, &frame)).await;
+            if !matches!(written, Ok(Ok(()))) {
+                return;
+            }
+        }
+    });
+    let handlers = Arc::new(Semaphore::new(HANDLERS_PER_PIPE_MAX));
+    loop {
+        let frame = match tokio::time::timeout(PIPE_IDLE_MAX, read_frame(&mut reader)).await {
+            Ok(Ok(Some(frame))) if frame.len() >= 8 => frame,
+            Ok(Err(error)) => {
+                debug!(?channel, %error, "pipe read failed");
+                return;
+            }
+            _ => return,
+        };
+        let permit = handlers
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let (cloud, replies) = (cloud.clone(), replies.clone());
+        tokio::task::spawn_local(async move {
+            let body = &frame[8..];
+            let reply = match channel {
+                Channel::Heartbeat => cloud.handle_heartbeat(body).await,
+                Channel::Data => cloud.handle_data(body).await,
+            };
+            let mut tagged = frame[..8].to_vec();
+            tagged.extend_from_slice(&reply);
+            let _ = replies.send(tagged).await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,397 @@
+//! The fault schedule: what goes wrong in one seed, and when.
+//!
+//! A [`Scenario`] is explicit data (JSON on disk): the data slice, the
+//! network profile, and a list of timed [`FaultEvent`]s. `run` draws one per
+//! seed with [`Scenario::draw`]; `replay --schedule FILE` and the shrinking
+//! test run one given as data. Drawing is swarm testing (Groce et al.,
+//! ISSTA 2012): each seed first picks which kinds of fault are on at all and
+//! how hard they hit, then draws events of those kinds only, so seeds differ
+//! in character instead of all being the same average mix.
+//!
+//! Everything comes from one `SmallRng` seeded from the seed; turmoil's own
+//! RNG is seeded from the seed too (in `world`).
+
+use edgemeter_env::CrashPoint;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// The most fault events of one kind in a seed, whatever the duration.
+pub const FAULTS_PER_KIND_MAX: usize = 40;
+
+/// Mixed into the seed so the schedule's RNG differs from turmoil's.
+const SCHEDULE_SALT: u64 = 0x5eed_fa17_0000_0001;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Host {
+    Broker,
+    Households,
+    Edge,
+    Cloud,
+    Redis,
+}
+
+impl Host {
+    pub const ALL: [Host; 5] = [
+        Host::Broker,
+        Host::Redis,
+        Host::Cloud,
+        Host::Edge,
+        Host::Households,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Host::Broker => crate::broker::BROKER_HOST,
+            Host::Households => "households",
+            Host::Edge => "edge",
+            Host::Cloud => crate::link::CLOUD_HOST,
+            Host::Redis => crate::redis::REDIS_HOST,
+        }
+    }
+}
+
+/// Which way a partition blocks traffic between `from` and `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    Both,
+    /// Only `from` -> `to` is dropped.
+    Oneway,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Fault {
+    Partition {
+        from: Host,
+        to: Host,
+        direction: Direction,
+        duration_ms: u64,
+    },
+    /// The host's process dies at once and is restarted after `down_ms`.
+    Crash { host: Host, down_ms: u64 },
+    /// Armed at the event's time: the host freezes at the next time its
+    /// logic reaches `point`, is crashed at the next step, and restarts
+    /// after `down_ms`.
+    CrashAtPoint { point: String, down_ms: u64 },
+    /// Redis restarts without persistence after `down_ms`.
+    CacheLoss { down_ms: u64 },
+    /// The broker is cut off from every other host.
+    BrokerOutage { duration_ms: u64 },
+    /// Message latency rises to up to `max_ms` for a while.
+    LatencySpike { max_ms: u64, duration_ms: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultEvent {
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// Link behaviour for the whole run. Rates are in parts per million per
+/// message sent on a link (turmoil's `fail_rate` / `repair_rate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub latency_min_ms: u64,
+    pub latency_max_ms: u64,
+    pub fail_rate_ppm: u32,
+    pub repair_rate_ppm: u32,
+}
+
+/// One seed's whole world, as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scenario {
+    pub seed: u64,
+    /// A planted bug's name (`edgemeter-sim mutations`), or none.
+    pub mutation: Option<String>,
+    /// How many households, taken from the sorted ids starting at
+    /// `household_first` (wrapping around).
+    pub households: usize,
+    pub household_first: usize,
+    /// Where the replayed slice starts, after the data set's first reading.
+    pub data_offset_ms: i64,
+    /// How much data is replayed; also when the heal phase starts.
+    pub duration_ms: i64,
+    pub tick_ms: u64,
+    /// The edge's idle flush, when the run overrides the production value
+    /// (`None`: `EdgeConfig`'s own). See [`crate::DEFAULT_EDGE_IDLE_FLUSH_MS`].
+    #[serde(default)]
+    pub edge_idle_flush_ms: Option<u64>,
+    pub network: Network,
+    pub faults: Vec<FaultEvent>,
+}
+
+/// What `run` asks for; the rest is drawn per seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrawOptions {
+    pub mutation: Option<String>,
+    pub households: usize,
+    pub duration_ms: i64,
+    pub tick_ms: u64,
+    pub edge_idle_flush_ms: Option<u64>,
+    /// Households in the data set, and its span, to draw a slice from.
+    pub households_available: usize,
+    pub data_span_ms: i64,
+    /// Off: a clean network and no faults (the baseline).
+    pub faults: bool,
+}
+
+/// One kind of fault in the swarm: how often a seed turns it on, and how
+/// many events per simulated minute it then has (drawn in this range).
+struct Kind {
+    on_probability: f64,
+    per_minute: (f64, f64),
+}
+
+/// The swarm table. Probabilities are tuned so that every planted bug is
+/// caught within a few dozen seeds (see `tests/planted.rs`); the checker is
+/// never weakened to make a seed pass.
+const PARTITION_EDGE_CLOUD: Kind = Kind {
+    on_probability: 0.5,
+    per_minute: (0.3, 2.0),
+};
+const PARTITION_EDGE_BROKER: Kind = Kind {
+    on_probability: 0.35,
+    per_minute: (0.3, 1.5),
+};
+const PARTITION_CLOUD_REDIS: Kind = Kind {
+    on_probability: 0.3,
+    per_minute: (0.3, 1.5),
+};
+const BROKER_OUTAGE: Kind = Kind {
+    on_probability: 0.2,
+    per_minute: (0.2, 0.8),
+};
+const EDGE_CRASH: Kind = Kind {
+    on_probability: 0.5,
+    per_minute: (0.2, 1.2),
+};
+const CLOUD_CRASH: Kind = Kind {
+    on_probability: 0.4,
+    per_minute: (0.2, 1.0),
+};
+const POINT_CRASH: Kind = Kind {
+    on_probability: 0.5,
+    per_minute: (0.3, 1.5),
+};
+const CACHE_LOSS: Kind = Kind {
+    on_probability: 0.2,
+    per_minute: (0.1, 0.5),
+};
+const LATENCY_SPIKE: Kind = Kind {
+    on_probability: 0.25,
+    per_minute: (0.2, 1.0),
+};
+
+impl Scenario {
+    /// A fault-free scenario for `seed` with the given shape.
+    pub fn calm(seed: u64, options: &DrawOptions) -> Scenario {
+        let mut rng = SmallRng::seed_from_u64(seed ^ SCHEDULE_SALT);
+        let span = (options.data_span_ms - options.duration_ms).max(0);
+        Scenario {
+            seed,
+            mutation: options.mutation.clone(),
+            households: options.households,
+            household_first: rng.gen_range(0..options.households_available.max(1)),
+            data_offset_ms: rng.gen_range(0..=span / 1000) * 1000,
+            duration_ms: options.duration_ms,
+            tick_ms: options.tick_ms,
+            edge_idle_flush_ms: options.edge_idle_flush_ms,
+            network: Network {
+                latency_min_ms: 0,
+                latency_max_ms: options.tick_ms,
+                fail_rate_ppm: 0,
+                repair_rate_ppm: 0,
+            },
+            faults: Vec::new(),
+        }
+    }
+
+    /// The seed's scenario: its slice of data, its swarm of faults.
+    pub fn draw(seed: u64, options: &DrawOptions) -> Scenario {
+        let mut scenario = Scenario::calm(seed, options);
+        if !options.faults {
+            return scenario;
+        }
+        let mut rng =
+            SmallRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ SCHEDULE_SALT);
+        scenario.network = draw_network(&mut rng);
+        let mut draw = Drawer {
+            rng,
+            duration_ms: options.duration_ms.max(1) as u64,
+            events: Vec::new(),
+        };
+        draw.partitions(&PARTITION_EDGE_CLOUD, Host::Edge, Host::Cloud);
+        draw.partitions(&PARTITION_EDGE_BROKER, Host::Edge, Host::Broker);
+        draw.partitions(&PARTITION_CLOUD_REDIS, Host::Cloud, Host::Redis);
+        draw.each(&BROKER_OUTAGE, |rng| Fault::BrokerOutage {
+            duration_ms: short_or_long(rng),
+        });
+        draw.each(&EDGE_CRASH, |rng| Fault::Crash {
+            host: Host::Edge,
+            down_ms: rng.gen_range(10..8_000),
+        });
+        draw.each(&CLOUD_CRASH, |rng| Fault::Crash {
+            host: Host::Cloud,
+            down_ms: rng.gen_range(10..8_000),
+        });
+        draw.each(&POINT_CRASH, |rng| {
+            let point = CrashPoint::ALL[rng.gen_range(0..CrashPoint::ALL.len())];
+            Fault::CrashAtPoint {
+                point: point.name().to_owned(),
+                down_ms: rng.gen_range(10..5_000),
+            }
+        });
+        draw.each(&CACHE_LOSS, |rng| Fault::CacheLoss {
+            down_ms: rng.gen_range(0..3_000),
+        });
+        draw.each(&LATENCY_SPIKE, |rng| Fault::LatencySpike {
+            max_ms: rng.gen_range(100..2_000),
+            duration_ms: rng.gen_range(500..20_000),
+        });
+        let mut events = draw.events;
+        events.sort_by_key(|event| event.at_ms);
+        scenario.faults = events;
+        scenario
+    }
+}
+
+fn draw_network(rng: &mut SmallRng) -> Network {
+    let jitter = rng.gen_bool(0.5);
+    let failures = rng.gen_bool(0.3);
+    Network {
+        latency_min_ms: if jitter { rng.gen_range(0..20) } else { 0 },
+        latency_max_ms: if jitter { rng.gen_range(20..300) } else { 10 },
+        fail_rate_ppm: if failures {
+            rng.gen_range(200..5_000)
+        } else {
+            0
+        },
+        repair_rate_ppm: if failures {
+            rng.gen_range(20_000..300_000)
+        } else {
+            0
+        },
+    }
+}
+
+/// Half the faults are blips (under 3 s, inside the edge's timeouts), half
+/// are long (up to 45 s, past every timeout and backoff).
+fn short_or_long(rng: &mut SmallRng) -> u64 {
+    if rng.gen_bool(0.5) {
+        rng.gen_range(100..3_000)
+    } else {
+        rng.gen_range(5_000..45_000)
+    }
+}
+
+struct Drawer {
+    rng: SmallRng,
+    duration_ms: u64,
+    events: Vec<FaultEvent>,
+}
+
+impl Drawer {
+    fn count(&mut self, kind: &Kind) -> usize {
+        if !self.rng.gen_bool(kind.on_probability) {
+            return 0;
+        }
+        let rate = self.rng.gen_range(kind.per_minute.0..kind.per_minute.1);
+        let minutes = self.duration_ms as f64 / 60_000.0;
+        ((rate * minutes).round() as usize).clamp(1, FAULTS_PER_KIND_MAX)
+    }
+
+    fn each(&mut self, kind: &Kind, mut make: impl FnMut(&mut SmallRng) -> Fault) {
+        for _ in 0..self.count(kind) {
+            let at_ms = self.rng.gen_range(0..self.duration_ms);
+            let fault = make(&mut self.rng);
+            self.events.push(FaultEvent { at_ms, fault });
+        }
+    }
+
+    fn partitions(&mut self, kind: &Kind, a: Host, b: Host) {
+        self.each(kind, |rng| {
+            let (from, to) = if rng.gen_bool(0.5) { (a, b) } else { (b, a) };
+            let direction = if rng.gen_bool(0.5) {
+                Direction::Both
+            } else {
+                Direction::Oneway
+            };
+            Fault::Partition {
+                from,
+                to,
+                direction,
+                duration_ms: short_or_long(rng),
+            }
+        });
+    }
+}
+
+pub fn crash_point_named(name: &str) -> Option<CrashPoint> {
+    CrashPoint::ALL
+        .into_iter()
+        .find(|point| point.name() == name)
+}
+
+/// The host a crash point belongs to.
+pub fn host_of(point: CrashPoint) -> Host {
+    match point {
+        CrashPoint::CloudAfterCacheWrite => Host::Cloud,
+        _ => Host::Edge,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> DrawOptions {
+        DrawOptions {
+            mutation: None,
+            households: 3,
+            duration_ms: 180_000,
+            tick_ms: 10,
+            edge_idle_flush_ms: None,
+            households_available: 50,
+            data_span_ms: 3_600_000,
+            faults: true,
+        }
+    }
+
+    #[test]
+    fn drawing_is_a_function_of_the_seed_and_round_trips_as_json() {
+        let first = Scenario::draw(42, &options());
+        assert_eq!(first, Scenario::draw(42, &options()));
+        assert_ne!(first, Scenario::draw(43, &options()));
+        let text = serde_json::to_string_pretty(&first).unwrap();
+        assert_eq!(serde_json::from_str::<Scenario>(&text).unwrap(), first);
+        for event in &first.faults {
+            assert!(event.at_ms < 180_000);
+        }
+    }
+
+    #[test]
+    fn seeds_differ_in_which_faults_they_have() {
+        let kinds: std::collections::BTreeSet<Vec<String>> = (0..40)
+            .map(|seed| {
+                let scenario = Scenario::draw(seed, &options());
+                let mut names: Vec<String> = scenario
+                    .faults
+                    .iter()
+                    .map(|event| serde_json::to_value(&event.fault).unwrap()["kind"].to_string())
+                    .collect();
+                names.sort();
+                names.dedup();
+                names
+            })
+            .collect();
+        assert!(
+            kinds.len() > 10,
+            "only {} distinct fault mixes",
+            kinds.len()
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! Turns a scenario's fault events into a timeline of primitive actions
+//! (block a direction, unblock it, crash a host, arm a crash point, lose the
+//! cache, raise or restore latency), sorted by time with a stable order for
+//! ties. Pure data: no simulation here, so it is easy to test and to read.
+
+use crate::faults::{crash_point_named, Direction, Fault, FaultEvent, Host};
+use edgemeter_env::CrashPoint;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Traffic `from` -> `to` is dropped (counted: overlapping partitions
+    /// lift only when the last one ends).
+    Block {
+        from: Host,
+        to: Host,
+    },
+    Unblock {
+        from: Host,
+        to: Host,
+    },
+    Crash {
+        host: Host,
+        down_ms: u64,
+    },
+    Arm {
+        point: CrashPoint,
+        down_ms: u64,
+    },
+    LoseCache {
+        down_ms: u64,
+    },
+    SpikeStart {
+        max_ms: u64,
+    },
+    SpikeEnd {
+        max_ms: u64,
+    },
+}
+
+/// The actions of `faults`, each with its time, in the order to apply them.
+/// Actions at or after `heal_at_ms` are dropped: the heal ends everything.
+pub fn timeline(faults: &[FaultEvent], heal_at_ms: u64) -> Vec<(u64, Action)> {
+    let mut actions: Vec<(u64, usize, Action)> = faults
+        .iter()
+        .flat_map(actions_of)
+        .filter(|(at, _)| *at < heal_at_ms)
+        .enumerate()
+        .map(|(order, (at, action))| (at, order, action))
+        .collect();
+    actions.sort_by_key(|(at, order, _)| (*at, *order));
+    actions
+        .into_iter()
+        .map(|(at, _, action)| (at, action))
+        .collect()
+}
+
+/// Blocks `from` -> `to` at `at` for `duration_ms`.
+fn block(from: Host, to: Host, at: u64, duration_ms: u64) -> [(u64, Action); 2] {
+    [
+        (at, Action::Block { from, to }),
+        (at.saturating_add(duration_ms), Action::Unblock { from, to }),
+    ]
+}
+
+/// One fault event as primitive actions, unsorted.
+fn actions_of(event: &FaultEvent) -> Vec<(u64, Action)> {
+    let at = event.at_ms;
+    match &event.fault {
+        Fault::Partition {
+            from,
+            to,
+            direction,
+            duration_ms,
+        } => {
+            let mut actions = block(*from, *to, at, *duration_ms).to_vec();
+            if *direction == Direction::Both {
+                actions.extend(block(*to, *from, at, *duration_ms));
+            }
+            actions
+        }
+        Fault::BrokerOutage { duration_ms } => [Host::Edge, Host::Households]
+            .into_iter()
+            .flat_map(|other| {
+                let mut actions = block(Host::Broker, other, at, *duration_ms).to_vec();
+                actions.extend(block(other, Host::Broker, at, *duration_ms));
+                actions
+            })
+            .collect(),
+        Fault::Crash { host, down_ms } => vec![(
+            at,
+            Action::Crash {
+                host: *host,
+                down_ms: *down_ms,
+            },
+        )],
+        Fault::CrashAtPoint { point, down_ms } => crash_point_named(point)
+            .map(|point| {
+                (
+                    at,
+                    Action::Arm {
+                        point,
+                        down_ms: *down_ms,
+                    },
+                )
+            })
+            .into_iter()
+            .collect(),
+        Fault::CacheLoss { down_ms } => vec![(at, Action::LoseCache { down_ms: *down_ms })],
+        Fault::LatencySpike {
+            max_ms,
+            duration_ms,
+        } => vec![
+            (at, Action::SpikeStart { max_ms: *max_ms }),
+            (
+                at.saturating_add(*duration_ms),
+                Action::SpikeEnd { max_ms: *max_ms },
+            ),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_two_way_partition_blocks_and_lifts_both_directions_and_heal_cuts_the_rest() {
+        let faults = vec![
+            FaultEvent {
+                at_ms: 100,
+                fault: Fault::Partition {
+                    from: Host::Edge,
+                    to: Host::Cloud,
+                    direction: Direction::Both,
+                    duration_ms: 50,
+                },
+            },
+            FaultEvent {
+                at_ms: 10,
+                fault: Fault::CacheLoss { down_ms: 5 },
+            },
+            FaultEvent {
+                at_ms: 120,
+                fault: Fault::LatencySpike {
+                    max_ms: 500,
+                    duration_ms: 1_000,
+                },
+            },
+        ];
+        let actions = timeline(&faults, 1_000);
+        assert_eq!(actions[0], (10, Action::LoseCache { down_ms: 5 }));
+        assert_eq!(
+            actions[1],
+            (
+                100,
+                Action::Block {
+                    from: Host::Edge,
+                    to: Host::Cloud
+                }
+            )
+        );
+        assert_eq!(
+            actions[2],
+            (
+                100,
+                Action::Block {
+                    from: Host::Cloud,
+                    to: Host::Edge
+                }
+            )
+        );
+        assert_eq!(actions[3], (120, Action::SpikeStart { max_ms: 500 }));
+        assert_eq!(
+            actions[4],
+            (
+                150,
+                Action::Unblock {
+                    from: Host::Edge,
+                    to: Host::Cloud
+                }
+            )
+        );
+        assert_eq!(actions.len(), 6, "the spike's end falls after the heal");
+    }
+}

@@ -1,0 +1,595 @@
+//! One seed, start to finish: builds the turmoil simulation (five hosts),
+//! drives it step by step while applying the fault timeline, heals, waits
+//! for convergence within [`heal_bound`], and hands the evidence to the
+//! checker.
+//!
+//! The harness owns the step loop (as s2's simulator and turmoil's cluster
+//! example do): faults are applied between steps, and a host frozen at a
+//! crash point is crashed at the next step, so the crash lands exactly
+//! between the two effects the point separates. The broker log, the cache
+//! and the edge's SQLite file live outside the hosts, so each survives the
+//! crashes it must survive and the harness can read them.
+
+use crate::broker::{run_broker, BrokerState, BROKER_HOST};
+use crate::bus::EDGE_GROUP;
+use crate::checker::{check, Evidence, Findings, Kind};
+use crate::cloud_host::run_cloud;
+use crate::dataset::{DataSet, Slice};
+use crate::edge_host::{run_edge_host, EdgeSetup};
+use crate::faults::{host_of, Host, Scenario};
+use crate::households::{run_households, ReplayProgress};
+use crate::link::LinkStats;
+use crate::redis::{run_redis, CacheWorld, SharedCache};
+use crate::timeline::{timeline, Action};
+use edgemeter_cloud::{CloudAuth, CloudConfig};
+use edgemeter_edge::{EdgeConfig, EdgeMonitor, Outbox};
+use edgemeter_env::{Bug, CrashPoint, CrashPoints, PlantedBugs};
+use edgemeter_store::SqliteOutbox;
+use edgemeter_wire::EdgeKey;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+use tracing::{info, warn};
+
+/// How long after the heal the system must have converged, on top of the
+/// edge's idle flush (which legitimately holds the last windows open that
+/// long after the last reading): every reading published and committed,
+/// every tuple at flag 2. The slowest path after a heal is an edge restart,
+/// its first heartbeat (1 s), the bus and uplink backoffs (at most 5 s
+/// each) and the drain of the backlog: about 15 s. The bound leaves four
+/// times that.
+pub const HEAL_BOUND_BASE: Duration = Duration::from_secs(60);
+
+/// The stated liveness bound for an edge with this idle flush.
+pub fn heal_bound(idle_flush: Duration) -> Duration {
+    HEAL_BOUND_BASE + idle_flush
+}
+
+/// How often convergence is checked after the heal.
+pub const CONVERGENCE_POLL: Duration = Duration::from_millis(500);
+
+/// How long the run continues after convergence, so that writes still in
+/// flight land before the checker looks (the cloud's planted late write
+/// takes 200 ms).
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// The edge's id, part of every tuple's identity in the cloud.
+pub const EDGE_ID: &str = "edge-1";
+
+/// Segments a simulated TCP socket buffers; turmoil's default of 64 is
+/// tight for a pipe carrying many in-flight batches.
+pub const TCP_SEGMENTS_MAX: usize = 1024;
+
+/// The links turmoil's random failures (`fail_rate`) apply to: the ones
+/// the system must ride out. The households' link to the broker stays
+/// reliable outside explicit broker outages: it stands for the data source,
+/// whose delays the edge cannot tell from a quiet stream.
+pub const FAILING_LINKS: [(Host, Host); 3] = [
+    (Host::Edge, Host::Cloud),
+    (Host::Edge, Host::Broker),
+    (Host::Cloud, Host::Redis),
+];
+
+/// What happened in one seed, small enough to print and snapshot.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub seed: u64,
+    pub mutation: Option<String>,
+    pub households: usize,
+    pub readings: usize,
+    pub windows: usize,
+    pub faults: usize,
+    pub edge_crashes: u32,
+    pub cloud_crashes: u32,
+    pub point_crashes: u32,
+    pub cache_losses: u32,
+    pub edge_tuples: usize,
+    pub acked: usize,
+    pub cloud_tuples: usize,
+    pub link_requests: u64,
+    pub link_resends: u64,
+    pub link_breaks: u64,
+    pub heal_at_ms: u64,
+    pub converged_after_heal_ms: Option<u64>,
+    pub sim_ms: u64,
+    pub findings: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Default)]
+struct CrashPlan {
+    armed: BTreeMap<CrashPoint, u64>,
+    frozen: Vec<(CrashPoint, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    edge_crashes: u32,
+    cloud_crashes: u32,
+    point_crashes: u32,
+    cache_losses: u32,
+}
+
+pub struct World {
+    sim: turmoil::Sim<'static>,
+    scenario: Scenario,
+    slice: Slice,
+    actions: Vec<(u64, Action)>,
+    next_action: usize,
+    blocked: BTreeMap<(Host, Host), u32>,
+    down_until: BTreeMap<Host, u64>,
+    spikes: Vec<u64>,
+    plan: Arc<Mutex<CrashPlan>>,
+    broker: BrokerState,
+    cache: SharedCache,
+    progress: Arc<ReplayProgress>,
+    link_stats: Arc<LinkStats>,
+    monitor: Arc<EdgeMonitor>,
+    db_path: PathBuf,
+    _db_dir: tempfile::TempDir,
+    heal_at_ms: u64,
+    heal_bound_ms: u64,
+    healed: bool,
+    converged_at_ms: Option<u64>,
+    next_poll_ms: u64,
+    tally: Tally,
+    findings: Findings,
+}
+
+fn planted_of(scenario: &Scenario) -> PlantedBugs {
+    let bug = scenario
+        .mutation
+        .as_deref()
+        .map(|name| Bug::from_name(name).unwrap_or_else(|| panic!("no planted bug named {name}")));
+    bug.map_or(PlantedBugs::NONE, |bug| PlantedBugs::NONE.with(bug))
+}
+
+/// The edge's secret, derived from the seed: the simulation runs the
+/// authenticated path the deployment runs, reproducibly.
+fn edge_key(seed: u64) -> EdgeKey {
+    let mut bytes = [0u8; 32];
+    for (index, chunk) in bytes.chunks_mut(8).enumerate() {
+        let word = seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(index as u32 * 16)
+            ^ index as u64;
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    EdgeKey::from_bytes(bytes)
+}
+
+fn crash_points(plan: &Arc<Mutex<CrashPlan>>) -> CrashPoints {
+    let plan = plan.clone();
+    CrashPoints::hooked(Arc::new(move |point| {
+        let mut plan = plan.lock().expect("plan lock");
+        match plan.armed.remove(&point) {
+            Some(down_ms) => {
+                plan.frozen.push((point, down_ms));
+                info!(target: "sim::faults", point = point.name(), "host froze at crash point");
+                true
+            }
+            None => false,
+        }
+    }))
+}
+
+fn build_sim(scenario: &Scenario, epoch_ms: i64) -> turmoil::Sim<'static> {
+    let network = &scenario.network;
+    assert!(network.latency_max_ms >= network.latency_min_ms);
+    assert!(scenario.tick_ms > 0);
+    turmoil::Builder::new()
+        .rng_seed(scenario.seed)
+        .epoch(UNIX_EPOCH + Duration::from_millis(epoch_ms.max(0) as u64))
+        .tick_duration(Duration::from_millis(scenario.tick_ms))
+        .simulation_duration(Duration::from_secs(365 * 24 * 3600))
+        .min_message_latency(Duration::from_millis(network.latency_min_ms))
+        .max_message_latency(Duration::from_millis(network.latency_max_ms))
+        .repair_rate(f64::from(network.repair_rate_ppm) / 1e6)
+        .tcp_capacity(TCP_SEGMENTS_MAX)
+        .build()
+}
+
+impl World {
+    pub fn new(scenario: &Scenario, data: &DataSet) -> World {
+        let slice = Slice::cut(data, scenario);
+        let db_dir = tempfile::Builder::new()
+            .prefix("edgemeter-sim-")
+            .tempdir()
+            .expect("a temporary directory for the edge's SQLite");
+        let mut world = World {
+            sim: build_sim(scenario, slice.epoch_ms),
+            actions: timeline(&scenario.faults, scenario.duration_ms.max(0) as u64),
+            heal_at_ms: scenario.duration_ms.max(0) as u64,
+            scenario: scenario.clone(),
+            slice,
+            next_action: 0,
+            blocked: BTreeMap::new(),
+            down_until: BTreeMap::new(),
+            spikes: Vec::new(),
+            plan: Arc::new(Mutex::new(CrashPlan::default())),
+            broker: BrokerState::new(),
+            cache: Arc::new(Mutex::new(CacheWorld::default())),
+            progress: Arc::new(ReplayProgress::default()),
+            link_stats: Arc::new(LinkStats::default()),
+            monitor: Arc::new(EdgeMonitor::new()),
+            db_path: db_dir.path().join("edge.db"),
+            _db_dir: db_dir,
+            heal_bound_ms: 0,
+            healed: false,
+            converged_at_ms: None,
+            next_poll_ms: 0,
+            tally: Tally::default(),
+            findings: Findings::default(),
+        };
+        world.register_hosts();
+        world.set_fail_rate(f64::from(scenario.network.fail_rate_ppm) / 1e6);
+        world
+    }
+
+    fn register_hosts(&mut self) {
+        let planted = planted_of(&self.scenario);
+        let epoch_ms = self.slice.epoch_ms;
+        let broker = self.broker.clone();
+        self.sim
+            .host(BROKER_HOST, move || run_broker(broker.clone()));
+        let cache = self.cache.clone();
+        self.sim
+            .host(Host::Redis.name(), move || run_redis(cache.clone()));
+        let key = edge_key(self.scenario.seed);
+        let auth = CloudAuth {
+            allow_unauthenticated: false,
+            ..CloudAuth::open().with_key(EDGE_ID, key.clone())
+        };
+        let cloud_config = CloudConfig {
+            auth,
+            planted,
+            crash_points: crash_points(&self.plan),
+            rng_seed: self.scenario.seed,
+            ..CloudConfig::default()
+        };
+        self.sim.host(Host::Cloud.name(), move || {
+            run_cloud(cloud_config.clone(), epoch_ms)
+        });
+        let mut edge_config = EdgeConfig::new(EDGE_ID);
+        edge_config.planted = planted;
+        edge_config.key = Some(key);
+        edge_config.crash_points = crash_points(&self.plan);
+        if let Some(idle_flush_ms) = self.scenario.edge_idle_flush_ms {
+            edge_config.idle_flush = Duration::from_millis(idle_flush_ms);
+        }
+        self.heal_bound_ms = heal_bound(edge_config.idle_flush).as_millis() as u64;
+        let setup = EdgeSetup {
+            config: edge_config,
+            db_path: self.db_path.clone(),
+            planted,
+            epoch_ms,
+            monitor: self.monitor.clone(),
+            link_stats: self.link_stats.clone(),
+        };
+        self.sim
+            .host(Host::Edge.name(), move || run_edge_host(setup.clone()));
+        let (publications, progress) = (self.slice.publications.clone(), self.progress.clone());
+        self.sim.host(Host::Households.name(), move || {
+            run_households(publications.clone(), progress.clone())
+        });
+    }
+
+    /// Runs the seed to its end and checks it.
+    pub fn run(mut self) -> (Summary, Findings) {
+        crate::trace::set_harness_now(0);
+        info!(target: "sim::faults", schedule = %serde_json::to_string(&self.scenario).expect("serializes"), "scenario");
+        loop {
+            let now_ms = self.sim.elapsed().as_millis() as u64;
+            crate::trace::set_harness_now(now_ms);
+            self.apply_due_actions(now_ms);
+            self.restart_due_hosts(now_ms);
+            if !self.healed && now_ms >= self.heal_at_ms {
+                self.heal();
+            }
+            if self.healed && self.finished(now_ms) {
+                break;
+            }
+            if let Err(error) = self.sim.step() {
+                self.findings
+                    .add(Kind::Crashed, || format!("a host failed: {error}"));
+                warn!(target: "sim::check", %error, "a host failed; the run stops");
+                break;
+            }
+            self.crash_frozen_hosts();
+            self.check_hosts_alive();
+        }
+        self.conclude()
+    }
+}
+
+impl World {
+    fn apply_due_actions(&mut self, now_ms: u64) {
+        while let Some((at, action)) = self.actions.get(self.next_action).cloned() {
+            if at > now_ms {
+                return;
+            }
+            self.next_action += 1;
+            self.apply(action, now_ms);
+        }
+    }
+
+    fn apply(&mut self, action: Action, now_ms: u64) {
+        match action {
+            Action::Block { from, to } => {
+                *self.blocked.entry((from, to)).or_default() += 1;
+                info!(target: "sim::faults", from = from.name(), to = to.name(), "partition: traffic dropped");
+                self.apply_link(from, to);
+            }
+            Action::Unblock { from, to } => {
+                let count = self.blocked.entry((from, to)).or_default();
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    info!(target: "sim::faults", from = from.name(), to = to.name(), "partition lifted");
+                }
+                self.apply_link(from, to);
+            }
+            Action::Crash { host, down_ms } => self.crash(host, now_ms, down_ms),
+            Action::Arm { point, down_ms } => {
+                info!(target: "sim::faults", point = point.name(), "crash point armed");
+                self.plan
+                    .lock()
+                    .expect("plan lock")
+                    .armed
+                    .insert(point, down_ms);
+            }
+            Action::LoseCache { down_ms } => {
+                self.crash(Host::Redis, now_ms, down_ms);
+                self.cache.lock().expect("cache lock").lose();
+                self.tally.cache_losses += 1;
+                info!(target: "sim::faults", down_ms, "cache lost: redis restarts empty");
+            }
+            Action::SpikeStart { max_ms } => {
+                self.spikes.push(max_ms);
+                self.apply_latency();
+            }
+            Action::SpikeEnd { max_ms } => {
+                if let Some(index) = self.spikes.iter().position(|spike| *spike == max_ms) {
+                    self.spikes.remove(index);
+                }
+                self.apply_latency();
+            }
+        }
+    }
+
+    fn set_fail_rate(&mut self, rate: f64) {
+        for (a, b) in FAILING_LINKS {
+            self.sim.set_link_fail_rate(a.name(), b.name(), rate);
+        }
+    }
+
+    fn apply_latency(&mut self) {
+        let base = self.scenario.network.latency_max_ms;
+        let max_ms = self.spikes.iter().copied().max().unwrap_or(base).max(base);
+        info!(target: "sim::faults", max_ms, "message latency set");
+        self.sim
+            .set_max_message_latency(Duration::from_millis(max_ms));
+    }
+
+    /// Sets the turmoil link between two hosts from the two block counts.
+    fn apply_link(&mut self, a: Host, b: Host) {
+        let forward = self.blocked.get(&(a, b)).copied().unwrap_or(0) > 0;
+        let backward = self.blocked.get(&(b, a)).copied().unwrap_or(0) > 0;
+        self.sim.repair(a.name(), b.name());
+        match (forward, backward) {
+            (true, true) => self.sim.partition(a.name(), b.name()),
+            (true, false) => self.sim.partition_oneway(a.name(), b.name()),
+            (false, true) => self.sim.partition_oneway(b.name(), a.name()),
+            (false, false) => {}
+        }
+    }
+
+    fn crash(&mut self, host: Host, now_ms: u64, down_ms: u64) {
+        let until = now_ms + down_ms;
+        if let Some(current) = self.down_until.get_mut(&host) {
+            *current = (*current).max(until);
+            return;
+        }
+        self.sim.crash(host.name());
+        self.down_until.insert(host, until);
+        match host {
+            Host::Edge => self.tally.edge_crashes += 1,
+            Host::Cloud => self.tally.cloud_crashes += 1,
+            _ => {}
+        }
+        info!(target: "sim::faults", host = host.name(), down_ms, "crash");
+    }
+
+    fn restart_due_hosts(&mut self, now_ms: u64) {
+        let due: Vec<Host> = self
+            .down_until
+            .iter()
+            .filter(|(_, until)| **until <= now_ms)
+            .map(|(host, _)| *host)
+            .collect();
+        for host in due {
+            self.down_until.remove(&host);
+            self.sim.bounce(host.name());
+            info!(target: "sim::faults", host = host.name(), "restart");
+        }
+    }
+
+    fn crash_frozen_hosts(&mut self) {
+        let frozen = std::mem::take(&mut self.plan.lock().expect("plan lock").frozen);
+        let now_ms = self.sim.elapsed().as_millis() as u64;
+        crate::trace::set_harness_now(now_ms);
+        for (point, down_ms) in frozen {
+            self.tally.point_crashes += 1;
+            info!(target: "sim::faults", point = point.name(), "crash at crash point");
+            self.crash(host_of(point), now_ms, down_ms);
+        }
+    }
+
+    /// A host that stopped although the harness did not crash it panicked
+    /// or returned: that is a finding, reported once.
+    fn check_hosts_alive(&mut self) {
+        for host in [Host::Broker, Host::Redis, Host::Cloud, Host::Edge] {
+            if self.down_until.contains_key(&host) || self.sim.is_host_running(host.name()) {
+                continue;
+            }
+            self.findings.add(Kind::Crashed, || {
+                format!("host {} stopped on its own", host.name())
+            });
+            warn!(target: "sim::check", host = host.name(), "host stopped on its own");
+            self.down_until.insert(host, u64::MAX);
+        }
+    }
+
+    /// All faults off: links repaired, failure rate zero, latency back to
+    /// base, crash points disarmed, crashed hosts restarted now.
+    fn heal(&mut self) {
+        self.healed = true;
+        self.next_action = self.actions.len();
+        self.blocked.clear();
+        for (index, a) in Host::ALL.iter().enumerate() {
+            for b in &Host::ALL[index + 1..] {
+                self.sim.repair(a.name(), b.name());
+            }
+        }
+        self.set_fail_rate(0.0);
+        self.spikes.clear();
+        self.sim
+            .set_max_message_latency(Duration::from_millis(self.scenario.network.latency_max_ms));
+        self.plan.lock().expect("plan lock").armed.clear();
+        for until in self.down_until.values_mut() {
+            if *until != u64::MAX {
+                *until = 0;
+            }
+        }
+        self.next_poll_ms = self.heal_at_ms;
+        info!(target: "sim::faults", "heal: every fault is off");
+    }
+}
+
+impl World {
+    /// After the heal: true once the run should stop (converged and
+    /// settled, or past the bound).
+    fn finished(&mut self, now_ms: u64) -> bool {
+        if let Some(at) = self.converged_at_ms {
+            return now_ms >= at + SETTLE.as_millis() as u64;
+        }
+        if now_ms >= self.next_poll_ms {
+            self.next_poll_ms = now_ms + CONVERGENCE_POLL.as_millis() as u64;
+            match self.convergence() {
+                Ok(()) => {
+                    info!(target: "sim::check", after_heal_ms = now_ms - self.heal_at_ms, "converged");
+                    self.converged_at_ms = Some(now_ms);
+                    return false;
+                }
+                Err(waiting) if now_ms >= self.heal_at_ms + self.heal_bound_ms => {
+                    self.findings.add(Kind::Stuck, || {
+                        format!(
+                            "not converged {} s after the heal: {waiting}",
+                            self.heal_bound_ms / 1000
+                        )
+                    });
+                    warn!(target: "sim::check", %waiting, "not converged within the bound");
+                    return true;
+                }
+                Err(_) => {}
+            }
+        }
+        false
+    }
+
+    /// `Ok` when nothing is left to do; otherwise what is still pending.
+    fn convergence(&self) -> Result<(), String> {
+        if let Some(host) = self.down_until.keys().next() {
+            return Err(format!("{} is down", host.name()));
+        }
+        let published = self.progress.published.load(Ordering::Relaxed) as usize;
+        if published < self.slice.publications.len() {
+            return Err(format!(
+                "{published} of {} readings published",
+                self.slice.publications.len()
+            ));
+        }
+        if !self.broker.fully_committed(EDGE_GROUP) {
+            return Err("the edge has not committed every offset".to_owned());
+        }
+        if self.slice.publications.is_empty() {
+            return Ok(());
+        }
+        let mut outbox = SqliteOutbox::open_read_only(&self.db_path).map_err(|e| e.to_string())?;
+        let status = outbox.status().map_err(|error| error.to_string())?;
+        if status.queued + status.sent > 0 {
+            return Err(format!(
+                "{} tuples queued, {} sent and unacknowledged",
+                status.queued, status.sent
+            ));
+        }
+        Ok(())
+    }
+
+    fn conclude(mut self) -> (Summary, Findings) {
+        let edge_rows = SqliteOutbox::open_read_only(&self.db_path)
+            .and_then(|outbox| outbox.all_tuples())
+            .unwrap_or_default();
+        let cache = self.cache.lock().expect("cache lock");
+        let cloud = cache.data.tuples.clone();
+        let evidence = Evidence {
+            edge_id: EDGE_ID,
+            oracle: &self.slice.oracle,
+            edge_rows: &edge_rows,
+            cloud: &cloud,
+            cache_epoch: cache.epoch,
+            writes: &cache.writes,
+        };
+        let mut checked = check(&evidence);
+        drop(cache);
+        let conflicting = self.monitor.snapshot().conflicting_acks;
+        if conflicting > 0 {
+            // The edge keeps a tuple's first postal code; the cloud answering
+            // another one later means the code changed on its side.
+            checked.add(Kind::Changed, || {
+                format!("the cloud acknowledged {conflicting} stored tuples with a different postal code")
+            });
+        }
+        self.findings.merge(checked);
+        self.log_findings();
+        let summary = self.summary(&edge_rows, cloud.len());
+        (summary, self.findings)
+    }
+
+    fn log_findings(&self) {
+        if self.findings.is_clean() {
+            info!(target: "sim::check", "checker: no violation");
+        }
+        for (kind, (count, examples)) in &self.findings.by_kind {
+            for example in examples {
+                warn!(target: "sim::check", kind = kind.name(), count, "{example}");
+            }
+        }
+    }
+
+    fn summary(&self, edge_rows: &[edgemeter_store::StoredTuple], cloud_tuples: usize) -> Summary {
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        Summary {
+            seed: self.scenario.seed,
+            mutation: self.scenario.mutation.clone(),
+            households: self.slice.households.len(),
+            readings: self.slice.publications.len(),
+            windows: self.slice.oracle.len(),
+            faults: self.scenario.faults.len(),
+            edge_crashes: self.tally.edge_crashes,
+            cloud_crashes: self.tally.cloud_crashes,
+            point_crashes: self.tally.point_crashes,
+            cache_losses: self.tally.cache_losses,
+            edge_tuples: edge_rows.len(),
+            acked: edge_rows.iter().filter(|row| row.sent == 2).count(),
+            cloud_tuples,
+            link_requests: load(&self.link_stats.requests),
+            link_resends: load(&self.link_stats.resends),
+            link_breaks: load(&self.link_stats.breaks),
+            heal_at_ms: self.heal_at_ms,
+            converged_after_heal_ms: self.converged_at_ms.map(|at| at - self.heal_at_ms),
+            sim_ms: self.sim.elapsed().as_millis() as u64,
+            findings: self.findings.counts(),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Goal: the checker catches every planted bug, fast. Method: for each bug
+//! of `Bug::ALL`, run the default shape's seeds in order with that bug
+//! switched on until one fails; the bug must be caught within
+//! `SEEDS_MAX` seeds, and by a violation the checker names (not by a crash
+//! of the harness). The seeds each bug took are printed for the record.
+
+mod common;
+
+use common::{data, default_shape, WORKERS};
+use edgemeter_env::Bug;
+use sim_tests::checker::Kind;
+use sim_tests::runner::run_many;
+
+/// The bound: each planted bug is caught within 200 seeds.
+const SEEDS_MAX: u64 = 200;
+
+/// Seeds run per round (in parallel on the workers) while searching.
+const ROUND: u64 = 4;
+
+fn seeds_to_catch(bug: Bug) -> Option<(u64, Vec<Kind>)> {
+    let shape = default_shape(Some(bug.name()));
+    let mut start = 0;
+    while start < SEEDS_MAX {
+        let end = (start + ROUND).min(SEEDS_MAX);
+        let runs = run_many(start..end, &shape, data(), WORKERS, &|_| {});
+        if let Some(run) = runs.iter().find(|run| run.failed()) {
+            let kinds = run.findings.by_kind.keys().copied().collect();
+            return Some((run.scenario.seed + 1, kinds));
+        }
+        start = end;
+    }
+    None
+}
+
+#[test]
+#[cfg_attr(not(sim_optimized), ignore = "long: run with --profile sim")]
+fn every_planted_bug_is_caught_within_200_seeds() {
+    let mut missed = Vec::new();
+    for bug in Bug::ALL {
+        match seeds_to_catch(bug) {
+            Some((seeds, kinds)) => {
+                println!(
+                    "{:<26} caught after {seeds:>3} seeds by {kinds:?}",
+                    bug.name()
+                );
+                assert!(
+                    !kinds.contains(&Kind::Crashed),
+                    "{bug} was caught by a crash, not by the checker: {kinds:?}"
+                );
+            }
+            None => missed.push(bug.name()),
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "not caught within {SEEDS_MAX} seeds: {missed:?}"
+    );
+}
