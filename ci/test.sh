@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The project's one test command: `bash ci/test.sh`.
+#
+# On a fresh Debian machine, as root, it installs what the tests need, then
+# checks formatting and lints and runs every test of the workspace. CI runs
+# it from `.ci/run` in a fresh clone, with CI=true and no stdin, within
+# 90 minutes; it must need nothing that was installed by hand.
+#
+# What the tests need beyond Rust:
+# - cmake: the nng crate builds libnng with it.
+# - redis-server: the cache tests and the end-to-end tests start their own,
+#   on free loopback ports.
+# - tansu: a real Kafka-protocol broker for the end-to-end tests, built from
+#   crates.io once (about 10 minutes on 2 cores) and cached in ~/.cargo/bin.
+# - npm packages for web/, when the dashboard's web app exists.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_system_packages() {
+    local missing=()
+    command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    # librdkafka and libnng are compiled from source by their crates.
+    command -v make >/dev/null 2>&1 || missing+=(make)
+    command -v cc >/dev/null 2>&1 || missing+=(gcc)
+    command -v c++ >/dev/null 2>&1 || missing+=(g++)
+    command -v perl >/dev/null 2>&1 || missing+=(perl)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    if [ -f web/package.json ] && ! command -v npm >/dev/null 2>&1; then
+        missing+=(nodejs npm)
+    fi
+    # The dashboard's browser test drives Debian's Chromium (browser
+    # downloads do not work here).
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        step "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        as_root apt-get update
+        as_root apt-get install -y --no-install-recommends "${missing[@]}"
+    fi
+}
+
+install_tansu() {
+    export TANSU_BIN="${TANSU_BIN:-$HOME/.cargo/bin/tansu}"
+    if [ ! -x "$TANSU_BIN" ]; then
+        step "building the tansu broker (once; cached in ~/.cargo/bin)"
+        cargo install tansu --features dynostore,libsql --locked
+    fi
+    "$TANSU_BIN" --version
+}
+
+install_web_packages() {
+    if [ -f web/package.json ]; then
+        step "installing web/ packages"
+        (cd web && npm ci --no-audit --no-fund)
+    fi
+}
+
+install_system_packages
+install_tansu
+install_web_packages
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# The dev profile, not release: on 2 cores compiling dominates this run
+# (librdkafka, libnng and SQLite from C sources, plus the workspace), and a
+# dev build compiles several times faster than an optimised one, while the
+# tests wait on sockets and processes, not on the CPU.
+step "cargo test"
+cargo test --workspace
+
+# The simulation, optimised but with assertions on (`--profile sim`): the
+# determinism test first, then every planted bug caught, clean seeds,
+# shrinking and snapshots; then 300 seeds of the default shape.
+step "simulation tests (--profile sim)"
+cargo test -p sim-tests --profile sim --test determinism
+cargo test -p sim-tests --profile sim
+
+step "simulation: 300 seeds"
+cargo run --profile sim -p sim-tests --bin edgemeter-sim -- run --seeds 0..300
+
+# The dashboard in a real browser, against the made-up example data (with
+# data, empty, cache down) and against a running `edgemeter demo`.
+# Screenshots land in target/dashboard/.
+step "dashboard browser tests"
+sh web/tests/run-against-example.sh
+sh web/tests/run-against-demo.sh
+
+step "all checks passed"

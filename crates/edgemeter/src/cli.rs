@@ -1,0 +1,348 @@
+//! The command line: one subcommand per role, each with its own `--help`.
+//!
+//! Only parsing lives here; each subcommand's behaviour is in
+//! [`crate::commands`].
+
+use crate::kafka_bus::TOPIC;
+use crate::nng_setup::{DATA_PORT_DEFAULT, HEARTBEAT_PORT_DEFAULT};
+use crate::speed::Speed;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The longest `--duration` accepted: a year of readings is more than any
+/// data set we ship, and bounds the arithmetic.
+pub const DURATION_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgemeter",
+    version,
+    about = "Household power readings from the edge to the cloud: households -> Kafka -> edge -> NNG -> cloud -> Redis.",
+    long_about = "Household power readings from the edge to the cloud.\n\n\
+        households replays the data set into Kafka; edge averages each household over \
+        5-second windows, keeps the averages in SQLite and ships them to the cloud over NNG; \
+        cloud stores them in Redis and answers with each household's postal code. \
+        demo runs all three in one process without Kafka or Redis."
+)]
+pub struct Cli {
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `edgemeter=debug,warn`.
+    /// Logs go to stderr.
+    #[arg(long, global = true, env = "EDGEMETER_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replay the household readings into Kafka, paced by their timestamps.
+    Households(HouseholdsArgs),
+    /// Consume readings, average them over 5-second windows into SQLite, ship them to the cloud.
+    Edge(EdgeArgs),
+    /// Answer heartbeats and data requests over NNG; store tuples in Redis.
+    Cloud(CloudArgs),
+    /// Households, edge and cloud in one process: in-process bus and cache, real NNG and SQLite.
+    Demo(DemoArgs),
+    /// Print how many tuples of an edge database are queued, sent, acknowledged and rejected.
+    Status(StatusArgs),
+    /// Make a secret key for an edge: writes the edge's key file and prints
+    /// the line to add to the cloud's keys file.
+    Keygen(KeygenArgs),
+}
+
+/// The cloud's HTTP side: the REST API and the dashboard.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Serve the REST API and the dashboard on this address (port 0: a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5006")]
+    pub http: String,
+
+    /// The electricity price the dashboard's annual costs use, in EUR per kWh.
+    #[arg(long, value_name = "EUR", default_value_t = 0.30)]
+    pub price_eur_per_kwh: f64,
+
+    /// The dashboard's page directory [default: web/ of the working
+    /// directory, else of the checkout the binary was built from].
+    #[arg(long, value_name = "DIR")]
+    pub web_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The edge the key is for.
+    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    pub edge_id: String,
+
+    /// Where to write the edge's key (created with mode 0600; never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// Which readings to replay.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Directory of household CSVs, one `<household id>.csv[.gz]` each
+    /// [default: data/gem-house-1h, found from the working directory or the
+    /// workspace the binary was built in].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// Replay only the readings within D of the data set's first reading,
+    /// e.g. `90s`, `10m`, `1h`, `1h30m` [default: all of them].
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// Where the cloud's NNG sockets are.
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// The cloud's heartbeat port (NNG req/rep).
+    #[arg(long, value_name = "P", default_value_t = HEARTBEAT_PORT_DEFAULT)]
+    pub heartbeat_port: u16,
+
+    /// The cloud's data port (NNG req/rep).
+    #[arg(long, value_name = "P", default_value_t = DATA_PORT_DEFAULT)]
+    pub data_port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct HouseholdsArgs {
+    /// Kafka bootstrap broker(s): HOST:PORT[,HOST:PORT...].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka: String,
+
+    /// The topic to publish to.
+    #[arg(long, value_name = "NAME", default_value = TOPIC)]
+    pub topic: String,
+
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// Pacing: 1 = real time, 60 = a minute of readings per second, `max` = no pacing.
+    #[arg(long, value_name = "X|max", default_value = "1")]
+    pub speed: Speed,
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Kafka bootstrap broker(s): HOST:PORT[,HOST:PORT...].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka: String,
+
+    /// The topic to consume.
+    #[arg(long, value_name = "NAME", default_value = TOPIC)]
+    pub topic: String,
+
+    /// The cloud's host name or address.
+    #[arg(long, value_name = "HOST")]
+    pub cloud: String,
+
+    #[command(flatten)]
+    pub ports: PortArgs,
+
+    /// The edge's SQLite database (created if missing). A restarted edge
+    /// resumes from it.
+    #[arg(long, value_name = "PATH")]
+    pub db: PathBuf,
+
+    /// This edge's name: its consumer group is `edgemeter-<ID>`, and the
+    /// cloud keys its tuples by it. Letters, digits, `.`, `_`, `-`.
+    #[arg(long, value_name = "ID", default_value = "edge-1", value_parser = parse_id)]
+    pub edge_id: String,
+
+    /// This edge's key file (64 hex digits, from `edgemeter keygen`); the key
+    /// may instead come from the environment variable EDGEMETER_EDGE_KEY.
+    /// Without a key the edge's requests are unauthenticated, which a cloud
+    /// serves only with --allow-unauthenticated.
+    #[arg(long, value_name = "FILE", env = "EDGEMETER_EDGE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CloudArgs {
+    /// Redis URL, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL")]
+    pub redis: String,
+
+    /// The address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub listen: String,
+
+    #[command(flatten)]
+    pub ports: PortArgs,
+
+    /// The edges' keys: one `EDGE_ID HEX_KEY` per line (see `edgemeter keygen`).
+    /// Each edge must seal its requests with its key.
+    #[arg(long, value_name = "FILE", env = "EDGEMETER_KEYS_FILE")]
+    pub keys: Option<PathBuf>,
+
+    /// Also serve unauthenticated requests: the original system's wire form
+    /// and edges without a key. Off unless given.
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// Pacing: 1 = real time, 60 = a minute of readings per second, `max` = no pacing.
+    #[arg(long, value_name = "X|max", default_value = "60")]
+    pub speed: Speed,
+
+    /// The edge's SQLite database (created if missing).
+    #[arg(long, value_name = "PATH", default_value = "edgemeter-demo/edge.db")]
+    pub db: PathBuf,
+
+    /// Exit 0 once the replay is over and every tuple is acknowledged, printing
+    /// a one-line JSON summary last on stdout:
+    /// {"tuples": N, "acked": N, "households": H, "seconds": S}.
+    #[arg(long)]
+    pub exit_when_done: bool,
+
+    /// Use this Kafka broker instead of the in-process bus.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka: Option<String>,
+
+    /// Use this Redis instead of the in-memory cache.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// The demo edge's name.
+    #[arg(long, value_name = "ID", default_value = "demo", value_parser = parse_id)]
+    pub edge_id: String,
+
+    /// The cloud's heartbeat port on 127.0.0.1 [default: a free port].
+    #[arg(long, value_name = "P", default_value_t = 0)]
+    pub heartbeat_port: u16,
+
+    /// The cloud's data port on 127.0.0.1 [default: a free port].
+    #[arg(long, value_name = "P", default_value_t = 0)]
+    pub data_port: u16,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The edge's SQLite database.
+    #[arg(long, value_name = "PATH")]
+    pub db: PathBuf,
+
+    /// Print one JSON object: {"queued": a, "sent": b, "acked": c, "rejected": d}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_id(text: &str) -> Result<String, String> {
+    edgemeter_wire::check_id(text)
+        .map(|()| text.to_owned())
+        .map_err(str::to_owned)
+}
+
+/// Parses `90s`, `10m`, `1h`, `1h30m`, `500ms`, `2d`: one or more numbers,
+/// each with a unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("empty duration; write e.g. 90s, 10m or 1h".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{text}`: expected a number at `{rest}`"));
+        }
+        let count: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}`: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(format!("`{text}`: a unit is missing (ms, s, m, h, d)")),
+            unit => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m, h, d)")),
+        };
+        rest = &rest[unit_len..];
+        let part_ms = count
+            .checked_mul(unit_ms)
+            .ok_or_else(|| format!("`{text}` is too long"))?;
+        total += Duration::from_millis(part_ms);
+        if total > DURATION_MAX {
+            return Err(format!("`{text}` exceeds the limit of 366 days"));
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in [
+            "",
+            "10",
+            "m",
+            "10x",
+            "1.5h",
+            "-1s",
+            "999999999999999999999s",
+            "400d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_documented_invocations_parse() {
+        let parse = |line: &str| Cli::try_parse_from(line.split_whitespace());
+        let demo =
+            parse("edgemeter demo --speed max --duration 10m --db x.db --exit-when-done").unwrap();
+        let Command::Demo(demo) = demo.command else {
+            panic!("not demo")
+        };
+        assert_eq!(demo.speed, Speed::Max);
+        assert_eq!(demo.data.duration, Some(Duration::from_secs(600)));
+        assert!(demo.exit_when_done);
+        let edge = parse("edgemeter edge --kafka k:1 --cloud c --db e.db").unwrap();
+        let Command::Edge(edge) = edge.command else {
+            panic!("not edge")
+        };
+        assert_eq!(edge.ports.heartbeat_port, 63270);
+        assert_eq!(edge.ports.data_port, 63271);
+        assert_eq!(edge.edge_id, "edge-1");
+        assert!(parse("edgemeter edge --kafka k:1 --cloud c --db e.db --edge-id a:b").is_err());
+        assert!(parse("edgemeter status --db e.db --json").is_ok());
+        assert!(parse("edgemeter cloud --redis redis://127.0.0.1:1").is_ok());
+        assert!(parse("edgemeter households --kafka k:1 --speed fast").is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! `edgemeter cloud`: the cloud logic behind NNG, storing into Redis.
+
+use crate::cli::CloudArgs;
+use crate::command_error::CommandError;
+use crate::nng_server::NngServer;
+use crate::redis_cache::RedisCache;
+use crate::shutdown::Shutdown;
+use edgemeter_cloud::{Cloud, CloudAuth, CloudConfig};
+use edgemeter_env::SystemClock;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the cloud logs its counters while they change.
+const REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Who may talk to this cloud: the keys file's edges, and unauthenticated
+/// peers only when the operator says so.
+fn auth(args: &CloudArgs) -> Result<CloudAuth, CommandError> {
+    let keys = match &args.keys {
+        Some(path) => crate::keys::load_keys_file(path)?,
+        None if args.allow_unauthenticated => Default::default(),
+        None => {
+            return Err(CommandError::config(
+                "the cloud needs --keys FILE (or EDGEMETER_KEYS_FILE) with each edge's key, \
+                 made with `edgemeter keygen`; or --allow-unauthenticated to serve edges \
+                 without keys and the original wire form",
+            ))
+        }
+    };
+    Ok(CloudAuth {
+        keys,
+        allow_unauthenticated: args.allow_unauthenticated,
+        ..CloudAuth::open()
+    })
+}
+
+pub async fn run(args: CloudArgs, shutdown: Shutdown) -> Result<(), CommandError> {
+    let auth = auth(&args)?;
+    let cache = RedisCache::connect(&args.redis).await?;
+    let edges_with_keys = auth.keys.len();
+    let config = CloudConfig {
+        auth,
+        ..CloudConfig::default()
+    };
+    let (listener, http) = crate::dashboard_server::bind(&args.http).await?;
+    let cloud = Arc::new(Cloud::new(config, cache, SystemClock));
+    crate::dashboard_server::serve(listener, cloud.clone(), &args.http, shutdown.clone())?;
+    tracing::info!(%http, "dashboard and REST API at http://{http}");
+    let server = NngServer::start(
+        cloud.clone(),
+        &args.listen,
+        args.ports.heartbeat_port,
+        args.ports.data_port,
+    )?;
+    let ports = server.ports();
+    tracing::info!(
+        listen = %args.listen,
+        heartbeat_port = ports.heartbeat,
+        data_port = ports.data,
+        redis = %args.redis,
+        edges_with_keys,
+        allow_unauthenticated = args.allow_unauthenticated,
+        "cloud serving"
+    );
+    let watcher = tokio::spawn(cloud.clone().watch_heartbeats(shutdown.clone().wait()));
+    let mut reports = tokio::time::interval(REPORT_INTERVAL);
+    let mut last = cloud.counters();
+    let stopping = shutdown.wait();
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            _ = &mut stopping => break,
+            _ = reports.tick() => {
+                let counters = cloud.counters();
+                if counters != last {
+                    tracing::info!(?counters, "cloud progress");
+                    last = counters;
+                }
+            }
+        }
+    }
+    server.close();
+    let _ = watcher.await;
+    tracing::info!(counters = ?cloud.counters(), "cloud stopped");
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! `edgemeter edge`: consumes Kafka, keeps 5-second averages in SQLite and
+//! ships them to the cloud over NNG.
+
+use crate::cli::EdgeArgs;
+use crate::command_error::CommandError;
+use crate::kafka_bus::KafkaBus;
+use crate::nng_link::NngLink;
+use crate::shutdown::Shutdown;
+use edgemeter_edge::{run_edge, EdgeConfig, EdgeMonitor};
+use edgemeter_env::SystemClock;
+use edgemeter_store::SqliteOutbox;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the edge logs its counters while they change.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError> {
+    // The local database first: its errors are the cheapest to report.
+    let key = crate::keys::load_edge_key(args.key_file.as_deref())?;
+    let outbox = SqliteOutbox::open(&args.db).map_err(CommandError::store(&args.db))?;
+    let bus = KafkaBus::connect(&args.kafka, &args.edge_id, &args.topic).await?;
+    let link = Arc::new(NngLink::dial(
+        &args.cloud,
+        args.ports.heartbeat_port,
+        args.ports.data_port,
+    )?);
+    let monitor = Arc::new(EdgeMonitor::new());
+    let reporter = tokio::spawn(report(monitor.clone(), shutdown.clone()));
+    tracing::info!(
+        edge = %args.edge_id,
+        kafka = %args.kafka,
+        cloud = %args.cloud,
+        db = %args.db.display(),
+        authenticated = key.is_some(),
+        "edge starting"
+    );
+    let mut config = EdgeConfig::new(args.edge_id.clone());
+    config.key = key;
+    let outcome = run_edge(
+        config,
+        bus,
+        link,
+        outbox,
+        SystemClock,
+        monitor.clone(),
+        shutdown.wait(),
+    )
+    .await;
+    reporter.abort();
+    tracing::info!(counters = ?monitor.snapshot(), "edge stopped");
+    outcome.map_err(CommandError::from)
+}
+
+/// Logs the edge's counters every [`REPORT_INTERVAL`] while they change.
+pub async fn report(monitor: Arc<EdgeMonitor>, shutdown: Shutdown) {
+    let mut ticks = tokio::time::interval(REPORT_INTERVAL);
+    let mut last = monitor.snapshot();
+    while !shutdown.is_fired() {
+        ticks.tick().await;
+        let counters = monitor.snapshot();
+        if counters != last {
+            tracing::info!(?counters, "edge progress");
+            last = counters;
+        }
+    }
+}

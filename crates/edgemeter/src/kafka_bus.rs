@@ -1,0 +1,289 @@
+//! `KafkaBus`: the edge's [`ReadingsBus`] over rdkafka, consuming every
+//! partition of `power_topic` with offsets kept in the edge's own consumer
+//! group, committed by hand.
+//!
+//! Offsets are committed only when the edge says so (after the tuples the
+//! records produced are durable in SQLite), so auto-commit is off. A group
+//! that never committed starts at the earliest record, so a new edge sees
+//! every reading the broker still holds.
+//!
+//! Partitions are assigned by the bus itself rather than by the broker's
+//! group protocol: each edge has a group of its own and must read every
+//! partition, so there is nothing to balance, and a group rebalance only
+//! costs time. After a crash the dead member holds its partitions until its
+//! session times out (and a broker may never hand them over: tansu 0.6
+//! keeps a group whose leader died without an assignment). With its own
+//! assignment a restarted edge resumes at once from the committed offsets.
+//! The group still stores those offsets. The topic's partitions are looked
+//! up again every [`PARTITIONS_REFRESH_INTERVAL`], so partitions added
+//! later are read too.
+
+use edgemeter_edge::{BusError, BusRecord, ReadingsBus};
+use futures::{FutureExt, StreamExt};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The topic households publish to, as in the original system.
+pub const TOPIC: &str = "power_topic";
+
+/// How long a poll waits for its first record. The edge needs `poll` to
+/// return within about a second even when idle, so that it can commit and
+/// flush; 200 ms keeps it responsive without spinning.
+pub const FIRST_RECORD_WAIT: Duration = Duration::from_millis(200);
+
+/// How long the start-up check waits for the broker's metadata before it
+/// reports the broker unreachable.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the bus looks for partitions it does not read yet; every
+/// second while it reads none (the topic may not exist yet).
+pub const PARTITIONS_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a refresh of the topic's partitions may take before the bus
+/// tries again at the next interval.
+const PARTITIONS_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// After the first record, a poll drains what is already buffered. The
+/// stream may report "nothing yet" once for an internal event even though
+/// records follow, so the drain stops only after this many empty looks.
+const DRAIN_EMPTY_LOOKS_MAX: usize = 2;
+
+/// The environment variable that switches on librdkafka's own debug
+/// contexts (e.g. `cgrp,fetch`), logged through tracing at debug level.
+pub const KAFKA_DEBUG_ENV: &str = "EDGEMETER_KAFKA_DEBUG";
+
+/// A client configuration with the brokers and, if asked for, librdkafka's
+/// debug contexts.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    if let Ok(contexts) = std::env::var(KAFKA_DEBUG_ENV) {
+        config.set("debug", contexts);
+    }
+    config
+}
+
+/// A broker that could not be reached at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerSetupError {
+    pub brokers: String,
+    pub reason: String,
+}
+
+impl fmt::Display for BrokerSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot reach the Kafka broker at {}: {}; start a broker there (e.g. `tansu broker`) or pass --kafka HOST:PORT",
+            self.brokers, self.reason
+        )
+    }
+}
+
+impl std::error::Error for BrokerSetupError {}
+
+/// Fetches the cluster's metadata to prove the broker answers. Runs the
+/// blocking call off the async threads.
+pub async fn check_broker(
+    client: Arc<impl Consumer + Send + Sync + 'static>,
+    brokers: &str,
+    topic: &str,
+) -> Result<(), BrokerSetupError> {
+    let topic_name = topic.to_owned();
+    let fetched = tokio::task::spawn_blocking(move || {
+        client
+            .fetch_metadata(Some(&topic_name), METADATA_TIMEOUT)
+            .map(|metadata| {
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|topic| topic.error().is_none() && !topic.partitions().is_empty())
+            })
+    })
+    .await
+    .map_err(|error| BrokerSetupError {
+        brokers: brokers.to_owned(),
+        reason: format!("metadata task failed: {error}"),
+    })?;
+    match fetched {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            tracing::warn!(
+                topic,
+                brokers,
+                "topic has no partitions yet; waiting for it to be created"
+            );
+            Ok(())
+        }
+        Err(error) => Err(BrokerSetupError {
+            brokers: brokers.to_owned(),
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// The readings stream of one edge.
+pub struct KafkaBus {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    /// Partitions this bus reads, by number.
+    assigned: BTreeSet<i32>,
+    next_refresh: Instant,
+}
+
+impl KafkaBus {
+    /// Reads `topic` with offsets in the group `edgemeter-<edge id>`, after
+    /// checking that the broker answers.
+    pub async fn connect(
+        brokers: &str,
+        edge_id: &str,
+        topic: &str,
+    ) -> Result<KafkaBus, BrokerSetupError> {
+        let consumer: StreamConsumer = client_config(brokers)
+            .set("group.id", group_id(edge_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            // Hand over fetched records quickly instead of batching for 500 ms.
+            .set("fetch.wait.max.ms", "100")
+            .set("reconnect.backoff.max.ms", "2000")
+            .create()
+            .map_err(|error| BrokerSetupError {
+                brokers: brokers.to_owned(),
+                reason: error.to_string(),
+            })?;
+        let consumer = Arc::new(consumer);
+        check_broker(consumer.clone(), brokers, topic).await?;
+        let mut bus = KafkaBus {
+            consumer,
+            topic: topic.to_owned(),
+            assigned: BTreeSet::new(),
+            next_refresh: Instant::now(),
+        };
+        bus.refresh_partitions().await;
+        Ok(bus)
+    }
+
+    /// Starts reading partitions of the topic that appeared since the last
+    /// look, each at its committed offset (or the earliest record).
+    async fn refresh_partitions(&mut self) {
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let looked_up =
+            tokio::task::spawn_blocking(move || partitions_of(&*consumer, &topic)).await;
+        let partitions = match looked_up {
+            Ok(Ok(partitions)) => partitions,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "partition lookup failed; trying again later");
+                BTreeSet::new()
+            }
+            Err(error) => {
+                tracing::debug!(%error, "partition lookup task failed; trying again later");
+                BTreeSet::new()
+            }
+        };
+        let added: Vec<i32> = partitions.difference(&self.assigned).copied().collect();
+        if !added.is_empty() {
+            let mut list = TopicPartitionList::with_capacity(added.len());
+            for partition in &added {
+                let _ = list.add_partition_offset(&self.topic, *partition, Offset::Stored);
+            }
+            match self.consumer.incremental_assign(&list) {
+                Ok(()) => {
+                    tracing::info!(topic = %self.topic, partitions = ?added, "reading partitions from their committed offsets");
+                    self.assigned.extend(added);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot assign partitions; trying again later")
+                }
+            }
+        }
+        let interval = if self.assigned.is_empty() {
+            Duration::from_secs(1)
+        } else {
+            PARTITIONS_REFRESH_INTERVAL
+        };
+        self.next_refresh = Instant::now() + interval;
+    }
+}
+
+/// The partition numbers of `topic`, from the broker's metadata.
+fn partitions_of(
+    consumer: &impl Consumer,
+    topic: &str,
+) -> Result<BTreeSet<i32>, rdkafka::error::KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), PARTITIONS_LOOKUP_TIMEOUT)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|found| found.name() == topic && found.error().is_none())
+        .flat_map(|found| found.partitions().iter().map(|partition| partition.id()))
+        .collect())
+}
+
+/// The consumer group of an edge: one group per edge, so that two edges
+/// each see every reading and each commit their own progress.
+pub fn group_id(edge_id: &str) -> String {
+    format!("edgemeter-{edge_id}")
+}
+
+fn bus_record(message: &impl Message) -> BusRecord {
+    BusRecord {
+        partition: message.partition(),
+        offset: message.offset(),
+        // A record without a value is kept as empty bytes: the edge rejects
+        // it as "not JSON" and keeps it in its `rejected` table.
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    }
+}
+
+impl ReadingsBus for KafkaBus {
+    async fn poll(&mut self, records_max: usize) -> Result<Vec<BusRecord>, BusError> {
+        assert!(records_max > 0);
+        if Instant::now() >= self.next_refresh {
+            self.refresh_partitions().await;
+        }
+        let mut stream = self.consumer.stream();
+        let first = match tokio::time::timeout(FIRST_RECORD_WAIT, stream.next()).await {
+            Err(_) | Ok(None) => return Ok(Vec::new()),
+            Ok(Some(Err(error))) => return Err(BusError::Unavailable(error.to_string())),
+            Ok(Some(Ok(message))) => bus_record(&message),
+        };
+        let mut records = vec![first];
+        let mut empty_looks = 0;
+        while records.len() < records_max && empty_looks < DRAIN_EMPTY_LOOKS_MAX {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(message))) => records.push(bus_record(&message)),
+                // Records already taken off the queue must reach the edge:
+                // the consumer will not deliver them again.
+                Some(Some(Err(error))) => {
+                    tracing::debug!(%error, "consumer error after {} records; returning those", records.len());
+                    break;
+                }
+                Some(None) | None => empty_looks += 1,
+            }
+        }
+        Ok(records)
+    }
+
+    async fn commit(&mut self, next_offsets: &BTreeMap<i32, i64>) -> Result<(), BusError> {
+        if next_offsets.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::with_capacity(next_offsets.len());
+        for (partition, offset) in next_offsets {
+            list.add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
+                .map_err(|error| BusError::Unavailable(error.to_string()))?;
+        }
+        self.consumer
+            .commit(&list, CommitMode::Async)
+            .map_err(|error| BusError::Unavailable(error.to_string()))
+    }
+}

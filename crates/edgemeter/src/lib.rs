@@ -1,0 +1,37 @@
+//! `edgemeter` is the deployable system: the real implementations of the
+//! edge's and the cloud's IO traits, and the subcommands that wire them.
+//!
+//! # Layout
+//! - [`nng_setup`]: ports, URLs and socket options shared by both NNG ends.
+//! - [`nng_link`]: the edge's `CloudLink` over NNG REQ, many requests in flight.
+//! - [`nng_server`]: the cloud's NNG REP servers, many contexts per socket.
+//! - [`kafka_bus`]: the edge's `ReadingsBus` over rdkafka (consumer group,
+//!   manual commits).
+//! - [`kafka_producer`]: the households' sink into Kafka (idempotent).
+//! - [`redis_cache`]: the cloud's `Cache` in Redis, one Lua script per batch.
+//! - [`households`]: the replayer that paces the data set's readings.
+//! - [`speed`]: the replay's pacing factor.
+//! - [`cloud_handler`]: serves `edgemeter_cloud::Cloud` through [`nng_server`].
+//! - [`cli`], [`commands`]: the command line and one module per subcommand.
+//! - [`command_error`], [`shutdown`], [`data_dir`]: what the subcommands share.
+//!
+//! This crate holds IO and wiring only. Every decision about windows,
+//! batches, acknowledgements and postal codes lives in `edgemeter-edge` and
+//! `edgemeter-cloud`, which the simulation runs unchanged.
+
+pub mod cli;
+pub mod cloud_handler;
+pub mod command_error;
+pub mod commands;
+pub mod dashboard_server;
+pub mod data_dir;
+pub mod households;
+pub mod kafka_bus;
+pub mod kafka_producer;
+pub mod keys;
+pub mod nng_link;
+pub mod nng_server;
+pub mod nng_setup;
+pub mod redis_cache;
+pub mod shutdown;
+pub mod speed;

@@ -1,0 +1,289 @@
+//! `NngLink`: the edge's [`CloudLink`] over two NNG REQ sockets, one for
+//! heartbeats and one for data, as the original system had.
+//!
+//! NNG's REQ protocol allows one outstanding request per context, and the
+//! `nng` crate has callbacks, not futures. So each request borrows a context
+//! (with its `Aio`) from a bounded pool, and the `Aio` callback, which runs on
+//! an NNG thread, hands the reply to the waiting task through a oneshot
+//! channel. Many requests are in flight at once, one per context.
+//!
+//! Sockets are dialed non-blocking: a cloud that is down at start is not an
+//! error, NNG keeps redialing it (`RECONNECT_DELAY_*`), and requests time out
+//! until it answers. The edge's heartbeat turns those timeouts into its
+//! connected/disconnected state.
+
+use crate::nng_setup::{
+    tcp_url, NngSetupError, MESSAGE_BYTES_MAX, RECONNECT_DELAY_MAX, RECONNECT_DELAY_MIN,
+};
+use edgemeter_edge::{Channel, CloudLink, LinkError};
+use edgemeter_wire::FRAME_BYTES_MAX;
+use nng::options::protocol::reqrep::ResendTime;
+use nng::options::{Options, ReconnectMaxTime, ReconnectMinTime, RecvMaxSize};
+use nng::{Aio, AioResult, Context, Message, Protocol, Socket};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, Semaphore};
+
+/// The most requests in flight on one socket, and so the most NNG contexts
+/// it holds. The edge keeps a handful of batches in flight; 256 leaves room
+/// for heartbeats and bursts while bounding the memory NNG holds for us.
+/// A request past the limit waits for a free context.
+pub const INFLIGHT_CONTEXTS_MAX: usize = 256;
+
+/// How long REQ waits for a reply before it sends the request again on its
+/// own. NNG's default is 60 s, far longer than the edge waits. Two seconds
+/// covers a busy cloud writing a full batch to Redis, so resends stay rare,
+/// and the cloud is idempotent, so a resend is harmless. (REQ also resends
+/// at once when the connection to the cloud breaks.)
+pub const RESEND_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The longest one send or receive of a request may take before NNG aborts
+/// it. The edge wraps every request in its own, shorter timeout; this is the
+/// backstop that frees the context if a caller stops waiting early.
+pub const AIO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a context's callback delivers the outcome of the current request.
+#[derive(Default)]
+struct ReplyState {
+    /// The waiting task's end of the channel; taken when the outcome is sent.
+    sender: Option<oneshot::Sender<Result<Message, nng::Error>>>,
+    /// Set when the waiting task gave up, so that the callback does not
+    /// start (or cancels) the receive that would follow the send.
+    abandoned: bool,
+}
+
+type ReplyCell = Arc<Mutex<ReplyState>>;
+
+/// The edge's link to the cloud over NNG.
+pub struct NngLink {
+    heartbeat: RequestSocket,
+    data: RequestSocket,
+}
+
+impl NngLink {
+    /// Dials the cloud's two sockets without waiting for it to answer.
+    pub fn dial(host: &str, heartbeat_port: u16, data_port: u16) -> Result<NngLink, NngSetupError> {
+        Ok(NngLink {
+            heartbeat: RequestSocket::dial(&tcp_url(host, heartbeat_port))?,
+            data: RequestSocket::dial(&tcp_url(host, data_port))?,
+        })
+    }
+
+    fn socket(&self, channel: Channel) -> &RequestSocket {
+        match channel {
+            Channel::Heartbeat => &self.heartbeat,
+            Channel::Data => &self.data,
+        }
+    }
+}
+
+impl CloudLink for NngLink {
+    async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
+        self.socket(channel).request(body).await
+    }
+}
+
+/// One REQ socket and its pool of idle contexts.
+struct RequestSocket {
+    socket: Socket,
+    url: String,
+    /// One permit per context that may exist; a request holds one until its
+    /// reply arrives or it is abandoned.
+    permits: Arc<Semaphore>,
+    /// Contexts whose last request finished, ready for the next one.
+    idle: Mutex<Vec<Slot>>,
+}
+
+/// A context, its `Aio`, and the channel its next reply goes to.
+struct Slot {
+    context: Context,
+    aio: Aio,
+    reply: ReplyCell,
+}
+
+impl RequestSocket {
+    fn dial(url: &str) -> Result<RequestSocket, NngSetupError> {
+        let socket =
+            Socket::new(Protocol::Req0).map_err(|error| NngSetupError::new(url, "open", error))?;
+        let configure = |error| NngSetupError::new(url, "configure", error);
+        socket
+            .set_opt::<ResendTime>(Some(RESEND_INTERVAL))
+            .map_err(configure)?;
+        socket
+            .set_opt::<RecvMaxSize>(MESSAGE_BYTES_MAX)
+            .map_err(configure)?;
+        socket
+            .set_opt::<ReconnectMinTime>(Some(RECONNECT_DELAY_MIN))
+            .map_err(configure)?;
+        socket
+            .set_opt::<ReconnectMaxTime>(Some(RECONNECT_DELAY_MAX))
+            .map_err(configure)?;
+        socket
+            .dial_async(url)
+            .map_err(|error| NngSetupError::new(url, "dial", error))?;
+        Ok(RequestSocket {
+            socket,
+            url: url.to_owned(),
+            permits: Arc::new(Semaphore::new(INFLIGHT_CONTEXTS_MAX)),
+            idle: Mutex::new(Vec::with_capacity(INFLIGHT_CONTEXTS_MAX)),
+        })
+    }
+
+    async fn request(&self, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
+        if body.len() > FRAME_BYTES_MAX {
+            return Err(LinkError::Unreachable(format!(
+                "request of {} bytes exceeds the frame limit of {FRAME_BYTES_MAX}; not sent",
+                body.len()
+            )));
+        }
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the permit semaphore is never closed");
+        let slot = self.checkout()?;
+        let (sender, receiver) = oneshot::channel();
+        *slot.reply.lock().expect("reply lock") = ReplyState {
+            sender: Some(sender),
+            abandoned: false,
+        };
+        if let Err((_, error)) = slot.context.send(&slot.aio, Message::from(&body[..])) {
+            self.checkin(slot);
+            return Err(self.link_error(error));
+        }
+        // Declared after the permit so that it drops first: an abandoned
+        // request is cancelled and its context returned to the pool before
+        // the permit lets another request in.
+        let mut in_flight = InFlight {
+            slot: Some(slot),
+            socket: self,
+        };
+        let Ok(outcome) = receiver.await else {
+            // The sender lives in the slot and is only ever taken to send,
+            // so this cannot happen; if it did, `in_flight` would cancel
+            // the operation and return the slot as for an abandoned request.
+            return Err(LinkError::Unreachable(format!(
+                "{}: the NNG callback went away",
+                self.url
+            )));
+        };
+        // The operation finished, so the context is idle again; a new send
+        // on it starts a fresh request.
+        let slot = in_flight.slot.take().expect("the slot is taken once");
+        self.checkin(slot);
+        outcome
+            .map(|reply| reply.as_slice().to_vec())
+            .map_err(|error| self.link_error(error))
+    }
+
+    fn checkout(&self) -> Result<Slot, LinkError> {
+        if let Some(slot) = self.idle.lock().expect("idle lock").pop() {
+            return Ok(slot);
+        }
+        Slot::new(&self.socket).map_err(|error| self.link_error(error))
+    }
+
+    fn checkin(&self, slot: Slot) {
+        let mut idle = self.idle.lock().expect("idle lock");
+        assert!(
+            idle.len() < INFLIGHT_CONTEXTS_MAX,
+            "more contexts than permits"
+        );
+        idle.push(slot);
+    }
+
+    fn link_error(&self, error: nng::Error) -> LinkError {
+        match error {
+            nng::Error::TimedOut => LinkError::Timeout,
+            other => LinkError::Unreachable(format!("{}: {other}", self.url)),
+        }
+    }
+}
+
+impl Drop for RequestSocket {
+    fn drop(&mut self) {
+        // Every slot is idle by now (a request borrows the socket), so
+        // dropping them races with no callback.
+        self.socket.close();
+    }
+}
+
+impl Slot {
+    fn new(socket: &Socket) -> Result<Slot, nng::Error> {
+        let context = Context::new(socket)?;
+        let reply: ReplyCell = Arc::new(Mutex::new(ReplyState::default()));
+        let callback_context = context.clone();
+        let callback_reply = reply.clone();
+        let aio = Aio::new(move |aio, result| {
+            on_event(&aio, &callback_context, &callback_reply, result)
+        })?;
+        aio.set_timeout(Some(AIO_TIMEOUT))?;
+        Ok(Slot {
+            context,
+            aio,
+            reply,
+        })
+    }
+}
+
+/// Runs on an NNG thread: a sent request goes on to wait for its reply, and
+/// a reply or an error goes to the waiting task. Must not block or panic.
+fn on_event(aio: &Aio, context: &Context, reply: &ReplyCell, result: AioResult) {
+    match result {
+        AioResult::Send(Ok(())) => {
+            if let Err(error) = context.recv(aio) {
+                complete(reply, Err(error));
+                return;
+            }
+            // The waiting task may have given up between the send and this
+            // receive; its cancel then came too early to stop the receive.
+            let abandoned = reply.lock().map(|state| state.abandoned).unwrap_or(true);
+            if abandoned {
+                aio.cancel();
+            }
+        }
+        AioResult::Send(Err((_unsent, error))) => complete(reply, Err(error)),
+        AioResult::Recv(outcome) => complete(reply, outcome),
+        AioResult::Sleep(_) => {}
+    }
+}
+
+fn complete(reply: &ReplyCell, outcome: Result<Message, nng::Error>) {
+    let sender = match reply.lock() {
+        Ok(mut state) => state.sender.take(),
+        Err(_) => return,
+    };
+    if let Some(sender) = sender {
+        // The waiting task may have given up; then nobody wants the reply.
+        let _ = sender.send(outcome);
+    }
+}
+
+/// A request whose reply has not arrived. If the waiting task is dropped
+/// (the edge's own timeout fired), the request is cancelled inside NNG and
+/// its context goes back to the pool once the callback has finished.
+///
+/// The slot is never dropped here: the last handle of an `Aio` dropped while
+/// its callback runs would make NNG wait for that callback from inside it,
+/// a deadlock. Slots are dropped only with the link, when all are idle.
+struct InFlight<'a> {
+    slot: Option<Slot>,
+    socket: &'a RequestSocket,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        if let Ok(mut state) = slot.reply.lock() {
+            state.abandoned = true;
+            state.sender = None;
+        }
+        slot.aio.cancel();
+        // Returns once the cancelled operation's callback has run, which
+        // starts nothing new for an abandoned request: microseconds.
+        slot.aio.wait();
+        self.socket.checkin(slot);
+    }
+}

@@ -1,0 +1,225 @@
+//! A whole deployment for the end-to-end tests: tansu, redis-server, and
+//! the `edgemeter` binary's `cloud`, `edge` and `households` as separate
+//! processes, on free loopback ports; plus the end-state check every
+//! end-to-end test ends with.
+
+use super::{free_port, wait_until, Process, RedisServer, Tansu};
+use edgemeter_data::{load_dir, oracle_windows, OracleWindow};
+use edgemeter_edge::Outbox;
+use edgemeter_store::SqliteOutbox;
+use redis::Commands;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const EDGE_ID: &str = "it-edge";
+
+/// The replayed span: the first ten minutes of every household.
+pub const DURATION: &str = "10m";
+pub const DURATION_MS: i64 = 600_000;
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub tansu: Tansu,
+    pub redis: RedisServer,
+    pub heartbeat_port: u16,
+    pub data_port: u16,
+    pub db: PathBuf,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The deployment is authenticated: the edge seals every request with
+        // its key, and the cloud knows that key and no unauthenticated peer.
+        let key = "5a".repeat(32);
+        std::fs::write(dir.path().join("edge.key"), &key).expect("write the edge key");
+        std::fs::write(dir.path().join("cloud.keys"), format!("{EDGE_ID} {key}\n"))
+            .expect("write the cloud's keys");
+        let tansu = Tansu::start(dir.path());
+        let redis = RedisServer::start(dir.path());
+        let db = dir.path().join("edge.db");
+        Cluster {
+            tansu,
+            redis,
+            heartbeat_port: free_port(),
+            data_port: free_port(),
+            db,
+            dir,
+        }
+    }
+
+    pub fn cloud(&self) -> Process {
+        let (heartbeat, data) = (self.heartbeat_port.to_string(), self.data_port.to_string());
+        let keys = self.dir.path().join("cloud.keys");
+        let args = [
+            "cloud",
+            "--redis",
+            &self.redis.url(),
+            "--listen",
+            "127.0.0.1",
+            "--heartbeat-port",
+            &heartbeat,
+            "--data-port",
+            &data,
+            "--keys",
+            keys.to_str().expect("UTF-8 path"),
+            "--http",
+            "127.0.0.1:0",
+        ];
+        let process = Process::edgemeter("cloud", &args, self.dir.path());
+        wait_until("the cloud to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.data_port)).is_ok()
+        });
+        process
+    }
+
+    pub fn edge(&self) -> Process {
+        let (heartbeat, data) = (self.heartbeat_port.to_string(), self.data_port.to_string());
+        let db = self.db.to_str().expect("UTF-8 path");
+        let key = self.dir.path().join("edge.key");
+        let args = [
+            "edge",
+            "--kafka",
+            &self.tansu.address(),
+            "--cloud",
+            "127.0.0.1",
+            "--heartbeat-port",
+            &heartbeat,
+            "--data-port",
+            &data,
+            "--db",
+            db,
+            "--edge-id",
+            EDGE_ID,
+            "--key-file",
+            key.to_str().expect("UTF-8 path"),
+        ];
+        Process::edgemeter("edge", &args, self.dir.path())
+    }
+
+    pub fn households(&self, speed: &str) -> Process {
+        let data = super::data_dir();
+        let args = [
+            "households",
+            "--kafka",
+            &self.tansu.address(),
+            "--data",
+            data.to_str().expect("UTF-8 path"),
+            "--speed",
+            speed,
+            "--duration",
+            DURATION,
+        ];
+        Process::edgemeter("households", &args, self.dir.path())
+    }
+
+    /// Tuples acknowledged so far; 0 before the edge created its database.
+    pub fn acked(&self) -> u64 {
+        if !self.db.exists() {
+            return 0;
+        }
+        SqliteOutbox::open_read_only(&self.db)
+            .and_then(|mut outbox| outbox.status())
+            .map(|counts| counts.acked)
+            .unwrap_or(0)
+    }
+
+    pub fn wait_for_acked(&self, count: u64, timeout: Duration) {
+        wait_until(&format!("{count} acknowledged tuples"), timeout, || {
+            self.acked() >= count
+        });
+    }
+}
+
+/// The averages the pipeline must produce, computed from the CSV directly.
+pub fn oracle() -> BTreeMap<(String, i64), OracleWindow> {
+    let (households, _) =
+        load_dir(&super::data_dir(), Some(DURATION_MS)).expect("the shipped data loads");
+    assert_eq!(households.len(), 50);
+    oracle_windows(&households)
+}
+
+/// Every tuple at flag 2 with its household's postal code and the oracle's
+/// average; Redis holds exactly one entry per tuple with the same average;
+/// the incremental totals count each tuple once.
+pub fn assert_end_state(cluster: &Cluster, oracle: &BTreeMap<(String, i64), OracleWindow>) {
+    let stored = SqliteOutbox::open_read_only(&cluster.db)
+        .and_then(|outbox| outbox.all_tuples())
+        .expect("read the edge db");
+    assert_eq!(
+        stored.len(),
+        oracle.len(),
+        "one SQLite row per oracle window, no more, no less"
+    );
+    let mut codes = HashMap::new();
+    for tuple in &stored {
+        let key = (tuple.node_id.clone(), tuple.window_start_ms);
+        let expected = oracle
+            .get(&key)
+            .unwrap_or_else(|| panic!("a tuple the oracle does not have: {key:?}"));
+        assert_eq!(tuple.average_w, expected.average_w, "average of {key:?}");
+        assert_eq!(tuple.samples, expected.samples, "samples of {key:?}");
+        assert_eq!(tuple.sent, 2, "{key:?} is not acknowledged");
+        let code = tuple
+            .postal_code
+            .clone()
+            .unwrap_or_else(|| panic!("{key:?} has no postal code"));
+        assert_eq!(
+            code,
+            edgemeter_cloud::postal_code_for(&tuple.node_id).as_str()
+        );
+        codes.insert(key, code);
+    }
+
+    let mut connection = cluster.redis.connection();
+    let pattern = format!("em:tuple:{EDGE_ID}:*");
+    let keys: Vec<String> = connection
+        .scan_match::<_, String>(&pattern)
+        .expect("scan")
+        .collect::<Result<_, _>>()
+        .expect("scan keys");
+    assert_eq!(keys.len(), oracle.len(), "one Redis entry per tuple");
+    for key in &keys {
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(key)
+            .query(&mut connection)
+            .expect("hgetall");
+        let window: i64 = fields["window_start_ms"].parse().expect("window");
+        let tuple_key = (fields["node_id"].clone(), window);
+        let expected = &oracle[&tuple_key];
+        assert_eq!(
+            fields["average_w"].parse::<f64>().expect("average"),
+            expected.average_w,
+            "Redis average of {tuple_key:?}"
+        );
+        assert_eq!(
+            fields["postal_code"], codes[&tuple_key],
+            "the code Redis holds is the one the edge got"
+        );
+    }
+    let edge_tuples: u64 = redis::cmd("HGET")
+        .arg(format!("em:edge:{EDGE_ID}"))
+        .arg("tuples")
+        .query(&mut connection)
+        .expect("edge totals");
+    assert_eq!(
+        edge_tuples,
+        oracle.len() as u64,
+        "the edge's total counts each tuple once"
+    );
+    let mut state_tuples = 0u64;
+    for state in edgemeter_cloud::GermanState::ALL {
+        let tuples: Option<u64> = redis::cmd("HGET")
+            .arg(format!("em:state:{}", state.name()))
+            .arg("tuples")
+            .query(&mut connection)
+            .expect("state totals");
+        state_tuples += tuples.unwrap_or(0);
+    }
+    assert_eq!(
+        state_tuples,
+        oracle.len() as u64,
+        "the state totals count each tuple once"
+    );
+}

@@ -1,0 +1,323 @@
+//! Test helpers: real servers (tansu, redis-server) and processes of the
+//! built `edgemeter` binary, each on free loopback ports (never the
+//! machine's standard 6379/9092), each killed when its handle drops.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to answer after it was started.
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// Polls `condition` every 100 ms until it holds; panics with `what` after
+/// `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop, with its output in
+/// a log file that is printed when a test fails while it runs.
+pub struct Process {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(name: &str, program: &Path, args: &[&str], log_dir: &Path) -> Process {
+        let log = log_dir.join(format!("{name}.log"));
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the process log");
+        // The log directory is the working directory too: tansu resolves its
+        // SQLite path relative to it.
+        let child = Command::new(program)
+            .args(args)
+            .current_dir(log_dir)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().expect("clone the log handle"))
+            .stderr(output)
+            .env("EDGEMETER_LOG", "info")
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
+        Process {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn edgemeter(name: &str, args: &[&str], log_dir: &Path) -> Process {
+        Process::spawn(
+            name,
+            Path::new(env!("CARGO_BIN_EXE_edgemeter")),
+            args,
+            log_dir,
+        )
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|child| child.try_wait().expect("poll the child"))
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} did not exit within {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.child.is_some() {
+            eprintln!(
+                "---- {} log (last lines) ----\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+        self.kill();
+    }
+}
+
+/// A `redis-server` with no persistence on a free port.
+pub struct RedisServer {
+    pub port: u16,
+    process: Process,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    pub fn start(dir: &Path) -> RedisServer {
+        let port = free_port();
+        let process = RedisServer::spawn(port, dir);
+        let server = RedisServer {
+            port,
+            process,
+            dir: dir.to_owned(),
+        };
+        wait_until("redis-server to answer PING", SERVER_START_TIMEOUT, || {
+            server.ping()
+        });
+        server
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Process {
+        let port_text = port.to_string();
+        let dir_text = dir.to_str().expect("UTF-8 temp dir");
+        let args = [
+            "--port",
+            &port_text,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir_text,
+        ];
+        Process::spawn(
+            &format!("redis-{port}"),
+            Path::new("redis-server"),
+            &args,
+            dir,
+        )
+    }
+
+    /// Starts a new, empty server on the same port after [`RedisServer::stop`].
+    pub fn restart(&mut self) {
+        self.process.kill();
+        self.process = RedisServer::spawn(self.port, &self.dir);
+        wait_until("the restarted redis-server", SERVER_START_TIMEOUT, || {
+            self.ping()
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_connection()
+            .expect("connect to the test redis")
+    }
+}
+
+/// The tansu binary: `$TANSU_BIN`, `~/.cargo/bin/tansu`, or `tansu` on PATH.
+pub fn tansu_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("TANSU_BIN") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cargo_bin = Path::new(&home).join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        return cargo_bin;
+    }
+    let on_path = std::env::var_os("PATH").map(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("tansu"))
+            .find(|path| path.exists())
+    });
+    on_path.flatten().unwrap_or_else(|| {
+        panic!(
+            "tansu not found: set TANSU_BIN or run `cargo install tansu --features dynostore,libsql --locked` \
+             (bash ci/test.sh does)"
+        )
+    })
+}
+
+/// A tansu Kafka-protocol broker with SQLite storage on a free port,
+/// with `power_topic` created with three partitions.
+pub struct Tansu {
+    pub port: u16,
+    process: Process,
+}
+
+impl Tansu {
+    pub fn start(dir: &Path) -> Tansu {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let binary = tansu_binary();
+        let args = tansu_broker_args(&url);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = Process::spawn(&format!("tansu-{port}"), &binary, &args, dir);
+        let broker = Tansu { port, process };
+        wait_until("tansu to accept connections", SERVER_START_TIMEOUT, || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        broker.create_topic("power_topic", 3);
+        broker
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let broker = format!("tcp://127.0.0.1:{}", self.port);
+        let partitions = partitions.to_string();
+        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        loop {
+            let output = Command::new(tansu_binary())
+                .args([
+                    "topic",
+                    "create",
+                    topic,
+                    "--broker",
+                    &broker,
+                    "--partitions",
+                    &partitions,
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run tansu topic create");
+            if output.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu topic create failed: {}{}\nbroker log:\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr),
+                self.process.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// SQLite storage, not `memory://`: tansu 0.6's memory engine answers a
+/// fetch only with batches that start at or after the fetch offset, so a
+/// consumer resuming at a committed offset inside a producer batch never
+/// gets the rest of that batch (tansu-storage `dynostore.rs`, `fetch`). The
+/// SQL engines fetch record by record and resume exactly.
+fn tansu_broker_args(url: &str) -> Vec<String> {
+    // Relative to the broker's working directory, the test's temp dir:
+    // tansu 0.6 prefixes even an absolute path with it.
+    let storage = "sqlite://tansu.db".to_owned();
+    [
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        &storage,
+    ]
+    .iter()
+    .map(|arg| (*arg).to_owned())
+    .collect()
+}
+
+/// The workspace's shipped data set.
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/gem-house-1h")
+}
+
+pub mod cluster;

@@ -1,0 +1,172 @@
+//! Goal: an edge written for the original cloud can talk to ours unchanged.
+//! Method: start the real `edgemeter cloud` on a real redis-server, and
+//! speak the original's wire form to it with a plain NNG REQ socket.
+
+mod common;
+
+use common::{free_port, Process, RedisServer};
+use nng::options::{Options, RecvTimeout, SendTimeout};
+use nng::{Protocol, Socket};
+use std::time::Duration;
+
+/// Sends one request on a fresh REQ socket and returns the reply.
+fn ask(port: u16, request: &[u8]) -> Vec<u8> {
+    let socket = Socket::new(Protocol::Req0).unwrap();
+    socket
+        .set_opt::<RecvTimeout>(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+        .set_opt::<SendTimeout>(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket.dial(&format!("tcp://127.0.0.1:{port}")).unwrap();
+    socket.send(request).map_err(|(_, error)| error).unwrap();
+    socket
+        .recv()
+        .expect("the cloud replies")
+        .as_slice()
+        .to_vec()
+}
+
+fn postal_code_in(reply: &[u8], id: i64) -> String {
+    let text = String::from_utf8(reply.to_vec()).expect("a text reply");
+    let prefix = format!("PLZ for id: {id} - PLZ: ");
+    let code = text
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("unexpected reply {text:?}"));
+    assert_eq!(code.len(), 5, "{text:?}");
+    assert!(code.bytes().all(|byte| byte.is_ascii_digit()), "{text:?}");
+    code.to_owned()
+}
+
+/// Starts `edgemeter cloud` on free ports; returns it and its ports.
+fn start_cloud(redis: &RedisServer, dir: &std::path::Path) -> (Process, u16, u16) {
+    let (heartbeat_port, data_port) = (free_port(), free_port());
+    let cloud = Process::edgemeter(
+        "cloud",
+        &[
+            "cloud",
+            "--redis",
+            &redis.url(),
+            "--listen",
+            "127.0.0.1",
+            "--heartbeat-port",
+            &heartbeat_port.to_string(),
+            "--data-port",
+            &data_port.to_string(),
+            // The original's form is unauthenticated: the operator's switch.
+            "--allow-unauthenticated",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        dir,
+    );
+    common::wait_until("the cloud to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", data_port)).is_ok()
+    });
+    (cloud, heartbeat_port, data_port)
+}
+
+#[test]
+fn the_cloud_answers_the_original_wire_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let (_cloud, heartbeat_port, data_port) = start_cloud(&redis, dir.path());
+
+    assert_eq!(ask(heartbeat_port, b"heartbeat"), b"ack");
+
+    let request = br#"{"id": 5, "node_id": "abc", "average": 1.5}"#;
+    let code = postal_code_in(&ask(data_port, request), 5);
+    // A resend gets the same code: the household's code is fixed.
+    assert_eq!(postal_code_in(&ask(data_port, request), 5), code);
+    assert_eq!(code, edgemeter_cloud::postal_code_for("abc").as_str());
+
+    // Malformed requests get an error reply, not silence.
+    for malformed in [
+        &br#"{"id": 6, "node_id": "abc"}"#[..],
+        b"not json at all",
+        br#"{"id": "x", "node_id": "abc", "average": 1}"#,
+        b"",
+    ] {
+        let reply = ask(data_port, malformed);
+        assert!(
+            reply.starts_with(b"ERROR"),
+            "{:?} got {:?}",
+            String::from_utf8_lossy(malformed),
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    // Just over the frame limit: refused with an error reply as well.
+    let oversized = vec![b' '; edgemeter_wire::FRAME_BYTES_MAX + 1];
+    assert!(ask(data_port, &oversized).starts_with(b"ERROR"));
+    assert!(ask(heartbeat_port, b"not a heartbeat").starts_with(b"ERROR"));
+
+    // The legacy tuple is in Redis exactly once, with its average.
+    let mut connection = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("em:tuple:legacy:*")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let average: String = redis::cmd("HGET")
+        .arg(&keys[0])
+        .arg("average_w")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(average.parse::<f64>().unwrap(), 1.5);
+    // And the cloud still serves after all that.
+    assert_eq!(ask(heartbeat_port, b"heartbeat"), b"ack");
+}
+
+/// Goal: with Redis down the cloud answers with an error, never with a
+/// postal code it has not stored, and never with silence; once Redis is
+/// back the same request is stored and answered.
+#[test]
+fn with_redis_down_the_cloud_answers_an_error_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start(dir.path());
+    let (_cloud, heartbeat_port, data_port) = start_cloud(&redis, dir.path());
+    let request = br#"{"id": 7, "node_id": "def", "average": 2.5}"#;
+    postal_code_in(&ask(data_port, request), 7);
+
+    redis.stop();
+    let started = std::time::Instant::now();
+    let reply = ask(data_port, br#"{"id": 8, "node_id": "def", "average": 3.5}"#);
+    assert!(
+        reply.starts_with(b"ERROR"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The cloud process itself is alive: heartbeats are still answered.
+    assert_eq!(ask(heartbeat_port, b"heartbeat"), b"ack");
+
+    redis.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = ask(data_port, br#"{"id": 8, "node_id": "def", "average": 3.5}"#);
+        if reply.starts_with(b"PLZ") {
+            postal_code_in(&reply, 8);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cloud did not recover: {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut connection = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("em:tuple:legacy:def:*")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(
+        keys,
+        vec!["em:tuple:legacy:def:id8".to_owned()],
+        "only what was stored after the restart"
+    );
+}

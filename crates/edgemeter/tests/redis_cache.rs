@@ -1,0 +1,215 @@
+//! `RedisCache` against a real redis-server: one entry and one count per
+//! tuple however often it is stored, totals kept incrementally, readers
+//! that see what was written, and a Redis that is down reported quickly.
+
+mod common;
+
+use common::RedisServer;
+use edgemeter::redis_cache::{RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX};
+use edgemeter_cloud::{
+    postal_code_for, state_of, tuple_key, Cache, CacheError, CloudTuple, GermanState,
+};
+use std::time::{Duration, Instant};
+
+fn tuple(edge_id: &str, node_id: &str, window_start_ms: i64, average_w: f64) -> CloudTuple {
+    let postal_code = postal_code_for(node_id);
+    CloudTuple {
+        key: tuple_key(edge_id, node_id, &window_start_ms.to_string()),
+        edge_id: edge_id.into(),
+        node_id: node_id.into(),
+        window_start_ms: Some(window_start_ms),
+        average_w,
+        samples: 3,
+        postal_code,
+        state: state_of(postal_code).unwrap(),
+        received_ms: 1_700_000_000_000 + window_start_ms / 1000,
+    }
+}
+
+/// Goal: a resent batch changes nothing, in the entries or in the totals.
+/// Method: store a batch, store it again, and a batch overlapping it; read
+/// every structure back and count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storing_is_idempotent_and_totals_count_each_tuple_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    let batch: Vec<CloudTuple> = (0..100)
+        .map(|index| {
+            tuple(
+                "edge-a",
+                &format!("house-{}", index % 10),
+                index * 5_000,
+                index as f64 + 0.25,
+            )
+        })
+        .collect();
+    let first = cache.store(&batch).await.unwrap();
+    assert_eq!((first.inserted, first.existing), (100, 0));
+    let again = cache.store(&batch).await.unwrap();
+    assert_eq!((again.inserted, again.existing), (0, 100));
+    let mut overlapping = batch[90..].to_vec();
+    overlapping.push(tuple("edge-a", "house-0", 100 * 5_000, 7.0));
+    // The same household and window from another edge is another tuple.
+    overlapping.push(tuple("edge-b", "house-0", 0, 9.0));
+    let third = cache.store(&overlapping).await.unwrap();
+    assert_eq!((third.inserted, third.existing), (2, 10));
+
+    let totals = cache.state_totals().await.unwrap();
+    assert_eq!(totals.len(), GermanState::ALL.len());
+    assert_eq!(totals.iter().map(|state| state.tuples).sum::<u64>(), 102);
+    let expected_sum: f64 = (0..100).map(|index| index as f64 + 0.25).sum::<f64>() + 7.0 + 9.0;
+    let stored_sum: f64 = totals.iter().map(|state| state.average_sum_w).sum();
+    assert!(
+        (stored_sum - expected_sum).abs() < 1e-6,
+        "{stored_sum} != {expected_sum}"
+    );
+    assert_eq!(
+        totals.iter().map(|state| state.households).sum::<u64>(),
+        10,
+        "households are counted once per state"
+    );
+
+    let edges = cache.edges().await.unwrap();
+    let counts: Vec<(&str, u64)> = edges
+        .iter()
+        .map(|edge| (edge.edge_id.as_str(), edge.tuples))
+        .collect();
+    assert_eq!(counts, vec![("edge-a", 101), ("edge-b", 1)]);
+
+    let mut connection = redis.connection();
+    let stored: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("em:{}", batch[3].key))
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(
+        stored["average_w"].parse::<f64>().unwrap(),
+        batch[3].average_w
+    );
+    assert_eq!(stored["postal_code"], batch[3].postal_code.as_str());
+}
+
+/// Goal: a fresh Redis reads as empty, not as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_cache_reads_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    assert_eq!(cache.recent_tuples(10).await.unwrap(), vec![]);
+    assert_eq!(cache.edges().await.unwrap(), vec![]);
+    let totals = cache.state_totals().await.unwrap();
+    assert_eq!(totals.len(), GermanState::ALL.len());
+    assert!(totals
+        .iter()
+        .all(|state| state.tuples == 0 && state.households == 0 && state.average_sum_w == 0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_tuples_are_newest_first_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    let count = RECENT_TUPLES_MAX as i64 + 50;
+    let tuples: Vec<CloudTuple> = (0..count)
+        .map(|index| tuple("edge-a", "house", index * 5_000, 1.5))
+        .collect();
+    for batch in tuples.chunks(500) {
+        cache.store(batch).await.unwrap();
+    }
+    let recent = cache.recent_tuples(10).await.unwrap();
+    assert_eq!(recent.len(), 10);
+    assert_eq!(
+        recent[0],
+        tuples[tuples.len() - 1],
+        "the newest comes first and reads back whole"
+    );
+    assert_eq!(
+        recent[9].window_start_ms,
+        tuples[tuples.len() - 10].window_start_ms
+    );
+    let all = cache.recent_tuples(usize::MAX).await.unwrap();
+    assert_eq!(all.len(), RECENT_TUPLES_MAX);
+    let mut connection = redis.connection();
+    let length: usize = redis::cmd("LLEN")
+        .arg("em:recent")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(length, RECENT_TUPLES_MAX);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_recorded_per_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    cache.record_heartbeat("edge-b", 2_000).await.unwrap();
+    cache.record_heartbeat("edge-a", 1_000).await.unwrap();
+    cache.record_heartbeat("edge-a", 3_000).await.unwrap();
+    let edges = cache.edges().await.unwrap();
+    assert_eq!(edges.len(), 2);
+    assert_eq!(
+        (
+            edges[0].edge_id.as_str(),
+            edges[0].last_heartbeat_ms,
+            edges[0].tuples
+        ),
+        ("edge-a", Some(3_000), 0)
+    );
+    assert_eq!(edges[1].last_heartbeat_ms, Some(2_000));
+}
+
+/// Goal: Redis going away is an error within the call timeout, never a
+/// hang, and the cache works again once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_goes_away_is_unavailable_quickly_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start(dir.path());
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    cache
+        .store(&[tuple("edge-a", "house", 0, 1.0)])
+        .await
+        .unwrap();
+    redis.stop();
+    let started = Instant::now();
+    let error = cache
+        .store(&[tuple("edge-a", "house", 5_000, 1.0)])
+        .await
+        .unwrap_err();
+    assert!(matches!(error, CacheError::Unavailable(_)));
+    assert!(
+        started.elapsed() <= CALL_TIMEOUT + Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // A new server on the same port: the connection manager reconnects.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match cache.store(&[tuple("edge-a", "house", 5_000, 1.0)]).await {
+            Ok(write) => {
+                assert_eq!(write.inserted, 1);
+                break;
+            }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(error) => panic!("the cache did not recover: {error}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_at_start_names_the_url_and_the_fix() {
+    let url = format!("redis://127.0.0.1:{}", common::free_port());
+    let started = Instant::now();
+    let error = RedisCache::connect(&url)
+        .await
+        .err()
+        .expect("nothing listens there");
+    let message = error.to_string();
+    assert!(message.contains(&url), "{message}");
+    assert!(message.contains("--redis"), "{message}");
+    assert!(!message.contains('\n'));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
