@@ -97,4 +97,10 @@ step "dashboard browser tests"
 sh web/tests/run-against-example.sh
 sh web/tests/run-against-demo.sh
 
+# The real binaries against real tansu and Redis, with SIGKILLs, link cuts
+# and Redis restarts, checked by the simulation's checker. A short run here;
+# the README gives a long one.
+step "chaos on real processes (short)"
+bash ci/chaos.sh --cycles 3 --seed 1
+
 step "all checks passed"

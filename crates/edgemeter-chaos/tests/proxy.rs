@@ -1,0 +1,128 @@
+//! The proxy on real loopback sockets. Goal: bytes pass both ways while
+//! healthy; `cut` closes live connections and refuses new ones until
+//! `heal`; `stall` holds bytes back for its time; `reset` closes live
+//! connections but accepts new ones. Method: an echo server as the target,
+//! a client through the proxy, commands over the control socket.
+
+use edgemeter_chaos::proxy;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Bounds every wait of the test, so a broken proxy fails instead of hanging.
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = stream.split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            });
+        }
+    });
+    address
+}
+
+async fn start_proxy(target: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addresses = (
+        listener.local_addr().unwrap(),
+        control.local_addr().unwrap(),
+    );
+    tokio::spawn(proxy::run(
+        listener,
+        target,
+        control,
+        std::future::pending(),
+    ));
+    addresses
+}
+
+async fn command(control: SocketAddr, line: &str) -> String {
+    let stream = TcpStream::connect(control).await.unwrap();
+    let (reader, mut writer) = stream.into_split();
+    writer
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    let mut reader = BufReader::new(reader);
+    tokio::time::timeout(STEP_TIMEOUT, reader.read_line(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    reply.trim().to_owned()
+}
+
+/// Sends `bytes` and reads the echo; `None` when the connection is closed.
+async fn round_trip(stream: &mut TcpStream, bytes: &[u8]) -> Option<Vec<u8>> {
+    stream.write_all(bytes).await.ok()?;
+    let mut echo = vec![0u8; bytes.len()];
+    match tokio::time::timeout(STEP_TIMEOUT, stream.read_exact(&mut echo)).await {
+        Ok(Ok(_)) => Some(echo),
+        Ok(Err(_)) => None,
+        Err(_) => panic!("no echo and no close within {STEP_TIMEOUT:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cut_stall_reset_and_heal_act_on_the_link() {
+    let target = echo_server().await;
+    let (listen, control) = start_proxy(target).await;
+
+    let mut client = TcpStream::connect(listen).await.unwrap();
+    assert_eq!(
+        round_trip(&mut client, b"hello").await.as_deref(),
+        Some(&b"hello"[..])
+    );
+
+    assert_eq!(command(control, "stall 300").await, "ok");
+    let started = Instant::now();
+    assert_eq!(
+        round_trip(&mut client, b"slow").await.as_deref(),
+        Some(&b"slow"[..])
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "the stall held bytes back"
+    );
+
+    assert_eq!(command(control, "reset").await, "ok");
+    assert_eq!(
+        round_trip(&mut client, b"gone").await,
+        None,
+        "reset closes live connections"
+    );
+    let mut client = TcpStream::connect(listen).await.unwrap();
+    assert_eq!(
+        round_trip(&mut client, b"again").await.as_deref(),
+        Some(&b"again"[..])
+    );
+
+    assert_eq!(command(control, "cut").await, "ok");
+    assert_eq!(
+        round_trip(&mut client, b"cut").await,
+        None,
+        "cut closes live connections"
+    );
+    let mut refused = TcpStream::connect(listen).await.unwrap();
+    assert_eq!(
+        round_trip(&mut refused, b"new").await,
+        None,
+        "cut refuses new ones"
+    );
+
+    assert_eq!(command(control, "heal").await, "ok");
+    let mut client = TcpStream::connect(listen).await.unwrap();
+    assert_eq!(
+        round_trip(&mut client, b"healed").await.as_deref(),
+        Some(&b"healed"[..])
+    );
+
+    assert!(command(control, "stall forever").await.starts_with("error"));
+}
