@@ -11,10 +11,9 @@
 //! a pause before the new one starts, so that a write to the old server
 //! whose reply is processed late still counts as before the loss.
 
-use edgemeter_cloud::{CloudTuple, GermanState};
+use edgemeter_cloud::CloudTuple;
 use edgemeter_data::{load_dir, oracle_windows, OracleWindow};
 use edgemeter_store::{SqliteOutbox, StoredTuple};
-use edgemeter_wire::PostalCode;
 use rusqlite::{Connection, OpenFlags};
 use sim_tests::redis::WriteLog;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -180,23 +179,8 @@ fn too_many(what: &'static str) -> redis::RedisError {
 /// The cloud's hash layout (`crates/edgemeter/src/redis_cache.rs`), read
 /// back; `None` when a field is missing or broken.
 fn tuple_from_hash(key: &str, fields: &HashMap<String, String>) -> Option<CloudTuple> {
-    let field = |name: &str| fields.get(name).map(String::as_str);
-    let window = field("window_start_ms")?;
-    Some(CloudTuple {
-        key: key.strip_prefix(KEY_PREFIX)?.to_owned(),
-        edge_id: field("edge_id")?.to_owned(),
-        node_id: field("node_id")?.to_owned(),
-        window_start_ms: if window.is_empty() {
-            None
-        } else {
-            Some(window.parse().ok()?)
-        },
-        average_w: field("average_w")?.parse().ok()?,
-        samples: field("samples")?.parse().ok()?,
-        postal_code: PostalCode::parse(field("postal_code")?)?,
-        state: GermanState::from_name(field("state")?)?,
-        received_ms: field("received_ms")?.parse().ok()?,
-    })
+    let key = key.strip_prefix(KEY_PREFIX)?.to_owned();
+    CloudTuple::from_fields(key, |name| fields.get(name).map(String::as_str))
 }
 
 #[cfg(test)]

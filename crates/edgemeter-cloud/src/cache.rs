@@ -25,6 +25,34 @@ pub struct CloudTuple {
     pub received_ms: i64,
 }
 
+impl CloudTuple {
+    /// Reads a tuple back from its stored text fields (`edge_id`, `node_id`,
+    /// `window_start_ms` (empty for none), `average_w`, `samples`,
+    /// `postal_code`, `state`, `received_ms`), the layout of a cached tuple
+    /// hash. `None` when a field is missing or broken.
+    pub fn from_fields<'a>(
+        key: String,
+        field: impl Fn(&str) -> Option<&'a str>,
+    ) -> Option<CloudTuple> {
+        let window = field("window_start_ms")?;
+        Some(CloudTuple {
+            key,
+            edge_id: field("edge_id")?.to_owned(),
+            node_id: field("node_id")?.to_owned(),
+            window_start_ms: if window.is_empty() {
+                None
+            } else {
+                Some(window.parse().ok()?)
+            },
+            average_w: field("average_w")?.parse().ok()?,
+            samples: field("samples")?.parse().ok()?,
+            postal_code: PostalCode::parse(field("postal_code")?)?,
+            state: GermanState::from_name(field("state")?)?,
+            received_ms: field("received_ms")?.parse().ok()?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheWrite {
     /// Tuples stored for the first time.

@@ -40,6 +40,24 @@ impl CloudLink for LossyLink {
     }
 }
 
+/// Polls the edge's database until every expected tuple is acknowledged and
+/// none is queued or sent; fails after ten minutes of (paused) time.
+async fn wait_until_all_acked(reader: &mut SqliteOutbox, expected: usize) {
+    let mut waited = Duration::ZERO;
+    loop {
+        let status = reader.status().unwrap();
+        if status.acked as usize == expected && status.queued + status.sent == 0 {
+            return;
+        }
+        assert!(
+            waited < Duration::from_secs(600),
+            "not converged: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+}
+
 fn config() -> EdgeConfig {
     let mut config = EdgeConfig::new("edge-test");
     config.heartbeat_interval = Duration::from_millis(100);
@@ -117,19 +135,7 @@ async fn exactly_once_through_lost_replies_and_an_edge_crash() {
         },
     ));
     let mut reader = SqliteOutbox::open(&db).unwrap();
-    let mut waited = Duration::ZERO;
-    loop {
-        let status = reader.status().unwrap();
-        if status.acked as usize == oracle.len() && status.queued + status.sent == 0 {
-            break;
-        }
-        assert!(
-            waited < Duration::from_secs(600),
-            "not converged: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += Duration::from_millis(100);
-    }
+    wait_until_all_acked(&mut reader, oracle.len()).await;
     stop.send(()).unwrap();
     second.await.unwrap().unwrap();
 
@@ -281,19 +287,7 @@ async fn a_full_disk_pauses_consumption_and_loses_nothing() {
     // Space returns: the edge resumes and everything arrives exactly once.
     full.store(false, Ordering::Relaxed);
     let mut reader = SqliteOutbox::open(&db).unwrap();
-    let mut waited = Duration::ZERO;
-    loop {
-        let status = reader.status().unwrap();
-        if status.acked as usize == oracle.len() && status.queued + status.sent == 0 {
-            break;
-        }
-        assert!(
-            waited < Duration::from_secs(600),
-            "not converged after space returned: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += Duration::from_millis(100);
-    }
+    wait_until_all_acked(&mut reader, oracle.len()).await;
     assert!(monitor.snapshot().consuming);
     assert_eq!(cloud.cache().len(), oracle.len());
     edge.abort();
@@ -345,13 +339,7 @@ async fn an_authenticated_edge_ships_to_a_strict_cloud() {
         std::future::pending(),
     ));
     let mut reader = SqliteOutbox::open(&db).unwrap();
-    for _ in 0..6_000 {
-        if reader.status().unwrap().acked as usize == oracle.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(reader.status().unwrap().acked as usize, oracle.len());
+    wait_until_all_acked(&mut reader, oracle.len()).await;
     assert_eq!(cloud.cache().len(), oracle.len());
     assert_eq!(cloud.counters().unauthenticated, 0);
     edge.abort();

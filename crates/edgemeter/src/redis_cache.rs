@@ -23,7 +23,6 @@
 use edgemeter_cloud::{
     Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, GermanState, StateTotals,
 };
-use edgemeter_wire::PostalCode;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use std::collections::HashMap;
@@ -384,24 +383,7 @@ impl Cache for RedisCache {
 /// Reads a stored tuple hash back; `None` when a field is missing or
 /// broken (a hash written by something else), which the reader skips.
 fn tuple_from_hash(key: String, fields: &HashMap<String, String>) -> Option<CloudTuple> {
-    let field = |name: &str| fields.get(name).map(String::as_str);
-    let window = field("window_start_ms")?;
-    let postal_code = PostalCode::parse(field("postal_code")?)?;
-    Some(CloudTuple {
-        key,
-        edge_id: field("edge_id")?.to_owned(),
-        node_id: field("node_id")?.to_owned(),
-        window_start_ms: if window.is_empty() {
-            None
-        } else {
-            Some(window.parse().ok()?)
-        },
-        average_w: field("average_w")?.parse().ok()?,
-        samples: field("samples")?.parse().ok()?,
-        postal_code,
-        state: GermanState::from_name(field("state")?)?,
-        received_ms: field("received_ms")?.parse().ok()?,
-    })
+    CloudTuple::from_fields(key, |name| fields.get(name).map(String::as_str))
 }
 
 const _: () = assert!(RECENT_TUPLES_MAX > 0);
