@@ -6,11 +6,12 @@
 //! Time is tokio's paused clock, so the run is fast and the same each time.
 
 use edgemeter_cloud::{Cloud, CloudConfig, MemoryCache};
-use edgemeter_data::oracle_windows;
+use edgemeter_data::{oracle_windows, Household, OracleWindow};
 use edgemeter_edge::{run_edge, Channel, CloudLink, EdgeConfig, EdgeMonitor, LinkError, Outbox};
 use edgemeter_env::SystemClock;
 use edgemeter_memlog::{MemLog, SharedLog};
 use edgemeter_store::SqliteOutbox;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,35 @@ impl CloudLink for LossyLink {
         }
         Ok(reply)
     }
+}
+
+/// The first `minutes` of the first `count` households of the shipped data,
+/// and the oracle's windows for them.
+fn data_slice(
+    minutes: i64,
+    count: usize,
+) -> (Vec<Household>, BTreeMap<(String, i64), OracleWindow>) {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/gem-house-1h");
+    let (mut households, _) = edgemeter_data::load_dir(&data, Some(minutes * 60 * 1000)).unwrap();
+    households.truncate(count);
+    let oracle = oracle_windows(&households);
+    (households, oracle)
+}
+
+/// Publishes every reading in time order, keyed by household.
+fn publish(log: &SharedLog, households: &[Household]) {
+    for reading in edgemeter_data::csv::merged_readings(households) {
+        log.append(reading.node_id.as_bytes(), reading.encode())
+            .unwrap();
+    }
+}
+
+fn lossy_link(cloud: &Arc<TestCloud>, lose_every: u64) -> Arc<LossyLink> {
+    Arc::new(LossyLink {
+        cloud: cloud.clone(),
+        lose_every,
+        requests: AtomicU64::new(0),
+    })
 }
 
 /// Polls the edge's database until every expected tuple is acknowledged and
@@ -70,25 +100,15 @@ fn config() -> EdgeConfig {
 
 #[tokio::test(start_paused = true)]
 async fn exactly_once_through_lost_replies_and_an_edge_crash() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/gem-house-1h");
-    let (mut households, _) = edgemeter_data::load_dir(&data, Some(10 * 60 * 1000)).unwrap();
-    households.truncate(6);
-    let oracle = oracle_windows(&households);
+    let (households, oracle) = data_slice(10, 6);
     let log = SharedLog::new(MemLog::new(3, 1_000_000));
-    for reading in edgemeter_data::csv::merged_readings(&households) {
-        log.append(reading.node_id.as_bytes(), reading.encode())
-            .unwrap();
-    }
+    publish(&log, &households);
     let cloud = Arc::new(Cloud::new(
         CloudConfig::default(),
         MemoryCache::new(),
         SystemClock,
     ));
-    let link = Arc::new(LossyLink {
-        cloud: cloud.clone(),
-        lose_every: 5,
-        requests: AtomicU64::new(0),
-    });
+    let link = lossy_link(&cloud, 5);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("edge.db");
 
@@ -226,21 +246,14 @@ impl Outbox for CappedOutbox {
 
 #[tokio::test(start_paused = true)]
 async fn a_full_disk_pauses_consumption_and_loses_nothing() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/gem-house-1h");
-    let (mut households, _) = edgemeter_data::load_dir(&data, Some(20 * 60 * 1000)).unwrap();
-    households.truncate(4);
-    let oracle = oracle_windows(&households);
+    let (households, oracle) = data_slice(20, 4);
     let log = SharedLog::new(MemLog::new(3, 1_000_000));
     let cloud = Arc::new(Cloud::new(
         CloudConfig::default(),
         MemoryCache::new(),
         SystemClock,
     ));
-    let link = Arc::new(LossyLink {
-        cloud: cloud.clone(),
-        lose_every: 0,
-        requests: AtomicU64::new(0),
-    });
+    let link = lossy_link(&cloud, 0);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("edge.db");
     let full = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -259,10 +272,7 @@ async fn a_full_disk_pauses_consumption_and_loses_nothing() {
         monitor.clone(),
         std::future::pending(),
     ));
-    for reading in edgemeter_data::csv::merged_readings(&households) {
-        log.append(reading.node_id.as_bytes(), reading.encode())
-            .unwrap();
-    }
+    publish(&log, &households);
     // The disk is full: writes fail, the edge stops consuming and says so.
     let mut waited = 0;
     while monitor.snapshot().store_errors == 0 || monitor.snapshot().consuming {
@@ -297,15 +307,9 @@ async fn a_full_disk_pauses_consumption_and_loses_nothing() {
 async fn an_authenticated_edge_ships_to_a_strict_cloud() {
     use edgemeter_cloud::CloudAuth;
     use edgemeter_wire::EdgeKey;
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/gem-house-1h");
-    let (mut households, _) = edgemeter_data::load_dir(&data, Some(2 * 60 * 1000)).unwrap();
-    households.truncate(3);
-    let oracle = oracle_windows(&households);
+    let (households, oracle) = data_slice(2, 3);
     let log = SharedLog::new(MemLog::new(3, 1_000_000));
-    for reading in edgemeter_data::csv::merged_readings(&households) {
-        log.append(reading.node_id.as_bytes(), reading.encode())
-            .unwrap();
-    }
+    publish(&log, &households);
     let key = EdgeKey::from_bytes([42; 32]);
     let auth = CloudAuth {
         allow_unauthenticated: false,
@@ -319,11 +323,7 @@ async fn an_authenticated_edge_ships_to_a_strict_cloud() {
         MemoryCache::new(),
         SystemClock,
     ));
-    let link = Arc::new(LossyLink {
-        cloud: cloud.clone(),
-        lose_every: 0,
-        requests: AtomicU64::new(0),
-    });
+    let link = lossy_link(&cloud, 0);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("edge.db");
     let mut edge_config = config();
