@@ -72,10 +72,6 @@ impl HeartbeatTracker {
             .map(|(edge_id, seen)| (edge_id.clone(), seen.alive))
             .collect()
     }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
 }
 
 #[cfg(test)]

@@ -71,14 +71,6 @@ impl Uplink {
         self.batch_tuples_max
     }
 
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
-
-    pub fn waiting_retry(&self) -> usize {
-        self.retry.len()
-    }
-
     /// Whether a batch may go out now.
     pub fn can_send(&self, now: Instant) -> bool {
         self.in_flight.len() < self.inflight_batches_max
