@@ -45,7 +45,8 @@ pub enum Command {
     Cloud(CloudArgs),
     /// Households, edge and cloud in one process: in-process bus and cache, real NNG and SQLite.
     Demo(DemoArgs),
-    /// Print how many tuples of an edge database are queued, sent, acknowledged and rejected.
+    /// Print how many tuples of an edge database are queued, sent, acknowledged and rejected,
+    /// and whether the edge running on it consumes or has paused.
     Status(StatusArgs),
     /// Make a secret key for an edge: writes the edge's key file and prints
     /// the line to add to the cloud's keys file.
@@ -236,7 +237,10 @@ pub struct StatusArgs {
     #[arg(long, value_name = "PATH")]
     pub db: PathBuf,
 
-    /// Print one JSON object: {"queued": a, "sent": b, "acked": c, "rejected": d}.
+    /// Print one JSON object: {"queued": a, "sent": b, "acked": c, "rejected": d,
+    /// "edge": {"running": false}}, or with a running edge its live state
+    /// under "edge": {"running": true, "consuming": bool, "connected": bool,
+    /// "store_errors": n, ...}.
     #[arg(long)]
     pub json: bool,
 }

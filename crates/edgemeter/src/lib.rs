@@ -11,6 +11,8 @@
 //! - [`redis_cache`]: the cloud's `Cache` in Redis, one Lua script per batch.
 //! - [`households`]: the replayer that paces the data set's readings.
 //! - [`speed`]: the replay's pacing factor.
+//! - [`status_socket`]: the running edge's live state for `edgemeter status`,
+//!   on a Unix socket next to its database.
 //! - [`cloud_handler`]: serves `edgemeter_cloud::Cloud` through [`nng_server`].
 //! - [`cli`], [`commands`]: the command line and one module per subcommand.
 //! - [`command_error`], [`shutdown`], [`data_dir`]: what the subcommands share.
@@ -35,3 +37,4 @@ pub mod nng_setup;
 pub mod redis_cache;
 pub mod shutdown;
 pub mod speed;
+pub mod status_socket;

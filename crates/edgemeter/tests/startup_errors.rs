@@ -102,6 +102,9 @@ fn status_prints_the_documented_json() {
     let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
         value,
-        serde_json::json!({"queued": 0, "sent": 0, "acked": 0, "rejected": 0})
+        serde_json::json!({
+            "queued": 0, "sent": 0, "acked": 0, "rejected": 0,
+            "edge": {"running": false},
+        })
     );
 }

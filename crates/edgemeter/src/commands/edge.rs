@@ -1,11 +1,13 @@
 //! `edgemeter edge`: consumes Kafka, keeps 5-second averages in SQLite and
-//! ships them to the cloud over NNG.
+//! ships them to the cloud over NNG, and serves its live state to
+//! `edgemeter status` on `<db>.status.sock`.
 
 use crate::cli::EdgeArgs;
 use crate::command_error::CommandError;
 use crate::kafka_bus::KafkaBus;
 use crate::nng_link::NngLink;
 use crate::shutdown::Shutdown;
+use crate::status_socket::{ServerCounters, StatusSocket};
 use edgemeter_edge::{run_edge, EdgeConfig, EdgeMonitor};
 use edgemeter_env::SystemClock;
 use edgemeter_store::SqliteOutbox;
@@ -19,6 +21,9 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
     // The local database first: its errors are the cheapest to report.
     let key = crate::keys::load_edge_key(args.key_file.as_deref())?;
     let outbox = SqliteOutbox::open(&args.db).map_err(CommandError::store(&args.db))?;
+    // Bound before the slow steps, so that a second edge on this database
+    // or a path too long for a socket fails at once.
+    let status_socket = StatusSocket::bind(&args.db)?;
     let bus = KafkaBus::connect(&args.kafka, &args.edge_id, &args.topic).await?;
     let link = Arc::new(NngLink::dial(
         &args.cloud,
@@ -27,6 +32,14 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
     )?);
     let monitor = Arc::new(EdgeMonitor::new());
     let reporter = tokio::spawn(report(monitor.clone(), shutdown.clone()));
+    // Served only from here on, so that every answer is the running edge's
+    // own state; a `status` that asks earlier waits in the listen backlog.
+    let status_server = tokio::spawn(status_socket.serve(
+        args.edge_id.clone(),
+        monitor.clone(),
+        Arc::new(ServerCounters::default()),
+        shutdown.clone(),
+    ));
     tracing::info!(
         edge = %args.edge_id,
         kafka = %args.kafka,
@@ -48,6 +61,9 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
     )
     .await;
     reporter.abort();
+    // Awaited, so that the socket file is gone before the process exits.
+    status_server.abort();
+    let _ = status_server.await;
     tracing::info!(counters = ?monitor.snapshot(), "edge stopped");
     outcome.map_err(CommandError::from)
 }

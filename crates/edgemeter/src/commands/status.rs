@@ -1,20 +1,28 @@
 //! `edgemeter status`: the delivery counts of an edge database, read
-//! without writing to it (the edge may be running).
+//! without writing to it (the edge may be running), and the live state of
+//! the edge running on it, asked over its status socket (see
+//! [`crate::status_socket`]): whether it consumes or has paused because
+//! SQLite refused a write, which no file on a full disk could record.
 
 use crate::cli::StatusArgs;
 use crate::command_error::CommandError;
+use crate::status_socket::{self, CLIENT_TIMEOUT};
 use edgemeter_edge::{Outbox, StatusCounts};
 use edgemeter_store::SqliteOutbox;
 
 pub fn run(args: StatusArgs) -> Result<(), CommandError> {
     let counts = read(&args.db)?;
+    let edge = status_socket::query(&args.db, CLIENT_TIMEOUT);
     if args.json {
-        println!("{}", to_json(&counts));
+        println!("{}", to_json_with_edge(&counts, edge));
     } else {
         println!("queued (flag 0):       {}", counts.queued);
         println!("sent (flag 1):         {}", counts.sent);
         println!("acknowledged (flag 2): {}", counts.acked);
         println!("rejected records:      {}", counts.rejected);
+        for line in edge_lines(&edge, &status_socket::socket_path(&args.db)) {
+            println!("{line}");
+        }
     }
     Ok(())
 }
@@ -24,6 +32,7 @@ pub fn read(db: &std::path::Path) -> Result<StatusCounts, CommandError> {
     outbox.status().map_err(CommandError::store(db))
 }
 
+/// The database's counts, the four keys scripts read.
 pub fn to_json(counts: &StatusCounts) -> serde_json::Value {
     serde_json::json!({
         "queued": counts.queued,
@@ -33,22 +42,106 @@ pub fn to_json(counts: &StatusCounts) -> serde_json::Value {
     })
 }
 
+/// The counts plus the live state under `edge`: `{"running": false}` when
+/// no edge answers, else what the edge reported.
+pub fn to_json_with_edge(counts: &StatusCounts, edge: serde_json::Value) -> serde_json::Value {
+    let mut value = to_json(counts);
+    value["edge"] = edge;
+    value
+}
+
+/// The human form of the live state.
+pub fn edge_lines(edge: &serde_json::Value, socket: &std::path::Path) -> Vec<String> {
+    if edge["running"] != true {
+        let why = match edge["error"].as_str() {
+            Some(error) => format!("no answer: {error}"),
+            None => format!("nothing answers on {}", socket.display()),
+        };
+        return vec![format!("edge:                  not running ({why})")];
+    }
+    let consumption = if edge["consuming"] == true {
+        "active"
+    } else {
+        "paused (SQLite refused a write; see the edge's log)"
+    };
+    let cloud = if edge["connected"] == true {
+        "connected"
+    } else {
+        "not connected"
+    };
+    vec![
+        format!(
+            "edge:                  running ({}, pid {})",
+            edge["edge_id"].as_str().unwrap_or("?"),
+            edge["pid"]
+        ),
+        format!("consumption:           {consumption}"),
+        format!("cloud:                 {cloud}"),
+        format!("store errors:          {}", edge["store_errors"]),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
-    #[test]
-    fn prints_the_documented_keys() {
-        let counts = StatusCounts {
+    fn counts() -> StatusCounts {
+        StatusCounts {
             queued: 1,
             sent: 2,
             acked: 3,
             rejected: 4,
-        };
+        }
+    }
+
+    #[test]
+    fn prints_the_documented_keys() {
         assert_eq!(
-            to_json(&counts).to_string(),
+            to_json(&counts()).to_string(),
             r#"{"acked":3,"queued":1,"rejected":4,"sent":2}"#
         );
+        let with_edge = to_json_with_edge(&counts(), serde_json::json!({"running": false}));
+        assert_eq!(
+            with_edge.to_string(),
+            r#"{"acked":3,"edge":{"running":false},"queued":1,"rejected":4,"sent":2}"#
+        );
+    }
+
+    #[test]
+    fn a_paused_edge_says_so_and_why() {
+        let socket = Path::new("/data/edge.db.status.sock");
+        let mut edge = serde_json::json!({
+            "running": true, "edge_id": "edge-7", "pid": 42,
+            "consuming": false, "connected": true, "store_errors": 3,
+        });
+        let lines = edge_lines(&edge, socket);
+        assert_eq!(lines[0], "edge:                  running (edge-7, pid 42)");
+        assert_eq!(
+            lines[1],
+            "consumption:           paused (SQLite refused a write; see the edge's log)"
+        );
+        assert_eq!(lines[2], "cloud:                 connected");
+        assert_eq!(lines[3], "store errors:          3");
+        edge["consuming"] = true.into();
+        assert_eq!(
+            edge_lines(&edge, socket)[1],
+            "consumption:           active"
+        );
+    }
+
+    #[test]
+    fn no_edge_is_named_with_the_socket_it_looked_at() {
+        let socket = Path::new("/data/edge.db.status.sock");
+        let lines = edge_lines(&serde_json::json!({"running": false}), socket);
+        assert_eq!(
+            lines,
+            vec![
+                "edge:                  not running (nothing answers on /data/edge.db.status.sock)"
+            ]
+        );
+        let garbled = serde_json::json!({"running": false, "error": "not a status answer"});
+        assert!(edge_lines(&garbled, socket)[0].contains("no answer: not a status answer"));
     }
 
     #[test]
