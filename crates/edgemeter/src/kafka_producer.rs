@@ -63,6 +63,11 @@ impl KafkaProducer {
         };
         let probe: BaseConsumer = client_config(brokers).create().map_err(setup_error)?;
         check_broker(Arc::new(probe), brokers, topic).await?;
+        KafkaProducer::create(brokers, topic).map_err(setup_error)
+    }
+
+    /// The producer itself, without the check that the broker answers.
+    fn create(brokers: &str, topic: &str) -> Result<KafkaProducer, KafkaError> {
         let producer: FutureProducer = client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -70,8 +75,7 @@ impl KafkaProducer {
             // throughput; at real time it adds 5 ms to a 2 s cadence.
             .set("linger.ms", "5")
             .set("reconnect.backoff.max.ms", "2000")
-            .create()
-            .map_err(setup_error)?;
+            .create()?;
         Ok(KafkaProducer {
             producer,
             topic: topic.to_owned(),
@@ -152,20 +156,36 @@ impl KafkaProducer {
     async fn resend_failed(&mut self) {
         let failed = std::mem::take(&mut self.failed);
         if let Some(attempt) = failed.iter().map(|pending| pending.attempt).max() {
-            let doubled = RESEND_DELAY_MIN.saturating_mul(1 << attempt.min(16));
-            tokio::time::sleep(doubled.min(RESEND_DELAY_MAX)).await;
+            tokio::time::sleep(resend_delay(attempt)).await;
         }
         for pending in failed {
             self.enqueue(pending).await;
         }
     }
+
+    /// Records handed to librdkafka and not yet confirmed, including those
+    /// waiting to be sent again: what [`PRODUCE_INFLIGHT_MAX`] bounds.
+    pub fn unconfirmed(&self) -> usize {
+        self.in_flight.len() + self.failed.len()
+    }
+}
+
+/// The pause before the `attempt`-th resend of a record: doubling from
+/// [`RESEND_DELAY_MIN`], never above [`RESEND_DELAY_MAX`].
+fn resend_delay(attempt: u32) -> Duration {
+    RESEND_DELAY_MIN
+        .saturating_mul(1 << attempt.min(16))
+        .min(RESEND_DELAY_MAX)
 }
 
 impl ReadingSink for KafkaProducer {
     async fn publish(&mut self, reading: &Reading) -> Result<(), SinkError> {
         self.settle_ready();
-        while self.in_flight.len() >= PRODUCE_INFLIGHT_MAX {
-            self.settle_one().await;
+        // Failed records count too: they go back in flight before this one.
+        while self.unconfirmed() >= PRODUCE_INFLIGHT_MAX {
+            if !self.settle_one().await {
+                self.resend_failed().await;
+            }
         }
         if !self.failed.is_empty() {
             self.resend_failed().await;
@@ -187,5 +207,51 @@ impl ReadingSink for KafkaProducer {
             }
             self.resend_failed().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resend_delay_doubles_to_its_cap() {
+        assert_eq!(resend_delay(0), RESEND_DELAY_MIN);
+        assert_eq!(resend_delay(1), RESEND_DELAY_MIN * 2);
+        let delays: Vec<Duration> = (0..100).map(resend_delay).collect();
+        assert!(delays.windows(2).all(|pair| pair[0] <= pair[1]));
+        assert!(delays.iter().all(|delay| *delay <= RESEND_DELAY_MAX));
+        assert_eq!(resend_delay(u32::MAX), RESEND_DELAY_MAX);
+    }
+
+    /// Goal: a broker that does not confirm makes `publish` wait, rather
+    /// than letting unconfirmed records pile up. Method: a producer aimed
+    /// at a port nobody listens on; librdkafka accepts records into its
+    /// queue but never confirms one, so the publish after the bound must
+    /// stay pending with exactly the bound unconfirmed.
+    #[tokio::test]
+    async fn publishing_waits_at_the_unconfirmed_bound() {
+        let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap();
+        let mut producer = KafkaProducer::create(&nobody.to_string(), "power_topic").unwrap();
+        let reading = Reading {
+            node_id: "house".into(),
+            power_w: 1.0,
+            ts_ms: 1_577_145_600_000,
+        };
+        for _ in 0..PRODUCE_INFLIGHT_MAX {
+            producer
+                .publish(&reading)
+                .now_or_never()
+                .expect("below the bound a publish does not wait")
+                .unwrap();
+        }
+        assert_eq!(producer.unconfirmed(), PRODUCE_INFLIGHT_MAX);
+        assert!(
+            producer.publish(&reading).now_or_never().is_none(),
+            "at the bound a publish waits for a confirmation"
+        );
+        assert_eq!(producer.unconfirmed(), PRODUCE_INFLIGHT_MAX);
     }
 }
