@@ -78,6 +78,24 @@ impl HeartbeatTracker {
 mod tests {
     use super::*;
 
+    /// Goal: a peer inventing edge ids cannot grow the tracker. Method: fill
+    /// it, then a new id is not tracked while a known one still is.
+    #[test]
+    fn edges_beyond_the_limit_are_not_tracked() {
+        let start = Instant::now();
+        let mut tracker = HeartbeatTracker::new(Duration::from_secs(3));
+        for index in 0..EDGES_MAX {
+            tracker.seen(&format!("edge-{index}"), start);
+        }
+        tracker.seen("one-more", start);
+        let liveness = tracker.liveness();
+        assert_eq!(liveness.len(), EDGES_MAX);
+        assert!(liveness.iter().all(|(edge_id, _)| edge_id != "one-more"));
+        assert_eq!(tracker.check(start + Duration::from_secs(4)), EDGES_MAX);
+        tracker.seen("edge-0", start + Duration::from_secs(5));
+        assert_eq!(tracker.liveness()[0], ("edge-0".to_owned(), true));
+    }
+
     #[test]
     fn an_edge_goes_quiet_and_returns() {
         let start = Instant::now();

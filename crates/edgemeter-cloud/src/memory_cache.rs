@@ -29,14 +29,31 @@ struct Inner {
     recent: VecDeque<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryCache {
     inner: Mutex<Inner>,
+    /// [`MEMORY_TUPLES_MAX`], or a smaller bound for tests of the limit.
+    tuples_max: usize,
+}
+
+impl Default for MemoryCache {
+    fn default() -> Self {
+        MemoryCache::with_tuples_max(MEMORY_TUPLES_MAX)
+    }
 }
 
 impl MemoryCache {
     pub fn new() -> MemoryCache {
         MemoryCache::default()
+    }
+
+    /// A cache that holds at most `tuples_max` tuples.
+    pub fn with_tuples_max(tuples_max: usize) -> MemoryCache {
+        assert!(tuples_max > 0);
+        MemoryCache {
+            inner: Mutex::new(Inner::default()),
+            tuples_max,
+        }
     }
 
     /// Every stored tuple by key, for tests and checks.
@@ -70,9 +87,10 @@ fn edge_entry<'a>(
 impl Cache for MemoryCache {
     async fn store(&self, tuples: &[CloudTuple]) -> Result<CacheWrite, CacheError> {
         let mut inner = self.inner.lock().expect("cache lock");
-        if inner.tuples.len() + tuples.len() > MEMORY_TUPLES_MAX {
+        if inner.tuples.len() + tuples.len() > self.tuples_max {
             return Err(CacheError::Unavailable(format!(
-                "memory cache holds its limit of {MEMORY_TUPLES_MAX} tuples"
+                "memory cache holds its limit of {} tuples",
+                self.tuples_max
             )));
         }
         let mut write = CacheWrite::default();
@@ -137,5 +155,51 @@ impl Cache for MemoryCache {
             .values()
             .cloned()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgemeter_wire::PostalCode;
+
+    fn tuple(index: usize) -> CloudTuple {
+        CloudTuple {
+            key: format!("tuple:edge-1:h:{index}"),
+            edge_id: "edge-1".into(),
+            node_id: "h".into(),
+            window_start_ms: Some(index as i64 * 5_000),
+            average_w: 1.0,
+            samples: 1,
+            postal_code: PostalCode::parse("01067").unwrap(),
+            state: GermanState::from_name("Sachsen").unwrap(),
+            received_ms: 0,
+        }
+    }
+
+    /// Goal: past its bound the cache refuses a write as a full Redis
+    /// would (the edge keeps the tuples and retries), instead of growing.
+    #[tokio::test]
+    async fn a_full_cache_refuses_writes_and_keeps_what_it_has() {
+        let cache = MemoryCache::with_tuples_max(3);
+        let batch: Vec<CloudTuple> = (0..3).map(tuple).collect();
+        assert_eq!(cache.store(&batch).await.unwrap().inserted, 3);
+        let refused = cache.store(&[tuple(3)]).await.unwrap_err();
+        assert!(refused.to_string().contains("limit of 3"), "{refused}");
+        assert_eq!(cache.len(), 3);
+        // Even a resend of what it holds, as a full Redis refuses every
+        // write: the bound counts the batch before looking at its keys.
+        assert!(cache.store(&batch[..1]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_recent_list_keeps_its_bound() {
+        let cache = MemoryCache::new();
+        let batch: Vec<CloudTuple> = (0..RECENT_TUPLES_MAX + 10).map(tuple).collect();
+        cache.store(&batch).await.unwrap();
+        let recent = cache.recent_tuples(usize::MAX).await.unwrap();
+        assert_eq!(recent.len(), RECENT_TUPLES_MAX);
+        assert_eq!(recent[0].key, batch.last().unwrap().key, "newest first");
+        assert_eq!(cache.inner.lock().unwrap().recent.len(), RECENT_TUPLES_MAX);
     }
 }

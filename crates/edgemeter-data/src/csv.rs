@@ -228,6 +228,24 @@ mod tests {
         assert_eq!(merged[0].power_w, 249.05);
     }
 
+    /// Goal: a directory with more household files than the bound is
+    /// refused before any file is read.
+    #[test]
+    fn a_directory_over_the_household_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for index in 0..=HOUSEHOLDS_MAX {
+            std::fs::File::create(dir.path().join(format!("h{index}.csv"))).unwrap();
+        }
+        let error = load_dir(dir.path(), None).unwrap_err();
+        assert!(
+            matches!(error, DataError::TooManyHouseholds(count) if count == HOUSEHOLDS_MAX + 1),
+            "{error}"
+        );
+        std::fs::remove_file(dir.path().join("h0.csv")).unwrap();
+        let (households, _) = load_dir(dir.path(), None).unwrap();
+        assert_eq!(households.len(), HOUSEHOLDS_MAX);
+    }
+
     #[test]
     fn a_missing_directory_names_the_fix() {
         let error = load_dir(Path::new("/no/such/dir"), None).unwrap_err();

@@ -195,6 +195,53 @@ mod tests {
         assert!(uplink.can_send(now));
     }
 
+    /// Goal: the retry queue never holds more than the in-flight window, so
+    /// failures cannot pile up batches in memory. Method: a long seeded
+    /// sequence of sends, failures and successes, checking after each step.
+    #[test]
+    fn failed_batches_never_exceed_the_in_flight_window() {
+        let inflight_max = 3;
+        let mut uplink = Uplink::new("e".into(), 2, inflight_max);
+        let mut now = Instant::now();
+        let mut next_id = 1;
+        let mut seed: u64 = 7;
+        let mut outstanding: Vec<u64> = Vec::new();
+        let mut failures = 0;
+        for _ in 0..10_000 {
+            // A small LCG: the same sequence every run, no extra dependency.
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let roll = (seed >> 33) % 4;
+            now += BACKOFF_MAX;
+            if roll < 2 && uplink.can_send(now) {
+                // Resends go first, as the driver sends them.
+                if let Some(batch) = uplink.take_retry() {
+                    outstanding.push(batch.request_id);
+                } else {
+                    let batch = uplink.start_batch(vec![tuple(next_id)]).unwrap();
+                    outstanding.push(batch.request_id);
+                    next_id += 1;
+                }
+            } else if let Some(request_id) = outstanding.pop() {
+                let batch = uplink.complete(request_id);
+                if roll == 2 {
+                    uplink.failed(batch, now);
+                    failures += 1;
+                } else {
+                    uplink.succeeded();
+                }
+            }
+            assert!(uplink.in_flight.len() <= inflight_max);
+            assert!(uplink.in_flight.len() + uplink.retry.len() <= inflight_max);
+        }
+        assert!(failures > 1_000, "the sequence must exercise failures");
+    }
+
+    #[test]
+    #[should_panic]
+    fn batches_above_the_wire_limit_are_refused_at_construction() {
+        Uplink::new("e".into(), edgemeter_wire::batch::BATCH_TUPLES_MAX + 1, 1);
+    }
+
     #[test]
     fn backoff_doubles_to_its_bound() {
         let now = Instant::now();

@@ -25,6 +25,9 @@ pub const HOUSEHOLDS_MAX: usize = 100_000;
 /// The most readings one window holds: one per millisecond of its 5 s.
 pub const WINDOW_READINGS_MAX: usize = WINDOW_MS as usize;
 
+// A full window must still ship: the wire refuses more samples than this.
+const _: () = assert!(WINDOW_READINGS_MAX as u32 <= edgemeter_wire::batch::WINDOW_SAMPLES_MAX);
+
 /// How far outside the stream a timestamp may lie before it is refused as
 /// absurd: a day either side of the newest reading seen.
 pub const STREAM_SKEW_MS_MAX: i64 = 24 * 3600 * 1000;
@@ -280,6 +283,44 @@ mod tests {
         windows.add("busy", T0 + 15_000, 1_000, 0, 2);
         let tuples = closed(&mut windows);
         assert!(tuples.iter().any(|t| t.node_id == "quiet"));
+    }
+
+    /// Goal: the household map never grows past its bound. Method: fill it
+    /// to the limit, then a new household is refused while a known one is
+    /// still counted.
+    #[test]
+    fn households_beyond_the_limit_are_refused() {
+        let mut windows = Windows::new(WindowConfig::default());
+        for index in 0..HOUSEHOLDS_MAX {
+            let node_id = format!("h{index}");
+            assert_eq!(windows.add(&node_id, T0, 1, 0, 0), Added::Counted);
+        }
+        assert_eq!(
+            windows.add("one-more", T0, 1, 0, 1),
+            Added::TooManyHouseholds
+        );
+        assert_eq!(windows.add("h0", T0 + 1, 1, 0, 2), Added::Counted);
+        assert_eq!(windows.households.len(), HOUSEHOLDS_MAX);
+    }
+
+    /// Goal: a window holds at most one reading per millisecond, and a full
+    /// window closes into a tuple the wire accepts.
+    #[test]
+    fn a_window_holds_at_most_one_reading_per_millisecond() {
+        let mut windows = Windows::new(WindowConfig::default());
+        for ms in 0..WINDOW_READINGS_MAX as i64 {
+            assert_eq!(windows.add("h", T0 + ms, 1_000, 0, ms), Added::Counted);
+        }
+        assert_eq!(
+            windows.add("h", T0 + 4_999, 1_000, 0, 9_999),
+            Added::Duplicate,
+            "the window is full: a further reading can only repeat a millisecond"
+        );
+        let mut out = Vec::new();
+        windows.close_all(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].samples as usize, WINDOW_READINGS_MAX);
+        assert_eq!(out[0].samples, edgemeter_wire::batch::WINDOW_SAMPLES_MAX);
     }
 
     #[test]

@@ -300,6 +300,90 @@ mod tests {
         ));
     }
 
+    /// Goal: a batch holds at most `BATCH_TUPLES_MAX` tuples on both ends.
+    /// Method: a request and a reply that declare one more are refused,
+    /// and exactly the limit decodes.
+    #[test]
+    fn a_batch_over_its_tuple_limit_is_refused() {
+        let full = BatchRequest {
+            edge_id: "e".into(),
+            request_id: 1,
+            tuples: (0..BATCH_TUPLES_MAX as i64).map(tuple).collect(),
+        };
+        let encoded = full.encode();
+        assert!(encoded.len() <= crate::FRAME_BYTES_MAX);
+        assert_eq!(BatchRequest::decode(&encoded).unwrap(), full);
+        // The count field sits after the magic, the id and the request id.
+        let count_at = 4 + 1 + 1 + 8;
+        let mut over = encoded.clone();
+        over[count_at..count_at + 2].copy_from_slice(&(BATCH_TUPLES_MAX as u16 + 1).to_be_bytes());
+        over.extend_from_slice(&encoded[encoded.len() - (encoded.len() - 16) / BATCH_TUPLES_MAX..]);
+        let refused = BatchRequest::decode(&over).unwrap_err();
+        assert!(
+            matches!(&refused, DecodeError::Invalid(reason) if reason.contains("1025 tuples")),
+            "{refused:?}"
+        );
+
+        let code = PostalCode::parse("10115").unwrap();
+        let acks = |count: usize| {
+            (0..count as i64)
+                .map(|tuple_id| Ack {
+                    tuple_id,
+                    postal_code: code,
+                })
+                .collect::<Vec<_>>()
+        };
+        let reply = BatchReply {
+            request_id: 1,
+            outcome: ReplyOutcome::Stored(acks(BATCH_TUPLES_MAX)),
+        };
+        let encoded = reply.encode();
+        assert_eq!(BatchReply::decode(&encoded).unwrap(), reply);
+        let mut over = encoded.clone();
+        let count_at = 4 + 8 + 1;
+        over[count_at..count_at + 2].copy_from_slice(&(BATCH_TUPLES_MAX as u16 + 1).to_be_bytes());
+        over.extend_from_slice(&encoded[encoded.len() - 13..]);
+        assert!(matches!(
+            BatchReply::decode(&over),
+            Err(DecodeError::Invalid(reason)) if reason.contains("1025 acks")
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "batch over its limit")]
+    fn encoding_a_batch_over_its_limit_is_a_bug() {
+        BatchRequest {
+            edge_id: "e".into(),
+            request_id: 1,
+            tuples: (0..=BATCH_TUPLES_MAX as i64).map(tuple).collect(),
+        }
+        .encode();
+    }
+
+    #[test]
+    fn a_window_holds_at_most_its_sample_limit() {
+        let mut at_limit = tuple(1);
+        at_limit.samples = WINDOW_SAMPLES_MAX;
+        assert!(check_tuple(&at_limit).is_ok());
+        let mut over = tuple(1);
+        over.samples = WINDOW_SAMPLES_MAX + 1;
+        let bytes = BatchRequest {
+            edge_id: "e".into(),
+            request_id: 1,
+            tuples: vec![at_limit],
+        }
+        .encode();
+        // Samples are the request's last four bytes.
+        let mut forged = bytes.clone();
+        let samples_at = forged.len() - 4;
+        forged[samples_at..].copy_from_slice(&over.samples.to_be_bytes());
+        assert!(BatchRequest::decode(&bytes).is_ok());
+        assert!(matches!(
+            BatchRequest::decode(&forged),
+            Err(DecodeError::Invalid(reason)) if reason.contains("5001 samples")
+        ));
+    }
+
     /// Found by the `edge_reply` fuzz target: a reason that is not UTF-8
     /// was repaired on decode, so the reply re-encoded to other bytes.
     #[test]

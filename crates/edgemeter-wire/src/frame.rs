@@ -148,3 +148,66 @@ pub(crate) fn check_size(bytes: &[u8]) -> Result<(), DecodeError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sealed::{open_reply, open_request, seal_reply, seal_request, AuthError};
+    use crate::{
+        BatchReply, BatchRequest, DataRequest, EdgeKey, HeartbeatRequest, LegacyDataRequest,
+    };
+
+    fn too_large<T: std::fmt::Debug>(decoded: Result<T, DecodeError>) -> bool {
+        matches!(
+            decoded,
+            Err(DecodeError::TooLarge {
+                bytes,
+                limit: FRAME_BYTES_MAX
+            }) if bytes == FRAME_BYTES_MAX + 1
+        )
+    }
+
+    /// Goal: no decoder a peer can reach reads past the frame limit.
+    /// Method: one byte over the limit must be refused as too large by each;
+    /// at the limit each must get past the size check to its layout checks.
+    #[test]
+    fn every_decoder_refuses_a_frame_over_the_limit() {
+        let over = vec![b' '; FRAME_BYTES_MAX + 1];
+        assert!(too_large(BatchRequest::decode(&over)));
+        assert!(too_large(BatchReply::decode(&over)));
+        assert!(too_large(HeartbeatRequest::decode(&over)));
+        assert!(too_large(LegacyDataRequest::decode(&over)));
+        assert!(too_large(DataRequest::decode(&over)));
+        let key = EdgeKey::from_bytes([1; 32]);
+        assert!(matches!(
+            open_request(&over, |_| Some(key.clone()), 0, 1),
+            Err(AuthError::Malformed(DecodeError::TooLarge { .. }))
+        ));
+        assert!(matches!(
+            open_reply(&over, &key, &[0; 32]),
+            Err(AuthError::Malformed(DecodeError::TooLarge { .. }))
+        ));
+
+        let at_limit = vec![b' '; FRAME_BYTES_MAX];
+        assert!(matches!(
+            BatchRequest::decode(&at_limit),
+            Err(DecodeError::Invalid(_))
+        ));
+        assert!(matches!(
+            LegacyDataRequest::decode(&at_limit),
+            Err(DecodeError::Invalid(_))
+        ));
+        // A sealed message whose envelope pushes it over the limit is refused
+        // as a whole, even though its body alone would fit.
+        let (sealed, tag) = seal_request("edge-1", &key, 0, &at_limit);
+        assert!(matches!(
+            open_request(&sealed, |_| Some(key.clone()), 0, 1),
+            Err(AuthError::Malformed(DecodeError::TooLarge { .. }))
+        ));
+        let reply = seal_reply(&key, &tag, &at_limit);
+        assert!(matches!(
+            open_reply(&reply, &key, &tag),
+            Err(AuthError::Malformed(DecodeError::TooLarge { .. }))
+        ));
+    }
+}

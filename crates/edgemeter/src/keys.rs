@@ -115,6 +115,26 @@ mod tests {
     }
 
     #[test]
+    fn a_keys_file_over_the_edge_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        let hex = "ab".repeat(32);
+        let lines = |count: usize| -> String {
+            (0..count)
+                .map(|index| format!("edge-{index} {hex}\n"))
+                .collect()
+        };
+        std::fs::write(&path, lines(KEYS_MAX)).unwrap();
+        assert_eq!(load_keys_file(&path).unwrap().len(), KEYS_MAX);
+        std::fs::write(&path, lines(KEYS_MAX + 1)).unwrap();
+        let error = load_keys_file(&path).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!(":{}: more than {KEYS_MAX} edges", KEYS_MAX + 1)),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_key_file_round_trips_and_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("edge.key");

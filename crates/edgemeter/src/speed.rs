@@ -74,6 +74,15 @@ mod tests {
         assert!("-1".parse::<Speed>().is_err());
         assert!("NaN".parse::<Speed>().is_err());
         assert!("fast".parse::<Speed>().is_err());
+        assert_eq!(
+            SPEED_FACTOR_MAX.to_string().parse::<Speed>(),
+            Ok(Speed::Factor(SPEED_FACTOR_MAX))
+        );
+        assert!((SPEED_FACTOR_MAX * 1.5)
+            .to_string()
+            .parse::<Speed>()
+            .is_err());
+        assert!("inf".parse::<Speed>().is_err());
     }
 
     #[test]

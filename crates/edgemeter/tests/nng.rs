@@ -1,10 +1,11 @@
 //! The NNG link and server against each other on loopback, in process,
 //! with stub handlers: round trips on both sockets, many requests in
-//! flight, a cloud that is down or comes up late, oversized requests and a
-//! handler that panics.
+//! flight and their bounds, a cloud that is down or comes up late,
+//! oversized requests and replies, resends, and a handler that panics.
 
-use edgemeter::nng_link::NngLink;
-use edgemeter::nng_server::{NngServer, RequestHandler};
+use edgemeter::nng_link::{NngLink, RESEND_INTERVAL};
+use edgemeter::nng_server::{NngServer, RequestHandler, SERVER_CONTEXTS_MAX};
+use edgemeter::nng_setup::MESSAGE_BYTES_MAX;
 use edgemeter_edge::{Channel, CloudLink, LinkError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,8 @@ struct Echo {
     delay: Duration,
     in_flight: AtomicUsize,
     in_flight_max: AtomicUsize,
+    /// Calls of the request `slow the first time`.
+    slow_calls: AtomicUsize,
 }
 
 impl Echo {
@@ -24,12 +27,20 @@ impl Echo {
             delay,
             in_flight: AtomicUsize::new(0),
             in_flight_max: AtomicUsize::new(0),
+            slow_calls: AtomicUsize::new(0),
         })
     }
 }
 
 impl RequestHandler for Echo {
     async fn handle(&self, channel: Channel, request: Vec<u8>) -> Vec<u8> {
+        if request == b"huge reply" {
+            return vec![b'x'; MESSAGE_BYTES_MAX + 1];
+        }
+        if request == b"slow the first time" && self.slow_calls.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            tokio::time::sleep(RESEND_INTERVAL + Duration::from_secs(2)).await;
+        }
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.in_flight_max.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
@@ -203,6 +214,104 @@ async fn abandoned_requests_free_their_contexts() {
     assert_eq!(
         request(&link, Channel::Data, b"last").await.unwrap(),
         b"Data:last"
+    );
+}
+
+/// Goal: a socket runs at most `SERVER_CONTEXTS_MAX` handlers at once,
+/// however many requests arrive; the rest wait inside NNG, and are served.
+/// Method: three times as many slow requests as contexts, all at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_at_most_its_contexts_per_socket() {
+    let handler = Echo::new(Duration::from_millis(300));
+    let (_server, link) = start(handler.clone());
+    let link = Arc::new(link);
+    let requests: Vec<_> = (0..3 * SERVER_CONTEXTS_MAX)
+        .map(|index| {
+            let link = link.clone();
+            tokio::spawn(async move {
+                let body = format!("request-{index}");
+                request(&link, Channel::Data, body.as_bytes()).await
+            })
+        })
+        .collect();
+    for handle in requests {
+        handle.await.unwrap().expect("every request is served");
+    }
+    assert_eq!(
+        handler.in_flight_max.load(Ordering::SeqCst),
+        SERVER_CONTEXTS_MAX
+    );
+}
+
+/// Goal: a message over `MESSAGE_BYTES_MAX` never reaches the handler (NNG
+/// drops it and the connection before buffering it), and the server goes
+/// on. Method: a plain REQ socket without the link's own size check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_never_reaches_the_handler() {
+    use nng::options::{Options, RecvTimeout};
+    let (server, link) = start(Echo::new(Duration::ZERO));
+    let data_port = server.ports().data;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let socket = nng::Socket::new(nng::Protocol::Req0).unwrap();
+        socket
+            .set_opt::<RecvTimeout>(Some(Duration::from_secs(2)))
+            .unwrap();
+        socket
+            .dial(&format!("tcp://127.0.0.1:{data_port}"))
+            .unwrap();
+        socket
+            .send(&vec![b'x'; MESSAGE_BYTES_MAX + 1][..])
+            .map_err(|(_, error)| error)
+            .unwrap();
+        socket.recv().map(|reply| reply.as_slice().len())
+    })
+    .await
+    .unwrap();
+    assert!(outcome.is_err(), "an oversized request was answered");
+    assert_eq!(server.counters().requests.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        request(&link, Channel::Data, b"ok").await.unwrap(),
+        b"Data:ok"
+    );
+}
+
+/// Goal: the edge's link refuses a reply over `MESSAGE_BYTES_MAX` too: a
+/// cloud (or whatever answers) cannot make the edge buffer more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_over_the_size_limit_never_reaches_the_edge() {
+    let (_server, link) = start(Echo::new(Duration::ZERO));
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(3),
+        link.request(Channel::Data, b"huge reply".to_vec()),
+    )
+    .await;
+    assert!(
+        !matches!(outcome, Ok(Ok(_))),
+        "an oversized reply was delivered"
+    );
+    assert_eq!(
+        request(&link, Channel::Data, b"ok").await.unwrap(),
+        b"Data:ok"
+    );
+}
+
+/// Goal: NNG resends an unanswered request after `RESEND_INTERVAL`, not
+/// after its 60-second default, so a request lost inside a cloud that
+/// stays up is retried while the edge still waits for it. Method: the
+/// handler sits on the first copy longer than the interval; the reply must
+/// come from the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_request_is_resent_after_the_resend_interval() {
+    let handler = Echo::new(Duration::ZERO);
+    let (_server, link) = start(handler.clone());
+    let reply = request(&link, Channel::Data, b"slow the first time")
+        .await
+        .unwrap();
+    assert_eq!(reply, b"Data:slow the first time");
+    assert_eq!(
+        handler.slow_calls.load(Ordering::SeqCst),
+        2,
+        "the reply came before the first copy was answered, from the resend"
     );
 }
 
