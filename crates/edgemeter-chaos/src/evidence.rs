@@ -1,7 +1,6 @@
 //! Gathers the checker's evidence from the real system: the input windows
-//! from the CSVs, the edge's SQLite rows, and every tuple hash in Redis
-//! (found with SCAN by pattern and count, never KEYS, and fetched with
-//! pipelined HGETALLs).
+//! from the CSVs, the edge's SQLite rows, and every tuple in Redis (found
+//! with SCAN by pattern and count, never KEYS, and fetched with MGET).
 //!
 //! Cache losses: a restarted Redis is empty, so tuples acknowledged before
 //! it are legitimately missing. The simulation knows each tuple's latest
@@ -16,13 +15,13 @@ use edgemeter_data::{load_dir, oracle_windows, OracleWindow};
 use edgemeter_store::{SqliteOutbox, StoredTuple};
 use rusqlite::{Connection, OpenFlags};
 use sim_tests::redis::WriteLog;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The prefix the cloud puts before every key (`redis_cache::KEY_PREFIX`).
 pub const KEY_PREFIX: &str = "em:";
 
-/// The pattern of every tuple hash, of any edge: a foreign edge's tuple is
+/// The pattern of every tuple key, of any edge: a foreign edge's tuple is
 /// then reported as unexpected rather than overlooked.
 pub const TUPLE_PATTERN: &str = "em:tuple:*";
 
@@ -38,7 +37,7 @@ pub const CLOUD_KEYS_MAX: usize = 10_000_000;
 /// `SCAN_COUNT` ten times over (SCAN may return a key more than once).
 pub const SCAN_ROUNDS_MAX: usize = 10 * CLOUD_KEYS_MAX / SCAN_COUNT;
 
-/// HGETALLs per pipeline.
+/// Keys per MGET.
 pub const FETCH_BATCH_KEYS: usize = 500;
 
 /// What the checker reads, owned.
@@ -47,7 +46,7 @@ pub struct Gathered {
     pub oracle: BTreeMap<(String, i64), OracleWindow>,
     pub edge_rows: Vec<StoredTuple>,
     pub cloud: Vec<CloudTuple>,
-    /// Redis keys under the tuple pattern that are not a tuple hash.
+    /// Redis keys under the tuple pattern that do not hold a tuple.
     pub malformed_keys: Vec<String>,
     pub cache_epoch: u32,
     pub writes: WriteLog,
@@ -119,7 +118,7 @@ fn write_epochs(sources: &Sources<'_>) -> Result<WriteLog, String> {
     Ok(writes)
 }
 
-/// Every tuple hash in Redis, and the keys that are not one.
+/// Every tuple in Redis, and the keys that do not hold one.
 fn cloud_tuples(url: &str) -> Result<(Vec<CloudTuple>, Vec<String>), String> {
     let failed = |error: redis::RedisError| format!("redis {url}: {error}");
     let client = redis::Client::open(url).map_err(failed)?;
@@ -129,14 +128,13 @@ fn cloud_tuples(url: &str) -> Result<(Vec<CloudTuple>, Vec<String>), String> {
     let mut tuples = Vec::with_capacity(keys.len());
     let mut malformed = Vec::new();
     for chunk in keys.chunks(FETCH_BATCH_KEYS) {
-        let mut pipe = redis::pipe();
-        for key in chunk {
-            pipe.cmd("HGETALL").arg(key);
-        }
-        let hashes: Vec<HashMap<String, String>> = pipe.query(&mut connection).map_err(failed)?;
-        assert_eq!(hashes.len(), chunk.len());
-        for (key, fields) in chunk.iter().zip(hashes) {
-            match tuple_from_hash(key, &fields) {
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(chunk)
+            .query(&mut connection)
+            .map_err(failed)?;
+        assert_eq!(values.len(), chunk.len());
+        for (key, value) in chunk.iter().zip(values) {
+            match value.and_then(|value| tuple_from_value(key, &value)) {
                 Some(tuple) => tuples.push(tuple),
                 None => malformed.push(key.clone()),
             }
@@ -176,11 +174,11 @@ fn too_many(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Client, what))
 }
 
-/// The cloud's hash layout (`crates/edgemeter/src/redis_cache.rs`), read
-/// back; `None` when a field is missing or broken.
-fn tuple_from_hash(key: &str, fields: &HashMap<String, String>) -> Option<CloudTuple> {
+/// The cloud's stored value (`CloudTuple::stored_value`), read back;
+/// `None` when it is not one.
+fn tuple_from_value(key: &str, value: &[u8]) -> Option<CloudTuple> {
     let key = key.strip_prefix(KEY_PREFIX)?.to_owned();
-    CloudTuple::from_fields(key, |name| fields.get(name).map(String::as_str))
+    CloudTuple::from_stored_value(key, value)
 }
 
 #[cfg(test)]
@@ -188,29 +186,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_tuple_hash_reads_back_and_a_broken_one_does_not() {
+    fn a_stored_tuple_reads_back_and_a_foreign_key_does_not() {
         let node = "8c345400feac9da85eb7884641dbab0e335045984355bb3bdbb1973065e9fcfa";
         let code = edgemeter_cloud::postal_code_for(node);
-        let state = edgemeter_cloud::state_of(code).unwrap();
-        let mut fields: HashMap<String, String> = [
-            ("edge_id", "edge-1"),
-            ("node_id", node),
-            ("window_start_ms", "5000"),
-            ("average_w", "12.5"),
-            ("samples", "5"),
-            ("postal_code", code.as_str()),
-            ("state", state.name()),
-            ("received_ms", "7"),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-        .collect();
+        let tuple = CloudTuple {
+            key: format!("tuple:edge-1:{node}:5000"),
+            edge_id: "edge-1".to_owned(),
+            node_id: node.to_owned(),
+            window_start_ms: Some(5_000),
+            average_w: 12.5,
+            samples: 5,
+            postal_code: code,
+            state: edgemeter_cloud::state_of(code).unwrap(),
+            received_ms: 7,
+        };
+        let value = tuple.stored_value();
         let key = format!("em:tuple:edge-1:{node}:5000");
-        let tuple = tuple_from_hash(&key, &fields).expect("a tuple");
-        assert_eq!(tuple.key, format!("tuple:edge-1:{node}:5000"));
-        assert_eq!((tuple.window_start_ms, tuple.samples), (Some(5_000), 5));
-        fields.remove("average_w");
-        assert!(tuple_from_hash(&key, &fields).is_none());
+        assert_eq!(tuple_from_value(&key, value.as_bytes()), Some(tuple));
+        assert!(tuple_from_value(&key, b"{}").is_none());
+        assert!(
+            tuple_from_value("other:tuple", value.as_bytes()).is_none(),
+            "a key without our prefix is not ours"
+        );
     }
 
     /// Goal: the edge's acknowledgement time places each tuple in a cache

@@ -4,7 +4,8 @@
 
 use crate::GermanState;
 use edgemeter_wire::PostalCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 
@@ -25,30 +26,58 @@ pub struct CloudTuple {
     pub received_ms: i64,
 }
 
+/// A tuple's stored form: one JSON object per cache key, written once and
+/// never rewritten. One value instead of a hash of fields keeps the write a
+/// single `SET NX` (the cloud's hottest call), and any `GET` shows it whole.
+#[derive(Serialize, Deserialize)]
+struct StoredTuple<'a> {
+    #[serde(borrow)]
+    edge_id: Cow<'a, str>,
+    #[serde(borrow)]
+    node_id: Cow<'a, str>,
+    window_start_ms: Option<i64>,
+    average_w: f64,
+    samples: u32,
+    #[serde(borrow)]
+    postal_code: Cow<'a, str>,
+    #[serde(borrow)]
+    state: Cow<'a, str>,
+    received_ms: i64,
+}
+
 impl CloudTuple {
-    /// Reads a tuple back from its stored text fields (`edge_id`, `node_id`,
-    /// `window_start_ms` (empty for none), `average_w`, `samples`,
-    /// `postal_code`, `state`, `received_ms`), the layout of a cached tuple
-    /// hash. `None` when a field is missing or broken.
-    pub fn from_fields<'a>(
-        key: String,
-        field: impl Fn(&str) -> Option<&'a str>,
-    ) -> Option<CloudTuple> {
-        let window = field("window_start_ms")?;
+    /// The value stored under [`CloudTuple::key`].
+    pub fn stored_value(&self) -> String {
+        let stored = StoredTuple {
+            edge_id: Cow::Borrowed(&self.edge_id),
+            node_id: Cow::Borrowed(&self.node_id),
+            window_start_ms: self.window_start_ms,
+            average_w: self.average_w,
+            samples: self.samples,
+            postal_code: Cow::Borrowed(self.postal_code.as_str()),
+            state: Cow::Borrowed(self.state.name()),
+            received_ms: self.received_ms,
+        };
+        serde_json::to_string(&stored).expect("a tuple always encodes")
+    }
+
+    /// Reads a stored value back. `None` when it is not one of ours or is
+    /// broken (written by something else); readers skip it.
+    pub fn from_stored_value(key: String, value: &[u8]) -> Option<CloudTuple> {
+        let stored: StoredTuple<'_> = serde_json::from_slice(value).ok()?;
+        if !stored.average_w.is_finite() {
+            return None;
+        }
         Some(CloudTuple {
             key,
-            edge_id: field("edge_id")?.to_owned(),
-            node_id: field("node_id")?.to_owned(),
-            window_start_ms: if window.is_empty() {
-                None
-            } else {
-                Some(window.parse().ok()?)
-            },
-            average_w: field("average_w")?.parse().ok()?,
-            samples: field("samples")?.parse().ok()?,
-            postal_code: PostalCode::parse(field("postal_code")?)?,
-            state: GermanState::from_name(field("state")?)?,
-            received_ms: field("received_ms")?.parse().ok()?,
+            edge_id: stored.edge_id.into_owned(),
+            node_id: stored.node_id.into_owned(),
+            window_start_ms: stored.window_start_ms,
+            average_w: stored.average_w,
+            samples: stored.samples,
+            postal_code: PostalCode::parse(&stored.postal_code)?,
+            state: GermanState::from_name(&stored.state)?,
+            received_ms: stored.received_ms,
         })
     }
 }
@@ -123,4 +152,57 @@ pub trait Cache: Send + Sync + 'static {
 
     /// Every edge seen, by edge id.
     fn edges(&self) -> impl Future<Output = Result<Vec<EdgeRecord>, CacheError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(window_start_ms: Option<i64>, node_id: &str) -> CloudTuple {
+        CloudTuple {
+            key: "t:edge-1:h1:1000".to_owned(),
+            edge_id: "edge-1".to_owned(),
+            node_id: node_id.to_owned(),
+            window_start_ms,
+            average_w: 0.1 + 0.2,
+            samples: 5,
+            postal_code: PostalCode::parse("01067").unwrap(),
+            state: GermanState::from_name("Sachsen").unwrap(),
+            received_ms: 1_700_000_000_123,
+        }
+    }
+
+    #[test]
+    fn a_stored_tuple_reads_back_bit_for_bit() {
+        for original in [
+            tuple(Some(1_000), "h1"),
+            tuple(None, "h\"1\\\n"),
+            tuple(Some(-5_000), "Haushalt ü"),
+        ] {
+            let value = original.stored_value();
+            let read = CloudTuple::from_stored_value(original.key.clone(), value.as_bytes())
+                .unwrap_or_else(|| panic!("{value} reads back"));
+            assert_eq!(read, original);
+            assert_eq!(read.average_w.to_bits(), original.average_w.to_bits());
+        }
+    }
+
+    #[test]
+    fn a_foreign_or_broken_value_is_skipped() {
+        let good = tuple(Some(1_000), "h1").stored_value();
+        for broken in [
+            String::new(),
+            "not json".to_owned(),
+            good.replace("01067", "0106"),
+            good.replace("Sachsen", "Atlantis"),
+            good.replace("\"samples\":5", "\"samples\":-5"),
+            good.replace(",\"received_ms\":1700000000123", ""),
+        ] {
+            assert_eq!(
+                CloudTuple::from_stored_value("k".to_owned(), broken.as_bytes()),
+                None,
+                "{broken}"
+            );
+        }
+    }
 }

@@ -1,9 +1,12 @@
 //! `RedisCache`: the cloud's [`Cache`] in Redis.
 //!
 //! Layout, every key under [`KEY_PREFIX`]:
-//! - `em:<tuple key>`: one hash per tuple (edge, household, window, average,
-//!   samples, postal code, state, received time). The tuple key comes from
-//!   the cloud logic and names the tuple's identity, so a resend lands on it.
+//! - `em:<tuple key>`: one string per tuple, the JSON of
+//!   [`CloudTuple::stored_value`] (edge, household, window, average, samples,
+//!   postal code, state, received time). The tuple key comes from the cloud
+//!   logic and names the tuple's identity, so a resend lands on it. One
+//!   value, not a hash of fields: the write is a single `SET NX`, which is
+//!   most of what the cloud's Redis does per tuple.
 //! - `em:state:<state>`: hash of `tuples` and `average_sum_w`;
 //!   `em:state:<state>:households`: the set of households seen there.
 //! - `em:edge:<edge id>`: hash of `tuples`, `last_tuple_ms`,
@@ -25,7 +28,6 @@ use edgemeter_cloud::{
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -56,13 +58,13 @@ const RECONNECT_ATTEMPTS_MAX: usize = 2;
 /// The longest pause between two reconnection attempts.
 const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
 
-/// Fields per tuple in the script's arguments.
-const TUPLE_FIELDS: usize = 9;
+/// Arguments per tuple in the script's arguments.
+const TUPLE_ARGS: usize = 7;
 
 /// Inserts each new tuple and moves the totals for the new ones only.
-/// ARGV: prefix, recent list bound, tuple count, then per tuple
-/// key, edge id, node id, window start (or ""), average, samples, postal
-/// code, state, received ms. Returns the number of tuples inserted.
+/// ARGV: prefix, recent list bound, tuple count, then per tuple key, stored
+/// value, edge id, node id, state, average, received ms (the last four only
+/// feed the totals). Returns the number of tuples inserted.
 const STORE_SCRIPT: &str = r#"
 local prefix = ARGV[1]
 local recent_max = tonumber(ARGV[2])
@@ -72,14 +74,9 @@ local states = {}
 local edges = {}
 local recent = {}
 for index = 0, count - 1 do
-  local base = 3 + index * 9
-  local key = prefix .. ARGV[base + 1]
-  if redis.call('EXISTS', key) == 0 then
-    local edge_id, node_id, state = ARGV[base + 2], ARGV[base + 3], ARGV[base + 8]
-    redis.call('HSET', key, 'edge_id', edge_id, 'node_id', node_id,
-      'window_start_ms', ARGV[base + 4], 'average_w', ARGV[base + 5],
-      'samples', ARGV[base + 6], 'postal_code', ARGV[base + 7],
-      'state', state, 'received_ms', ARGV[base + 9])
+  local base = 3 + index * 7
+  if redis.call('SET', prefix .. ARGV[base + 1], ARGV[base + 2], 'NX') then
+    local edge_id, node_id, state = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
     inserted = inserted + 1
     local totals = states[state]
     if not totals then
@@ -87,7 +84,7 @@ for index = 0, count - 1 do
       states[state] = totals
     end
     totals.tuples = totals.tuples + 1
-    totals.sum = totals.sum + tonumber(ARGV[base + 5])
+    totals.sum = totals.sum + tonumber(ARGV[base + 6])
     totals.households[#totals.households + 1] = node_id
     local edge = edges[edge_id]
     if not edge then
@@ -95,7 +92,7 @@ for index = 0, count - 1 do
       edges[edge_id] = edge
     end
     edge.tuples = edge.tuples + 1
-    edge.last = math.max(edge.last, tonumber(ARGV[base + 9]))
+    edge.last = math.max(edge.last, tonumber(ARGV[base + 7]))
     recent[#recent + 1] = ARGV[base + 1]
   end
 end
@@ -236,18 +233,11 @@ impl Cache for RedisCache {
         for tuple in tuples {
             invocation
                 .arg(&tuple.key)
+                .arg(tuple.stored_value())
                 .arg(&tuple.edge_id)
                 .arg(&tuple.node_id)
-                .arg(
-                    tuple
-                        .window_start_ms
-                        .map(|ms| ms.to_string())
-                        .unwrap_or_default(),
-                )
-                .arg(tuple.average_w.to_string())
-                .arg(tuple.samples)
-                .arg(tuple.postal_code.as_str())
                 .arg(tuple.state.name())
+                .arg(tuple.average_w.to_string())
                 .arg(tuple.received_ms);
         }
         let mut connection = self.connection.clone();
@@ -329,18 +319,15 @@ impl Cache for RedisCache {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            pipe.hgetall(RedisCache::key(key));
-        }
+        let full_keys: Vec<String> = keys.iter().map(|key| RedisCache::key(key)).collect();
         let mut connection = self.connection.clone();
-        let hashes: Vec<HashMap<String, String>> = self
-            .call(async move { pipe.query_async(&mut connection).await })
+        let values: Vec<Option<Vec<u8>>> = self
+            .call(async move { connection.mget(full_keys).await })
             .await?;
         Ok(keys
             .into_iter()
-            .zip(hashes)
-            .filter_map(|(key, fields)| tuple_from_hash(key, &fields))
+            .zip(values)
+            .filter_map(|(key, value)| CloudTuple::from_stored_value(key, &value?))
             .collect())
     }
 
@@ -380,11 +367,5 @@ impl Cache for RedisCache {
     }
 }
 
-/// Reads a stored tuple hash back; `None` when a field is missing or
-/// broken (a hash written by something else), which the reader skips.
-fn tuple_from_hash(key: String, fields: &HashMap<String, String>) -> Option<CloudTuple> {
-    CloudTuple::from_fields(key, |name| fields.get(name).map(String::as_str))
-}
-
 const _: () = assert!(RECENT_TUPLES_MAX > 0);
-const _: () = assert!(TUPLE_FIELDS * edgemeter_wire::batch::BATCH_TUPLES_MAX < 1_000_000);
+const _: () = assert!(TUPLE_ARGS * edgemeter_wire::batch::BATCH_TUPLES_MAX < 1_000_000);

@@ -78,15 +78,12 @@ async fn storing_is_idempotent_and_totals_count_each_tuple_once() {
     assert_eq!(counts, vec![("edge-a", 101), ("edge-b", 1)]);
 
     let mut connection = redis.connection();
-    let stored: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+    let value: Vec<u8> = redis::cmd("GET")
         .arg(format!("em:{}", batch[3].key))
         .query(&mut connection)
         .unwrap();
-    assert_eq!(
-        stored["average_w"].parse::<f64>().unwrap(),
-        batch[3].average_w
-    );
-    assert_eq!(stored["postal_code"], batch[3].postal_code.as_str());
+    let stored = CloudTuple::from_stored_value(batch[3].key.clone(), &value).unwrap();
+    assert_eq!(stored, batch[3], "one GET shows the whole tuple");
 }
 
 /// Goal: a fresh Redis reads as empty, not as an error.

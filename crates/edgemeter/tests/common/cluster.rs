@@ -181,20 +181,22 @@ pub fn assert_end_state(cluster: &Cluster, oracle: &BTreeMap<(String, i64), Orac
         .expect("scan keys");
     assert_eq!(keys.len(), oracle.len(), "one Redis entry per tuple");
     for key in &keys {
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        let value: Vec<u8> = redis::cmd("GET")
             .arg(key)
             .query(&mut connection)
-            .expect("hgetall");
-        let window: i64 = fields["window_start_ms"].parse().expect("window");
-        let tuple_key = (fields["node_id"].clone(), window);
+            .expect("get");
+        let cached = edgemeter_cloud::CloudTuple::from_stored_value(key.clone(), &value)
+            .unwrap_or_else(|| panic!("{key} holds a tuple"));
+        let window = cached.window_start_ms.expect("the Rust edge sends windows");
+        let tuple_key = (cached.node_id.clone(), window);
         let expected = &oracle[&tuple_key];
         assert_eq!(
-            fields["average_w"].parse::<f64>().expect("average"),
-            expected.average_w,
+            cached.average_w, expected.average_w,
             "Redis average of {tuple_key:?}"
         );
         assert_eq!(
-            fields["postal_code"], codes[&tuple_key],
+            cached.postal_code.as_str(),
+            codes[&tuple_key],
             "the code Redis holds is the one the edge got"
         );
     }
