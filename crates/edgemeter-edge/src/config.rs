@@ -29,8 +29,16 @@ pub struct EdgeConfig {
     /// Data requests in flight at once. Throughput over a link with latency
     /// needs several; each holds at most one batch in memory.
     pub inflight_batches_max: usize,
-    /// Records taken from the bus per poll, and so per SQLite transaction.
+    /// Records taken from the bus per poll.
     pub poll_records_max: usize,
+    /// How long a closed window may wait in memory before it is stored.
+    /// Storing many windows per transaction instead of one or two per poll
+    /// is most of the edge's SQLite cost; a second is small beside the
+    /// 5-second windows, and nothing waiting is committed to Kafka yet.
+    pub store_interval: Duration,
+    /// Closed windows and rejected records that may wait before a store
+    /// regardless of `store_interval`, bounding the edge's memory.
+    pub store_pending_max: usize,
     /// How many polled batches may wait between the bus task and the edge.
     /// Small: when the store stalls, the bus stops being read.
     pub poll_queue_max: usize,
@@ -60,6 +68,8 @@ impl EdgeConfig {
             batch_tuples_max: 1024,
             inflight_batches_max: 8,
             poll_records_max: 4096,
+            store_interval: Duration::from_secs(1),
+            store_pending_max: 4096,
             poll_queue_max: 2,
             key: None,
             planted: PlantedBugs::NONE,

@@ -6,7 +6,10 @@
 //! is connected and the in-flight window has room. The order of effects is
 //! what makes delivery exactly-once:
 //! 1. readings -> closed windows -> SQLite (one transaction) -> Kafka commit,
-//!    and the commit never passes the first offset of a window still open;
+//!    and the commit never passes the first offset of a window still open.
+//!    Closed windows wait in memory for up to `store_interval` so that one
+//!    transaction stores many: a crash loses only windows whose readings
+//!    are not committed yet, which are read and closed again;
 //! 2. flag 1 in SQLite -> request -> reply -> flag 2 and postal code in SQLite;
 //! 3. the cloud stores by tuple identity, so a resend after any crash is harmless.
 
@@ -128,7 +131,7 @@ where
         commits_tx,
         consumed_next: BTreeMap::new(),
         committed: BTreeMap::new(),
-        unstored: None,
+        pending: PendingStore::default(),
         store_retry_at: None,
         quiet_since: None,
         requests: FuturesUnordered::new(),
@@ -136,6 +139,26 @@ where
     };
     edge.monitor.set_consuming(true);
     edge.run(records_rx, shutdown).await
+}
+
+/// What waits for the next store: bounded by `store_pending_max` plus one
+/// poll's worth, since a poll is windowed whole before the store.
+#[derive(Default)]
+struct PendingStore {
+    tuples: Vec<NewTuple>,
+    rejected: Vec<RejectedRecord>,
+    /// When the oldest of them started waiting.
+    since: Option<Instant>,
+}
+
+impl PendingStore {
+    fn len(&self) -> usize {
+        self.tuples.len() + self.rejected.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -210,9 +233,10 @@ struct EdgeLoop<L, O, C> {
     consumed_next: BTreeMap<i32, i64>,
     /// Per partition, the offset last handed to the bus to commit.
     committed: BTreeMap<i32, i64>,
-    /// Closed windows and rejected records that SQLite refused. While set,
-    /// the edge reads no more records.
-    unstored: Option<(Vec<NewTuple>, Vec<RejectedRecord>)>,
+    /// Closed windows and rejected records not in SQLite yet.
+    pending: PendingStore,
+    /// Set while SQLite refuses writes: when to try again. The edge reads
+    /// no more records meanwhile (Kafka keeps them).
     store_retry_at: Option<Instant>,
     /// Since when the broker has answered every poll, without records. The
     /// open windows are flushed once this lasts `idle_flush`: the stream has
@@ -235,7 +259,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         loop {
             self.send_due(Instant::now()).await;
             let wake = self.next_wake();
-            let consuming = self.unstored.is_none();
+            let consuming = self.store_retry_at.is_none();
             tokio::select! {
                 _ = &mut shutdown => {
                     info!(edge = %self.config.edge_id, "edge stopping");
@@ -269,19 +293,25 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 wake = wake.min(until);
             }
         }
-        if let Some(at) = self.store_retry_at {
+        if let Some(at) = self.store_due() {
             wake = wake.min(at);
         }
         wake
     }
 
+    /// When the pending windows must be stored: at the retry time while
+    /// SQLite fails, else `store_interval` after the first of them waited.
+    fn store_due(&self) -> Option<Instant> {
+        self.store_retry_at.or_else(|| {
+            self.pending
+                .since
+                .map(|since| since + self.config.store_interval)
+        })
+    }
+
     async fn handle_timers(&mut self) {
-        let now = Instant::now();
-        if let Some(at) = self.store_retry_at {
-            if now >= at {
-                let (tuples, rejected) = self.unstored.take().expect("a retry has data");
-                self.store_and_commit(tuples, rejected).await;
-            }
+        if self.store_due().is_some_and(|due| Instant::now() >= due) {
+            self.store_and_commit().await;
         }
     }
 
@@ -291,11 +321,16 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         let now = Instant::now();
         let since = *self.quiet_since.get_or_insert(now);
         let idle = now.duration_since(since) >= self.config.idle_flush;
-        if idle && self.unstored.is_none() && self.windows.open_windows() > 0 {
-            let mut closed = Vec::new();
-            self.windows.close_all(&mut closed);
-            debug!(windows = closed.len(), "stream idle; closing open windows");
-            self.store_and_commit(closed, Vec::new()).await;
+        if idle && self.store_retry_at.is_none() && self.windows.open_windows() > 0 {
+            let before = self.pending.tuples.len();
+            self.windows.close_all(&mut self.pending.tuples);
+            self.pending.since.get_or_insert(now);
+            debug!(
+                windows = self.pending.tuples.len() - before,
+                "stream idle; closing open windows"
+            );
+            // Nothing more is coming to batch with: store now.
+            self.store_and_commit().await;
         }
     }
 
@@ -313,16 +348,25 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         } else {
             records
         };
-        let mut rejected = Vec::new();
         for record in records {
             bump(&self.monitor.readings, 1);
             if let Some(reject) = self.window_record(&record) {
-                rejected.push(reject);
+                self.pending.rejected.push(reject);
             }
         }
-        let mut closed = Vec::new();
-        self.windows.close_ready(&mut closed);
-        self.store_and_commit(closed, rejected).await;
+        self.windows.close_ready(&mut self.pending.tuples);
+        let now = Instant::now();
+        if self.pending.is_empty() {
+            // Every closed window is stored: the new offsets can be
+            // committed as far as the open windows allow.
+            self.commit_offsets();
+            return;
+        }
+        self.pending.since.get_or_insert(now);
+        let full = self.pending.len() >= self.config.store_pending_max;
+        if full || self.store_due().is_some_and(|due| now >= due) {
+            self.store_and_commit().await;
+        }
     }
 
     /// Adds one record to its window; returns it as rejected if it is not a
@@ -392,11 +436,16 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         }
     }
 
-    async fn store_and_commit(&mut self, tuples: Vec<NewTuple>, rejected: Vec<RejectedRecord>) {
-        if !tuples.is_empty() || !rejected.is_empty() {
+    /// Stores every pending window and rejected record in one transaction,
+    /// then commits the offsets they came from.
+    async fn store_and_commit(&mut self) {
+        if !self.pending.is_empty() {
+            let PendingStore {
+                tuples, rejected, ..
+            } = &self.pending;
             match self
                 .outbox
-                .store_closed(&tuples, &rejected, self.clock.now_ms())
+                .store_closed(tuples, rejected, self.clock.now_ms())
             {
                 Ok(outcome) => {
                     bump(&self.monitor.tuples_stored, outcome.inserted as u64);
@@ -409,10 +458,10 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                         rejected = rejected.len(),
                         "windows stored"
                     );
+                    self.pending = PendingStore::default();
                 }
                 Err(error) => {
                     self.store_failed(&error);
-                    self.unstored = Some((tuples, rejected));
                     self.store_retry_at = Some(Instant::now() + STORE_RETRY);
                     self.monitor.set_consuming(false);
                     return;

@@ -95,6 +95,9 @@ fn config() -> EdgeConfig {
     config.batch_tuples_max = 64;
     config.inflight_batches_max = 4;
     config.poll_records_max = 256;
+    // Small stores, so that a crash falls between many of them.
+    config.store_interval = Duration::from_millis(100);
+    config.store_pending_max = 64;
     config
 }
 
@@ -191,11 +194,24 @@ async fn exactly_once_through_lost_replies_and_an_edge_crash() {
 }
 
 /// An outbox whose database is capped at a page limit that a switch can
-/// lift, standing in for a disk that fills and then gets space again.
+/// lift, standing in for a disk that fills and then gets space again. It
+/// also records how many windows and records each store carried.
 struct CappedOutbox {
     inner: SqliteOutbox,
     full: Arc<std::sync::atomic::AtomicBool>,
     capped: bool,
+    store_sizes: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl CappedOutbox {
+    fn open(db: &Path, full: bool) -> CappedOutbox {
+        CappedOutbox {
+            inner: SqliteOutbox::open(db).unwrap(),
+            full: Arc::new(std::sync::atomic::AtomicBool::new(full)),
+            capped: false,
+            store_sizes: Arc::default(),
+        }
+    }
 }
 
 impl CappedOutbox {
@@ -219,6 +235,10 @@ impl Outbox for CappedOutbox {
         now_ms: i64,
     ) -> Result<edgemeter_edge::StoreOutcome, edgemeter_edge::StoreError> {
         self.apply_cap();
+        self.store_sizes
+            .lock()
+            .unwrap()
+            .push(tuples.len() + rejected.len());
         self.inner.store_closed(tuples, rejected, now_ms)
     }
     fn unacked_after(
@@ -256,12 +276,8 @@ async fn a_full_disk_pauses_consumption_and_loses_nothing() {
     let link = lossy_link(&cloud, 0);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("edge.db");
-    let full = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let outbox = CappedOutbox {
-        inner: SqliteOutbox::open(&db).unwrap(),
-        full: full.clone(),
-        capped: false,
-    };
+    let outbox = CappedOutbox::open(&db, true);
+    let full = outbox.full.clone();
     let monitor = Arc::new(EdgeMonitor::new());
     let edge = tokio::spawn(run_edge(
         config(),
@@ -301,6 +317,68 @@ async fn a_full_disk_pauses_consumption_and_loses_nothing() {
     assert!(monitor.snapshot().consuming);
     assert_eq!(cloud.cache().len(), oracle.len());
     edge.abort();
+}
+
+/// Goal: closed windows are stored many per transaction, and never more at
+/// once than `store_pending_max` plus one poll. Method: ten households'
+/// six minutes published at ten times real time, so windows close a few at
+/// a time; the sizes of the stores the edge made are recorded.
+#[tokio::test(start_paused = true)]
+async fn closed_windows_are_stored_in_few_bounded_transactions() {
+    let (households, oracle) = data_slice(10, 6);
+    let log = SharedLog::new(MemLog::new(3, 1_000_000));
+    let readings = edgemeter_data::csv::merged_readings(&households);
+    let publisher = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let first_ms = readings[0].ts_ms;
+            for reading in readings {
+                let due = Duration::from_millis((reading.ts_ms - first_ms) as u64 / 10);
+                tokio::time::sleep_until(start + due).await;
+                log.append(reading.node_id.as_bytes(), reading.encode())
+                    .unwrap();
+            }
+        })
+    };
+    let cloud = Arc::new(Cloud::new(
+        CloudConfig::default(),
+        MemoryCache::new(),
+        SystemClock,
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edge.db");
+    let outbox = CappedOutbox::open(&db, false);
+    let store_sizes = outbox.store_sizes.clone();
+    let mut config = config();
+    config.store_interval = Duration::from_secs(1);
+    config.store_pending_max = 100;
+    let edge = tokio::spawn(run_edge(
+        config.clone(),
+        log.consumer("edge-test"),
+        lossy_link(&cloud, 0),
+        outbox,
+        SystemClock,
+        Arc::new(EdgeMonitor::new()),
+        std::future::pending(),
+    ));
+    publisher.await.unwrap();
+    let mut reader = SqliteOutbox::open(&db).unwrap();
+    wait_until_all_acked(&mut reader, oracle.len()).await;
+    edge.abort();
+    let sizes = store_sizes.lock().unwrap().clone();
+    let bound = config.store_pending_max + config.poll_records_max;
+    assert!(
+        sizes.iter().all(|&size| size <= bound),
+        "a store above {bound}: {sizes:?}"
+    );
+    assert_eq!(sizes.iter().sum::<usize>(), oracle.len());
+    assert!(
+        sizes.len() * 5 <= oracle.len(),
+        "{} windows took {} stores",
+        oracle.len(),
+        sizes.len()
+    );
 }
 
 #[tokio::test(start_paused = true)]
