@@ -59,9 +59,12 @@ pub enum BrokerRequest {
         first_sequence: u64,
         records: Vec<(Vec<u8>, Vec<u8>)>,
     },
+    /// Answers once `min_records` are there or `wait_ms` has passed, as a
+    /// Kafka fetch with `fetch.min.bytes` and `fetch.max.wait.ms` does.
     Fetch {
         positions: Vec<(i32, i64)>,
         records_max: u32,
+        min_records: u32,
         wait_ms: u32,
     },
     Commit {
@@ -117,9 +120,14 @@ impl BrokerRequest {
             BrokerRequest::Fetch {
                 positions,
                 records_max,
+                min_records,
                 wait_ms,
             } => {
-                writer.u8(2).u32(*records_max).u32(*wait_ms);
+                writer
+                    .u8(2)
+                    .u32(*records_max)
+                    .u32(*min_records)
+                    .u32(*wait_ms);
                 put_offsets(&mut writer, positions);
             }
             BrokerRequest::Commit { group, offsets } => {
@@ -151,11 +159,13 @@ impl BrokerRequest {
             }
             2 => {
                 let records_max = reader.u32()?;
+                let min_records = reader.u32()?;
                 let wait_ms = reader.u32()?;
                 let positions = get_offsets(&mut reader)?;
                 BrokerRequest::Fetch {
                     positions,
                     records_max,
+                    min_records,
                     wait_ms,
                 }
             }
@@ -319,15 +329,38 @@ impl BrokerState {
         })
     }
 
-    async fn fetch(&self, positions: &[(i32, i64)], records_max: u32, wait_ms: u32) -> BrokerReply {
+    /// Records past `positions`, counted without copying them.
+    fn available(&self, positions: &[(i32, i64)]) -> usize {
+        self.with(|data| {
+            positions
+                .iter()
+                .map(|(partition, offset)| {
+                    (data.log.end_offset(*partition) - offset).max(0) as usize
+                })
+                .sum()
+        })
+    }
+
+    async fn fetch(
+        &self,
+        positions: &[(i32, i64)],
+        records_max: u32,
+        min_records: u32,
+        wait_ms: u32,
+    ) -> BrokerReply {
         let records_max = (records_max as usize).clamp(1, FETCH_RECORDS_MAX);
+        let min_records = (min_records as usize).clamp(1, records_max);
         let wait = Duration::from_millis(u64::from(wait_ms)).min(FETCH_WAIT_MAX);
-        let notified = self.appended.notified();
-        let records = self.fetch_now(positions, records_max);
-        if !records.is_empty() || wait.is_zero() {
-            return BrokerReply::Records(records);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.appended.notified();
+            if self.available(positions) >= min_records {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
         }
-        let _ = tokio::time::timeout(wait, notified).await;
         BrokerReply::Records(self.fetch_now(positions, records_max))
     }
 
@@ -370,8 +403,12 @@ impl BrokerState {
             BrokerRequest::Fetch {
                 positions,
                 records_max,
+                min_records,
                 wait_ms,
-            } => self.fetch(&positions, records_max, wait_ms).await,
+            } => {
+                self.fetch(&positions, records_max, min_records, wait_ms)
+                    .await
+            }
             BrokerRequest::Commit { group, offsets } => self.commit(&group, &offsets),
             BrokerRequest::Committed { group } => self.committed(&group),
         }
@@ -431,6 +468,7 @@ mod tests {
             BrokerRequest::Fetch {
                 positions: vec![(0, 3), (1, 0)],
                 records_max: 10,
+                min_records: 4,
                 wait_ms: 100,
             },
             BrokerRequest::Commit {

@@ -24,6 +24,12 @@ pub const BUS_CALL_TIMEOUT: Duration = Duration::from_millis(800);
 
 const _: () = assert!(FETCH_WAIT_MAX.as_millis() * 2 < BUS_CALL_TIMEOUT.as_millis());
 
+/// The fewest records a fetch waits for (up to `FETCH_WAIT_MAX`), as
+/// Kafka's `fetch.min.bytes`: under a trickle of readings the edge then
+/// polls a few times a second rather than once per reading, which is how a
+/// consumer tuned for throughput behaves and keeps the simulation fast.
+pub const FETCH_MIN_RECORDS: u32 = 256;
+
 /// The consumer group the edge reads in.
 pub const EDGE_GROUP: &str = "edgemeter-edge";
 
@@ -86,6 +92,7 @@ impl SimBus {
         let request = BrokerRequest::Fetch {
             positions: positions.into_iter().collect(),
             records_max: records_max.min(u32::MAX as usize) as u32,
+            min_records: FETCH_MIN_RECORDS,
             wait_ms: FETCH_WAIT_MAX.as_millis() as u32,
         };
         let records = match self.request(&request).await? {

@@ -21,6 +21,10 @@ use tracing::{info, warn};
 /// brings 25 readings; this lets a backlog after an outage drain quickly.
 pub const PRODUCE_RECORDS_MAX: usize = 2048;
 
+/// How long a due reading waits for others to share its produce request, as
+/// a Kafka producer's `linger.ms`. A reading is published at most this late.
+pub const PRODUCE_LINGER: Duration = Duration::from_millis(250);
+
 /// How long one produce may take before it is sent again.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -60,7 +64,7 @@ pub async fn run_households(
             info!(readings = cursor, "households finished the replay");
             return Ok(());
         }
-        sleep_until(origin + readings[cursor].due).await;
+        sleep_until(origin + readings[cursor].due + PRODUCE_LINGER).await;
         let now = origin.elapsed();
         let batch: Vec<(Vec<u8>, Vec<u8>)> = readings[cursor..]
             .iter()
