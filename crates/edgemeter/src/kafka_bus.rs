@@ -7,6 +7,12 @@
 //! that never committed starts at the earliest record, so a new edge sees
 //! every reading the broker still holds.
 //!
+//! A broker that went away stays "unavailable" to the edge until it
+//! answers again (a record arrives, or a metadata request succeeds), not
+//! merely until librdkafka stops reporting errors: an unreachable broker
+//! is silent between its error events, and the edge takes a silent bus for
+//! a finished stream and closes its windows.
+//!
 //! Partitions are assigned by the bus itself rather than by the broker's
 //! group protocol: each edge has a group of its own and must read every
 //! partition, so there is nothing to balance, and a group rebalance only
@@ -53,6 +59,13 @@ const PARTITIONS_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// stream may report "nothing yet" once for an internal event even though
 /// records follow, so the drain stops only after this many empty looks.
 const DRAIN_EMPTY_LOOKS_MAX: usize = 2;
+
+/// While the broker is away librdkafka queues an error event every few
+/// seconds, faster than an edge backed off to one poll in 5 s reads them.
+/// A poll that meets an error reads the errors already queued behind it, at
+/// most this many, so that a backlog of old errors does not keep a broker
+/// that has returned looking down for minutes.
+const STALE_ERRORS_MAX: usize = 1_000;
 
 /// The environment variable that switches on librdkafka's own debug
 /// contexts (e.g. `cgrp,fetch`), logged through tracing at debug level.
@@ -135,6 +148,8 @@ pub struct KafkaBus {
     /// Partitions this bus reads, by number.
     assigned: BTreeSet<i32>,
     next_refresh: Instant,
+    /// Set by an error from the broker, cleared once it answers again.
+    broker_down: bool,
 }
 
 impl KafkaBus {
@@ -166,6 +181,7 @@ impl KafkaBus {
             topic: topic.to_owned(),
             assigned: BTreeSet::new(),
             next_refresh: Instant::now(),
+            broker_down: false,
         };
         bus.refresh_partitions().await;
         Ok(bus)
@@ -244,6 +260,47 @@ fn bus_record(message: &impl Message) -> BusRecord {
     }
 }
 
+impl KafkaBus {
+    /// A poll that found nothing: an empty batch if the broker answers, or
+    /// still unavailable if it went away and has not answered since.
+    async fn nothing_new(&mut self) -> Result<Vec<BusRecord>, BusError> {
+        if !self.broker_down {
+            return Ok(Vec::new());
+        }
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let answered = tokio::task::spawn_blocking(move || partitions_of(&*consumer, &topic))
+            .await
+            .map_err(|error| BusError::Unavailable(format!("metadata task failed: {error}")))?;
+        match answered {
+            Ok(_) => {
+                self.broker_down = false;
+                Ok(Vec::new())
+            }
+            Err(error) => Err(BusError::Unavailable(format!(
+                "no answer since the broker went away: {error}"
+            ))),
+        }
+    }
+}
+
+/// Reads past the errors already queued after `first`: the first record
+/// behind them, or the newest error when only errors were queued.
+fn skip_stale_errors(
+    stream: &mut rdkafka::consumer::MessageStream<'_, rdkafka::consumer::DefaultConsumerContext>,
+    first: rdkafka::error::KafkaError,
+) -> Result<BusRecord, BusError> {
+    let mut newest = first;
+    for _ in 0..STALE_ERRORS_MAX {
+        match stream.next().now_or_never() {
+            Some(Some(Err(error))) => newest = error,
+            Some(Some(Ok(message))) => return Ok(bus_record(&message)),
+            Some(None) | None => break,
+        }
+    }
+    Err(BusError::Unavailable(newest.to_string()))
+}
+
 impl ReadingsBus for KafkaBus {
     async fn poll(&mut self, records_max: usize) -> Result<Vec<BusRecord>, BusError> {
         assert!(records_max > 0);
@@ -252,10 +309,17 @@ impl ReadingsBus for KafkaBus {
         }
         let mut stream = self.consumer.stream();
         let first = match tokio::time::timeout(FIRST_RECORD_WAIT, stream.next()).await {
-            Err(_) | Ok(None) => return Ok(Vec::new()),
-            Ok(Some(Err(error))) => return Err(BusError::Unavailable(error.to_string())),
+            Err(_) | Ok(None) => {
+                drop(stream);
+                return self.nothing_new().await;
+            }
+            Ok(Some(Err(error))) => {
+                self.broker_down = true;
+                skip_stale_errors(&mut stream, error)?
+            }
             Ok(Some(Ok(message))) => bus_record(&message),
         };
+        self.broker_down = false;
         let mut records = vec![first];
         let mut empty_looks = 0;
         while records.len() < records_max && empty_looks < DRAIN_EMPTY_LOOKS_MAX {
