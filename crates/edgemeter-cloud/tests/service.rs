@@ -147,6 +147,46 @@ async fn no_postal_code_without_a_cache_write() {
     assert_eq!(cloud.counters().cache_errors, 2);
 }
 
+/// A cache whose every call hangs, as a Redis that accepts connections and
+/// never answers.
+struct StalledCache;
+
+impl Cache for StalledCache {
+    async fn store(&self, _: &[CloudTuple]) -> Result<CacheWrite, CacheError> {
+        std::future::pending().await
+    }
+    async fn record_heartbeat(&self, _: &str, _: i64) -> Result<(), CacheError> {
+        std::future::pending().await
+    }
+    async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
+        std::future::pending().await
+    }
+    async fn recent_tuples(&self, _: usize) -> Result<Vec<CloudTuple>, CacheError> {
+        std::future::pending().await
+    }
+    async fn edges(&self) -> Result<Vec<EdgeRecord>, CacheError> {
+        std::future::pending().await
+    }
+}
+
+/// Goal: a cache that never answers cannot make the cloud look dead: the
+/// heartbeat waits for its cache record at most `HEARTBEAT_RECORD_TIMEOUT`
+/// (200 ms), then is answered. Method: paused time, and a minute's bound
+/// on the whole call so that a missing timeout fails instead of hanging.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_cache_does_not_hold_up_heartbeats() {
+    let cloud = Cloud::new(CloudConfig::default(), StalledCache, SystemClock);
+    let started = tokio::time::Instant::now();
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        cloud.handle_heartbeat(b"heartbeat"),
+    )
+    .await
+    .expect("the heartbeat was held up by the cache");
+    assert_eq!(reply, b"ack");
+    assert_eq!(started.elapsed(), std::time::Duration::from_millis(200));
+}
+
 mod authenticated {
     use super::*;
     use edgemeter_cloud::CloudAuth;

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 const READINGS: usize = 2_000;
 
+/// Records per poll: far below `READINGS`, so the bound is reached.
+const POLL_RECORDS_MAX: usize = 500;
+
 fn readings() -> Vec<Reading> {
     (0..READINGS)
         .map(|index| Reading {
@@ -30,7 +33,9 @@ async fn consume(bus: &mut KafkaBus, count: usize, timeout: Duration) -> Vec<Bus
     let deadline = Instant::now() + timeout;
     let mut records = Vec::new();
     while records.len() < count && Instant::now() < deadline {
-        records.extend(bus.poll(500).await.expect("poll"));
+        let polled = bus.poll(POLL_RECORDS_MAX).await.expect("poll");
+        assert!(polled.len() <= POLL_RECORDS_MAX, "a poll over its bound");
+        records.extend(polled);
     }
     records
 }
