@@ -26,6 +26,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr is a file on a full
+        // disk) is lost, not reported on stderr, which would panic: the
+        // edge must outlive a full disk and resume when space returns.
+        .log_internal_errors(false)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

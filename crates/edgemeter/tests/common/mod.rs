@@ -44,6 +44,18 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(name: &str, program: &Path, args: &[&str], log_dir: &Path) -> Process {
+        Process::spawn_with(name, program, args, log_dir, |_| {})
+    }
+
+    /// As [`Process::spawn`], with `customize` applied to the command before
+    /// it starts (to set up the child's signals or limits, say).
+    pub fn spawn_with(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        log_dir: &Path,
+        customize: impl FnOnce(&mut Command),
+    ) -> Process {
         let log = log_dir.join(format!("{name}.log"));
         let output = std::fs::OpenOptions::new()
             .create(true)
@@ -52,13 +64,16 @@ impl Process {
             .expect("open the process log");
         // The log directory is the working directory too: tansu resolves its
         // SQLite path relative to it.
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(args)
             .current_dir(log_dir)
             .stdin(Stdio::null())
             .stdout(output.try_clone().expect("clone the log handle"))
             .stderr(output)
-            .env("EDGEMETER_LOG", "info")
+            .env("EDGEMETER_LOG", "info");
+        customize(&mut command);
+        let child = command
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
         Process {
@@ -75,6 +90,11 @@ impl Process {
             args,
             log_dir,
         )
+    }
+
+    /// The child's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL, as a crash would.
@@ -237,22 +257,47 @@ pub fn tansu_binary() -> PathBuf {
 pub struct Tansu {
     pub port: u16,
     process: Process,
+    /// The broker's working directory, where its storage lives.
+    dir: PathBuf,
 }
 
 impl Tansu {
     pub fn start(dir: &Path) -> Tansu {
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let binary = tansu_binary();
-        let args = tansu_broker_args(&url);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let process = Process::spawn(&format!("tansu-{port}"), &binary, &args, dir);
-        let broker = Tansu { port, process };
-        wait_until("tansu to accept connections", SERVER_START_TIMEOUT, || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let broker = Tansu {
+            port,
+            process: Tansu::spawn(port, dir),
+            dir: dir.to_owned(),
+        };
+        broker.wait_for_connections();
         broker.create_topic("power_topic", 3);
         broker
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Process {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let args = tansu_broker_args(&url);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Process::spawn(&format!("tansu-{port}"), &tansu_binary(), &args, dir)
+    }
+
+    fn wait_for_connections(&self) {
+        wait_until("tansu to accept connections", SERVER_START_TIMEOUT, || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    /// SIGKILL, as a crash or a power cut of the broker's host would.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the broker again on the same port and the same storage, after
+    /// [`Tansu::kill`]. Its topics and committed offsets are still there.
+    pub fn restart(&mut self) {
+        self.process.kill();
+        self.process = Tansu::spawn(self.port, &self.dir);
+        self.wait_for_connections();
     }
 
     pub fn address(&self) -> String {
@@ -321,3 +366,31 @@ pub fn data_dir() -> PathBuf {
 }
 
 pub mod cluster;
+
+/// `edgemeter status --json` of an edge database, parsed.
+pub fn edge_status(db: &Path) -> serde_json::Value {
+    try_edge_status(db).unwrap_or_else(|error| panic!("status failed: {error}"))
+}
+
+/// As [`edge_status`], or status's error: an edge that is still creating
+/// its database has no tables yet.
+pub fn try_edge_status(db: &Path) -> Result<serde_json::Value, String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_edgemeter"))
+        .args(["status", "--json", "--db"])
+        .arg(db)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run edgemeter status");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&output.stdout).expect("status prints JSON"))
+}
+
+/// Tuples in an edge database at any flag, from `status`.
+pub fn tuples_in(status: &serde_json::Value) -> u64 {
+    ["queued", "sent", "acked"]
+        .iter()
+        .map(|key| status[key].as_u64().expect("a count"))
+        .sum()
+}
