@@ -187,6 +187,40 @@ mod tests {
         }
     }
 
+    /// Goal: every average reads back bit for bit, not just the easy ones
+    /// (serde_json's default float parser can be one ULP off).
+    #[test]
+    fn averages_read_back_bit_for_bit() {
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut values = vec![127.826_666_666_666_67, 1e-300, 5e-324, f64::MAX];
+        for _ in 0..10_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let value = f64::from_bits(state >> 2);
+            if value.is_finite() {
+                values.push(value);
+            }
+            values.push((state >> 11) as f64 / 3_000.0);
+        }
+        for average_w in values {
+            let original = CloudTuple {
+                average_w,
+                ..tuple(Some(0), "h")
+            };
+            let read = CloudTuple::from_stored_value(
+                original.key.clone(),
+                original.stored_value().as_bytes(),
+            )
+            .unwrap();
+            assert_eq!(
+                read.average_w.to_bits(),
+                average_w.to_bits(),
+                "{average_w:e}"
+            );
+        }
+    }
+
     #[test]
     fn a_foreign_or_broken_value_is_skipped() {
         let good = tuple(Some(1_000), "h1").stored_value();

@@ -107,12 +107,12 @@ fn the_cloud_answers_the_original_wire_form() {
         .query(&mut connection)
         .unwrap();
     assert_eq!(keys.len(), 1, "{keys:?}");
-    let average: String = redis::cmd("HGET")
+    let value: Vec<u8> = redis::cmd("GET")
         .arg(&keys[0])
-        .arg("average_w")
         .query(&mut connection)
         .unwrap();
-    assert_eq!(average.parse::<f64>().unwrap(), 1.5);
+    let stored = edgemeter_cloud::CloudTuple::from_stored_value(keys[0].clone(), &value).unwrap();
+    assert_eq!((stored.average_w, stored.window_start_ms), (1.5, None));
     // And the cloud still serves after all that.
     assert_eq!(ask(heartbeat_port, b"heartbeat"), b"ack");
 }
