@@ -9,7 +9,7 @@ use edgemeter::nng_setup::MESSAGE_BYTES_MAX;
 use edgemeter_edge::{Channel, CloudLink, LinkError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Echoes each request with its channel's name in front, after an
 /// optional delay; panics on the request `panic`.
@@ -90,14 +90,13 @@ async fn each_socket_answers_its_own_requests() {
 }
 
 /// Goal: many requests are served at once, not one after another.
-/// Method: 200 requests to a handler that takes 100 ms each; one at a time
-/// they would take 20 s, concurrently well under 2 s.
+/// Method: 200 requests to a handler that takes 100 ms each; the handler
+/// counts how many it runs at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_requests_are_in_flight_at_once() {
     let handler = Echo::new(Duration::from_millis(100));
     let (_server, link) = start(handler.clone());
     let link = Arc::new(link);
-    let started = Instant::now();
     let requests: Vec<_> = (0..200)
         .map(|index| {
             let link = link.clone();
@@ -117,11 +116,6 @@ async fn many_requests_are_in_flight_at_once() {
     for handle in requests {
         handle.await.unwrap();
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
     assert!(handler.in_flight_max.load(Ordering::SeqCst) >= 32);
 }
 
@@ -174,7 +168,6 @@ async fn a_down_cloud_times_out_and_a_late_one_is_found() {
     let data_port = free_port();
     let link = NngLink::dial("127.0.0.1", heartbeat_port, data_port)
         .expect("dialing a down cloud is fine");
-    let started = Instant::now();
     let outcome = tokio::time::timeout(
         Duration::from_millis(500),
         link.request(Channel::Heartbeat, b"hb".to_vec()),
@@ -184,7 +177,6 @@ async fn a_down_cloud_times_out_and_a_late_one_is_found() {
         outcome.is_err(),
         "no reply can come from a down cloud: {outcome:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(2));
     let _server = NngServer::start(
         Echo::new(Duration::ZERO),
         "127.0.0.1",
