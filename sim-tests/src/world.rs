@@ -556,7 +556,20 @@ impl World {
         };
         let mut checked = check(&evidence);
         drop(cache);
-        let conflicting = self.monitor.snapshot().conflicting_acks;
+        let counters = self.monitor.snapshot();
+        let acked_rows = edge_rows.iter().filter(|row| row.sent == 2).count() as u64;
+        if counters.tuples_acked > acked_rows {
+            // Flag 2 is final: each row is acknowledged once over all the
+            // edge's lives. More means a row lost its flag 2 and its postal
+            // code (was replaced, say) and went through again.
+            checked.add(Kind::Duplicated, || {
+                format!(
+                    "the edge acknowledged {} times for {acked_rows} acknowledged tuples",
+                    counters.tuples_acked
+                )
+            });
+        }
+        let conflicting = counters.conflicting_acks;
         if conflicting > 0 {
             // The edge keeps a tuple's first postal code; the cloud answering
             // another one later means the code changed on its side.
