@@ -119,3 +119,31 @@ async fn read(web_dir: &Path, asset: Asset) -> Result<Vec<u8>, ApiError> {
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: an asset over the size bound is refused, never read whole.
+    /// Method: a sparse file one byte over the bound in place of `app.js`.
+    #[tokio::test]
+    async fn an_asset_over_the_size_bound_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = ASSETS[1];
+        assert_eq!(app.file, "app.js");
+        std::fs::write(dir.path().join(app.file), b"console.log(1)").unwrap();
+        assert!(read(dir.path(), app).await.is_ok());
+        let file = std::fs::File::create(dir.path().join(app.file)).unwrap();
+        file.set_len(ASSET_BYTES_MAX + 1).unwrap();
+        match read(dir.path(), app).await {
+            Err(ApiError::AssetUnreadable { file, reason }) => {
+                assert_eq!(file, "app.js");
+                assert!(reason.contains(&ASSET_BYTES_MAX.to_string()), "{reason}");
+            }
+            other => panic!(
+                "an oversized asset was not refused: {:?}",
+                other.map(|b| b.len())
+            ),
+        }
+    }
+}

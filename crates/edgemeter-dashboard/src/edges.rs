@@ -125,4 +125,23 @@ mod tests {
         );
         assert_eq!((rows[2].tuples, rows[2].last_heartbeat_ms), (0, None));
     }
+
+    #[test]
+    fn at_most_edges_listed_max_are_listed_in_id_order() {
+        let links: Vec<EdgeLink> = (0..EDGES_LISTED_MAX + 5)
+            .rev()
+            .map(|index| EdgeLink {
+                edge_id: format!("edge-{index:05}"),
+                connected: true,
+                backlog_tuples: None,
+            })
+            .collect();
+        let rows = edge_rows(Vec::new(), links);
+        assert_eq!(rows.len(), EDGES_LISTED_MAX);
+        assert_eq!(rows[0].edge_id, "edge-00000");
+        assert_eq!(
+            rows[EDGES_LISTED_MAX - 1].edge_id,
+            format!("edge-{:05}", EDGES_LISTED_MAX - 1)
+        );
+    }
 }

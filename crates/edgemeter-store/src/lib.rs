@@ -522,4 +522,24 @@ mod tests {
         let stored = outbox.store_closed(&big, &[], 3).unwrap();
         assert_eq!(stored.inserted, big.len());
     }
+
+    /// Goal: a write lock held elsewhere (a tool with the database open)
+    /// makes a store fail after `BUSY_TIMEOUT_MS`, not hang, and the store
+    /// works once the lock is gone. Method: a second connection holding an
+    /// immediate transaction.
+    #[test]
+    fn a_held_lock_fails_a_store_after_the_busy_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.db");
+        let mut outbox = SqliteOutbox::open(&path).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let error = outbox
+            .store_closed(&[tuple("h", 0, 1.0)], &[], 1)
+            .unwrap_err();
+        assert!(error.to_string().contains("locked"), "{error}");
+        other.execute_batch("ROLLBACK").unwrap();
+        let stored = outbox.store_closed(&[tuple("h", 0, 1.0)], &[], 2).unwrap();
+        assert_eq!(stored.inserted, 1);
+    }
 }

@@ -208,3 +208,30 @@ async fn an_unreachable_redis_at_start_names_the_url_and_the_fix() {
     assert!(message.contains("--redis"), "{message}");
     assert!(!message.contains('\n'));
 }
+
+/// Goal: the store script takes a full batch (`BATCH_TUPLES_MAX` tuples, the
+/// most the wire allows) in one call, and a resend of it changes nothing.
+/// Method: a batch of exactly that many tuples of 64-character household
+/// ids, the data's longest, stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_is_one_script_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    let full = edgemeter_wire::batch::BATCH_TUPLES_MAX;
+    let batch: Vec<CloudTuple> = (0..full)
+        .map(|index| {
+            let node = format!("{:064x}", index % 50);
+            tuple("edge-full", &node, index as i64 * 5_000, 2.0)
+        })
+        .collect();
+    let first = cache.store(&batch).await.unwrap();
+    assert_eq!((first.inserted, first.existing), (full, 0));
+    let again = cache.store(&batch).await.unwrap();
+    assert_eq!((again.inserted, again.existing), (0, full));
+    let totals = cache.state_totals().await.unwrap();
+    assert_eq!(
+        totals.iter().map(|state| state.tuples).sum::<u64>(),
+        full as u64
+    );
+}
