@@ -34,18 +34,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, sleep_until, timeout, Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 /// The most raw bytes kept of one rejected record. Records above the wire
 /// limit are refused unparsed; their first bytes are enough to diagnose them.
 pub const REJECTED_BYTES_MAX: usize = 64 * 1024;
-
-/// Commit requests queued for the bus task. A later commit supersedes an
-/// earlier one, so when the queue is full the commit is simply retried at
-/// the next store.
-const COMMIT_QUEUE_MAX: usize = 4;
 
 /// How long to wait before storing again after SQLite failed (disk full, IO
 /// error). Consumption stays paused meanwhile; Kafka keeps the data.
@@ -105,7 +100,11 @@ where
     C: WallClock,
 {
     let (records_tx, records_rx) = mpsc::channel(config.poll_queue_max);
-    let (commits_tx, commits_rx) = mpsc::channel(COMMIT_QUEUE_MAX);
+    // The offsets to commit are a single slot, not a queue: a newer set
+    // replaces an older one, so at most one commit ever waits for the bus
+    // task, and the newest is never skipped (a queue that is full when the
+    // stream goes quiet would leave the last commit undone).
+    let (commits_tx, commits_rx) = watch::channel(BTreeMap::new());
     let bus_task = tokio::spawn(drive_bus(
         bus,
         config.poll_records_max,
@@ -175,7 +174,7 @@ async fn drive_bus<B: ReadingsBus>(
     mut bus: B,
     records_max: usize,
     records_tx: mpsc::Sender<BusEvent>,
-    mut commits_rx: mpsc::Receiver<BTreeMap<i32, i64>>,
+    mut commits_rx: watch::Receiver<BTreeMap<i32, i64>>,
 ) {
     let mut backoff = BUS_BACKOFF_MIN;
     let mut down_logged = false;
@@ -185,10 +184,15 @@ async fn drive_bus<B: ReadingsBus>(
                 Ok(permit) => permit,
                 Err(_) => return,
             },
-            offsets = commits_rx.recv() => {
-                let Some(offsets) = offsets else { return };
-                if let Err(error) = bus.commit(&offsets).await {
-                    warn!(%error, "offset commit failed; the next commit covers it");
+            changed = commits_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let offsets = commits_rx.borrow_and_update().clone();
+                if !offsets.is_empty() {
+                    if let Err(error) = bus.commit(&offsets).await {
+                        warn!(%error, "offset commit failed; the next commit covers it");
+                    }
                 }
                 continue;
             }
@@ -225,7 +229,7 @@ struct EdgeLoop<L, O, C> {
     outbox: O,
     clock: C,
     monitor: Arc<EdgeMonitor>,
-    commits_tx: mpsc::Sender<BTreeMap<i32, i64>>,
+    commits_tx: watch::Sender<BTreeMap<i32, i64>>,
     windows: Windows,
     heartbeat: Heartbeat,
     uplink: Uplink,
@@ -341,7 +345,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             *next = (*next).max(record.offset + 1);
         }
         if self.config.planted.has(Bug::CommitBeforeDurable) {
-            let _ = self.commits_tx.try_send(self.consumed_next.clone());
+            self.commits_tx.send_replace(self.consumed_next.clone());
         }
         let records = if self.config.planted.has(Bug::FirstRecordPerPoll) {
             first_record_per_partition(records)
@@ -503,10 +507,10 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         if offsets.is_empty() {
             return;
         }
-        if self.commits_tx.try_send(offsets.clone()).is_ok() {
-            debug!(?offsets, "offsets committed");
-            self.committed.extend(offsets);
-        }
+        debug!(?offsets, "offsets committed");
+        self.committed.extend(offsets);
+        // Every partition's offset each time: the slot keeps only the newest.
+        self.commits_tx.send_replace(self.committed.clone());
     }
 
     /// Sends a due heartbeat, then batches while connected and allowed.

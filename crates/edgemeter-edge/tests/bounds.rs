@@ -1,7 +1,7 @@
 //! The edge's bounds, each shown enforced by the real driver (`run_edge`)
 //! over an in-memory bus, real SQLite and an in-process cloud: the bytes
 //! kept of a rejected record, the in-flight window, the request timeout and
-//! the capped backoff against an unreachable broker.
+//! the capped backoff against an unreachable broker, and slow commits.
 //!
 //! Time is tokio's paused clock: timers fire in order and at once, so the
 //! runs are fast and their timings exact.
@@ -280,4 +280,84 @@ async fn an_unreachable_broker_is_polled_with_a_capped_backoff() {
     );
     assert!(gaps.iter().all(|gap| *gap <= BUS_BACKOFF_MAX), "{gaps:?}");
     assert_eq!(gaps.last(), Some(&BUS_BACKOFF_MAX), "{gaps:?}");
+}
+
+/// A bus whose commits take `commit_takes` each, as a slow broker's.
+struct SlowCommitBus {
+    inner: edgemeter_memlog::MemBus,
+    commit_takes: Duration,
+}
+
+impl ReadingsBus for SlowCommitBus {
+    async fn poll(&mut self, records_max: usize) -> Result<Vec<BusRecord>, BusError> {
+        self.inner.poll(records_max).await
+    }
+
+    async fn commit(&mut self, offsets: &BTreeMap<i32, i64>) -> Result<(), BusError> {
+        tokio::time::sleep(self.commit_takes).await;
+        self.inner.commit(offsets).await
+    }
+}
+
+/// Goal: commits slower than the stream hold nothing up (at most one set of
+/// offsets waits for the bus, the newest), and the last one lands: once the
+/// stream is quiet, the group's offsets reach the end of the log. Method:
+/// readings published at ten times real time, each commit taking 5 s.
+#[tokio::test(start_paused = true)]
+async fn slow_commits_hold_nothing_up_and_the_last_one_lands() {
+    let households = households(6, 10);
+    let expected = oracle_windows(&households).len();
+    let log = SharedLog::new(MemLog::new(3, 1_000_000));
+    let readings = edgemeter_data::csv::merged_readings(&households);
+    let publisher = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let first_ms = readings[0].ts_ms;
+            for reading in readings {
+                let due = Duration::from_millis((reading.ts_ms - first_ms) as u64 / 10);
+                tokio::time::sleep_until(start + due).await;
+                log.append(reading.node_id.as_bytes(), reading.encode())
+                    .unwrap();
+            }
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edge.db");
+    let edge = tokio::spawn(run_edge(
+        config(),
+        SlowCommitBus {
+            inner: log.consumer("edge-bounds"),
+            commit_takes: Duration::from_secs(5),
+        },
+        CountingLink::new(&cloud(), Duration::ZERO, 0),
+        SqliteOutbox::open(&db).unwrap(),
+        SystemClock,
+        Arc::new(EdgeMonitor::new()),
+        std::future::pending(),
+    ));
+    publisher.await.unwrap();
+    wait_until_all_acked(&db, expected).await;
+    let offsets = |log: &MemLog| -> Vec<(i64, i64)> {
+        (0..3)
+            .map(|partition| {
+                (
+                    log.committed("edge-bounds", partition),
+                    log.end_offset(partition),
+                )
+            })
+            .collect()
+    };
+    for _ in 0..600 {
+        if log.with(|log| offsets(log).iter().all(|(done, end)| done == end)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = log.with(|log| offsets(log));
+    assert!(
+        last.iter().all(|(done, end)| done == end),
+        "the last commit never landed: (committed, end) per partition {last:?}"
+    );
+    edge.abort();
 }
