@@ -6,6 +6,8 @@
 //! Time is tokio's paused clock: timers fire in order and at once, so the
 //! runs are fast and their timings exact.
 
+mod common;
+
 use edgemeter_cloud::{Cloud, CloudConfig, MemoryCache};
 use edgemeter_data::{oracle_windows, Household};
 use edgemeter_edge::edge::REJECTED_BYTES_MAX;
@@ -308,20 +310,7 @@ async fn slow_commits_hold_nothing_up_and_the_last_one_lands() {
     let households = households(6, 10);
     let expected = oracle_windows(&households).len();
     let log = SharedLog::new(MemLog::new(3, 1_000_000));
-    let readings = edgemeter_data::csv::merged_readings(&households);
-    let publisher = {
-        let log = log.clone();
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
-            let first_ms = readings[0].ts_ms;
-            for reading in readings {
-                let due = Duration::from_millis((reading.ts_ms - first_ms) as u64 / 10);
-                tokio::time::sleep_until(start + due).await;
-                log.append(reading.node_id.as_bytes(), reading.encode())
-                    .unwrap();
-            }
-        })
-    };
+    let publisher = common::spawn_paced_publisher(&log, &households, 10);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("edge.db");
     let edge = tokio::spawn(run_edge(

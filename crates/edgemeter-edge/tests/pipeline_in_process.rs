@@ -5,6 +5,8 @@
 //!
 //! Time is tokio's paused clock, so the run is fast and the same each time.
 
+mod common;
+
 use edgemeter_cloud::{Cloud, CloudConfig, MemoryCache};
 use edgemeter_data::{oracle_windows, Household, OracleWindow};
 use edgemeter_edge::{run_edge, Channel, CloudLink, EdgeConfig, EdgeMonitor, LinkError, Outbox};
@@ -327,20 +329,7 @@ async fn a_full_disk_pauses_consumption_and_loses_nothing() {
 async fn closed_windows_are_stored_in_few_bounded_transactions() {
     let (households, oracle) = data_slice(10, 6);
     let log = SharedLog::new(MemLog::new(3, 1_000_000));
-    let readings = edgemeter_data::csv::merged_readings(&households);
-    let publisher = {
-        let log = log.clone();
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
-            let first_ms = readings[0].ts_ms;
-            for reading in readings {
-                let due = Duration::from_millis((reading.ts_ms - first_ms) as u64 / 10);
-                tokio::time::sleep_until(start + due).await;
-                log.append(reading.node_id.as_bytes(), reading.encode())
-                    .unwrap();
-            }
-        })
-    };
+    let publisher = common::spawn_paced_publisher(&log, &households, 10);
     let cloud = Arc::new(Cloud::new(
         CloudConfig::default(),
         MemoryCache::new(),

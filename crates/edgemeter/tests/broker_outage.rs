@@ -84,16 +84,8 @@ fn the_edge_ships_through_a_broker_outage_and_resumes_consuming() {
         Duration::from_secs(120),
         || edge_status(&cluster.db)["edge"]["readings"].as_u64() > Some(readings_before),
     );
-    wait_until(
-        "every window acknowledged",
-        Duration::from_secs(300),
-        || {
-            let status = edge_status(&cluster.db);
-            status["acked"].as_u64() == Some(oracle.len() as u64)
-                && status["queued"] == 0
-                && status["sent"] == 0
-        },
-    );
+    // assert_end_state then checks every row is at flag 2, none left over.
+    cluster.wait_for_acked(oracle.len() as u64, Duration::from_secs(300));
     assert!(households.wait_exit(Duration::from_secs(120)).success());
     assert_end_state(&cluster, &oracle);
 }

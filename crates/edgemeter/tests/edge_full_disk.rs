@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::cluster::{self, assert_end_state, Cluster, EDGE_ID};
+use common::cluster::{self, assert_end_state, Cluster};
 use common::{edge_status, try_edge_status, tuples_in, wait_until, Process};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -21,28 +21,8 @@ use std::time::Duration;
 
 /// Starts `edgemeter edge` as [`Cluster::edge`] does, with SIGXFSZ ignored.
 fn edge_that_survives_file_limits(cluster: &Cluster) -> Process {
-    let (heartbeat, data) = (
-        cluster.heartbeat_port.to_string(),
-        cluster.data_port.to_string(),
-    );
-    let key = cluster.dir.path().join("edge.key");
-    let args = [
-        "edge",
-        "--kafka",
-        &cluster.tansu.address(),
-        "--cloud",
-        "127.0.0.1",
-        "--heartbeat-port",
-        &heartbeat,
-        "--data-port",
-        &data,
-        "--db",
-        cluster.db.to_str().expect("UTF-8 path"),
-        "--edge-id",
-        EDGE_ID,
-        "--key-file",
-        key.to_str().expect("UTF-8 path"),
-    ];
+    let args = cluster.edge_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Process::spawn_with(
         "edge",
         std::path::Path::new(env!("CARGO_BIN_EXE_edgemeter")),
@@ -134,16 +114,8 @@ fn a_full_disk_pauses_consumption_status_says_so_and_nothing_is_lost() {
         Duration::from_secs(60),
         || edge_status(&cluster.db)["edge"]["consuming"] == true,
     );
-    wait_until(
-        "every window acknowledged",
-        Duration::from_secs(300),
-        || {
-            let status = edge_status(&cluster.db);
-            status["acked"].as_u64() == Some(oracle.len() as u64)
-                && status["queued"] == 0
-                && status["sent"] == 0
-        },
-    );
+    // assert_end_state then checks every row is at flag 2, none left over.
+    cluster.wait_for_acked(oracle.len() as u64, Duration::from_secs(300));
     assert!(households.wait_exit(Duration::from_secs(120)).success());
     assert_end_state(&cluster, &oracle);
     let log = std::fs::read_to_string(&edge.log).expect("the edge's log");

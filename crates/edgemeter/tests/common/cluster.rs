@@ -75,27 +75,33 @@ impl Cluster {
     }
 
     pub fn edge(&self) -> Process {
-        let (heartbeat, data) = (self.heartbeat_port.to_string(), self.data_port.to_string());
-        let db = self.db.to_str().expect("UTF-8 path");
+        let args = self.edge_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Process::edgemeter("edge", &args, self.dir.path())
+    }
+
+    /// The arguments of `edgemeter edge` for this cluster.
+    pub fn edge_args(&self) -> Vec<String> {
         let key = self.dir.path().join("edge.key");
-        let args = [
+        [
             "edge",
             "--kafka",
             &self.tansu.address(),
             "--cloud",
             "127.0.0.1",
             "--heartbeat-port",
-            &heartbeat,
+            &self.heartbeat_port.to_string(),
             "--data-port",
-            &data,
+            &self.data_port.to_string(),
             "--db",
-            db,
+            self.db.to_str().expect("UTF-8 path"),
             "--edge-id",
             EDGE_ID,
             "--key-file",
             key.to_str().expect("UTF-8 path"),
-        ];
-        Process::edgemeter("edge", &args, self.dir.path())
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 
     pub fn households(&self, speed: &str) -> Process {
