@@ -40,6 +40,24 @@ pub const SCAN_ROUNDS_MAX: usize = 10 * CLOUD_KEYS_MAX / SCAN_COUNT;
 /// Keys per MGET.
 pub const FETCH_BATCH_KEYS: usize = 500;
 
+/// How far the walk of Redis may go. The checker uses the default,
+/// [`CLOUD_KEYS_MAX`] and [`SCAN_ROUNDS_MAX`]; a test passes small limits,
+/// which a few keys reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanLimits {
+    pub keys_max: usize,
+    pub rounds_max: usize,
+}
+
+impl Default for ScanLimits {
+    fn default() -> ScanLimits {
+        ScanLimits {
+            keys_max: CLOUD_KEYS_MAX,
+            rounds_max: SCAN_ROUNDS_MAX,
+        }
+    }
+}
+
 /// What the checker reads, owned.
 #[derive(Debug)]
 pub struct Gathered {
@@ -73,7 +91,7 @@ pub fn gather(sources: &Sources<'_>) -> Result<Gathered, String> {
         .and_then(|outbox| outbox.all_tuples())
         .map_err(|error| format!("edge db {}: {error}", sources.db.display()))?;
     let writes = write_epochs(sources)?;
-    let (cloud, malformed_keys) = cloud_tuples(sources.redis_url)?;
+    let (cloud, malformed_keys) = cloud_tuples(sources.redis_url, ScanLimits::default())?;
     Ok(Gathered {
         oracle,
         edge_rows,
@@ -118,12 +136,17 @@ fn write_epochs(sources: &Sources<'_>) -> Result<WriteLog, String> {
     Ok(writes)
 }
 
-/// Every tuple in Redis, and the keys that do not hold one.
-fn cloud_tuples(url: &str) -> Result<(Vec<CloudTuple>, Vec<String>), String> {
+/// Every tuple in Redis, and the keys that do not hold one; an error if
+/// the walk would pass `limits`.
+pub fn cloud_tuples(
+    url: &str,
+    limits: ScanLimits,
+) -> Result<(Vec<CloudTuple>, Vec<String>), String> {
     let failed = |error: redis::RedisError| format!("redis {url}: {error}");
     let client = redis::Client::open(url).map_err(failed)?;
     let mut connection = client.get_connection().map_err(failed)?;
-    let keys = scan_keys(&mut connection).map_err(failed)?;
+    let keys =
+        scan_keys(&mut connection, limits).map_err(|error| format!("redis {url}: {error}"))?;
     let keys: Vec<String> = keys.into_iter().collect();
     let mut tuples = Vec::with_capacity(keys.len());
     let mut malformed = Vec::new();
@@ -145,33 +168,37 @@ fn cloud_tuples(url: &str) -> Result<(Vec<CloudTuple>, Vec<String>), String> {
 
 /// SCAN MATCH/COUNT until the cursor returns to 0. SCAN may return a key
 /// twice; the set keeps it once, so a repeat is never a duplicate tuple.
-fn scan_keys(connection: &mut redis::Connection) -> redis::RedisResult<BTreeSet<String>> {
+fn scan_keys(
+    connection: &mut redis::Connection,
+    limits: ScanLimits,
+) -> Result<BTreeSet<String>, String> {
     let mut keys = BTreeSet::new();
     let mut cursor: u64 = 0;
-    for _ in 0..SCAN_ROUNDS_MAX {
+    for _ in 0..limits.rounds_max {
         let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(TUPLE_PATTERN)
             .arg("COUNT")
             .arg(SCAN_COUNT)
-            .query(connection)?;
+            .query(connection)
+            .map_err(|error| error.to_string())?;
         keys.extend(batch);
-        if keys.len() > CLOUD_KEYS_MAX {
-            return Err(too_many("more tuple keys than CLOUD_KEYS_MAX"));
+        if keys.len() > limits.keys_max {
+            return Err(format!(
+                "more tuple keys than {}, the checker's limit",
+                limits.keys_max
+            ));
         }
         if next == 0 {
             return Ok(keys);
         }
         cursor = next;
     }
-    Err(too_many(
-        "SCAN did not finish within SCAN_ROUNDS_MAX rounds",
+    Err(format!(
+        "SCAN did not finish within {} rounds, the checker's limit",
+        limits.rounds_max
     ))
-}
-
-fn too_many(what: &'static str) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Client, what))
 }
 
 /// The cloud's stored value (`CloudTuple::stored_value`), read back;

@@ -184,7 +184,8 @@ async fn serve_control(stream: TcpStream, state: &watch::Sender<LinkState>) {
         match (&mut reader).take(limit).read_line(&mut line).await {
             Ok(0) | Err(_) => return,
             Ok(count) if count > CONTROL_LINE_BYTES_MAX => {
-                let _ = writer.write_all(b"error: line too long\n").await;
+                let refusal = format!("error: line longer than {CONTROL_LINE_BYTES_MAX} bytes\n");
+                let _ = writer.write_all(refusal.as_bytes()).await;
                 return;
             }
             Ok(_) => {}

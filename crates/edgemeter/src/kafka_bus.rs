@@ -25,7 +25,7 @@
 //! later are read too.
 
 use edgemeter_edge::{BusError, BusRecord, ReadingsBus};
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -285,16 +285,18 @@ impl KafkaBus {
 }
 
 /// Reads past the errors already queued after `first`: the first record
-/// behind them, or the newest error when only errors were queued.
-fn skip_stale_errors(
-    stream: &mut rdkafka::consumer::MessageStream<'_, rdkafka::consumer::DefaultConsumerContext>,
-    first: rdkafka::error::KafkaError,
-) -> Result<BusRecord, BusError> {
+/// behind them, or the newest error when only errors were queued. Generic
+/// over the stream so that a test can queue more errors than the limit
+/// without a broker.
+fn skip_stale_errors<T, E: fmt::Display>(
+    stream: &mut (impl Stream<Item = Result<T, E>> + Unpin),
+    first: E,
+) -> Result<T, BusError> {
     let mut newest = first;
     for _ in 0..STALE_ERRORS_MAX {
         match stream.next().now_or_never() {
             Some(Some(Err(error))) => newest = error,
-            Some(Some(Ok(message))) => return Ok(bus_record(&message)),
+            Some(Some(Ok(record))) => return Ok(record),
             Some(None) | None => break,
         }
     }
@@ -315,7 +317,7 @@ impl ReadingsBus for KafkaBus {
             }
             Ok(Some(Err(error))) => {
                 self.broker_down = true;
-                skip_stale_errors(&mut stream, error)?
+                skip_stale_errors(&mut stream, error).map(|message| bus_record(&message))?
             }
             Ok(Some(Ok(message))) => bus_record(&message),
         };
@@ -349,5 +351,57 @@ impl ReadingsBus for KafkaBus {
         self.consumer
             .commit(&list, CommitMode::Async)
             .map_err(|error| BusError::Unavailable(error.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+
+    /// Errors `1..=errors`, then a record, then one more error: what a
+    /// consumer's stream holds after an outage with a record at its end.
+    fn queued(errors: usize) -> impl Stream<Item = Result<&'static str, String>> + Unpin {
+        let errors = (1..=errors).map(|number| Err(format!("error {number}")));
+        stream::iter(errors.chain([Ok("record"), Err("after".to_owned())]))
+    }
+
+    fn left_in(stream: impl Stream<Item = Result<&'static str, String>> + Unpin) -> usize {
+        stream
+            .count()
+            .now_or_never()
+            .expect("the stream is always ready")
+    }
+
+    /// Goal: a poll that meets an error reads at most `STALE_ERRORS_MAX`
+    /// more queued items, then returns, however many errors are queued.
+    /// Method: a record just within the limit is reached; one just past it
+    /// is left for the next poll, with the newest error read returned.
+    #[test]
+    fn stale_errors_are_read_up_to_their_limit_then_the_poll_returns() {
+        let mut within = queued(STALE_ERRORS_MAX - 1);
+        let found = skip_stale_errors(&mut within, "error 0".to_owned());
+        assert_eq!(found, Ok("record"));
+        assert_eq!(left_in(within), 1, "nothing after the record is read");
+
+        let mut past = queued(STALE_ERRORS_MAX);
+        let found = skip_stale_errors(&mut past, "error 0".to_owned());
+        assert_eq!(
+            found,
+            Err(BusError::Unavailable(format!("error {STALE_ERRORS_MAX}")))
+        );
+        assert_eq!(left_in(past), 2, "the record waits for the next poll");
+    }
+
+    /// Goal: an empty or not-yet-ready queue ends the skip at once, with
+    /// the error the poll met.
+    #[test]
+    fn with_nothing_queued_the_first_error_is_returned() {
+        let mut pending = stream::pending::<Result<&'static str, String>>();
+        let found = skip_stale_errors(&mut pending, "first".to_owned());
+        assert_eq!(found, Err(BusError::Unavailable("first".to_owned())));
+        let mut ended = stream::empty::<Result<&'static str, String>>();
+        let found = skip_stale_errors(&mut ended, "first".to_owned());
+        assert_eq!(found, Err(BusError::Unavailable("first".to_owned())));
     }
 }

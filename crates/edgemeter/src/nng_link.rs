@@ -19,7 +19,7 @@ use edgemeter_edge::{Channel, CloudLink, LinkError};
 use edgemeter_wire::FRAME_BYTES_MAX;
 use nng::options::protocol::reqrep::ResendTime;
 use nng::options::{Options, ReconnectMaxTime, ReconnectMinTime, RecvMaxSize};
-use nng::{Aio, AioResult, Context, Message, Protocol, Socket};
+use nng::{Aio, AioResult, Context, Dialer, Message, Protocol, Socket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, Semaphore};
@@ -39,7 +39,9 @@ pub const RESEND_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The longest one send or receive of a request may take before NNG aborts
 /// it. The edge wraps every request in its own, shorter timeout; this is the
-/// backstop that frees the context if a caller stops waiting early.
+/// backstop that frees the context if a caller stops waiting early, and
+/// ends a request that a caller without a timeout of its own would wait on
+/// for ever.
 pub const AIO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a context's callback delivers the outcome of the current request.
@@ -63,9 +65,24 @@ pub struct NngLink {
 impl NngLink {
     /// Dials the cloud's two sockets without waiting for it to answer.
     pub fn dial(host: &str, heartbeat_port: u16, data_port: u16) -> Result<NngLink, NngSetupError> {
+        NngLink::dial_with_backstop(host, heartbeat_port, data_port, AIO_TIMEOUT)
+    }
+
+    /// As [`NngLink::dial`], with `aio_timeout` in place of [`AIO_TIMEOUT`]:
+    /// a test of the backstop cannot wait 30 s for it.
+    pub fn dial_with_backstop(
+        host: &str,
+        heartbeat_port: u16,
+        data_port: u16,
+        aio_timeout: Duration,
+    ) -> Result<NngLink, NngSetupError> {
+        assert!(
+            !aio_timeout.is_zero(),
+            "a zero backstop fails every request"
+        );
         Ok(NngLink {
-            heartbeat: RequestSocket::dial(&tcp_url(host, heartbeat_port))?,
-            data: RequestSocket::dial(&tcp_url(host, data_port))?,
+            heartbeat: RequestSocket::dial(&tcp_url(host, heartbeat_port), aio_timeout)?,
+            data: RequestSocket::dial(&tcp_url(host, data_port), aio_timeout)?,
         })
     }
 
@@ -87,6 +104,8 @@ impl CloudLink for NngLink {
 struct RequestSocket {
     socket: Socket,
     url: String,
+    /// [`AIO_TIMEOUT`] outside tests; set on every context's `Aio`.
+    aio_timeout: Duration,
     /// One permit per context that may exist; a request holds one until its
     /// reply arrives or it is abandoned.
     permits: Arc<Semaphore>,
@@ -102,28 +121,12 @@ struct Slot {
 }
 
 impl RequestSocket {
-    fn dial(url: &str) -> Result<RequestSocket, NngSetupError> {
-        let socket =
-            Socket::new(Protocol::Req0).map_err(|error| NngSetupError::new(url, "open", error))?;
-        let configure = |error| NngSetupError::new(url, "configure", error);
-        socket
-            .set_opt::<ResendTime>(Some(RESEND_INTERVAL))
-            .map_err(configure)?;
-        socket
-            .set_opt::<RecvMaxSize>(MESSAGE_BYTES_MAX)
-            .map_err(configure)?;
-        socket
-            .set_opt::<ReconnectMinTime>(Some(RECONNECT_DELAY_MIN))
-            .map_err(configure)?;
-        socket
-            .set_opt::<ReconnectMaxTime>(Some(RECONNECT_DELAY_MAX))
-            .map_err(configure)?;
-        socket
-            .dial_async(url)
-            .map_err(|error| NngSetupError::new(url, "dial", error))?;
+    fn dial(url: &str, aio_timeout: Duration) -> Result<RequestSocket, NngSetupError> {
+        let (socket, _dialer) = dial_socket(url)?;
         Ok(RequestSocket {
             socket,
             url: url.to_owned(),
+            aio_timeout,
             permits: Arc::new(Semaphore::new(INFLIGHT_CONTEXTS_MAX)),
             idle: Mutex::new(Vec::with_capacity(INFLIGHT_CONTEXTS_MAX)),
         })
@@ -180,7 +183,7 @@ impl RequestSocket {
         if let Some(slot) = self.idle.lock().expect("idle lock").pop() {
             return Ok(slot);
         }
-        Slot::new(&self.socket).map_err(|error| self.link_error(error))
+        Slot::new(&self.socket, self.aio_timeout).map_err(|error| self.link_error(error))
     }
 
     fn checkin(&self, slot: Slot) {
@@ -200,6 +203,31 @@ impl RequestSocket {
     }
 }
 
+/// A REQ socket with our options, dialing `url` without waiting for it.
+fn dial_socket(url: &str) -> Result<(Socket, Dialer), NngSetupError> {
+    let socket =
+        Socket::new(Protocol::Req0).map_err(|error| NngSetupError::new(url, "open", error))?;
+    let configure = |error| NngSetupError::new(url, "configure", error);
+    socket
+        .set_opt::<ResendTime>(Some(RESEND_INTERVAL))
+        .map_err(configure)?;
+    socket
+        .set_opt::<RecvMaxSize>(MESSAGE_BYTES_MAX)
+        .map_err(configure)?;
+    socket
+        .set_opt::<ReconnectMinTime>(Some(RECONNECT_DELAY_MIN))
+        .map_err(configure)?;
+    socket
+        .set_opt::<ReconnectMaxTime>(Some(RECONNECT_DELAY_MAX))
+        .map_err(configure)?;
+    // Non-blocking, as `Socket::dial_async`, but with the dialer's
+    // handle: the socket does not report its reconnect options, the
+    // dialer that took them over does.
+    let dialer =
+        Dialer::new(&socket, url, true).map_err(|error| NngSetupError::new(url, "dial", error))?;
+    Ok((socket, dialer))
+}
+
 impl Drop for RequestSocket {
     fn drop(&mut self) {
         // Every slot is idle by now (a request borrows the socket), so
@@ -209,7 +237,7 @@ impl Drop for RequestSocket {
 }
 
 impl Slot {
-    fn new(socket: &Socket) -> Result<Slot, nng::Error> {
+    fn new(socket: &Socket, aio_timeout: Duration) -> Result<Slot, nng::Error> {
         let context = Context::new(socket)?;
         let reply: ReplyCell = Arc::new(Mutex::new(ReplyState::default()));
         let callback_context = context.clone();
@@ -217,7 +245,7 @@ impl Slot {
         let aio = Aio::new(move |aio, result| {
             on_event(&aio, &callback_context, &callback_reply, result)
         })?;
-        aio.set_timeout(Some(AIO_TIMEOUT))?;
+        aio.set_timeout(Some(aio_timeout))?;
         Ok(Slot {
             context,
             aio,
@@ -285,5 +313,42 @@ impl Drop for InFlight<'_> {
         // starts nothing new for an abandoned request: microseconds.
         slot.aio.wait();
         self.socket.checkin(slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: the dialer NNG redials with carries our reconnect bounds, not
+    /// NNG's defaults (no growth at all), and the link's backstop is
+    /// `AIO_TIMEOUT`. Method: dial a port where nothing listens and read
+    /// the options back from the dialer, which takes them over from its
+    /// socket.
+    #[test]
+    fn dialed_sockets_carry_the_redial_bounds_and_the_backstop() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap()
+            .port();
+        let (socket, dialer) = dial_socket(&tcp_url("127.0.0.1", port)).unwrap();
+        assert_eq!(
+            dialer.get_opt::<ReconnectMaxTime>().unwrap(),
+            Some(RECONNECT_DELAY_MAX)
+        );
+        assert_eq!(
+            dialer.get_opt::<ReconnectMinTime>().unwrap(),
+            Some(RECONNECT_DELAY_MIN)
+        );
+        assert_eq!(dialer.get_opt::<RecvMaxSize>().unwrap(), MESSAGE_BYTES_MAX);
+        assert_eq!(
+            socket.get_opt::<ResendTime>().unwrap(),
+            Some(RESEND_INTERVAL)
+        );
+        socket.close();
+
+        let link = NngLink::dial("127.0.0.1", port, port).unwrap();
+        assert_eq!(link.heartbeat.aio_timeout, AIO_TIMEOUT);
+        assert_eq!(link.data.aio_timeout, AIO_TIMEOUT);
     }
 }

@@ -52,12 +52,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a command may wait for its response once sent.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Reconnection attempts per broken connection before the manager reports
-/// the error; the cloud's callers retry on their own schedule after that.
-const RECONNECT_ATTEMPTS_MAX: usize = 2;
+/// Retries of a failed reconnection: a broken connection is dialled at most
+/// `1 + RECONNECT_ATTEMPTS_MAX` times before the manager reports the error;
+/// the cloud's callers retry on their own schedule after that.
+pub const RECONNECT_ATTEMPTS_MAX: usize = 2;
 
 /// The longest pause between two reconnection attempts.
-const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
+pub const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
 
 /// Arguments per tuple in the script's arguments.
 const TUPLE_ARGS: usize = 4;
@@ -176,12 +177,7 @@ impl RedisCache {
             reason,
         };
         let client = redis::Client::open(url).map_err(|error| setup_error(error.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(RECONNECT_ATTEMPTS_MAX)
-            .set_max_delay(RECONNECT_DELAY_MAX);
-        let connecting = ConnectionManager::new_with_config(client, config);
+        let connecting = ConnectionManager::new_with_config(client, manager_config());
         let connection = tokio::time::timeout(CALL_TIMEOUT, connecting)
             .await
             .map_err(|_| setup_error(format!("no answer within {CALL_TIMEOUT:?}")))?
@@ -232,6 +228,15 @@ impl RedisCache {
     fn key(suffix: &str) -> String {
         format!("{KEY_PREFIX}{suffix}")
     }
+}
+
+/// The connection manager's timeouts and reconnection bounds.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(RECONNECT_ATTEMPTS_MAX)
+        .set_max_delay(RECONNECT_DELAY_MAX)
 }
 
 fn state_key(state: GermanState) -> String {
@@ -416,3 +421,22 @@ impl Cache for RedisCache {
 const _: () = assert!(RECENT_TUPLES_MAX > 0);
 const _: () =
     assert!((TUPLE_ARGS + GROUP_ARGS) * edgemeter_wire::batch::BATCH_TUPLES_MAX < 1_000_000);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: the manager is built with our reconnection bounds, not the
+    /// client's defaults (6 retries, no cap on the delay). The attempts
+    /// are also counted against a Redis that breaks connections, in
+    /// `tests/redis_cache.rs`; the delay cap is checked only here, since a
+    /// test that timed the pauses would depend on the machine's speed.
+    #[test]
+    fn the_manager_reconnects_within_its_bounds() {
+        let config = manager_config();
+        assert_eq!(config.number_of_retries(), RECONNECT_ATTEMPTS_MAX);
+        assert_eq!(config.max_delay(), Some(RECONNECT_DELAY_MAX));
+        assert_eq!(config.connection_timeout(), Some(CONNECT_TIMEOUT));
+        assert_eq!(config.response_timeout(), Some(RESPONSE_TIMEOUT));
+    }
+}

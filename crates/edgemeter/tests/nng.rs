@@ -1,7 +1,8 @@
 //! The NNG link and server against each other on loopback, in process,
 //! with stub handlers: round trips on both sockets, many requests in
 //! flight and their bounds, a cloud that is down or comes up late,
-//! oversized requests and replies, resends, and a handler that panics.
+//! oversized requests and replies, resends, a handler that panics, and a
+//! cloud that never replies.
 
 use edgemeter::nng_link::{NngLink, RESEND_INTERVAL};
 use edgemeter::nng_server::{NngServer, RequestHandler, SERVER_CONTEXTS_MAX};
@@ -304,6 +305,43 @@ async fn an_unanswered_request_is_resent_after_the_resend_interval() {
         handler.slow_calls.load(Ordering::SeqCst),
         2,
         "the reply came before the first copy was answered, from the resend"
+    );
+}
+
+/// Goal: a request that nothing ever answers ends with a timeout from the
+/// link itself (the `AIO_TIMEOUT` backstop), even for a caller that sets
+/// no timeout of its own. Method: a REP socket that takes the request and
+/// never replies, and a link whose backstop is one second instead of 30;
+/// the test's own deadline only turns a hang into a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_request_ends_at_the_links_backstop() {
+    use nng::options::{Options, RecvTimeout};
+    let data_port = free_port();
+    let silent = nng::Socket::new(nng::Protocol::Rep0).unwrap();
+    silent
+        .set_opt::<RecvTimeout>(Some(Duration::from_secs(10)))
+        .unwrap();
+    silent
+        .listen(&format!("tcp://127.0.0.1:{data_port}"))
+        .unwrap();
+    let received = tokio::task::spawn_blocking(move || {
+        let request = silent.recv().map(|message| message.as_slice().to_vec());
+        (request, silent)
+    });
+    let backstop = Duration::from_secs(1);
+    let link = NngLink::dial_with_backstop("127.0.0.1", free_port(), data_port, backstop).unwrap();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        link.request(Channel::Data, b"never answered".to_vec()),
+    )
+    .await
+    .expect("the link's backstop ends the request on its own");
+    assert_eq!(outcome, Err(LinkError::Timeout));
+    let (request, _silent) = received.await.unwrap();
+    assert_eq!(
+        request.expect("the silent server took the request"),
+        b"never answered",
+        "the request was sent and went unanswered"
     );
 }
 

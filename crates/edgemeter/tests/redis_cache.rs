@@ -1,15 +1,24 @@
 //! `RedisCache` against a real redis-server: one entry and one count per
 //! tuple however often it is stored, totals kept incrementally, readers
 //! that see what was written, and a Redis that is down reported quickly.
+//! Against a stand-in that breaks every connection: reconnection attempts
+//! stop at their bound.
 
 mod common;
 
 use common::RedisServer;
-use edgemeter::redis_cache::{RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX};
+use edgemeter::redis_cache::{
+    RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX, RECONNECT_ATTEMPTS_MAX, RECONNECT_DELAY_MAX,
+};
 use edgemeter_cloud::{
     postal_code_for, state_of, tuple_key, Cache, CacheError, CloudTuple, GermanState,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 fn tuple(edge_id: &str, node_id: &str, window_start_ms: i64, average_w: f64) -> CloudTuple {
     let postal_code = postal_code_for(node_id);
@@ -234,4 +243,124 @@ async fn a_full_batch_is_one_script_call() {
         totals.iter().map(|state| state.tuples).sum::<u64>(),
         full as u64
     );
+}
+
+/// A stand-in for Redis that counts the connections made to it. Until it
+/// is broken it answers every command, `+PONG` to PING and `+OK` to the
+/// rest (enough for the client's set-up and a PING); once broken it closes
+/// its live connections, and every new one as soon as it is accepted.
+struct BreakingRedis {
+    url: String,
+    connections: Arc<AtomicUsize>,
+    broken: watch::Sender<bool>,
+}
+
+impl BreakingRedis {
+    async fn start() -> BreakingRedis {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (broken, state) = watch::channel(false);
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                if !*state.borrow() {
+                    tokio::spawn(answer(stream, state.clone()));
+                }
+            }
+        });
+        BreakingRedis {
+            url,
+            connections,
+            broken,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Answers commands until the client closes or the stand-in is broken.
+async fn answer(stream: TcpStream, mut broken: watch::Receiver<bool>) {
+    let mut stream = BufReader::new(stream);
+    loop {
+        let command = tokio::select! {
+            command = read_command(&mut stream) => command,
+            _ = broken.wait_for(|is_broken| *is_broken) => None,
+        };
+        let Some(name) = command else {
+            return;
+        };
+        let reply: &[u8] = if name.eq_ignore_ascii_case(b"PING") {
+            b"+PONG\r\n"
+        } else {
+            b"+OK\r\n"
+        };
+        if stream.get_mut().write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one command, an array of bulk strings, and returns its name;
+/// `None` at the end of the stream or on anything else.
+async fn read_command(stream: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let count = read_header(stream, '*').await?;
+    let mut name = None;
+    for _ in 0..count {
+        let length = read_header(stream, '$').await?;
+        let mut argument = vec![0; length + 2];
+        stream.read_exact(&mut argument).await.ok()?;
+        argument.truncate(length);
+        name.get_or_insert(argument);
+    }
+    name
+}
+
+async fn read_header(stream: &mut BufReader<TcpStream>, kind: char) -> Option<usize> {
+    let mut line = String::new();
+    stream.read_line(&mut line).await.ok()?;
+    line.strip_prefix(kind)?.trim_end().parse().ok()
+}
+
+/// Goal: a broken connection is dialled at most `1 +
+/// RECONNECT_ATTEMPTS_MAX` times before the failure is reported, not
+/// without end (nor the client's default seven times). Method: a stand-in
+/// Redis that counts connections breaks them all; each failing call then
+/// starts one round of dials, which must stop at the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_connection_is_redialled_at_most_its_attempts() {
+    let redis = BreakingRedis::start().await;
+    let cache = RedisCache::connect(&redis.url).await.unwrap();
+    assert_eq!(redis.connections(), 1);
+    redis.broken.send_replace(true);
+    let round = 1 + RECONNECT_ATTEMPTS_MAX;
+    // Pauses between dials are at most RECONNECT_DELAY_MAX plus as much
+    // jitter: a dial past the bound would come well within this.
+    let quiet = 6 * RECONNECT_DELAY_MAX;
+    for calls in 1..=2 {
+        let error = tokio::time::timeout(CALL_TIMEOUT * 4, cache.ping())
+            .await
+            .expect("a call against a broken Redis gives up on its own")
+            .unwrap_err();
+        assert!(matches!(error, CacheError::Unavailable(_)), "{error:?}");
+        let expected = 1 + calls * round;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while redis.connections() < expected {
+            assert!(
+                Instant::now() < deadline,
+                "only {} connections after call {calls}; {expected} expected",
+                redis.connections()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(quiet).await;
+        assert_eq!(
+            redis.connections(),
+            expected,
+            "dials after call {calls}: at most {round} per broken connection"
+        );
+    }
 }
