@@ -18,7 +18,12 @@ fn ask(port: u16, request: &[u8]) -> Vec<u8> {
     socket
         .set_opt::<SendTimeout>(Some(Duration::from_secs(10)))
         .unwrap();
-    socket.dial(&format!("tcp://127.0.0.1:{port}")).unwrap();
+    // Dialled in the background, as the original's edge does: a cloud that
+    // is still coming up is redialled until the send timeout, where a
+    // synchronous dial fails at once on a refused connection.
+    socket
+        .dial_async(&format!("tcp://127.0.0.1:{port}"))
+        .unwrap();
     socket.send(request).map_err(|(_, error)| error).unwrap();
     socket
         .recv()
@@ -61,7 +66,9 @@ fn start_cloud(redis: &RedisServer, dir: &std::path::Path) -> (Process, u16, u16
         dir,
     );
     common::wait_until("the cloud to listen", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", data_port)).is_ok()
+        [heartbeat_port, data_port]
+            .iter()
+            .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
     });
     (cloud, heartbeat_port, data_port)
 }
