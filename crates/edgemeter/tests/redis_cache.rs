@@ -59,10 +59,12 @@ async fn storing_is_idempotent_and_totals_count_each_tuple_once() {
     assert_eq!((again.inserted, again.existing), (0, 100));
     let mut overlapping = batch[90..].to_vec();
     overlapping.push(tuple("edge-a", "house-0", 100 * 5_000, 7.0));
+    // The same tuple twice in one batch is stored once, the first copy.
+    overlapping.push(tuple("edge-a", "house-0", 100 * 5_000, 8.0));
     // The same household and window from another edge is another tuple.
     overlapping.push(tuple("edge-b", "house-0", 0, 9.0));
     let third = cache.store(&overlapping).await.unwrap();
-    assert_eq!((third.inserted, third.existing), (2, 10));
+    assert_eq!((third.inserted, third.existing), (2, 11));
 
     let totals = cache.state_totals().await.unwrap();
     assert_eq!(totals.len(), GermanState::ALL.len());
@@ -93,6 +95,13 @@ async fn storing_is_idempotent_and_totals_count_each_tuple_once() {
         .unwrap();
     let stored = CloudTuple::from_stored_value(batch[3].key.clone(), &value).unwrap();
     assert_eq!(stored, batch[3], "one GET shows the whole tuple");
+    let first_copy = &overlapping[10];
+    let value: Vec<u8> = redis::cmd("GET")
+        .arg(format!("em:{}", first_copy.key))
+        .query(&mut connection)
+        .unwrap();
+    let stored = CloudTuple::from_stored_value(first_copy.key.clone(), &value).unwrap();
+    assert_eq!(stored.average_w, 7.0, "a batch's second copy is not written");
 }
 
 /// Goal: a fresh Redis reads as empty, not as an error.
