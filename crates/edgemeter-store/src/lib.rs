@@ -157,6 +157,18 @@ impl SqliteOutbox {
             .map_err(unavailable)
     }
 
+    /// How many tuples are not yet acknowledged (flag 0 or 1). Reads only the
+    /// partial index of unacknowledged rows, so it costs what is pending,
+    /// not the table: for loops that wait for a backlog to drain, where
+    /// [`Outbox::status`], which counts every row, would compete with the
+    /// edge for the CPU.
+    pub fn unacked_count(&self) -> Result<u64, StoreError> {
+        self.connection
+            .prepare_cached("SELECT COUNT(*) FROM power_averages WHERE sent < 2")
+            .and_then(|mut count| count.query_row([], |row| row.get(0)))
+            .map_err(unavailable)
+    }
+
     /// Every tuple by id. For tests, tools and the checker: loads the table.
     pub fn all_tuples(&self) -> Result<Vec<StoredTuple>, StoreError> {
         let mut statement = self
@@ -476,6 +488,65 @@ mod tests {
         );
     }
 
+    /// Goal: one batch of acks, in one transaction, gives each tuple its own
+    /// code and sorts every ack right: new, repeated, another code, an
+    /// unknown id, and the same tuple twice. Marking a batch sent leaves an
+    /// acknowledged tuple at flag 2. Method: a batch with each case, then
+    /// every row read back.
+    #[test]
+    fn a_batch_of_acks_moves_each_tuple_once_with_its_own_code() {
+        let (_dir, mut outbox) = open();
+        let tuples: Vec<NewTuple> = (0..4).map(|index| tuple("h", index * 5_000, 1.0)).collect();
+        outbox.store_closed(&tuples, &[], 1).unwrap();
+        let ids: Vec<i64> = outbox
+            .unacked_after(0, 10, true)
+            .unwrap()
+            .iter()
+            .map(|tuple| tuple.tuple_id)
+            .collect();
+        let ack = |index: usize, text: &str| Ack {
+            tuple_id: ids[index],
+            postal_code: code(text),
+        };
+        outbox.mark_acked(&[ack(0, "10115")], 2).unwrap();
+        outbox.mark_sent(&ids, 3).unwrap();
+        let outcome = outbox
+            .mark_acked(
+                &[
+                    ack(1, "20095"),
+                    ack(0, "10115"),
+                    ack(2, "80331"),
+                    ack(2, "80331"),
+                    ack(3, "01067"),
+                    ack(0, "50667"),
+                    Ack {
+                        tuple_id: 999,
+                        postal_code: code("01067"),
+                    },
+                ],
+                4,
+            )
+            .unwrap();
+        assert_eq!(
+            (outcome.acked, outcome.repeated, outcome.conflicting),
+            (3, 2, 2)
+        );
+        let codes: Vec<(Option<String>, u8)> = outbox
+            .all_tuples()
+            .unwrap()
+            .into_iter()
+            .map(|tuple| (tuple.postal_code, tuple.sent))
+            .collect();
+        let expected = ["10115", "20095", "80331", "01067"];
+        assert_eq!(
+            codes,
+            expected
+                .iter()
+                .map(|code| (Some(code.to_string()), 2))
+                .collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn rejected_records_are_kept_once() {
         let (_dir, mut outbox) = open();
@@ -607,5 +678,44 @@ mod tests {
                 "flag {flag} was taken"
             );
         }
+    }
+
+    /// Goal: the unacknowledged count agrees with `status` and is answered
+    /// from the partial index, not by reading the table. Method: tuples
+    /// at each flag, the count, and the query plan.
+    #[test]
+    fn the_unacked_count_reads_only_the_pending_rows() {
+        let (_dir, mut outbox) = open();
+        let tuples: Vec<NewTuple> = (0..10)
+            .map(|index| tuple("h", index * 5_000, 1.0))
+            .collect();
+        outbox.store_closed(&tuples, &[], 1).unwrap();
+        let ids: Vec<i64> = outbox
+            .unacked_after(0, 10, true)
+            .unwrap()
+            .iter()
+            .map(|tuple| tuple.tuple_id)
+            .collect();
+        outbox.mark_sent(&ids[..6], 2).unwrap();
+        let acks: Vec<Ack> = ids[..4]
+            .iter()
+            .map(|id| Ack {
+                tuple_id: *id,
+                postal_code: code("01067"),
+            })
+            .collect();
+        outbox.mark_acked(&acks, 3).unwrap();
+        let status = outbox.status().unwrap();
+        assert_eq!((status.queued, status.sent, status.acked), (4, 2, 4));
+        assert_eq!(outbox.unacked_count().unwrap(), 6);
+        let plan: String = outbox
+            .connection
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM power_averages WHERE sent < 2",
+                [],
+                |row| row.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("power_averages_unacked"), "{plan}");
     }
 }

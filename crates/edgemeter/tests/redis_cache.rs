@@ -101,7 +101,10 @@ async fn storing_is_idempotent_and_totals_count_each_tuple_once() {
         .query(&mut connection)
         .unwrap();
     let stored = CloudTuple::from_stored_value(first_copy.key.clone(), &value).unwrap();
-    assert_eq!(stored.average_w, 7.0, "a batch's second copy is not written");
+    assert_eq!(
+        stored.average_w, 7.0,
+        "a batch's second copy is not written"
+    );
 }
 
 /// Goal: a fresh Redis reads as empty, not as an error.
