@@ -60,70 +60,63 @@ pub const RECONNECT_ATTEMPTS_MAX: usize = 2;
 /// The longest pause between two reconnection attempts.
 pub const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
 
-/// Arguments per tuple in the script's arguments: its key and its value.
-const TUPLE_ARGS: usize = 2;
+/// Arguments per tuple in the script's arguments.
+const TUPLE_ARGS: usize = 4;
 
 /// Arguments per group (one household of one edge in one batch).
-const GROUP_ARGS: usize = 6;
+const GROUP_ARGS: usize = 4;
 
 /// Inserts each new tuple and moves the totals for the new ones only.
 /// ARGV: prefix, recent list bound, group count, then per group state,
-/// node id, edge id, latest received ms, tuple count and the sum of its
-/// tuples' averages; then each group's tuples in turn, key and stored
-/// value. Returns the number of tuples inserted.
-///
-/// Everything per household is passed once per group, and a tuple is two
-/// arguments: turning arguments into Lua strings and numbers (`tonumber`
-/// is a `strtod`) was a third of the script's time. The group's sum counts
-/// every tuple; only when some of them were stored before is it summed
-/// again from the new ones' values, in the same order, so the totals are
-/// exactly what adding each new average gives.
+/// node id, edge id and latest received ms; then tuple count, then per
+/// tuple key, stored value, group number (from 1) and average. Passing a
+/// household's fields once per batch rather than once per tuple keeps the
+/// arguments Redis turns into Lua strings, a large part of the script's
+/// time, to four per tuple. Returns the number of tuples inserted.
 const STORE_SCRIPT: &str = r#"
 local prefix = ARGV[1]
 local recent_max = tonumber(ARGV[2])
 local group_count = tonumber(ARGV[3])
-local at = 4 + group_count * 6
+local groups = {}
+for number = 1, group_count do
+  local base = 3 + (number - 1) * 4
+  groups[number] = { state = ARGV[base + 1], node = ARGV[base + 2],
+    edge = ARGV[base + 3], received = tonumber(ARGV[base + 4]), tuples = 0, sum = 0 }
+end
+local first = 4 + group_count * 4
+local count = tonumber(ARGV[first])
 local inserted = 0
 local recent = {}
+for index = 0, count - 1 do
+  local base = first + index * 4
+  if redis.call('SET', prefix .. ARGV[base + 1], ARGV[base + 2], 'NX') then
+    local group = groups[tonumber(ARGV[base + 3])]
+    group.tuples = group.tuples + 1
+    group.sum = group.sum + tonumber(ARGV[base + 4])
+    inserted = inserted + 1
+    recent[inserted] = ARGV[base + 1]
+  end
+end
 local states = {}
 local edges = {}
 for number = 1, group_count do
-  local base = 3 + (number - 1) * 6
-  local count = tonumber(ARGV[base + 5])
-  local fresh = {}
-  for _ = 1, count do
-    if redis.call('SET', prefix .. ARGV[at], ARGV[at + 1], 'NX') then
-      fresh[#fresh + 1] = at + 1
-      inserted = inserted + 1
-      recent[inserted] = ARGV[at]
-    end
-    at = at + 2
-  end
-  if #fresh > 0 then
-    local sum = tonumber(ARGV[base + 6])
-    if #fresh < count then
-      sum = 0
-      for _, value_at in ipairs(fresh) do
-        sum = sum + cjson.decode(ARGV[value_at]).average_w
-      end
-    end
-    local state = ARGV[base + 1]
-    local totals = states[state]
+  local group = groups[number]
+  if group.tuples > 0 then
+    local totals = states[group.state]
     if not totals then
       totals = { tuples = 0, sum = 0, households = {} }
-      states[state] = totals
+      states[group.state] = totals
     end
-    totals.tuples = totals.tuples + #fresh
-    totals.sum = totals.sum + sum
-    totals.households[#totals.households + 1] = ARGV[base + 2]
-    local edge_id = ARGV[base + 3]
-    local edge = edges[edge_id]
+    totals.tuples = totals.tuples + group.tuples
+    totals.sum = totals.sum + group.sum
+    totals.households[#totals.households + 1] = group.node
+    local edge = edges[group.edge]
     if not edge then
       edge = { tuples = 0, last = 0 }
-      edges[edge_id] = edge
+      edges[group.edge] = edge
     end
-    edge.tuples = edge.tuples + #fresh
-    edge.last = math.max(edge.last, tonumber(ARGV[base + 4]))
+    edge.tuples = edge.tuples + group.tuples
+    edge.last = math.max(edge.last, group.received)
   end
 end
 for state, totals in pairs(states) do
@@ -246,14 +239,6 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(RECONNECT_DELAY_MAX)
 }
 
-/// One household of one edge in a batch, as the store script takes it.
-struct Group<'a> {
-    first: &'a CloudTuple,
-    latest_received_ms: i64,
-    average_sum_w: f64,
-    tuples: Vec<&'a CloudTuple>,
-}
-
 fn state_key(state: GermanState) -> String {
     RedisCache::key(&format!("state:{}", state.name()))
 }
@@ -267,48 +252,44 @@ impl Cache for RedisCache {
         if tuples.is_empty() {
             return Ok(CacheWrite::default());
         }
-        // Tuples go in groups, one household of one edge, whose fields go
-        // to the script once; groups in order of first appearance, tuples
-        // in batch order within each.
+        // Each tuple names its group: one household of one edge, whose
+        // fields go to the script once.
         let mut group_of: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
-        let mut groups: Vec<Group<'_>> = Vec::new();
+        let mut groups: Vec<(&CloudTuple, i64)> = Vec::new();
+        let mut numbers = Vec::with_capacity(tuples.len());
         for tuple in tuples {
             let identity = (
                 tuple.state.name(),
                 tuple.node_id.as_str(),
                 tuple.edge_id.as_str(),
             );
-            let index = *group_of.entry(identity).or_insert_with(|| {
-                groups.push(Group {
-                    first: tuple,
-                    latest_received_ms: tuple.received_ms,
-                    average_sum_w: 0.0,
-                    tuples: Vec::new(),
-                });
-                groups.len() - 1
+            let number = *group_of.entry(identity).or_insert_with(|| {
+                groups.push((tuple, tuple.received_ms));
+                groups.len()
             });
-            let group = &mut groups[index];
-            group.latest_received_ms = group.latest_received_ms.max(tuple.received_ms);
-            group.average_sum_w += tuple.average_w;
-            group.tuples.push(tuple);
+            let latest = &mut groups[number - 1].1;
+            *latest = (*latest).max(tuple.received_ms);
+            numbers.push(number);
         }
         let mut invocation = self.store_script.prepare_invoke();
         invocation
             .arg(KEY_PREFIX)
             .arg(RECENT_TUPLES_MAX)
             .arg(groups.len());
-        for group in &groups {
+        for (tuple, latest_received_ms) in &groups {
             invocation
-                .arg(group.first.state.name())
-                .arg(&group.first.node_id)
-                .arg(&group.first.edge_id)
-                .arg(group.latest_received_ms)
-                .arg(group.tuples.len())
-                // Shortest round-trip form: Lua reads back the same f64.
-                .arg(group.average_sum_w.to_string());
+                .arg(tuple.state.name())
+                .arg(&tuple.node_id)
+                .arg(&tuple.edge_id)
+                .arg(*latest_received_ms);
         }
-        for tuple in groups.iter().flat_map(|group| &group.tuples) {
-            invocation.arg(&tuple.key).arg(tuple.stored_value());
+        invocation.arg(tuples.len());
+        for (tuple, number) in tuples.iter().zip(numbers) {
+            invocation
+                .arg(&tuple.key)
+                .arg(tuple.stored_value())
+                .arg(number)
+                .arg(tuple.average_w.to_string());
         }
         let mut connection = self.connection.clone();
         let inserted: usize = self
