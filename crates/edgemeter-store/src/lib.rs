@@ -410,6 +410,21 @@ mod tests {
         PostalCode::parse(text).unwrap()
     }
 
+    /// Stores `count` consecutive windows of one household and returns
+    /// their tuple ids, oldest first.
+    fn stored_ids(outbox: &mut SqliteOutbox, count: i64) -> Vec<i64> {
+        let tuples: Vec<NewTuple> = (0..count)
+            .map(|index| tuple("h", index * 5_000, 1.0))
+            .collect();
+        outbox.store_closed(&tuples, &[], 1).unwrap();
+        outbox
+            .unacked_after(0, count as usize, true)
+            .unwrap()
+            .iter()
+            .map(|tuple| tuple.tuple_id)
+            .collect()
+    }
+
     #[test]
     fn a_stored_window_is_never_doubled_or_changed() {
         let (_dir, mut outbox) = open();
@@ -496,14 +511,7 @@ mod tests {
     #[test]
     fn a_batch_of_acks_moves_each_tuple_once_with_its_own_code() {
         let (_dir, mut outbox) = open();
-        let tuples: Vec<NewTuple> = (0..4).map(|index| tuple("h", index * 5_000, 1.0)).collect();
-        outbox.store_closed(&tuples, &[], 1).unwrap();
-        let ids: Vec<i64> = outbox
-            .unacked_after(0, 10, true)
-            .unwrap()
-            .iter()
-            .map(|tuple| tuple.tuple_id)
-            .collect();
+        let ids = stored_ids(&mut outbox, 4);
         let ack = |index: usize, text: &str| Ack {
             tuple_id: ids[index],
             postal_code: code(text),
@@ -686,16 +694,7 @@ mod tests {
     #[test]
     fn the_unacked_count_reads_only_the_pending_rows() {
         let (_dir, mut outbox) = open();
-        let tuples: Vec<NewTuple> = (0..10)
-            .map(|index| tuple("h", index * 5_000, 1.0))
-            .collect();
-        outbox.store_closed(&tuples, &[], 1).unwrap();
-        let ids: Vec<i64> = outbox
-            .unacked_after(0, 10, true)
-            .unwrap()
-            .iter()
-            .map(|tuple| tuple.tuple_id)
-            .collect();
+        let ids = stored_ids(&mut outbox, 10);
         outbox.mark_sent(&ids[..6], 2).unwrap();
         let acks: Vec<Ack> = ids[..4]
             .iter()
