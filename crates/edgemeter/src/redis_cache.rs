@@ -60,63 +60,90 @@ pub const RECONNECT_ATTEMPTS_MAX: usize = 2;
 /// The longest pause between two reconnection attempts.
 pub const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
 
-/// Arguments per tuple in the script's arguments.
-const TUPLE_ARGS: usize = 4;
+/// Arguments per tuple in the script's arguments: key, stored value and
+/// the tag of its group.
+const TUPLE_ARGS: usize = 3;
 
 /// Arguments per group (one household of one edge in one batch).
-const GROUP_ARGS: usize = 4;
+const GROUP_ARGS: usize = 6;
 
 /// Inserts each new tuple and moves the totals for the new ones only.
 /// ARGV: prefix, recent list bound, group count, then per group state,
-/// node id, edge id and latest received ms; then tuple count, then per
-/// tuple key, stored value, group number (from 1) and average. Passing a
-/// household's fields once per batch rather than once per tuple keeps the
-/// arguments Redis turns into Lua strings, a large part of the script's
-/// time, to four per tuple. Returns the number of tuples inserted.
+/// node id, edge id, latest received ms, tuple count and the sum of its
+/// tuples' averages; then tuple count, then per tuple, in batch order, key,
+/// stored value and group tag (the group's number from 1, in decimal).
+/// Returns the number of tuples inserted.
+///
+/// Everything per household is passed once per group: turning arguments
+/// into Lua strings and numbers (`tonumber` is a `strtod`) was a third of
+/// the script's time. The tag is looked up as a string, so a tuple costs
+/// no `tonumber`. Tuples stay in batch order, which is the order
+/// `em:recent` shows them in. A group's sum counts every tuple; only when
+/// some of them were stored before is it summed again from the new ones'
+/// values, in batch order, so the totals are exactly what adding each new
+/// average gives.
 const STORE_SCRIPT: &str = r#"
 local prefix = ARGV[1]
 local recent_max = tonumber(ARGV[2])
 local group_count = tonumber(ARGV[3])
 local groups = {}
+local order = {}
 for number = 1, group_count do
-  local base = 3 + (number - 1) * 4
-  groups[number] = { state = ARGV[base + 1], node = ARGV[base + 2],
-    edge = ARGV[base + 3], received = tonumber(ARGV[base + 4]), tuples = 0, sum = 0 }
+  local base = 3 + (number - 1) * 6
+  local group = { state = ARGV[base + 1], node = ARGV[base + 2], edge = ARGV[base + 3],
+    received = ARGV[base + 4], count = tonumber(ARGV[base + 5]), sum = ARGV[base + 6],
+    fresh = 0 }
+  groups[tostring(number)] = group
+  order[number] = group
 end
-local first = 4 + group_count * 4
+local first = 4 + group_count * 6
 local count = tonumber(ARGV[first])
 local inserted = 0
 local recent = {}
+local existing = nil
 for index = 0, count - 1 do
-  local base = first + index * 4
+  local base = first + index * 3
+  local group = groups[ARGV[base + 3]]
   if redis.call('SET', prefix .. ARGV[base + 1], ARGV[base + 2], 'NX') then
-    local group = groups[tonumber(ARGV[base + 3])]
-    group.tuples = group.tuples + 1
-    group.sum = group.sum + tonumber(ARGV[base + 4])
+    group.fresh = group.fresh + 1
     inserted = inserted + 1
     recent[inserted] = ARGV[base + 1]
+  else
+    existing = existing or {}
+    existing[index] = true
+  end
+end
+if existing then
+  for _, group in ipairs(order) do
+    if group.fresh < group.count then group.sum = 0 end
+  end
+  for index = 0, count - 1 do
+    local base = first + index * 3
+    local group = groups[ARGV[base + 3]]
+    if group.fresh < group.count and not existing[index] then
+      group.sum = group.sum + cjson.decode(ARGV[base + 2]).average_w
+    end
   end
 end
 local states = {}
 local edges = {}
-for number = 1, group_count do
-  local group = groups[number]
-  if group.tuples > 0 then
+for _, group in ipairs(order) do
+  if group.fresh > 0 then
     local totals = states[group.state]
     if not totals then
       totals = { tuples = 0, sum = 0, households = {} }
       states[group.state] = totals
     end
-    totals.tuples = totals.tuples + group.tuples
-    totals.sum = totals.sum + group.sum
+    totals.tuples = totals.tuples + group.fresh
+    totals.sum = totals.sum + tonumber(group.sum)
     totals.households[#totals.households + 1] = group.node
     local edge = edges[group.edge]
     if not edge then
       edge = { tuples = 0, last = 0 }
       edges[group.edge] = edge
     end
-    edge.tuples = edge.tuples + group.tuples
-    edge.last = math.max(edge.last, group.received)
+    edge.tuples = edge.tuples + group.fresh
+    edge.last = math.max(edge.last, tonumber(group.received))
   end
 end
 for state, totals in pairs(states) do
@@ -239,6 +266,14 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(RECONNECT_DELAY_MAX)
 }
 
+/// One household of one edge in a batch, as the store script takes it.
+struct Group<'a> {
+    first: &'a CloudTuple,
+    latest_received_ms: i64,
+    tuples: usize,
+    average_sum_w: f64,
+}
+
 fn state_key(state: GermanState) -> String {
     RedisCache::key(&format!("state:{}", state.name()))
 }
@@ -253,43 +288,55 @@ impl Cache for RedisCache {
             return Ok(CacheWrite::default());
         }
         // Each tuple names its group: one household of one edge, whose
-        // fields go to the script once.
+        // fields and sum go to the script once.
         let mut group_of: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
-        let mut groups: Vec<(&CloudTuple, i64)> = Vec::new();
-        let mut numbers = Vec::with_capacity(tuples.len());
+        let mut groups: Vec<Group<'_>> = Vec::new();
+        let mut tags = Vec::with_capacity(tuples.len());
         for tuple in tuples {
             let identity = (
                 tuple.state.name(),
                 tuple.node_id.as_str(),
                 tuple.edge_id.as_str(),
             );
-            let number = *group_of.entry(identity).or_insert_with(|| {
-                groups.push((tuple, tuple.received_ms));
-                groups.len()
+            let index = *group_of.entry(identity).or_insert_with(|| {
+                groups.push(Group {
+                    first: tuple,
+                    latest_received_ms: tuple.received_ms,
+                    tuples: 0,
+                    average_sum_w: 0.0,
+                });
+                groups.len() - 1
             });
-            let latest = &mut groups[number - 1].1;
-            *latest = (*latest).max(tuple.received_ms);
-            numbers.push(number);
+            let group = &mut groups[index];
+            group.latest_received_ms = group.latest_received_ms.max(tuple.received_ms);
+            group.tuples += 1;
+            // Batch order, as the script sums when it must sum again.
+            group.average_sum_w += tuple.average_w;
+            tags.push(index + 1);
         }
         let mut invocation = self.store_script.prepare_invoke();
         invocation
             .arg(KEY_PREFIX)
             .arg(RECENT_TUPLES_MAX)
             .arg(groups.len());
-        for (tuple, latest_received_ms) in &groups {
+        for group in &groups {
             invocation
-                .arg(tuple.state.name())
-                .arg(&tuple.node_id)
-                .arg(&tuple.edge_id)
-                .arg(*latest_received_ms);
+                .arg(group.first.state.name())
+                .arg(&group.first.node_id)
+                .arg(&group.first.edge_id)
+                .arg(group.latest_received_ms)
+                .arg(group.tuples)
+                // Shortest round-trip form: Lua reads back the same f64.
+                .arg(group.average_sum_w.to_string());
         }
         invocation.arg(tuples.len());
-        for (tuple, number) in tuples.iter().zip(numbers) {
+        for (tuple, tag) in tuples.iter().zip(tags) {
+            // An integer argument is sent as its decimal digits, the
+            // string the script looks the group up by.
             invocation
                 .arg(&tuple.key)
                 .arg(tuple.stored_value())
-                .arg(number)
-                .arg(tuple.average_w.to_string());
+                .arg(tag);
         }
         let mut connection = self.connection.clone();
         let inserted: usize = self

@@ -155,6 +155,51 @@ async fn recent_tuples_are_newest_first_and_bounded() {
     assert_eq!(length, RECENT_TUPLES_MAX);
 }
 
+/// Goal: `em:recent` lists a batch newest first in the batch's own order,
+/// even when the batch interleaves households (the store script groups
+/// tuples by household for its totals; that grouping must not reorder
+/// them). Method: a batch alternating three households, some of them
+/// stored before; read the list back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_tuples_keep_batch_order_across_households() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    let batch: Vec<CloudTuple> = (0..30)
+        .map(|index| {
+            tuple(
+                "edge-a",
+                &format!("house-{}", index % 3),
+                index * 5_000,
+                index as f64,
+            )
+        })
+        .collect();
+    let stored_before: Vec<CloudTuple> = batch.iter().step_by(4).cloned().collect();
+    cache.store(&stored_before).await.unwrap();
+    let write = cache.store(&batch).await.unwrap();
+    assert_eq!(write.existing, stored_before.len());
+
+    let recent = cache.recent_tuples(batch.len()).await.unwrap();
+    let fresh_newest_first: Vec<&CloudTuple> = batch
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| index % 4 != 0)
+        .map(|(_, tuple)| tuple)
+        .rev()
+        .collect();
+    let expected: Vec<&CloudTuple> = fresh_newest_first
+        .into_iter()
+        .chain(stored_before.iter().rev())
+        .collect();
+    assert_eq!(recent.iter().collect::<Vec<_>>(), expected);
+
+    let totals = cache.state_totals().await.unwrap();
+    let stored_sum: f64 = totals.iter().map(|state| state.average_sum_w).sum();
+    let expected_sum: f64 = (0..30).map(|index| index as f64).sum();
+    assert_eq!(stored_sum, expected_sum, "each average counted once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_are_recorded_per_edge() {
     let dir = tempfile::tempdir().unwrap();
