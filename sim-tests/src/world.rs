@@ -27,6 +27,7 @@ use edgemeter_env::{Bug, CrashPoint, CrashPoints, PlantedBugs};
 use edgemeter_store::SqliteOutbox;
 use edgemeter_wire::EdgeKey;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -135,6 +136,9 @@ pub struct World {
     next_poll_ms: u64,
     tally: Tally,
     findings: Findings,
+    /// Each host's address, looked up once: a lookup by name allocates
+    /// and hashes the name, and the liveness check runs every step.
+    addresses: BTreeMap<Host, IpAddr>,
 }
 
 fn planted_of(scenario: &Scenario) -> PlantedBugs {
@@ -235,8 +239,13 @@ impl World {
             next_poll_ms: 0,
             tally: Tally::default(),
             findings: Findings::default(),
+            addresses: BTreeMap::new(),
         };
         world.register_hosts();
+        world.addresses = Host::ALL
+            .into_iter()
+            .map(|host| (host, world.sim.lookup(host.name())))
+            .collect();
         world.set_fail_rate(f64::from(scenario.network.fail_rate_ppm) / 1e6);
         world
     }
@@ -443,7 +452,9 @@ impl World {
     /// or returned: that is a finding, reported once.
     fn check_hosts_alive(&mut self) {
         for host in [Host::Broker, Host::Redis, Host::Cloud, Host::Edge] {
-            if self.down_until.contains_key(&host) || self.sim.is_host_running(host.name()) {
+            if self.down_until.contains_key(&host)
+                || self.sim.is_host_running(self.addresses[&host])
+            {
                 continue;
             }
             self.findings.add(Kind::Crashed, || {
