@@ -35,6 +35,21 @@ fn tuple(edge_id: &str, node_id: &str, window_start_ms: i64, average_w: f64) -> 
     }
 }
 
+/// `count` consecutive windows of edge `edge-a`, the households taking
+/// turns: window `i` belongs to `house-{i % households}`.
+fn interleaved(count: i64, households: i64, average_w: impl Fn(i64) -> f64) -> Vec<CloudTuple> {
+    (0..count)
+        .map(|index| {
+            tuple(
+                "edge-a",
+                &format!("house-{}", index % households),
+                index * 5_000,
+                average_w(index),
+            )
+        })
+        .collect()
+}
+
 /// Goal: a resent batch changes nothing, in the entries or in the totals.
 /// Method: store a batch, store it again, and a batch overlapping it; read
 /// every structure back and count.
@@ -43,16 +58,7 @@ async fn storing_is_idempotent_and_totals_count_each_tuple_once() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(dir.path());
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
-    let batch: Vec<CloudTuple> = (0..100)
-        .map(|index| {
-            tuple(
-                "edge-a",
-                &format!("house-{}", index % 10),
-                index * 5_000,
-                index as f64 + 0.25,
-            )
-        })
-        .collect();
+    let batch = interleaved(100, 10, |index| index as f64 + 0.25);
     let first = cache.store(&batch).await.unwrap();
     assert_eq!((first.inserted, first.existing), (100, 0));
     let again = cache.store(&batch).await.unwrap();
@@ -165,16 +171,7 @@ async fn recent_tuples_keep_batch_order_across_households() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(dir.path());
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
-    let batch: Vec<CloudTuple> = (0..30)
-        .map(|index| {
-            tuple(
-                "edge-a",
-                &format!("house-{}", index % 3),
-                index * 5_000,
-                index as f64,
-            )
-        })
-        .collect();
+    let batch = interleaved(30, 3, |index| index as f64);
     let stored_before: Vec<CloudTuple> = batch.iter().step_by(4).cloned().collect();
     cache.store(&stored_before).await.unwrap();
     let write = cache.store(&batch).await.unwrap();
