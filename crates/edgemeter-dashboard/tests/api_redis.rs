@@ -9,11 +9,11 @@ mod support;
 
 use edgemeter::redis_cache::RedisCache;
 use edgemeter_cloud::{Cache, MemoryCache};
+use edgemeter_testkit::RedisServer;
 use std::sync::Arc;
 use support::checks::{self, dashboard};
 use support::fixture::fixture_tuples;
 use support::http::get_ok;
-use support::redis_server::RedisServer;
 
 async fn connect(server: &RedisServer) -> Arc<RedisCache> {
     let cache = RedisCache::connect(&server.url())

@@ -18,8 +18,8 @@ use edgemeter_edge::{run_edge, EdgeConfig, EdgeMonitor, NewTuple, Outbox};
 use edgemeter_env::SystemClock;
 use edgemeter_memlog::{MemLog, SharedLog};
 use edgemeter_store::SqliteOutbox;
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use edgemeter_testkit::RedisServer;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,15 +82,13 @@ fn edge_to_cloud_throughput() {
     let fill_started = Instant::now();
     fill_outbox(&db, tuples);
     let fill_seconds = fill_started.elapsed().as_secs_f64();
-    let mut redis = start_redis(dir.path());
+    let redis = RedisServer::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let shipped = runtime.block_on(async {
-        let cache = RedisCache::connect(&format!("redis://127.0.0.1:{}", redis.1))
-            .await
-            .expect("redis");
+        let cache = RedisCache::connect(&redis.url()).await.expect("redis");
         ship(
             &db,
             tuples,
@@ -98,9 +96,8 @@ fn edge_to_cloud_throughput() {
         )
         .await
     });
-    let redis_busy = script_time(redis.1);
-    let _ = redis.0.kill();
-    let _ = redis.0.wait();
+    let redis_busy = script_time(&redis);
+    drop(redis);
     match shipped {
         Some(elapsed) => {
             println!(
@@ -215,9 +212,8 @@ async fn ship<C: Cache>(
 }
 
 /// What Redis reports for the store script: calls, total and per-call time.
-fn script_time(port: u16) -> String {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("redis url");
-    let Ok(mut connection) = client.get_connection() else {
+fn script_time(redis: &RedisServer) -> String {
+    let Ok(mut connection) = redis.try_connection() else {
         return "unknown".into();
     };
     let info: String = redis::cmd("INFO")
@@ -228,34 +224,4 @@ fn script_time(port: u16) -> String {
         .filter(|line| line.starts_with("cmdstat_evalsha") || line.starts_with("cmdstat_eval:"))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn start_redis(dir: &std::path::Path) -> (Child, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server on PATH");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, port)
 }

@@ -76,7 +76,7 @@ fn start_cloud(redis: &RedisServer, dir: &std::path::Path) -> (Process, u16, u16
 #[test]
 fn the_cloud_answers_the_original_wire_form() {
     let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    let redis = RedisServer::start();
     let (_cloud, heartbeat_port, data_port) = start_cloud(&redis, dir.path());
 
     assert_eq!(ask(heartbeat_port, b"heartbeat"), b"ack");
@@ -130,7 +130,7 @@ fn the_cloud_answers_the_original_wire_form() {
 #[test]
 fn with_redis_down_the_cloud_answers_an_error_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut redis = RedisServer::start(dir.path());
+    let mut redis = RedisServer::start();
     let (_cloud, heartbeat_port, data_port) = start_cloud(&redis, dir.path());
     let request = br#"{"id": 7, "node_id": "def", "average": 2.5}"#;
     postal_code_in(&ask(data_port, request), 7);

@@ -55,8 +55,7 @@ fn interleaved(count: i64, households: i64, average_w: impl Fn(i64) -> f64) -> V
 /// every structure back and count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storing_is_idempotent_and_totals_count_each_tuple_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
     let batch = interleaved(100, 10, |index| index as f64 + 0.25);
     let first = cache.store(&batch).await.unwrap();
@@ -116,8 +115,7 @@ async fn storing_is_idempotent_and_totals_count_each_tuple_once() {
 /// Goal: a fresh Redis reads as empty, not as an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_cache_reads_as_empty() {
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
     assert_eq!(cache.recent_tuples(10).await.unwrap(), vec![]);
     assert_eq!(cache.edges().await.unwrap(), vec![]);
@@ -130,8 +128,7 @@ async fn an_empty_cache_reads_as_empty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recent_tuples_are_newest_first_and_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
     let count = RECENT_TUPLES_MAX as i64 + 50;
     let tuples: Vec<CloudTuple> = (0..count)
@@ -168,8 +165,7 @@ async fn recent_tuples_are_newest_first_and_bounded() {
 /// stored before; read the list back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recent_tuples_keep_batch_order_across_households() {
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
     let batch = interleaved(30, 3, |index| index as f64);
     let stored_before: Vec<CloudTuple> = batch.iter().step_by(4).cloned().collect();
@@ -199,8 +195,7 @@ async fn recent_tuples_keep_batch_order_across_households() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_are_recorded_per_edge() {
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
     cache.record_heartbeat("edge-b", 2_000).await.unwrap();
     cache.record_heartbeat("edge-a", 1_000).await.unwrap();
@@ -222,8 +217,7 @@ async fn heartbeats_are_recorded_per_edge() {
 /// hang, and the cache works again once Redis is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_goes_away_is_unavailable_quickly_then_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut redis = RedisServer::start(dir.path());
+    let mut redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
     cache
         .store(&[tuple("edge-a", "house", 0, 1.0)])
@@ -278,8 +272,7 @@ async fn an_unreachable_redis_at_start_names_the_url_and_the_fix() {
 /// ids, the data's longest, stored twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_batch_is_one_script_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
+    let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
     let full = edgemeter_wire::batch::BATCH_TUPLES_MAX;
     let batch: Vec<CloudTuple> = (0..full)

@@ -37,7 +37,7 @@ impl Cluster {
         std::fs::write(dir.path().join("cloud.keys"), format!("{EDGE_ID} {key}\n"))
             .expect("write the cloud's keys");
         let tansu = Tansu::start(dir.path());
-        let redis = RedisServer::start(dir.path());
+        let redis = RedisServer::start();
         let db = dir.path().join("edge.db");
         Cluster {
             tansu,

@@ -1,11 +1,11 @@
-//! Test helpers: real servers (tansu, redis-server) and processes of the
-//! built `edgemeter` binary, each on free loopback ports (never the
-//! machine's standard 6379/9092), each killed when its handle drops.
+//! Test helpers: real servers (tansu here, redis-server from
+//! `edgemeter-testkit`) and processes of the built `edgemeter` binary, each
+//! on free loopback ports (never the machine's standard 6379/9092), each
+//! killed when its handle drops.
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -13,13 +13,7 @@ use std::time::{Duration, Instant};
 /// How long a server may take to answer after it was started.
 pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local address")
-        .port()
-}
+pub use edgemeter_testkit::{free_port, RedisServer};
 
 /// Polls `condition` every 100 ms until it holds; panics with `what` after
 /// `timeout`.
@@ -145,87 +139,6 @@ impl Drop for Process {
             );
         }
         self.kill();
-    }
-}
-
-/// A `redis-server` with no persistence on a free port.
-pub struct RedisServer {
-    pub port: u16,
-    process: Process,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    pub fn start(dir: &Path) -> RedisServer {
-        let port = free_port();
-        let process = RedisServer::spawn(port, dir);
-        let server = RedisServer {
-            port,
-            process,
-            dir: dir.to_owned(),
-        };
-        wait_until("redis-server to answer PING", SERVER_START_TIMEOUT, || {
-            server.ping()
-        });
-        server
-    }
-
-    fn spawn(port: u16, dir: &Path) -> Process {
-        let port_text = port.to_string();
-        let dir_text = dir.to_str().expect("UTF-8 temp dir");
-        let args = [
-            "--port",
-            &port_text,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            dir_text,
-        ];
-        Process::spawn(
-            &format!("redis-{port}"),
-            Path::new("redis-server"),
-            &args,
-            dir,
-        )
-    }
-
-    /// Starts a new, empty server on the same port after [`RedisServer::stop`].
-    pub fn restart(&mut self) {
-        self.process.kill();
-        self.process = RedisServer::spawn(self.port, &self.dir);
-        wait_until("the restarted redis-server", SERVER_START_TIMEOUT, || {
-            self.ping()
-        });
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
-    }
-
-    pub fn stop(&mut self) {
-        self.process.kill();
-    }
-
-    pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .expect("redis url")
-            .get_connection()
-            .expect("connect to the test redis")
     }
 }
 

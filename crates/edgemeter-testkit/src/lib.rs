@@ -1,0 +1,157 @@
+//! `edgemeter-testkit` owns what the workspace's tests and benches need to
+//! run against a real Redis: a `redis-server` of the test's own, on a free
+//! loopback port (never the machine's 6379, which may hold someone else's
+//! data), with persistence off, in a directory of its own, killed when its
+//! handle drops. Stopping and restarting it is how a test makes Redis go
+//! away and come back empty.
+//!
+//! A dev-dependency only: nothing that ships depends on it.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to answer PING after it was started. A
+/// loaded CI machine has taken seconds; a server that needs longer is
+/// broken.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The pause between two readiness probes.
+const PROBE_PAUSE: Duration = Duration::from_millis(50);
+
+/// The default Redis port, which tests must never use.
+const REDIS_DEFAULT_PORT: u16 = 6379;
+
+/// A loopback port the OS reports free now. Another process may take it
+/// before the caller binds it; tests accept that small race.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A running (or stopped) `redis-server` of the test's own.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    /// Its working directory; nothing is written there with persistence
+    /// off, but Redis wants one, and it must not be shared.
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        let port = free_port();
+        assert_ne!(port, REDIS_DEFAULT_PORT, "never the default Redis port");
+        let mut server = RedisServer {
+            port,
+            child: None,
+            dir: tempfile::tempdir().expect("a directory for redis-server"),
+        };
+        server.restart();
+        server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server again on the same port, empty. Stops it first if
+    /// it still runs.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server; bash ci/test.sh does)");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self.answers_ping() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING on port {} within {START_TIMEOUT:?}",
+                self.port
+            );
+            std::thread::sleep(PROBE_PAUSE);
+        }
+    }
+
+    /// Kills the server and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A synchronous connection, for a test to look inside.
+    pub fn connection(&self) -> redis::Connection {
+        self.try_connection()
+            .expect("a connection to the test's redis-server")
+    }
+
+    pub fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection()
+    }
+
+    /// PING over a raw socket: answers before any client library is
+    /// involved, so a failure here is the server's.
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Goal: a started server answers, a stopped one does not, and a
+    /// restarted one answers again, empty. Method: a key written before
+    /// the restart, read after it.
+    #[test]
+    fn a_server_stops_and_restarts_empty() {
+        let mut server = RedisServer::start();
+        assert_ne!(server.port(), REDIS_DEFAULT_PORT);
+        let mut connection = server.connection();
+        redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query::<()>(&mut connection)
+            .unwrap();
+        server.stop();
+        assert!(!server.answers_ping());
+        assert!(server.try_connection().is_err());
+        server.restart();
+        let value: Option<String> = redis::cmd("GET")
+            .arg("k")
+            .query(&mut server.connection())
+            .unwrap();
+        assert_eq!(value, None, "a restarted server is empty");
+    }
+}
