@@ -113,9 +113,8 @@ impl Reading {
             return Err(RecordError::TooLarge(bytes.len()));
         }
         // Well-formed records, nearly all of them, parse straight into
-        // their types, a third of the work of parsing each field into a
-        // JSON value first. Anything else is parsed again field by field
-        // to name what is wrong. Both paths run the same checks in the
+        // their types, skipping a JSON value per field. Anything else is
+        // parsed again field by field to name what is wrong. Both paths run the same checks in the
         // same order, and a property test holds their answers equal.
         match serde_json::from_slice::<TypedReading<'_>>(bytes) {
             Ok(typed) => {
