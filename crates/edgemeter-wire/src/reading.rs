@@ -114,14 +114,15 @@ impl Reading {
         }
         // Well-formed records, nearly all of them, parse straight into
         // their types, skipping a JSON value per field. Anything else is
-        // parsed again field by field to name what is wrong. Both paths run the same checks in the
-        // same order, and a property test holds their answers equal.
+        // parsed again field by field to name what is wrong. Both paths
+        // run the same checks in the same order, and a property test holds
+        // their answers equal.
         match serde_json::from_slice::<TypedReading<'_>>(bytes) {
-            Ok(typed) => {
-                let node_id = checked_node_id(typed.node_id.into_owned())?;
-                let power_w = checked_power(Some(typed.power_value))?;
-                Reading::with_ts(node_id, power_w, Some(Ok(typed.ts)))
-            }
+            Ok(typed) => Ok(Reading {
+                node_id: checked_node_id(typed.node_id.into_owned())?,
+                power_w: checked_power(typed.power_value)?,
+                ts_ms: checked_ts(typed.ts)?,
+            }),
             Err(_) => Reading::decode_field_by_field(bytes),
         }
     }
@@ -135,31 +136,22 @@ impl Reading {
             Some(serde_json::Value::String(id)) => checked_node_id(id)?,
             _ => return Err(RecordError::MissingField("node_id")),
         };
-        let power_w = checked_power(raw.power_value.as_ref().and_then(serde_json::Value::as_f64))?;
-        let ts = raw.ts.as_ref().map(|value| {
-            value
+        let power_w = raw
+            .power_value
+            .as_ref()
+            .and_then(serde_json::Value::as_f64)
+            .ok_or(RecordError::MissingField("power_value"))?;
+        let power_w = checked_power(power_w)?;
+        let ts_ms = match raw.ts.as_ref() {
+            Some(value) => value
                 .as_i64()
-                .ok_or_else(|| RecordError::BadTimestamp(format!("{value} is not an integer")))
-        });
-        Reading::with_ts(node_id, power_w, ts)
-    }
-
-    /// The last check, on the timestamp, and the reading.
-    fn with_ts(
-        node_id: String,
-        power_w: f64,
-        ts: Option<Result<i64, RecordError>>,
-    ) -> Result<Reading, RecordError> {
-        let ts_ms = ts.ok_or(RecordError::MissingField("ts"))??;
-        if !(TS_MS_MIN..TS_MS_MAX).contains(&ts_ms) {
-            return Err(RecordError::BadTimestamp(format!(
-                "{ts_ms} is outside 2000-2100"
-            )));
-        }
+                .ok_or_else(|| RecordError::BadTimestamp(format!("{value} is not an integer")))?,
+            None => return Err(RecordError::MissingField("ts")),
+        };
         Ok(Reading {
             node_id,
             power_w,
-            ts_ms,
+            ts_ms: checked_ts(ts_ms)?,
         })
     }
 }
@@ -172,8 +164,7 @@ fn checked_node_id(node_id: String) -> Result<String, RecordError> {
 /// serde_json cannot represent NaN or infinity, and its parser rejects a
 /// huge exponent such as 1e999; the finite check still guards the
 /// arithmetic downstream.
-fn checked_power(power_w: Option<f64>) -> Result<f64, RecordError> {
-    let power_w = power_w.ok_or(RecordError::MissingField("power_value"))?;
+fn checked_power(power_w: f64) -> Result<f64, RecordError> {
     if !power_w.is_finite() {
         return Err(RecordError::NonFinitePower);
     }
@@ -184,6 +175,15 @@ fn checked_power(power_w: Option<f64>) -> Result<f64, RecordError> {
         return Err(RecordError::AbsurdPower(power_w));
     }
     Ok(power_w)
+}
+
+fn checked_ts(ts_ms: i64) -> Result<i64, RecordError> {
+    if !(TS_MS_MIN..TS_MS_MAX).contains(&ts_ms) {
+        return Err(RecordError::BadTimestamp(format!(
+            "{ts_ms} is outside 2000-2100"
+        )));
+    }
+    Ok(ts_ms)
 }
 
 #[cfg(test)]
