@@ -72,6 +72,16 @@ async fn round_trip(stream: &mut TcpStream, bytes: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Heals the link and checks that a new connection carries bytes again.
+async fn heal_and_round_trip(control: SocketAddr, listen: SocketAddr) {
+    assert_eq!(command(control, "heal").await, "ok");
+    let mut client = TcpStream::connect(listen).await.unwrap();
+    assert_eq!(
+        round_trip(&mut client, b"healed").await.as_deref(),
+        Some(&b"healed"[..])
+    );
+}
+
 #[tokio::test]
 async fn cut_stall_reset_and_heal_act_on_the_link() {
     let target = echo_server().await;
@@ -119,12 +129,7 @@ async fn cut_stall_reset_and_heal_act_on_the_link() {
         "cut refuses new ones"
     );
 
-    assert_eq!(command(control, "heal").await, "ok");
-    let mut client = TcpStream::connect(listen).await.unwrap();
-    assert_eq!(
-        round_trip(&mut client, b"healed").await.as_deref(),
-        Some(&b"healed"[..])
-    );
+    heal_and_round_trip(control, listen).await;
 
     assert!(command(control, "stall forever").await.starts_with("error"));
 }
@@ -204,10 +209,5 @@ async fn a_control_line_over_its_bound_is_refused_and_the_proxy_goes_on() {
         "the refused line was not obeyed"
     );
 
-    assert_eq!(command(control, "heal").await, "ok");
-    let mut client = TcpStream::connect(listen).await.unwrap();
-    assert_eq!(
-        round_trip(&mut client, b"healed").await.as_deref(),
-        Some(&b"healed"[..])
-    );
+    heal_and_round_trip(control, listen).await;
 }
