@@ -72,19 +72,106 @@ impl Slice {
                 }
             })
             .collect();
-        let publications = edgemeter_data::csv::merged_readings(&households)
-            .into_iter()
-            .map(|reading: Reading| Publication {
-                key: reading.node_id.as_bytes().to_vec(),
-                value: reading.encode(),
-                due: Duration::from_millis((reading.ts_ms - start).max(0) as u64),
-            })
-            .collect();
+        let publications = publications(&households, start);
         Slice {
             oracle: oracle_windows(&households),
             households,
             epoch_ms: start,
             publications: Arc::new(publications),
         }
+    }
+}
+
+/// The households' readings as the broker receives them: in the order of
+/// [`edgemeter_data::csv::merged_readings`] (time, then household, then
+/// file order), each encoded as its JSON record and due at its offset from
+/// `start`. Sorts positions instead of readings, so a household's id is
+/// copied once per household, not once per reading.
+fn publications(households: &[Household], start: i64) -> Vec<Publication> {
+    let mut order: Vec<(usize, usize)> = households
+        .iter()
+        .enumerate()
+        .flat_map(|(household, h)| (0..h.readings.len()).map(move |index| (household, index)))
+        .collect();
+    let ts_of = |&(household, index): &(usize, usize)| households[household].readings[index].0;
+    order.sort_by(|a, b| {
+        ts_of(a)
+            .cmp(&ts_of(b))
+            .then_with(|| households[a.0].node_id.cmp(&households[b.0].node_id))
+    });
+    let mut readings: Vec<Reading> = households
+        .iter()
+        .map(|household| Reading {
+            node_id: household.node_id.clone(),
+            power_w: 0.0,
+            ts_ms: 0,
+        })
+        .collect();
+    order
+        .into_iter()
+        .map(|(household, index)| {
+            let (ts_ms, power_mw) = households[household].readings[index];
+            let reading = &mut readings[household];
+            reading.power_w = power_mw as f64 / 1000.0;
+            reading.ts_ms = ts_ms;
+            Publication {
+                key: reading.node_id.as_bytes().to_vec(),
+                value: reading.encode(),
+                due: Duration::from_millis((ts_ms - start).max(0) as u64),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition: merge the readings, then encode each.
+    fn reference(households: &[Household], start: i64) -> Vec<(Vec<u8>, Vec<u8>, Duration)> {
+        edgemeter_data::csv::merged_readings(households)
+            .into_iter()
+            .map(|reading| {
+                let due = Duration::from_millis((reading.ts_ms - start).max(0) as u64);
+                (reading.node_id.as_bytes().to_vec(), reading.encode(), due)
+            })
+            .collect()
+    }
+
+    fn flat(publications: Vec<Publication>) -> Vec<(Vec<u8>, Vec<u8>, Duration)> {
+        publications
+            .into_iter()
+            .map(|p| (p.key, p.value, p.due))
+            .collect()
+    }
+
+    #[test]
+    fn publications_follow_the_merged_order() {
+        // Out of id order, shared timestamps, a repeat within a household,
+        // a reading before the start.
+        let households = vec![
+            Household {
+                node_id: "b".into(),
+                readings: vec![(2_000, 5), (1_000, 7), (2_000, 9), (500, 1)],
+            },
+            Household {
+                node_id: "a".into(),
+                readings: vec![(2_000, 3), (3_000, 4)],
+            },
+        ];
+        let built = flat(publications(&households, 1_000));
+        assert_eq!(built, reference(&households, 1_000));
+        let order: Vec<&[u8]> = built.iter().map(|(key, ..)| key.as_slice()).collect();
+        assert_eq!(order, [b"b", b"b", b"a", b"b", b"b", b"a"]);
+    }
+
+    #[test]
+    fn the_shipped_data_publishes_as_merged() {
+        let data = DataSet::load(&default_data_dir()).expect("the shipped data set");
+        let households: Vec<Household> = data.households.iter().take(7).cloned().collect();
+        let start = data.first_ts_ms + 60_000;
+        let built = flat(publications(&households, start));
+        assert!(built.len() > 1_000);
+        assert_eq!(built, reference(&households, start));
     }
 }
