@@ -30,6 +30,7 @@ use edgemeter_cloud::{postal_code_for, CloudTuple};
 use edgemeter_data::OracleWindow;
 use edgemeter_store::StoredTuple;
 use serde::Serialize;
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -117,7 +118,9 @@ pub struct Evidence<'a> {
     pub writes: &'a WriteLog,
 }
 
-type WindowKey = (String, i64);
+/// A window by household and start, borrowed from the evidence: the
+/// checker looks at every tuple of a seed and copies none of their ids.
+type WindowKey<'a> = (&'a str, i64);
 
 pub fn check(evidence: &Evidence<'_>) -> Findings {
     let mut findings = Findings::default();
@@ -129,8 +132,8 @@ pub fn check(evidence: &Evidence<'_>) -> Findings {
     findings
 }
 
-fn describe(key: &WindowKey) -> String {
-    format!("{}@{}", short(&key.0), key.1)
+fn describe(key: &WindowKey<'_>) -> String {
+    format!("{}@{}", short(key.0), key.1)
 }
 
 /// Household ids are 64 hex digits; eight identify them in a report.
@@ -141,11 +144,11 @@ fn short(node_id: &str) -> &str {
 fn edge_by_window<'a>(
     evidence: &Evidence<'a>,
     findings: &mut Findings,
-) -> BTreeMap<WindowKey, &'a StoredTuple> {
+) -> BTreeMap<WindowKey<'a>, &'a StoredTuple> {
     let mut edge = BTreeMap::new();
     for row in evidence.edge_rows {
-        let key = (row.node_id.clone(), row.window_start_ms);
-        if edge.insert(key.clone(), row).is_some() {
+        let key = (row.node_id.as_str(), row.window_start_ms);
+        if edge.insert(key, row).is_some() {
             findings.add(Kind::Duplicated, || {
                 format!("window {} stored twice at the edge", describe(&key))
             });
@@ -154,41 +157,60 @@ fn edge_by_window<'a>(
     edge
 }
 
+/// Walks the oracle and the edge's tuples side by side: both are sorted by
+/// household and window, so one pass finds every window lost, invented or
+/// changed without a lookup per window.
 fn check_against_oracle(
     evidence: &Evidence<'_>,
-    edge: &BTreeMap<WindowKey, &StoredTuple>,
+    edge: &BTreeMap<WindowKey<'_>, &StoredTuple>,
     findings: &mut Findings,
 ) {
-    for (key, window) in evidence.oracle {
-        let Some(row) = edge.get(key) else {
-            findings.add(Kind::Lost, || {
-                format!("window {} has readings but no tuple", describe(key))
-            });
-            continue;
+    let mut expected = evidence.oracle.iter().peekable();
+    let mut stored = edge.iter().peekable();
+    loop {
+        let order = match (expected.peek(), stored.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(((node_id, start), _)), Some((key, _))) => (node_id.as_str(), *start).cmp(*key),
         };
-        if row.average_w != window.average_w || row.samples != window.samples {
-            findings.add(Kind::Changed, || {
-                format!(
-                    "window {}: edge has {} W over {} samples, oracle {} W over {}",
-                    describe(key),
-                    row.average_w,
-                    row.samples,
-                    window.average_w,
-                    window.samples
-                )
-            });
-        }
-    }
-    for key in edge.keys() {
-        if !evidence.oracle.contains_key(key) {
-            findings.add(Kind::Unexpected, || {
-                format!("edge tuple for window {} without readings", describe(key))
-            });
+        match order {
+            Ordering::Less => {
+                let ((node_id, start), _) = expected.next().expect("peeked");
+                findings.add(Kind::Lost, || {
+                    format!(
+                        "window {} has readings but no tuple",
+                        describe(&(node_id, *start))
+                    )
+                });
+            }
+            Ordering::Greater => {
+                let (key, _) = stored.next().expect("peeked");
+                findings.add(Kind::Unexpected, || {
+                    format!("edge tuple for window {} without readings", describe(key))
+                });
+            }
+            Ordering::Equal => {
+                let (_, window) = expected.next().expect("peeked");
+                let (key, row) = stored.next().expect("peeked");
+                if row.average_w != window.average_w || row.samples != window.samples {
+                    findings.add(Kind::Changed, || {
+                        format!(
+                            "window {}: edge has {} W over {} samples, oracle {} W over {}",
+                            describe(key),
+                            row.average_w,
+                            row.samples,
+                            window.average_w,
+                            window.samples
+                        )
+                    });
+                }
+            }
         }
     }
 }
 
-fn check_delivery(edge: &BTreeMap<WindowKey, &StoredTuple>, findings: &mut Findings) {
+fn check_delivery(edge: &BTreeMap<WindowKey<'_>, &StoredTuple>, findings: &mut Findings) {
     for (key, row) in edge {
         if row.sent != 2 || row.postal_code.is_none() {
             findings.add(Kind::Lost, || {
@@ -203,12 +225,12 @@ fn check_delivery(edge: &BTreeMap<WindowKey, &StoredTuple>, findings: &mut Findi
     }
 }
 
-fn check_postal_codes(edge: &BTreeMap<WindowKey, &StoredTuple>, findings: &mut Findings) {
+fn check_postal_codes(edge: &BTreeMap<WindowKey<'_>, &StoredTuple>, findings: &mut Findings) {
     for (key, row) in edge {
         let Some(code) = &row.postal_code else {
             continue;
         };
-        let fixed = postal_code_for(&key.0);
+        let fixed = postal_code_for(key.0);
         if code != fixed.as_str() {
             findings.add(Kind::Changed, || {
                 format!(
@@ -223,10 +245,10 @@ fn check_postal_codes(edge: &BTreeMap<WindowKey, &StoredTuple>, findings: &mut F
 
 fn check_cloud(
     evidence: &Evidence<'_>,
-    edge: &BTreeMap<WindowKey, &StoredTuple>,
+    edge: &BTreeMap<WindowKey<'_>, &StoredTuple>,
     findings: &mut Findings,
 ) {
-    let mut held: BTreeMap<WindowKey, &CloudTuple> = BTreeMap::new();
+    let mut held: BTreeMap<WindowKey<'_>, &CloudTuple> = BTreeMap::new();
     for tuple in evidence.cloud {
         let Some(window) = tuple.window_start_ms else {
             findings.add(Kind::Unexpected, || {
@@ -240,8 +262,8 @@ fn check_cloud(
             });
             continue;
         }
-        let key = (tuple.node_id.clone(), window);
-        if held.insert(key.clone(), tuple).is_some() {
+        let key = (tuple.node_id.as_str(), window);
+        if held.insert(key, tuple).is_some() {
             findings.add(Kind::Duplicated, || {
                 format!(
                     "window {} held twice in the cloud (key {})",
@@ -262,7 +284,7 @@ fn check_cloud(
         if row.sent != 2 || held.contains_key(key) {
             continue;
         }
-        let identity = (evidence.edge_id.to_owned(), key.0.clone(), Some(key.1));
+        let identity = (evidence.edge_id.to_owned(), key.0.to_owned(), Some(key.1));
         let excused = evidence
             .writes
             .get(&identity)
@@ -280,7 +302,7 @@ fn check_cloud(
 }
 
 fn compare_cloud_with_edge(
-    key: &WindowKey,
+    key: &WindowKey<'_>,
     tuple: &CloudTuple,
     row: &StoredTuple,
     findings: &mut Findings,
@@ -413,6 +435,67 @@ mod tests {
             kinds(&run(&unacked, &held, 0, &WriteLog::default())),
             vec![Kind::Lost]
         );
+    }
+
+    /// Several households, windows lost and invented before, between and
+    /// after the matching ones: each is found once, and nothing else.
+    #[test]
+    fn the_oracle_walk_finds_each_gap_across_households() {
+        let household = |node: &str, window: i64| StoredTuple {
+            node_id: node.to_owned(),
+            postal_code: Some(postal_code_for(node).as_str().to_owned()),
+            ..row(0, window, 1.0)
+        };
+        let oracle: BTreeMap<(String, i64), OracleWindow> =
+            [("b", 0), ("b", 5_000), ("d", 0), ("d", 10_000), ("f", 0)]
+                .into_iter()
+                .map(|(node, window)| {
+                    let average = OracleWindow {
+                        average_w: 1.0,
+                        samples: 2,
+                    };
+                    ((node.to_owned(), window), average)
+                })
+                .collect();
+        let rows = [
+            household("a", 0),
+            household("b", 5_000),
+            household("c", 0),
+            household("d", 0),
+            household("d", 5_000),
+            household("d", 10_000),
+            household("g", 0),
+        ];
+        let findings = check(&Evidence {
+            edge_id: "edge-1",
+            oracle: &oracle,
+            edge_rows: &rows,
+            cloud: &[],
+            cache_epoch: 1,
+            writes: &WriteLog::from_iter(rows.iter().map(|row| {
+                let identity = (
+                    "edge-1".to_owned(),
+                    row.node_id.clone(),
+                    Some(row.window_start_ms),
+                );
+                (identity, 0)
+            })),
+        });
+        let (lost, lost_examples) = &findings.by_kind[&Kind::Lost];
+        assert_eq!(*lost, 2);
+        assert_eq!(lost_examples[0], "window b@0 has readings but no tuple");
+        assert_eq!(lost_examples[1], "window f@0 has readings but no tuple");
+        let (unexpected, examples) = &findings.by_kind[&Kind::Unexpected];
+        assert_eq!(*unexpected, 4);
+        let invented: Vec<&str> = examples
+            .iter()
+            .map(|text| {
+                text.trim_start_matches("edge tuple for window ")
+                    .trim_end_matches(" without readings")
+            })
+            .collect();
+        assert_eq!(invented, ["a@0", "c@0", "d@5000", "g@0"]);
+        assert_eq!(kinds(&findings), vec![Kind::Lost, Kind::Unexpected]);
     }
 
     #[test]
