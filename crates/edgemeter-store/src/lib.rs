@@ -760,11 +760,10 @@ mod tests {
         assert_eq!((again.inserted, again.already_stored), (0, 1));
     }
 
-    /// Goal: no statement of the outbox is planned again when it is run
-    /// with new parameters (see `UNACKED_AFTER_SQL`), and the backlog
-    /// read uses the partial index. Method: every operation a few times
-    /// with changing values, then each cached statement's re-prepare
-    /// count from SQLite, and the read's plan for both flags.
+    /// Goal: a batch of consecutive ids is marked by the one range
+    /// statement and touches nothing else; a batch with a gap takes the
+    /// per-id statement. Method: a run over an acknowledged row, then a
+    /// batch with a gap, then every row's flag and each statement's run count.
     #[test]
     fn a_run_of_ids_is_marked_in_one_statement() {
         assert_eq!(consecutive_run(&[4, 5, 6]), Some((4, 6)));
@@ -812,6 +811,11 @@ mod tests {
         assert_eq!(one.get_status(StatementStatus::Run), 2);
     }
 
+    /// Goal: no statement of the outbox is planned again when it is run
+    /// with new parameters (see `UNACKED_AFTER_SQL`), and the backlog
+    /// read uses the partial index. Method: every operation a few times
+    /// with changing values, then each cached statement's re-prepare
+    /// count from SQLite, and the read's plan for both flags.
     #[test]
     fn statements_are_planned_once() {
         let (_dir, mut outbox) = open();
