@@ -330,14 +330,18 @@ impl BreakingRedis {
 }
 
 /// Answers commands until the client closes or the stand-in is broken.
+/// A command read after the break is never answered: the flag is checked
+/// again before each reply, since a command and the break can be ready in
+/// the same poll (an unbiased select would answer it half the time).
 async fn answer(stream: TcpStream, mut broken: watch::Receiver<bool>) {
     let mut stream = BufReader::new(stream);
     loop {
         let command = tokio::select! {
-            command = read_command(&mut stream) => command,
+            biased;
             _ = broken.wait_for(|is_broken| *is_broken) => None,
+            command = read_command(&mut stream) => command,
         };
-        let Some(name) = command else {
+        let Some(name) = command.filter(|_| !*broken.borrow()) else {
             return;
         };
         let reply: &[u8] = if name.eq_ignore_ascii_case(b"PING") {
