@@ -78,8 +78,6 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
-/// The loose shape: every field optional and untyped, so a wrong field gives
-/// a precise error instead of serde's generic one.
 /// A record in the expected types; the node id is borrowed when it has no
 /// escapes.
 #[derive(Deserialize)]
@@ -90,6 +88,8 @@ struct TypedReading<'a> {
     ts: i64,
 }
 
+/// The loose shape: every field optional and untyped, so a wrong field gives
+/// a precise error instead of serde's generic one.
 #[derive(Deserialize)]
 struct RawReading {
     node_id: Option<serde_json::Value>,
