@@ -7,7 +7,7 @@
 # 90 minutes; it must need nothing that was installed by hand.
 #
 # What the tests need beyond Rust:
-# - cmake: the nng crate builds libnng with it.
+# - what `ci/setup.sh` installs for the build (cmake, C compilers, npm);
 # - redis-server: the cache tests and the end-to-end tests start their own,
 #   on free loopback ports.
 # - tansu: a real Kafka-protocol broker for the end-to-end tests, built from
@@ -19,32 +19,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
+# The build tools (cmake, compilers, npm) come from the same script the
+# README's first command runs.
+source ci/setup.sh
 
 install_system_packages() {
     local missing=()
-    command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+    mapfile -t missing < <(missing_build_packages | sed '/^$/d')
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-    # librdkafka and libnng are compiled from source by their crates.
-    command -v make >/dev/null 2>&1 || missing+=(make)
-    command -v cc >/dev/null 2>&1 || missing+=(gcc)
-    command -v c++ >/dev/null 2>&1 || missing+=(g++)
-    command -v perl >/dev/null 2>&1 || missing+=(perl)
-    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
-    if [ -f web/package.json ] && ! command -v npm >/dev/null 2>&1; then
-        missing+=(nodejs npm)
-    fi
     # The dashboard's browser test drives Debian's Chromium (browser
     # downloads do not work here).
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        step "installing ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        as_root apt-get update
-        as_root apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
+    apt_install "${missing[@]}"
 }
 
 install_tansu() {
