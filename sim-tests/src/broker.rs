@@ -1,7 +1,7 @@
 //! The `broker` host: a Kafka-like topic served over turmoil TCP. Storage is
 //! `edgemeter-memlog`'s [`MemLog`] (partitions, offsets, group commits); this
 //! file owns the small framed protocol around it (produce, fetch, commit,
-//! committed offsets) and the server loop.
+//! committed offsets, end offsets) and the server loop.
 //!
 //! The log lives in a [`BrokerState`] created by the harness outside the
 //! host, so it outlasts anything that happens to the other hosts, and the
@@ -74,6 +74,9 @@ pub enum BrokerRequest {
     Committed {
         group: String,
     },
+    /// Each partition's end offset (high watermark): the offset the next
+    /// record appended to it will get.
+    EndOffsets,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,6 +140,9 @@ impl BrokerRequest {
             BrokerRequest::Committed { group } => {
                 writer.u8(4).str(group);
             }
+            BrokerRequest::EndOffsets => {
+                writer.u8(5);
+            }
         }
         writer.finish()
     }
@@ -177,6 +183,7 @@ impl BrokerRequest {
             4 => BrokerRequest::Committed {
                 group: reader.string()?,
             },
+            5 => BrokerRequest::EndOffsets,
             kind => return Err(invalid(format!("unknown broker request {kind}"))),
         };
         reader.finish()?;
@@ -393,6 +400,15 @@ impl BrokerState {
         })
     }
 
+    fn end_offsets(&self) -> BrokerReply {
+        self.with(|data| {
+            let offsets = (0..data.log.partition_count() as i32)
+                .map(|partition| (partition, data.log.end_offset(partition)))
+                .collect();
+            BrokerReply::Offsets(offsets)
+        })
+    }
+
     async fn handle(&self, request: BrokerRequest) -> BrokerReply {
         match request {
             BrokerRequest::Produce {
@@ -411,6 +427,7 @@ impl BrokerState {
             }
             BrokerRequest::Commit { group, offsets } => self.commit(&group, &offsets),
             BrokerRequest::Committed { group } => self.committed(&group),
+            BrokerRequest::EndOffsets => self.end_offsets(),
         }
     }
 }
@@ -476,6 +493,7 @@ mod tests {
                 offsets: vec![(2, 9)],
             },
             BrokerRequest::Committed { group: "g".into() },
+            BrokerRequest::EndOffsets,
         ];
         for request in requests {
             assert_eq!(BrokerRequest::decode(&request.encode()).unwrap(), request);
@@ -522,5 +540,11 @@ mod tests {
             BrokerReply::Error(_)
         ));
         assert!(!state.fully_committed("g"));
+        let ends = state.end_offsets();
+        let BrokerReply::Offsets(ends) = ends else {
+            panic!("end offsets answer with offsets: {ends:?}")
+        };
+        assert_eq!(ends.iter().map(|(_, end)| end).sum::<i64>(), 2);
+        assert_eq!(ends.len(), TOPIC_PARTITIONS as usize);
     }
 }

@@ -4,10 +4,19 @@
 //! on request.
 //!
 //! Each call is one framed request on one connection, under a timeout; any
-//! error or timeout drops the connection and answers
-//! [`BusError::Unavailable`], and the next call reconnects. Fetch positions
-//! live in memory, as a Kafka consumer's do: they survive a reconnect but not
-//! a crash, after which the group's committed offsets apply.
+//! error or timeout drops the connection, and the next call reconnects. A
+//! poll that gets no answer in time (a held link, a stalled broker, a
+//! connect that hangs) returns an empty poll, as rdkafka's consumer does
+//! when nothing arrives within its wait: the edge cannot tell a stalled
+//! broker from a quiet one by the poll. Other errors (a refused connect, a
+//! broken stream) answer [`BusError::Unavailable`], as rdkafka's error
+//! events do. [`ReadingsBus::at_end`] asks the broker for every
+//! partition's end offset; any error or timeout there is an error, so a
+//! broker that does not answer never confirms the end.
+//!
+//! Fetch positions live in memory, as a Kafka consumer's do: they survive a
+//! reconnect but not a crash, after which the group's committed offsets
+//! apply.
 
 use crate::broker::{BrokerReply, BrokerRequest, BROKER_HOST, BROKER_PORT, FETCH_WAIT_MAX};
 use crate::net::{call, connect};
@@ -116,10 +125,33 @@ fn unavailable(error: io::Error) -> BusError {
     BusError::Unavailable(error.to_string())
 }
 
+impl SimBus {
+    /// Whether every fetch position has reached its partition's end offset.
+    async fn read_to_end(&mut self) -> io::Result<bool> {
+        let positions = self.positions().await?;
+        let ends = match self.request(&BrokerRequest::EndOffsets).await? {
+            BrokerReply::Offsets(ends) => ends,
+            other => return Err(io::Error::other(format!("unexpected reply {other:?}"))),
+        };
+        Ok(ends
+            .iter()
+            .all(|(partition, end)| positions.get(partition).copied().unwrap_or(0) >= *end))
+    }
+}
+
 impl ReadingsBus for SimBus {
     async fn poll(&mut self, records_max: usize) -> Result<Vec<BusRecord>, BusError> {
         assert!(records_max > 0);
-        self.fetch(records_max).await.map_err(unavailable)
+        match self.fetch(records_max).await {
+            Ok(records) => Ok(records),
+            // No answer in time: rdkafka's consumer returns nothing then.
+            Err(error) if error.kind() == io::ErrorKind::TimedOut => Ok(Vec::new()),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn at_end(&mut self) -> Result<bool, BusError> {
+        self.read_to_end().await.map_err(unavailable)
     }
 
     async fn commit(&mut self, next_offsets: &BTreeMap<i32, i64>) -> Result<(), BusError> {

@@ -5,16 +5,25 @@ use edgemeter_env::{CrashPoints, PlantedBugs};
 use edgemeter_wire::EdgeKey;
 use std::time::Duration;
 
+/// The default of [`EdgeConfig::idle_flush`] (`edgemeter edge --idle-flush`).
+pub const DEFAULT_IDLE_FLUSH: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
     /// Names this edge to the cloud; part of every tuple's identity there.
     pub edge_id: String,
     pub windows: WindowConfig,
-    /// When the broker has answered every poll without a record for this
-    /// long, every open window is closed: the stream has stopped (the replay
-    /// ended, or every household went quiet). It must be longer than the gap
-    /// between two readings of the stream, or windows close early; 10 s is
-    /// five reading intervals of a single household at real time.
+    /// When every poll has come back empty for this long AND the bus
+    /// confirms the consumer is at the end of every partition, every open
+    /// window is closed: the stream has stopped (the replay ended, or every
+    /// household went quiet). This is the stall bound: a producer that
+    /// pauses for less than this changes no average, while a longer pause
+    /// closes its windows early and the readings that follow are kept in
+    /// `rejected` as `late`. A broker or link that does not answer never
+    /// confirms the end, so it never causes a flush. 60 s outlasts a
+    /// broker's leader election and a producer's reconnect backoff with a
+    /// wide margin; it costs only that the last windows of a stream that
+    /// really ended wait a minute.
     pub idle_flush: Duration,
     pub heartbeat_interval: Duration,
     /// How long a heartbeat may take before it counts as missed.
@@ -60,7 +69,7 @@ impl EdgeConfig {
         EdgeConfig {
             edge_id,
             windows: WindowConfig::default(),
-            idle_flush: Duration::from_secs(10),
+            idle_flush: DEFAULT_IDLE_FLUSH,
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(1),
             heartbeat_misses_max: 3,

@@ -12,6 +12,15 @@
 //!    are not committed yet, which are read and closed again;
 //! 2. flag 1 in SQLite -> request -> reply -> flag 2 and postal code in SQLite;
 //! 3. the cloud stores by tuple identity, so a resend after any crash is harmless.
+//!
+//! Windows close on event time (see [`crate::windows`]). The one exception
+//! is the end of the stream: every open window is flushed only when the
+//! stream has been quiet for `idle_flush` AND the bus confirms that the
+//! consumer has read every partition to its end ([`ReadingsBus::at_end`]).
+//! A stalled producer shorter than `idle_flush` therefore changes no
+//! average, and a broker or link that does not answer never confirms the
+//! end, so it never causes a flush. A reading whose window was closed
+//! anyway is kept in table `rejected` as kind `late`, never dropped.
 
 use crate::heartbeat::{Heartbeat, LinkState};
 use crate::monitor::bump;
@@ -20,7 +29,7 @@ use crate::ports::{
     RejectedRecord, StoreError,
 };
 use crate::uplink::{PendingBatch, Uplink};
-use crate::windows::{Added, Windows};
+use crate::windows::{window_start_ms, Added, Windows};
 use crate::{EdgeConfig, EdgeMonitor};
 use edgemeter_env::{Bug, CrashPoint, WallClock};
 use edgemeter_wire::heartbeat::HEARTBEAT_REPLY;
@@ -50,6 +59,16 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 const BUS_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BUS_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// The longest the edge waits for the bus to answer whether it is at the
+/// end of every partition. No answer in time counts as "not confirmed" (no
+/// flush). The bus bounds its own broker queries below this (`KafkaBus`:
+/// 2 s per query); this is the backstop so that a bus which hangs cannot
+/// hold up commits for longer.
+pub const END_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The idle flush of the planted bug `flush-on-silence`: the old default.
+const PLANTED_SILENCE_FLUSH: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EdgeError {
     /// The bus task ended on its own: it panicked.
@@ -69,8 +88,12 @@ impl std::error::Error for EdgeError {}
 /// What the bus task reports after each poll.
 enum BusEvent {
     Records(Vec<BusRecord>),
-    /// The broker answered and had nothing new.
-    Empty,
+    /// The poll returned nothing (the broker had nothing new, or did not
+    /// answer in time). `end` is the answer to [`ReadingsBus::at_end`],
+    /// asked after the poll when the edge wanted to know.
+    Empty {
+        end: Option<Result<bool, BusError>>,
+    },
     /// The broker could not be reached.
     Unavailable,
 }
@@ -105,11 +128,15 @@ where
     // task, and the newest is never skipped (a queue that is full when the
     // stream goes quiet would leave the last commit undone).
     let (commits_tx, commits_rx) = watch::channel(BTreeMap::new());
+    // Set while the edge would flush if the bus confirmed the end: the bus
+    // task asks the broker after each empty poll only then.
+    let (end_wanted_tx, end_wanted_rx) = watch::channel(false);
     let bus_task = tokio::spawn(drive_bus(
         bus,
         config.poll_records_max,
         records_tx,
         commits_rx,
+        end_wanted_rx,
     ));
     let _abort_bus = AbortOnDrop(bus_task);
     let now = Instant::now();
@@ -128,6 +155,7 @@ where
         clock,
         monitor,
         commits_tx,
+        end_wanted_tx,
         consumed_next: BTreeMap::new(),
         committed: BTreeMap::new(),
         pending: PendingStore::default(),
@@ -175,6 +203,7 @@ async fn drive_bus<B: ReadingsBus>(
     records_max: usize,
     records_tx: mpsc::Sender<BusEvent>,
     mut commits_rx: watch::Receiver<BTreeMap<i32, i64>>,
+    end_wanted_rx: watch::Receiver<bool>,
 ) {
     let mut backoff = BUS_BACKOFF_MIN;
     let mut down_logged = false;
@@ -204,11 +233,16 @@ async fn drive_bus<B: ReadingsBus>(
                     down_logged = false;
                 }
                 backoff = BUS_BACKOFF_MIN;
-                permit.send(if records.is_empty() {
-                    BusEvent::Empty
+                if !records.is_empty() {
+                    permit.send(BusEvent::Records(records));
+                    continue;
+                }
+                let end = if *end_wanted_rx.borrow() {
+                    Some(ask_end(&mut bus).await)
                 } else {
-                    BusEvent::Records(records)
-                });
+                    None
+                };
+                permit.send(BusEvent::Empty { end });
             }
             Err(BusError::Unavailable(reason)) => {
                 permit.send(BusEvent::Unavailable);
@@ -223,6 +257,17 @@ async fn drive_bus<B: ReadingsBus>(
     }
 }
 
+/// Asks the bus whether it is at the end of every partition, within
+/// [`END_QUERY_TIMEOUT`].
+async fn ask_end<B: ReadingsBus>(bus: &mut B) -> Result<bool, BusError> {
+    match timeout(END_QUERY_TIMEOUT, bus.at_end()).await {
+        Ok(answer) => answer,
+        Err(_) => Err(BusError::Unavailable(format!(
+            "no answer to the end query within {END_QUERY_TIMEOUT:?}"
+        ))),
+    }
+}
+
 struct EdgeLoop<L, O, C> {
     config: EdgeConfig,
     link: Arc<L>,
@@ -230,6 +275,8 @@ struct EdgeLoop<L, O, C> {
     clock: C,
     monitor: Arc<EdgeMonitor>,
     commits_tx: watch::Sender<BTreeMap<i32, i64>>,
+    /// Tells the bus task to ask [`ReadingsBus::at_end`] after empty polls.
+    end_wanted_tx: watch::Sender<bool>,
     windows: Windows,
     heartbeat: Heartbeat,
     uplink: Uplink,
@@ -242,11 +289,12 @@ struct EdgeLoop<L, O, C> {
     /// Set while SQLite refuses writes: when to try again. The edge reads
     /// no more records meanwhile (Kafka keeps them).
     store_retry_at: Option<Instant>,
-    /// Since when the broker has answered every poll, without records. The
-    /// open windows are flushed once this lasts `idle_flush`: the stream has
-    /// stopped. An unreachable broker is not a quiet stream, so an outage
-    /// resets it: flushing then would close windows whose readings are still
-    /// on their way, and a late reading must never change an average.
+    /// Since when every poll has come back empty. The open windows are
+    /// flushed once this lasts `idle_flush` and the bus confirms it is at
+    /// the end of every partition: the stream has stopped. An unreachable
+    /// broker, or one that does not answer the end query, is not a quiet
+    /// stream, so either restarts the clock: flushing then would close
+    /// windows whose readings are still on their way.
     quiet_since: Option<Instant>,
     requests: FuturesUnordered<BoxFuture<'static, Completion>>,
     /// Rejection kinds already logged: each kind is logged once, then counted.
@@ -272,9 +320,10 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 event = records_rx.recv(), if consuming => match event {
                     Some(BusEvent::Records(records)) => {
                         self.quiet_since = None;
+                        self.end_wanted_tx.send_if_modified(|wanted| std::mem::replace(wanted, false));
                         self.handle_records(records).await;
                     }
-                    Some(BusEvent::Empty) => self.handle_quiet_poll().await,
+                    Some(BusEvent::Empty { end }) => self.handle_quiet_poll(end).await,
                     Some(BusEvent::Unavailable) => self.quiet_since = None,
                     None => return Err(EdgeError::BusStopped),
                 },
@@ -320,22 +369,47 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     }
 
     /// An empty poll: closes every open window once the stream has been
-    /// quiet for `idle_flush`.
-    async fn handle_quiet_poll(&mut self) {
+    /// quiet for `idle_flush` and the bus confirmed it is at the end of
+    /// every partition (`end`, asked when the edge wanted it).
+    async fn handle_quiet_poll(&mut self, end: Option<Result<bool, BusError>>) {
         let now = Instant::now();
+        let silence_only = self.config.planted.has(Bug::FlushOnSilence);
+        let confirmed = match end {
+            Some(Ok(at_end)) => at_end,
+            Some(Err(error)) => {
+                // No answer is not an end: the clock starts again, so the
+                // flush needs `idle_flush` more of a broker that answers.
+                debug!(%error, "end of the stream not confirmed; no flush");
+                self.quiet_since = Some(now);
+                false
+            }
+            None => false,
+        };
         let since = *self.quiet_since.get_or_insert(now);
-        let idle = now.duration_since(since) >= self.config.idle_flush;
-        if idle && self.store_retry_at.is_none() && self.windows.open_windows() > 0 {
+        let idle_flush = if silence_only {
+            PLANTED_SILENCE_FLUSH
+        } else {
+            self.config.idle_flush
+        };
+        let idle = now.duration_since(since) >= idle_flush;
+        let flushable = idle && self.store_retry_at.is_none() && self.windows.open_windows() > 0;
+        if flushable && (confirmed || silence_only) {
             let before = self.pending.tuples.len();
             self.windows.close_all(&mut self.pending.tuples);
             self.pending.since.get_or_insert(now);
-            debug!(
+            info!(
                 windows = self.pending.tuples.len() - before,
-                "stream idle; closing open windows"
+                "stream idle and read to its end; closing open windows"
             );
+            self.end_wanted_tx
+                .send_if_modified(|wanted| std::mem::replace(wanted, false));
             // Nothing more is coming to batch with: store now.
             self.store_and_commit().await;
+            return;
         }
+        let wanted = flushable && !silence_only;
+        self.end_wanted_tx
+            .send_if_modified(|current| std::mem::replace(current, wanted) != wanted);
     }
 
     async fn handle_records(&mut self, records: Vec<BusRecord>) {
@@ -400,11 +474,18 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 None
             }
             Added::Late => {
+                // Its window is stored (or about to be): the average there
+                // stays, and the reading is kept where an operator sees it.
                 bump(&self.monitor.late, 1);
-                if self.logged_kinds.insert("late") {
-                    warn!(node = %reading.node_id, ts_ms, "reading for a closed window ignored (logged once)");
-                }
-                None
+                let start = window_start_ms(ts_ms);
+                Some(self.reject(
+                    record,
+                    "late",
+                    format!(
+                        "window {start} of household {} was closed before this reading (ts {ts_ms}) arrived; not counted",
+                        reading.node_id
+                    ),
+                ))
             }
             Added::OutsideStream => Some(self.reject(
                 record,

@@ -22,7 +22,7 @@ pub mod ports;
 pub mod uplink;
 pub mod windows;
 
-pub use config::EdgeConfig;
+pub use config::{EdgeConfig, DEFAULT_IDLE_FLUSH};
 pub use edge::{run_edge, EdgeError};
 pub use monitor::{EdgeCounters, EdgeMonitor};
 pub use ports::*;

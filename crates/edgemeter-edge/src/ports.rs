@@ -49,6 +49,15 @@ pub trait ReadingsBus: Send + 'static {
         &mut self,
         next_offsets: &BTreeMap<i32, i64>,
     ) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Whether the consumer has read every record the broker holds: for
+    /// every partition it reads, its position equals the partition's end
+    /// offset (high watermark), freshly asked from the broker. Only
+    /// `Ok(true)` lets the edge flush its open windows on silence; `Ok(false)`
+    /// means records are still to come, and an error (no answer, a timeout)
+    /// means the end could not be confirmed. Must return within a few
+    /// seconds, like `poll`.
+    fn at_end(&mut self) -> impl Future<Output = Result<bool, BusError>> + Send;
 }
 
 /// Which cloud socket a request goes to.
@@ -140,7 +149,11 @@ pub struct StatusCounts {
     pub queued: u64,
     pub sent: u64,
     pub acked: u64,
+    /// Every row of table `rejected`, late readings included.
     pub rejected: u64,
+    /// The rows of table `rejected` of kind `late`: readings whose window
+    /// had been stored already.
+    pub late: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,13 @@
 //! - the stream watermark (the slowest partition's newest reading) passes its
 //!   end by the quiet grace, so a household that went quiet does not hold its
 //!   last window open while the others move on;
-//! - the driver flushes everything after the stream has been idle.
+//! - the driver flushes everything at the end of the stream: after
+//!   `idle_flush` of empty polls, and only once the bus confirms that the
+//!   consumer has read every partition to its end (see [`crate::edge`]).
+//!
+//! Nothing else closes a window: not the wall clock, not a silent bus. A
+//! reading that arrives after its window closed is [`Added::Late`]; the
+//! driver keeps it in table `rejected`, and the stored average stays.
 //!
 //! Sums are integer milliwatts, so an average does not depend on the order of
 //! its readings. A reading seen twice (same household, same timestamp) counts

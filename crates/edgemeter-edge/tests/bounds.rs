@@ -245,6 +245,10 @@ impl ReadingsBus for DeadBus {
     async fn commit(&mut self, _: &BTreeMap<i32, i64>) -> Result<(), BusError> {
         Err(BusError::Unavailable("connection refused".into()))
     }
+
+    async fn at_end(&mut self) -> Result<bool, BusError> {
+        Err(BusError::Unavailable("connection refused".into()))
+    }
 }
 
 /// The longest pause between two polls of an unreachable broker
@@ -298,6 +302,10 @@ impl ReadingsBus for SlowCommitBus {
     async fn commit(&mut self, offsets: &BTreeMap<i32, i64>) -> Result<(), BusError> {
         tokio::time::sleep(self.commit_takes).await;
         self.inner.commit(offsets).await
+    }
+
+    async fn at_end(&mut self) -> Result<bool, BusError> {
+        self.inner.at_end().await
     }
 }
 

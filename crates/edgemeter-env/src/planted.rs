@@ -32,10 +32,14 @@ pub enum Bug {
     FirstRecordPerPoll,
     /// The edge overwrites a stored tuple when a replayed reading recomputes it.
     ReplaceStoredTuple,
+    /// The edge closes every open window after 10 s of empty polls without
+    /// asking the broker whether it has read to the end (the old idle flush):
+    /// a stalled producer or link then closes windows early.
+    FlushOnSilence,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::AckBeforeReply,
         Bug::CommitBeforeDurable,
         Bug::ReplyBeforeCacheWrite,
@@ -46,6 +50,7 @@ impl Bug {
         Bug::DropBatchOnLinkError,
         Bug::FirstRecordPerPoll,
         Bug::ReplaceStoredTuple,
+        Bug::FlushOnSilence,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +65,7 @@ impl Bug {
             Bug::DropBatchOnLinkError => "drop-batch-on-link-error",
             Bug::FirstRecordPerPoll => "first-record-per-poll",
             Bug::ReplaceStoredTuple => "replace-stored-tuple",
+            Bug::FlushOnSilence => "flush-on-silence",
         }
     }
 

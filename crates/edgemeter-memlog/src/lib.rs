@@ -3,7 +3,8 @@
 //! demo`, which runs without a broker, and the simulation's broker host.
 //!
 //! - [`MemLog`]: the log itself; plain data, no IO, no clock.
-//! - [`MemBus`]: an in-process [`ReadingsBus`] over a shared [`MemLog`].
+//! - [`MemBus`]: an in-process [`ReadingsBus`] over a shared [`MemLog`]; its
+//!   [`ReadingsBus::at_end`] compares its positions with the log's ends.
 
 use edgemeter_edge::{BusError, BusRecord, ReadingsBus};
 use std::collections::BTreeMap;
@@ -213,6 +214,16 @@ impl ReadingsBus for MemBus {
         });
         Ok(())
     }
+
+    /// In process the log's end is known exactly: at the end when every
+    /// fetch position has reached its partition's end offset.
+    async fn at_end(&mut self) -> Result<bool, BusError> {
+        Ok(self.log.with(|log| {
+            self.positions
+                .iter()
+                .all(|(partition, position)| *position >= log.end_offset(*partition))
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -253,5 +264,34 @@ mod tests {
         let records = resumed.poll(10).await.unwrap();
         assert_eq!(records.first().map(|r| r.offset), Some(2));
         assert_eq!(records.len(), 3);
+    }
+
+    /// Goal: the bus is at the end exactly when every partition has been
+    /// read to its end offset. Method: two partitions, one record on each
+    /// key; the answer turns true only after both were fetched, and false
+    /// again after one more append.
+    #[tokio::test]
+    async fn at_end_once_every_partition_is_read() {
+        let shared = SharedLog::new(MemLog::new(2, 100));
+        let mut bus = shared.consumer("edge");
+        assert!(
+            bus.at_end().await.unwrap(),
+            "an empty log is read to its end"
+        );
+        let keys: Vec<&[u8]> = vec![b"a", b"b", b"c", b"d"];
+        let spread: std::collections::BTreeSet<i32> =
+            keys.iter().map(|key| partition_for(key, 2)).collect();
+        assert_eq!(spread.len(), 2, "the keys cover both partitions");
+        for key in &keys {
+            shared.append(key, b"1".to_vec()).unwrap();
+        }
+        assert!(!bus.at_end().await.unwrap());
+        let records = bus.poll(1).await.unwrap();
+        assert_eq!(records.len(), 1);
+        assert!(!bus.at_end().await.unwrap(), "records are left");
+        while !bus.poll(10).await.unwrap().is_empty() {}
+        assert!(bus.at_end().await.unwrap());
+        shared.append(b"a", b"2".to_vec()).unwrap();
+        assert!(!bus.at_end().await.unwrap());
     }
 }

@@ -423,6 +423,14 @@ impl Outbox for SqliteOutbox {
             .connection
             .query_row("SELECT COUNT(*) FROM rejected", [], |row| row.get(0))
             .map_err(unavailable)?;
+        counts.late = self
+            .connection
+            .query_row(
+                "SELECT COUNT(*) FROM rejected WHERE kind = 'late'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(unavailable)?;
         Ok(counts)
     }
 }
@@ -532,7 +540,8 @@ mod tests {
                 queued: 1,
                 sent: 1,
                 acked: 1,
-                rejected: 0
+                rejected: 0,
+                late: 0,
             }
         );
         assert_eq!(
@@ -611,6 +620,16 @@ mod tests {
             .unwrap();
         outbox.store_closed(&[], &[record], 2).unwrap();
         assert_eq!(outbox.status().unwrap().rejected, 1);
+        let late = RejectedRecord {
+            partition: 0,
+            offset: 8,
+            payload: b"{}".to_vec(),
+            kind: "late",
+            reason: "window stored".into(),
+        };
+        outbox.store_closed(&[], &[late], 3).unwrap();
+        let counts = outbox.status().unwrap();
+        assert_eq!((counts.rejected, counts.late), (2, 1));
     }
 
     #[test]

@@ -159,6 +159,12 @@ pub struct EdgeArgs {
     /// serves only with --allow-unauthenticated.
     #[arg(long, value_name = "FILE", env = "EDGEMETER_EDGE_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+
+    /// How long the stream must be quiet before the open windows are
+    /// closed, once the broker confirms every partition is read to its end.
+    /// A producer that pauses for less changes no average. E.g. `60s`, `2m`.
+    #[arg(long, value_name = "D", default_value = "60s", value_parser = parse_duration)]
+    pub idle_flush: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,13 @@
 //! The group still stores those offsets. The topic's partitions are looked
 //! up again every [`PARTITIONS_REFRESH_INTERVAL`], so partitions added
 //! later are read too.
+//!
+//! [`ReadingsBus::at_end`] compares, per assigned partition, the consumer's
+//! position (or, before the first record since the assignment, the group's
+//! committed offset) with the high watermark asked from the broker at that
+//! moment (`fetch_watermarks`), off the async threads and within
+//! [`WATERMARKS_QUERY_TIMEOUT`]. Any error or timeout is "not confirmed":
+//! a broker that does not answer must never look like a finished stream.
 
 use edgemeter_edge::{BusError, BusRecord, ReadingsBus};
 use futures::{FutureExt, Stream, StreamExt};
@@ -54,6 +61,17 @@ pub const PARTITIONS_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a refresh of the topic's partitions may take before the bus
 /// tries again at the next interval.
 const PARTITIONS_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the end query may take in all (the committed offsets and one
+/// watermark query per partition share it). A healthy broker answers in
+/// milliseconds; past this the end is "not confirmed" and the edge asks
+/// again after its next empty poll. Below the edge's own backstop, so that
+/// the bus, not the edge, reports the timeout.
+pub const WATERMARKS_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+const _: () = assert!(
+    WATERMARKS_QUERY_TIMEOUT.as_millis() < edgemeter_edge::edge::END_QUERY_TIMEOUT.as_millis()
+);
 
 /// After the first record, a poll drains what is already buffered. The
 /// stream may report "nothing yet" once for an internal event even though
@@ -244,6 +262,55 @@ fn partitions_of(
         .collect())
 }
 
+/// Whether the consumer has read every partition in `partitions` to the
+/// high watermark the broker reports now. Blocking: the broker queries
+/// share `deadline`, and running past it is an error.
+fn read_to_end(
+    consumer: &impl Consumer,
+    topic: &str,
+    partitions: &BTreeSet<i32>,
+    deadline: std::time::Instant,
+) -> Result<bool, String> {
+    let remaining = || {
+        deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| format!("no answer within {WATERMARKS_QUERY_TIMEOUT:?}"))
+    };
+    let positions = consumer.position().map_err(|error| error.to_string())?;
+    let mut committed = None;
+    for &partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, remaining()?)
+            .map_err(|error| format!("watermarks of partition {partition}: {error}"))?;
+        let position = positions
+            .find_partition(topic, partition)
+            .map(|element| element.offset());
+        let next = match position {
+            Some(Offset::Offset(next)) => next,
+            // Nothing read since the assignment: the consumer stands at the
+            // group's committed offset, or at the earliest record without one.
+            _ => {
+                if committed.is_none() {
+                    let list = consumer
+                        .committed(remaining()?)
+                        .map_err(|error| format!("committed offsets: {error}"))?;
+                    committed = Some(list);
+                }
+                let list = committed.as_ref().expect("fetched above");
+                match list.find_partition(topic, partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(next)) => next,
+                    _ => low,
+                }
+            }
+        };
+        if next < high {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The consumer group of an edge: one group per edge, so that two edges
 /// each see every reading and each commit their own progress.
 pub fn group_id(edge_id: &str) -> String {
@@ -351,6 +418,39 @@ impl ReadingsBus for KafkaBus {
         self.consumer
             .commit(&list, CommitMode::Async)
             .map_err(|error| BusError::Unavailable(error.to_string()))
+    }
+
+    async fn at_end(&mut self) -> Result<bool, BusError> {
+        if self.broker_down {
+            return Err(BusError::Unavailable(
+                "the broker has not answered since it went away".into(),
+            ));
+        }
+        if self.assigned.is_empty() {
+            // Nothing read yet (the topic may not exist): nothing to confirm.
+            return Ok(false);
+        }
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let partitions = self.assigned.clone();
+        let deadline = std::time::Instant::now() + WATERMARKS_QUERY_TIMEOUT;
+        let query = tokio::task::spawn_blocking(move || {
+            read_to_end(&*consumer, &topic, &partitions, deadline)
+        });
+        // The blocking queries keep to the deadline; this bounds the wait
+        // even if one did not.
+        match tokio::time::timeout(WATERMARKS_QUERY_TIMEOUT + Duration::from_millis(500), query)
+            .await
+        {
+            Ok(Ok(Ok(at_end))) => Ok(at_end),
+            Ok(Ok(Err(reason))) => Err(BusError::Unavailable(reason)),
+            Ok(Err(error)) => Err(BusError::Unavailable(format!(
+                "end query task failed: {error}"
+            ))),
+            Err(_) => Err(BusError::Unavailable(format!(
+                "no answer to the end query within {WATERMARKS_QUERY_TIMEOUT:?}"
+            ))),
+        }
     }
 }
 

@@ -53,9 +53,14 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the edge may take to stop once told to.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The demo edge's idle flush at real time: five reading intervals of a
+/// household, the deployment's value before the edge learned to confirm
+/// the end of the stream (see `pipeline` for why the demo keeps it).
+const DEMO_IDLE_FLUSH_BASE: Duration = Duration::from_secs(10);
+
 /// The shortest idle time after which the demo's edge closes every open
-/// window. The deployment's default waits 10 s of wall time, five reading
-/// intervals at real time; the demo scales it by its speed (data time runs
+/// window. The base waits 10 s of wall time, five reading intervals at
+/// real time; the demo scales it by its speed (data time runs
 /// that much faster), but never below this, so that a scheduler stall of
 /// the in-process replay cannot close windows early. At `max` the replay
 /// is over in well under a second and this is most of what is left to wait.
@@ -200,7 +205,12 @@ async fn pipeline<B: ReadingsBus, S: ReadingSink + 'static>(
     let reporter = tokio::spawn(report(monitor.clone(), edge_shutdown.clone()));
     let mut config = EdgeConfig::new(run.args.edge_id.clone());
     config.key = run.key.clone();
-    config.idle_flush = demo_idle_flush(config.idle_flush, run.args.speed);
+    // Not the deployment's 60 s: that bound is for a producer, broker or
+    // link that can stall. The demo's bus is in process and its replay
+    // runs in the same runtime, so neither can stall for long; the older,
+    // shorter base, scaled by speed, keeps `--exit-when-done` from waiting
+    // a minute more.
+    config.idle_flush = demo_idle_flush(DEMO_IDLE_FLUSH_BASE, run.args.speed);
     let edge = tokio::spawn(run_edge(
         config,
         bus,
