@@ -5,6 +5,13 @@
 //! - [`MemLog`]: the log itself; plain data, no IO, no clock.
 //! - [`MemBus`]: an in-process [`ReadingsBus`] over a shared [`MemLog`]; its
 //!   [`ReadingsBus::at_end`] compares its positions with the log's ends.
+//! - [`ProduceQueue`] (module [`produce_queue`]): the producer's side of
+//!   the same model, the order and retry decisions of a producer, without
+//!   IO: `edgemeter households` drives it over librdkafka.
+
+pub mod produce_queue;
+
+pub use produce_queue::ProduceQueue;
 
 use edgemeter_edge::{BusError, BusRecord, ReadingsBus};
 use std::collections::BTreeMap;

@@ -7,10 +7,15 @@
 //! A publish hands the record to librdkafka at once and keeps its delivery
 //! future; at most [`PRODUCE_INFLIGHT_MAX`] are unconfirmed. A record whose
 //! delivery fails (the broker stayed down past librdkafka's message timeout)
-//! is sent again with backoff, never dropped.
+//! is sent again with backoff, never dropped, and before any younger
+//! record: the order and retry decisions are [`ProduceQueue`]'s, this file
+//! only moves records between it and librdkafka. (A failed record used to
+//! go back behind younger readings of its household.)
 
 use crate::households::{ReadingSink, SinkError};
 use crate::kafka_bus::{check_broker, client_config, BrokerSetupError};
+use edgemeter_memlog::produce_queue::RESEND_DELAY_MIN;
+use edgemeter_memlog::ProduceQueue;
 use edgemeter_wire::Reading;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -20,38 +25,31 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Unconfirmed records at most. Bounds our memory (a reading is ~130
 /// bytes), while leaving librdkafka plenty to batch: at speed `max` it
 /// sends tens of thousands of records a second.
 pub const PRODUCE_INFLIGHT_MAX: usize = 10_000;
 
-/// The first pause before a failed record is sent again; it doubles.
-const RESEND_DELAY_MIN: Duration = Duration::from_millis(100);
-
-/// The longest pause between two sends of a failed record.
-const RESEND_DELAY_MAX: Duration = Duration::from_secs(5);
-
 /// The pause when librdkafka's own queue is full and nothing of ours is
 /// in flight to wait for instead.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(10);
 
-/// A record handed to librdkafka, and what is needed to send it again.
-struct Pending {
+/// One record as handed to librdkafka.
+#[derive(Debug, Clone)]
+struct Record {
     key: String,
     payload: Vec<u8>,
-    attempt: u32,
 }
 
-type Delivery = BoxFuture<'static, (Pending, Result<(), KafkaError>)>;
+type Delivery = BoxFuture<'static, (u64, Result<(), KafkaError>)>;
 
 pub struct KafkaProducer {
     producer: FutureProducer,
     topic: String,
+    queue: ProduceQueue<Record>,
     in_flight: FuturesUnordered<Delivery>,
-    /// Records that failed and wait for their next send.
-    failed: Vec<Pending>,
-    delivered: u64,
 }
 
 impl KafkaProducer {
@@ -79,24 +77,25 @@ impl KafkaProducer {
         Ok(KafkaProducer {
             producer,
             topic: topic.to_owned(),
+            queue: ProduceQueue::new(),
             in_flight: FuturesUnordered::new(),
-            failed: Vec::new(),
-            delivered: 0,
         })
     }
 
     /// Records confirmed by the broker so far.
     pub fn delivered(&self) -> u64 {
-        self.delivered
+        self.queue.delivered()
     }
 
-    /// Hands a record to librdkafka, waiting while its queue is full.
-    async fn enqueue(&mut self, pending: Pending) {
-        loop {
-            let record = FutureRecord::to(&self.topic)
-                .key(&pending.key)
-                .payload(&pending.payload);
-            match self.producer.send_result(record) {
+    /// Hands librdkafka every record the queue lets go now. Stops early
+    /// when librdkafka refuses one (its queue is full): the record keeps
+    /// its place and goes with the next call.
+    fn send_ready(&mut self) -> bool {
+        while let Some((sequence, record)) = self.queue.poll_send(Instant::now()) {
+            let message = FutureRecord::to(&self.topic)
+                .key(&record.key)
+                .payload(&record.payload);
+            match self.producer.send_result(message) {
                 Ok(delivery) => {
                     let future = async move {
                         let outcome = match delivery.await {
@@ -104,32 +103,36 @@ impl KafkaProducer {
                             Ok(Err((error, _))) => Err(error),
                             Err(_) => Err(KafkaError::Canceled),
                         };
-                        (pending, outcome)
+                        (sequence, outcome)
                     };
                     self.in_flight.push(future.boxed());
-                    return;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    if !self.settle_one().await {
-                        tokio::time::sleep(QUEUE_FULL_PAUSE).await;
-                    }
                 }
                 Err((error, _)) => {
-                    tracing::warn!(%error, "record not accepted by librdkafka; retrying");
-                    tokio::time::sleep(RESEND_DELAY_MIN).await;
+                    if !matches!(
+                        error,
+                        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+                    ) {
+                        tracing::warn!(%error, "record not accepted by librdkafka; retrying");
+                    }
+                    self.queue.handle_refused(sequence);
+                    return false;
                 }
             }
         }
+        true
     }
 
-    /// Waits for one delivery; false when none is in flight.
-    async fn settle_one(&mut self) -> bool {
-        match self.in_flight.next().await {
-            Some(outcome) => {
+    /// Waits for the next thing that can move the queue on: a delivery
+    /// outcome, the end of a backoff, or a pause after a refusal.
+    async fn wait_for_progress(&mut self, refused: bool) {
+        let resume_at = self.queue.poll_timeout();
+        tokio::select! {
+            Some(outcome) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                 self.record_outcome(outcome);
-                true
             }
-            None => false,
+            _ = sleep_until_some(resume_at), if resume_at.is_some() => {}
+            _ = tokio::time::sleep(if refused { QUEUE_FULL_PAUSE } else { RESEND_DELAY_MIN }),
+                if self.in_flight.is_empty() && resume_at.is_none() => {}
         }
     }
 
@@ -139,73 +142,53 @@ impl KafkaProducer {
         }
     }
 
-    fn record_outcome(&mut self, (mut pending, outcome): (Pending, Result<(), KafkaError>)) {
+    fn record_outcome(&mut self, (sequence, outcome): (u64, Result<(), KafkaError>)) {
         match outcome {
-            Ok(()) => self.delivered += 1,
+            Ok(()) => self.queue.handle_delivered(sequence),
             Err(error) => {
-                if pending.attempt == 0 {
-                    tracing::warn!(%error, key = %pending.key, "delivery failed; sending again with backoff");
+                if !self.queue.retrying() {
+                    tracing::warn!(%error, "delivery failed; sending it again with backoff, before younger readings");
                 }
-                pending.attempt += 1;
-                self.failed.push(pending);
+                self.queue.handle_failed(sequence, Instant::now());
             }
         }
     }
 
-    /// Sends failed records again, after a pause that grows with their attempts.
-    async fn resend_failed(&mut self) {
-        let failed = std::mem::take(&mut self.failed);
-        if let Some(attempt) = failed.iter().map(|pending| pending.attempt).max() {
-            tokio::time::sleep(resend_delay(attempt)).await;
-        }
-        for pending in failed {
-            self.enqueue(pending).await;
-        }
-    }
-
-    /// Records handed to librdkafka and not yet confirmed, including those
-    /// waiting to be sent again: what [`PRODUCE_INFLIGHT_MAX`] bounds.
+    /// Records not yet confirmed (waiting, in flight or to be sent again):
+    /// what [`PRODUCE_INFLIGHT_MAX`] bounds.
     pub fn unconfirmed(&self) -> usize {
-        self.in_flight.len() + self.failed.len()
+        self.queue.unconfirmed()
     }
 }
 
-/// The pause before the `attempt`-th resend of a record: doubling from
-/// [`RESEND_DELAY_MIN`], never above [`RESEND_DELAY_MAX`].
-fn resend_delay(attempt: u32) -> Duration {
-    RESEND_DELAY_MIN
-        .saturating_mul(1 << attempt.min(16))
-        .min(RESEND_DELAY_MAX)
+async fn sleep_until_some(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
 }
 
 impl ReadingSink for KafkaProducer {
     async fn publish(&mut self, reading: &Reading) -> Result<(), SinkError> {
         self.settle_ready();
-        // Failed records count too: they go back in flight before this one.
         while self.unconfirmed() >= PRODUCE_INFLIGHT_MAX {
-            if !self.settle_one().await {
-                self.resend_failed().await;
-            }
+            let refused = !self.send_ready();
+            self.wait_for_progress(refused).await;
         }
-        if !self.failed.is_empty() {
-            self.resend_failed().await;
-        }
-        let pending = Pending {
+        self.queue.push(Record {
             key: reading.node_id.clone(),
             payload: reading.encode(),
-            attempt: 0,
-        };
-        self.enqueue(pending).await;
+        });
+        self.send_ready();
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
         loop {
-            while self.settle_one().await {}
-            if self.failed.is_empty() {
+            let refused = !self.send_ready();
+            if self.unconfirmed() == 0 {
                 return Ok(());
             }
-            self.resend_failed().await;
+            self.wait_for_progress(refused).await;
         }
     }
 }
@@ -213,16 +196,6 @@ impl ReadingSink for KafkaProducer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_resend_delay_doubles_to_its_cap() {
-        assert_eq!(resend_delay(0), RESEND_DELAY_MIN);
-        assert_eq!(resend_delay(1), RESEND_DELAY_MIN * 2);
-        let delays: Vec<Duration> = (0..100).map(resend_delay).collect();
-        assert!(delays.windows(2).all(|pair| pair[0] <= pair[1]));
-        assert!(delays.iter().all(|delay| *delay <= RESEND_DELAY_MAX));
-        assert_eq!(resend_delay(u32::MAX), RESEND_DELAY_MAX);
-    }
 
     /// Goal: a broker that does not confirm makes `publish` wait, rather
     /// than letting unconfirmed records pile up. Method: a producer aimed
