@@ -320,3 +320,66 @@ async fn a_late_reading_is_kept_in_rejected_and_counted() {
         "{reason}"
     );
 }
+
+/// A [`MemBus`] whose end query never answers.
+struct HangingEnd {
+    inner: MemBus,
+}
+
+impl ReadingsBus for HangingEnd {
+    async fn poll(&mut self, records_max: usize) -> Result<Vec<BusRecord>, BusError> {
+        self.inner.poll(records_max).await
+    }
+
+    async fn commit(&mut self, offsets: &BTreeMap<i32, i64>) -> Result<(), BusError> {
+        self.inner.commit(offsets).await
+    }
+
+    async fn at_end(&mut self) -> Result<bool, BusError> {
+        std::future::pending().await
+    }
+}
+
+/// Goal: an end query that never returns holds the bus task up for at
+/// most `END_QUERY_TIMEOUT`: readings published later are still read and
+/// their windows stored, and nothing is flushed. Method: one household's
+/// first window, quiet past the idle flush (so the edge asks, and the
+/// query hangs), then readings that close that window by event time; the
+/// window must be stored well within two more idle flushes.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_end_query_does_not_stop_the_bus() {
+    const T0: i64 = 1_577_145_600_000;
+    let log = SharedLog::new(MemLog::new(1, 1_000));
+    let reading = |ts_ms: i64| Reading {
+        node_id: "house-1".into(),
+        power_w: 10.0,
+        ts_ms,
+    };
+    log.append(b"house-1", reading(T0).encode()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edge.db");
+    let edge = tokio::spawn(run_edge(
+        config(DEFAULT_IDLE_FLUSH),
+        HangingEnd {
+            inner: log.consumer("edge-stall"),
+        },
+        link(),
+        SqliteOutbox::open(&db).unwrap(),
+        SystemClock,
+        Arc::new(EdgeMonitor::new()),
+        std::future::pending(),
+    ));
+    sleep(DEFAULT_IDLE_FLUSH * 3).await;
+    let stored = || {
+        SqliteOutbox::open_read_only(&db)
+            .unwrap()
+            .all_tuples()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(stored(), 0, "an unanswered end query flushes nothing");
+    log.append(b"house-1", reading(T0 + 9_000).encode())
+        .unwrap();
+    wait_acked(&db, 1, DEFAULT_IDLE_FLUSH * 2).await;
+    edge.abort();
+}

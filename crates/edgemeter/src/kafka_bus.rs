@@ -493,6 +493,25 @@ mod tests {
         assert_eq!(left_in(past), 2, "the record waits for the next poll");
     }
 
+    /// Goal: a watermark query nobody answers is an error, never an end,
+    /// both when it times out and when its time is already used up.
+    /// Method: a consumer aimed at a port nobody listens on.
+    #[test]
+    fn an_unanswered_watermark_query_is_not_an_end() {
+        let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap();
+        let consumer: rdkafka::consumer::BaseConsumer =
+            client_config(&nobody.to_string()).create().unwrap();
+        let partitions = BTreeSet::from([0, 1]);
+        let soon = std::time::Instant::now() + Duration::from_millis(300);
+        let answer = read_to_end(&consumer, TOPIC, &partitions, soon);
+        assert!(answer.is_err(), "{answer:?}");
+        let past = std::time::Instant::now();
+        let answer = read_to_end(&consumer, TOPIC, &partitions, past);
+        assert!(answer.is_err(), "{answer:?}");
+    }
+
     /// Goal: an empty or not-yet-ready queue ends the skip at once, with
     /// the error the poll met.
     #[test]
