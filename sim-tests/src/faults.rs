@@ -82,6 +82,16 @@ pub enum Fault {
     BrokerOutage { duration_ms: u64 },
     /// Message latency rises to up to `max_ms` for a while.
     LatencySpike { max_ms: u64, duration_ms: u64 },
+    /// The link between `host` and `peer` holds every message, both ways,
+    /// for `duration_ms`, then delivers them all (turmoil's `hold` and
+    /// `release`): a stalled producer, broker or link, where a partition
+    /// drops messages instead. Nothing is refused, so a caller sees only
+    /// timeouts, as a client of a stalled Kafka broker does.
+    Stall {
+        host: Host,
+        peer: Host,
+        duration_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +195,42 @@ const LATENCY_SPIKE: Kind = Kind {
     on_probability: 0.25,
     per_minute: (0.2, 1.0),
 };
+const PARTITION_HOUSEHOLDS_BROKER: Kind = Kind {
+    on_probability: 0.3,
+    per_minute: (0.3, 1.5),
+};
+const STALL_HOUSEHOLDS_BROKER: Kind = Kind {
+    on_probability: 0.3,
+    per_minute: (0.3, 1.5),
+};
+const STALL_EDGE_BROKER: Kind = Kind {
+    on_probability: 0.35,
+    per_minute: (0.3, 1.5),
+};
+
+/// How much shorter than the edge's idle flush the households' outages
+/// are kept. The bound the edge promises is "a producer stall shorter than
+/// `idle_flush` changes no average"; after a stall the households need up
+/// to a produce timeout, a backoff and a linger (about 1.5 s) to deliver
+/// their backlog, a latency spike adds up to 2 s, and the edge polls
+/// every second or so. 15 s covers all of that several times over.
+pub const HOUSEHOLDS_OUTAGE_MARGIN_MS: u64 = 15_000;
+
+/// Two households outages closer than this count as one: in between the
+/// households may not have delivered their backlog, so the edge would not
+/// see the stream move.
+pub const HOUSEHOLDS_OUTAGE_GAP_MS: u64 = 5_000;
+
+/// The longest the households may be cut off from the broker in a drawn
+/// scenario, for an edge with `idle_flush_ms`. Outages there must stay
+/// shorter than the documented bound, or a correct edge closes windows
+/// early (it cannot tell a stalled producer from a finished one) and the
+/// checker would report what the README documents as the expected cost of
+/// a longer stall. Beyond the bound, `tests/` and the README own the
+/// behaviour (late readings kept in `rejected`), not the swarm.
+pub fn households_outage_ms_max(idle_flush_ms: u64) -> u64 {
+    idle_flush_ms.saturating_sub(HOUSEHOLDS_OUTAGE_MARGIN_MS)
+}
 
 impl Scenario {
     /// A fault-free scenario for `seed` with the given shape.
@@ -252,6 +298,13 @@ impl Scenario {
             max_ms: rng.gen_range(100..2_000),
             duration_ms: rng.gen_range(500..20_000),
         });
+        // Drawn after the older kinds, so that those keep their draws.
+        draw.households_outages(options);
+        draw.each(&STALL_EDGE_BROKER, |rng| Fault::Stall {
+            host: Host::Edge,
+            peer: Host::Broker,
+            duration_ms: short_or_long(rng),
+        });
         let mut events = draw.events;
         events.sort_by_key(|event| event.at_ms);
         scenario.faults = events;
@@ -294,7 +347,80 @@ struct Drawer {
     events: Vec<FaultEvent>,
 }
 
+/// The time `event` cuts the households off from the broker, if it does.
+fn households_outage(event: &FaultEvent) -> Option<(u64, u64)> {
+    let involves = |a: Host, b: Host| {
+        (a, b) == (Host::Households, Host::Broker) || (a, b) == (Host::Broker, Host::Households)
+    };
+    let duration_ms = match &event.fault {
+        Fault::BrokerOutage { duration_ms } => *duration_ms,
+        Fault::Partition {
+            from,
+            to,
+            duration_ms,
+            ..
+        } if involves(*from, *to) => *duration_ms,
+        Fault::Stall {
+            host,
+            peer,
+            duration_ms,
+        } if involves(*host, *peer) => *duration_ms,
+        _ => return None,
+    };
+    Some((event.at_ms, event.at_ms.saturating_add(duration_ms)))
+}
+
+/// The length of the merged outage (intervals closer than
+/// [`HOUSEHOLDS_OUTAGE_GAP_MS`] merge) that contains `candidate`.
+fn merged_outage_ms(outages: &[(u64, u64)], candidate: (u64, u64)) -> u64 {
+    let mut all: Vec<(u64, u64)> = outages.to_vec();
+    all.push(candidate);
+    all.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in all {
+        match merged.last_mut() {
+            Some(last) if start <= last.1.saturating_add(HOUSEHOLDS_OUTAGE_GAP_MS) => {
+                last.1 = last.1.max(end)
+            }
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+        .into_iter()
+        .find(|(start, end)| *start <= candidate.0 && candidate.1 <= *end)
+        .map_or(0, |(start, end)| end - start)
+}
+
 impl Drawer {
+    /// Partitions and stalls between the households and the broker, each
+    /// kept only if the households' merged outage (broker outages included)
+    /// stays within [`households_outage_ms_max`].
+    fn households_outages(&mut self, options: &DrawOptions) {
+        let idle_flush_ms = options
+            .edge_idle_flush_ms
+            .unwrap_or(edgemeter_edge::DEFAULT_IDLE_FLUSH.as_millis() as u64);
+        let outage_ms_max = households_outage_ms_max(idle_flush_ms);
+        let start = self.events.len();
+        self.partitions(&PARTITION_HOUSEHOLDS_BROKER, Host::Households, Host::Broker);
+        self.each(&STALL_HOUSEHOLDS_BROKER, |rng| Fault::Stall {
+            host: Host::Households,
+            peer: Host::Broker,
+            duration_ms: rng.gen_range(100..45_000),
+        });
+        let drawn = self.events.split_off(start);
+        let mut outages: Vec<(u64, u64)> =
+            self.events.iter().filter_map(households_outage).collect();
+        for event in drawn {
+            let Some(outage) = households_outage(&event) else {
+                continue;
+            };
+            if merged_outage_ms(&outages, outage) <= outage_ms_max {
+                outages.push(outage);
+                self.events.push(event);
+            }
+        }
+    }
+
     fn count(&mut self, kind: &Kind) -> usize {
         if !self.rng.gen_bool(kind.on_probability) {
             return 0;
@@ -371,6 +497,63 @@ mod tests {
         for event in &first.faults {
             assert!(event.at_ms < 180_000);
         }
+    }
+
+    /// Goal: in drawn scenarios the households are never cut off from the
+    /// broker for longer than the bound (broker outages and the new
+    /// partitions and stalls together), while such faults are drawn at all.
+    /// Method: 300 seeds; merge every seed's households outages and check
+    /// the longest.
+    #[test]
+    fn households_outages_stay_within_the_bound() {
+        let bound = households_outage_ms_max(edgemeter_edge::DEFAULT_IDLE_FLUSH.as_millis() as u64);
+        assert!(bound >= 30_000, "the bound leaves room for long stalls");
+        let mut drawn = 0;
+        for seed in 0..300 {
+            let scenario = Scenario::draw(seed, &options());
+            let households_fault = |event: &FaultEvent| {
+                households_outage(event).is_some()
+                    && !matches!(event.fault, Fault::BrokerOutage { .. })
+            };
+            for (index, event) in scenario.faults.iter().enumerate() {
+                if !households_fault(event) {
+                    continue;
+                }
+                let others: Vec<(u64, u64)> = scenario
+                    .faults
+                    .iter()
+                    .enumerate()
+                    .filter(|(other, _)| *other != index)
+                    .filter_map(|(_, other)| households_outage(other))
+                    .collect();
+                let outage = households_outage(event).expect("checked above");
+                let merged = merged_outage_ms(&others, outage);
+                assert!(
+                    merged <= bound,
+                    "seed {seed}: households cut off for {merged} ms"
+                );
+            }
+            drawn += scenario
+                .faults
+                .iter()
+                .filter(|event| {
+                    matches!(
+                        event.fault,
+                        Fault::Stall {
+                            host: Host::Households,
+                            ..
+                        } | Fault::Partition {
+                            from: Host::Households,
+                            ..
+                        } | Fault::Partition {
+                            to: Host::Households,
+                            ..
+                        }
+                    )
+                })
+                .count();
+        }
+        assert!(drawn > 100, "only {drawn} households faults in 300 seeds");
     }
 
     #[test]

@@ -93,7 +93,8 @@ fn halve(fault: &mut Fault) -> bool {
     let length = match fault {
         Fault::Partition { duration_ms, .. }
         | Fault::BrokerOutage { duration_ms }
-        | Fault::LatencySpike { duration_ms, .. } => duration_ms,
+        | Fault::LatencySpike { duration_ms, .. }
+        | Fault::Stall { duration_ms, .. } => duration_ms,
         Fault::Crash { down_ms, .. }
         | Fault::CrashAtPoint { down_ms, .. }
         | Fault::CacheLoss { down_ms } => down_ms,

@@ -1,7 +1,7 @@
 //! Turns a scenario's fault events into a timeline of primitive actions
 //! (block a direction, unblock it, crash a host, arm a crash point, lose the
-//! cache, raise or restore latency), sorted by time with a stable order for
-//! ties. Pure data: no simulation here, so it is easy to test and to read.
+//! cache, raise or restore latency, hold or release a link), sorted by time
+//! with a stable order for ties. Pure data: no simulation here, so it is easy to test and to read.
 
 use crate::faults::{crash_point_named, Direction, Fault, FaultEvent, Host};
 use edgemeter_env::CrashPoint;
@@ -34,6 +34,16 @@ pub enum Action {
     },
     SpikeEnd {
         max_ms: u64,
+    },
+    /// Messages between `host` and `peer` are held, both ways (counted, as
+    /// blocks are), and delivered when the last hold on the pair ends.
+    Hold {
+        host: Host,
+        peer: Host,
+    },
+    Release {
+        host: Host,
+        peer: Host,
     },
 }
 
@@ -116,6 +126,26 @@ fn actions_of(event: &FaultEvent) -> Vec<(u64, Action)> {
                 Action::SpikeEnd { max_ms: *max_ms },
             ),
         ],
+        Fault::Stall {
+            host,
+            peer,
+            duration_ms,
+        } => vec![
+            (
+                at,
+                Action::Hold {
+                    host: *host,
+                    peer: *peer,
+                },
+            ),
+            (
+                at.saturating_add(*duration_ms),
+                Action::Release {
+                    host: *host,
+                    peer: *peer,
+                },
+            ),
+        ],
     }
 }
 
@@ -181,5 +211,34 @@ mod tests {
             )
         );
         assert_eq!(actions.len(), 6, "the spike's end falls after the heal");
+    }
+
+    #[test]
+    fn a_stall_holds_then_releases_its_pair() {
+        let faults = vec![FaultEvent {
+            at_ms: 40,
+            fault: Fault::Stall {
+                host: Host::Households,
+                peer: Host::Broker,
+                duration_ms: 20,
+            },
+        }];
+        let held = Action::Hold {
+            host: Host::Households,
+            peer: Host::Broker,
+        };
+        let released = Action::Release {
+            host: Host::Households,
+            peer: Host::Broker,
+        };
+        assert_eq!(
+            timeline(&faults, 1_000),
+            vec![(40, held.clone()), (60, released)]
+        );
+        assert_eq!(
+            timeline(&faults, 50),
+            vec![(40, held)],
+            "the heal releases it"
+        );
     }
 }

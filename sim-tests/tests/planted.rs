@@ -56,3 +56,17 @@ fn every_planted_bug_is_caught_within_200_seeds() {
         "not caught within {SEEDS_MAX} seeds: {missed:?}"
     );
 }
+
+/// Goal: the old idle flush (10 s of empty polls, no end confirmation) is
+/// caught as what it does to data: windows closed early by a stalled
+/// producer or link, then stored with part of their readings (`changed`)
+/// or not at all. Method: as above, for `flush-on-silence` alone; the
+/// households-broker and edge-broker stalls of the swarm are what expose it.
+#[test]
+#[cfg_attr(not(sim_optimized), ignore = "long: run with --profile sim")]
+fn flush_on_silence_is_caught_by_a_changed_average() {
+    let (seeds, kinds) =
+        seeds_to_catch(Bug::FlushOnSilence).expect("flush-on-silence caught within 200 seeds");
+    println!("flush-on-silence caught after {seeds} seeds by {kinds:?}");
+    assert!(kinds.contains(&Kind::Changed), "{kinds:?}");
+}
