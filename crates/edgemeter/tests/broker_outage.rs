@@ -6,10 +6,11 @@
 //! replay at 20x while the cloud is not running yet, so the edge builds a
 //! backlog of queued (flag 0) tuples. Then tansu is SIGKILLed and only then
 //! the cloud starts: every acknowledgement that follows is shipping during
-//! the outage. The outage outlasts the edge's idle flush (10 s), so an edge
-//! that mistook the dead broker for a quiet stream would close windows
-//! early, and their late readings would change averages, which the end
-//! check would catch. Tansu restarts on the same port and storage.
+//! the outage. The outage outlasts the edge's idle flush (10 s in these
+//! tests, `cluster::TEST_IDLE_FLUSH`), so an edge that mistook the dead
+//! broker for a quiet stream would close windows early, and their late
+//! readings would change averages, which the end check would catch. Tansu
+//! restarts on the same port and storage.
 
 mod common;
 
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 const BACKLOG_TUPLES: u64 = 500;
 
 /// How long the broker stays down at least: longer than the edge's idle
-/// flush (`EdgeConfig::idle_flush`, 10 s).
+/// flush (`cluster::TEST_IDLE_FLUSH`, 10 s).
 const OUTAGE_MIN: Duration = Duration::from_secs(15);
 
 #[test]

@@ -114,3 +114,60 @@ async fn readings_go_through_and_a_restarted_consumer_resumes_at_its_commit() {
         );
     }
 }
+
+/// Goal: `KafkaBus::at_end` says "at the end" exactly when the consumer
+/// has read every partition to its high watermark, asked from the broker:
+/// false while records are left, true once all are read, false again after
+/// a new record, and true for a restarted consumer whose group committed
+/// everything (it has read nothing yet, so its committed offsets count).
+/// Method: real tansu with three partitions and seven households.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_is_at_the_end_only_when_every_partition_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(dir.path());
+    let mut producer = KafkaProducer::connect(&broker.address(), TOPIC)
+        .await
+        .unwrap();
+    let sent = readings();
+    for reading in &sent[..700] {
+        producer.publish(reading).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let mut bus = KafkaBus::connect(&broker.address(), "at-end-test", TOPIC)
+        .await
+        .unwrap();
+    assert_eq!(bus.at_end().await, Ok(false), "nothing read yet");
+    let mut first = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.is_empty() && Instant::now() < deadline {
+        first = bus.poll(10).await.unwrap();
+    }
+    assert!(!first.is_empty(), "no record within a minute");
+    assert_eq!(bus.at_end().await, Ok(false), "records are left");
+    let rest = consume(&mut bus, 700 - first.len(), Duration::from_secs(60)).await;
+    assert_eq!(first.len() + rest.len(), 700);
+    assert_eq!(bus.at_end().await, Ok(true), "every partition read");
+
+    producer.publish(&sent[700]).await.unwrap();
+    producer.flush().await.unwrap();
+    assert_eq!(bus.at_end().await, Ok(false), "a new record is waiting");
+    let last = consume(&mut bus, 1, Duration::from_secs(60)).await;
+    assert_eq!(bus.at_end().await, Ok(true));
+
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for record in first.iter().chain(&rest).chain(&last) {
+        let end = ends.entry(record.partition).or_default();
+        *end = (*end).max(record.offset + 1);
+    }
+    bus.commit(&ends).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(bus);
+    let mut resumed = KafkaBus::connect(&broker.address(), "at-end-test", TOPIC)
+        .await
+        .unwrap();
+    assert_eq!(
+        resumed.at_end().await,
+        Ok(true),
+        "a consumer whose group committed everything is at the end"
+    );
+}

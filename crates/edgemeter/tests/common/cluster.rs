@@ -18,6 +18,9 @@ pub const EDGE_ID: &str = "it-edge";
 pub const DURATION: &str = "10m";
 pub const DURATION_MS: i64 = 600_000;
 
+/// The edge's `--idle-flush` in these tests (see [`Cluster::edge_args`]).
+pub const TEST_IDLE_FLUSH: &str = "10s";
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub tansu: Tansu,
@@ -99,6 +102,12 @@ impl Cluster {
             EDGE_ID,
             "--key-file",
             key.to_str().expect("UTF-8 path"),
+            // The tests' streams end for good, and the wait at their end is
+            // the idle flush: the old 10 s keeps them fast. The edge still
+            // flushes only once the broker confirms the end, which is what
+            // `broker_outage` relies on; `producer_stall` sets its own.
+            "--idle-flush",
+            TEST_IDLE_FLUSH,
         ]
         .map(str::to_owned)
         .to_vec()
