@@ -2,13 +2,16 @@
 
 use crate::windows::WindowConfig;
 use edgemeter_env::{CrashPoints, PlantedBugs};
-use edgemeter_wire::EdgeKey;
+use edgemeter_wire::{EdgeKey, ReadingForm};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
     /// Names this edge to the cloud; part of every tuple's identity there.
     pub edge_id: String,
+    /// Which producer's record form the bus carries: EdgeMeter's own, or
+    /// the original system's (milliwatts, timed by the Kafka record).
+    pub readings: ReadingForm,
     pub windows: WindowConfig,
     /// When the broker has answered every poll without a record for this
     /// long, every open window is closed: the stream has stopped (the replay
@@ -59,6 +62,7 @@ impl EdgeConfig {
         );
         EdgeConfig {
             edge_id,
+            readings: ReadingForm::EdgeMeter,
             windows: WindowConfig::default(),
             idle_flush: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(1),

@@ -64,6 +64,12 @@ pub fn edge_lines(edge: &serde_json::Value, socket: &std::path::Path) -> Vec<Str
     } else {
         "paused (SQLite refused a write; see the edge's log)"
     };
+    let intake = if edge["intake_alarm"] == true {
+        "ALARM: every record of the last minute was rejected; the edge stores nothing \
+         (see table rejected, and --readings if the producer is the original's)"
+    } else {
+        "records become readings"
+    };
     let cloud = if edge["connected"] == true {
         "connected"
     } else {
@@ -76,6 +82,7 @@ pub fn edge_lines(edge: &serde_json::Value, socket: &std::path::Path) -> Vec<Str
             edge["pid"]
         ),
         format!("consumption:           {consumption}"),
+        format!("intake:                {intake}"),
         format!("cloud:                 {cloud}"),
         format!("store errors:          {}", edge["store_errors"]),
     ]
@@ -121,12 +128,18 @@ mod tests {
             lines[1],
             "consumption:           paused (SQLite refused a write; see the edge's log)"
         );
-        assert_eq!(lines[2], "cloud:                 connected");
-        assert_eq!(lines[3], "store errors:          3");
+        assert_eq!(lines[2], "intake:                records become readings");
+        assert_eq!(lines[3], "cloud:                 connected");
+        assert_eq!(lines[4], "store errors:          3");
         edge["consuming"] = true.into();
         assert_eq!(
             edge_lines(&edge, socket)[1],
             "consumption:           active"
+        );
+        edge["intake_alarm"] = true.into();
+        assert!(
+            edge_lines(&edge, socket)[2].contains("every record of the last minute was rejected"),
+            "an edge that stores nothing says so"
         );
     }
 
