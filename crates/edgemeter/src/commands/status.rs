@@ -28,6 +28,15 @@ pub fn run(args: StatusArgs) -> Result<(), CommandError> {
 }
 
 pub fn read(db: &std::path::Path) -> Result<StatusCounts, CommandError> {
+    if !db.exists() {
+        // Not a permissions problem: no edge has made this database yet.
+        return Err(CommandError::Config(format!(
+            "no edge database at {}: no edge has run with this --db yet; start \
+             `edgemeter edge --db {}`, or pass the --db a running edge uses",
+            db.display(),
+            db.display()
+        )));
+    }
     let mut outbox = SqliteOutbox::open_read_only(db).map_err(CommandError::store(db))?;
     outbox.status().map_err(CommandError::store(db))
 }
@@ -161,5 +170,10 @@ mod tests {
     fn a_missing_database_names_the_flag() {
         let error = read(std::path::Path::new("/no/such/edge.db")).unwrap_err();
         assert!(error.to_string().contains("--db"), "{error}");
+        assert!(
+            error.to_string().contains("no edge has run"),
+            "a database not made yet is not a permissions problem: {error}"
+        );
+        assert!(!error.to_string().contains("permissions"), "{error}");
     }
 }
