@@ -42,6 +42,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--edgemeter", required=True)
     parser.add_argument("--kafka", required=True)
+    parser.add_argument("--mosaik-port", type=int, default=5555,
+                        help="where mosaik listens for its simulators (its default: 5555)")
     parser.add_argument("--data", required=True)
     parser.add_argument("--households", type=int, default=3)
     parser.add_argument("--until", type=int, default=300)
@@ -53,7 +55,12 @@ def main():
         },
         "Load": {"python": "__main__:Load"},
     }
-    world = mosaik.World(sim_config)
+    # mosaik gives a started simulator 10 s by default to connect and answer
+    # init; a loaded CI machine starting a debug build can take longer.
+    world = mosaik.World(sim_config, mosaik_config={
+        "addr": ("127.0.0.1", args.mosaik_port),
+        "start_timeout": 60,
+    })
     households = world.start("Households")
     households.Household.create(args.households)
     adapter = households.KafkaAdapter.create(1, step_size=2)[0]

@@ -75,10 +75,11 @@ class OriginalKafkaAdapter(mosaik_api.Simulator):
         return {}
 
     def finalize(self):
-        self.producer.flush(30)
+        # Every confirmation must reach the log: the oracle is made from it.
+        remaining = self.producer.flush(120)
         self.log.close()
-        if self.failures:
-            raise SystemExit(f"{self.failures} records were not delivered")
+        if remaining or self.failures:
+            raise SystemExit(f"{remaining} records unconfirmed, {self.failures} failed")
 
 
 def households_with_distinct_seconds(data, count, until):
@@ -98,6 +99,8 @@ def households_with_distinct_seconds(data, count, until):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kafka", required=True)
+    parser.add_argument("--mosaik-port", type=int, default=5555,
+                        help="where mosaik listens for its simulators (its default: 5555)")
     parser.add_argument("--data", required=True)
     parser.add_argument("--households", type=int, default=3)
     parser.add_argument("--until", type=int, default=300)
@@ -108,7 +111,7 @@ def main():
     world = mosaik.World({
         "CSV": {"python": "mosaik_csv:CSV"},
         "KafkaAdapter": {"python": "__main__:OriginalKafkaAdapter"},
-    })
+    }, mosaik_config={"addr": ("127.0.0.1", args.mosaik_port)})
     names = {}
     entities = []
     for path, first_date in households_with_distinct_seconds(args.data, args.households, args.until):

@@ -60,6 +60,12 @@ impl Outcome {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Adapter {
+    step: i64,
+    next_publish: i64,
+}
+
 /// One household of the data set, its readings in time order.
 #[derive(Debug, Clone)]
 struct Series {
@@ -73,8 +79,10 @@ pub struct Simulator {
     /// Households not yet created, in id order.
     unassigned: std::collections::VecDeque<(String, Vec<Reading>)>,
     households: BTreeMap<String, Series>,
-    /// Adapter entities and their step, in time units.
-    adapters: BTreeMap<String, i64>,
+    /// Adapter entities: their step, and the next time they publish, in
+    /// time units. The simulator is also stepped at its households'
+    /// readings; an adapter publishes only at its own steps.
+    adapters: BTreeMap<String, Adapter>,
     /// Milliseconds per mosaik time unit.
     unit_ms: f64,
     /// The data set's first reading: time 0.
@@ -181,7 +189,11 @@ impl Simulator {
                 let entities: Vec<Value> = (first..first + num)
                     .map(|index| {
                         let eid = format!("adapter-{index}");
-                        self.adapters.insert(eid.clone(), step);
+                        let adapter = Adapter {
+                            step,
+                            next_publish: 0,
+                        };
+                        self.adapters.insert(eid.clone(), adapter);
                         json!({"eid": eid, "type": "KafkaAdapter", "rel": []})
                     })
                     .collect();
@@ -215,8 +227,9 @@ impl Simulator {
         if let Some(Value::Object(inputs)) = args.get(1) {
             self.adapt(inputs, time, &mut outcome);
         }
-        for step in self.adapters.values() {
-            next = Some(next.map_or(time + step, |next| next.min(time + step)));
+        for adapter in self.adapters.values() {
+            let due = adapter.next_publish.max(time + 1);
+            next = Some(next.map_or(due, |next| next.min(due)));
         }
         // Nothing left to publish: past the end of the run, so never again.
         let next = next.unwrap_or(until + 1).max(time + 1);
@@ -228,9 +241,13 @@ impl Simulator {
     fn adapt(&mut self, inputs: &Map<String, Value>, time: i64, outcome: &mut Outcome) {
         let ts_ms = self.origin_ms + (time as f64 * self.unit_ms).round() as i64;
         for (eid, attrs) in inputs {
-            if !self.adapters.contains_key(eid) {
+            let Some(adapter) = self.adapters.get_mut(eid) else {
+                continue;
+            };
+            if time < adapter.next_publish {
                 continue;
             }
+            adapter.next_publish = time + adapter.step;
             let Some(Value::Object(sources)) = attrs.get("power") else {
                 continue;
             };
@@ -383,7 +400,7 @@ mod tests {
             json!({"step_size": 3}),
         );
         let inputs = json!({"adapter-0": {"power": {"Load-0.load 1": 120.5, "Load-0.bad": -3.0}}});
-        let stepped = call(&mut sim, "step", json!([6, inputs, 300]), json!({}));
+        let stepped = call(&mut sim, "step", json!([6, inputs.clone(), 300]), json!({}));
         assert_eq!(
             stepped.publish,
             vec![Reading {
@@ -394,6 +411,13 @@ mod tests {
         );
         assert_eq!(stepped.refused.len(), 1);
         assert_eq!(stepped.reply, Some(Ok(json!(9))));
+        let between = call(&mut sim, "step", json!([7, inputs.clone(), 300]), json!({}));
+        assert!(
+            between.publish.is_empty(),
+            "between its steps it publishes nothing"
+        );
+        let next = call(&mut sim, "step", json!([9, inputs, 300]), json!({}));
+        assert_eq!(next.publish.len(), 1);
     }
 
     #[test]

@@ -55,7 +55,10 @@ fn python() -> PathBuf {
 fn run_scenario(cluster: &Cluster, script: &str, args: &[&str]) {
     let script = repository().join("ci/mosaik").join(script);
     let script = script.to_str().expect("UTF-8 path").to_owned();
-    let mut all = vec![script.as_str()];
+    // mosaik listens on 5555 unless told otherwise: two worlds at once, or
+    // anything else on that port, would collide.
+    let port = common::free_port().to_string();
+    let mut all = vec![script.as_str(), "--mosaik-port", port.as_str()];
     all.extend_from_slice(args);
     let mut scenario = Process::spawn("scenario", &python(), &all, cluster.dir.path());
     let status = scenario.wait_exit(Duration::from_secs(240));
@@ -97,7 +100,28 @@ fn assert_edge_matches(cluster: &Cluster, expected: &BTreeMap<(String, i64), Ora
         .iter()
         .map(|(key, window)| (key.clone(), (window.average_w, window.samples)))
         .collect();
-    assert_eq!(held, wanted, "the edge's tuples are the oracle's windows");
+    let differences: Vec<String> = wanted
+        .keys()
+        .chain(held.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|key| held.get(*key) != wanted.get(*key))
+        .take(10)
+        .map(|key| {
+            format!(
+                "{key:?}: edge {:?}, oracle {:?}",
+                held.get(key),
+                wanted.get(key)
+            )
+        })
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "the edge's tuples differ from the oracle's windows ({} edge, {} oracle):\n{}",
+        held.len(),
+        wanted.len(),
+        differences.join("\n")
+    );
     let status = common::edge_status(&cluster.db);
     assert_eq!(status["rejected"], 0, "no record was refused: {status}");
 }
