@@ -235,6 +235,9 @@ impl BrokerReply {
                             partition: reader.i32()?,
                             offset: reader.i64()?,
                             payload: reader.bytes()?,
+                            // The simulated households publish EdgeMeter's
+                            // form, which is timed inside the record.
+                            timestamp_ms: None,
                         })
                     })
                     .collect::<io::Result<_>>()?;
@@ -504,6 +507,7 @@ mod tests {
                 partition: 1,
                 offset: 2,
                 payload: b"x".to_vec(),
+                timestamp_ms: None,
             }]),
             BrokerReply::Offsets(vec![(0, 1)]),
             BrokerReply::Done,

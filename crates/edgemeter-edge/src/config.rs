@@ -2,7 +2,7 @@
 
 use crate::windows::WindowConfig;
 use edgemeter_env::{CrashPoints, PlantedBugs};
-use edgemeter_wire::EdgeKey;
+use edgemeter_wire::{EdgeKey, ReadingForm};
 use std::time::Duration;
 
 /// The default of [`EdgeConfig::idle_flush`] (`edgemeter edge --idle-flush`).
@@ -12,6 +12,9 @@ pub const DEFAULT_IDLE_FLUSH: Duration = Duration::from_secs(60);
 pub struct EdgeConfig {
     /// Names this edge to the cloud; part of every tuple's identity there.
     pub edge_id: String,
+    /// Which producer's record form the bus carries: EdgeMeter's own, or
+    /// the original system's (milliwatts, timed by the Kafka record).
+    pub readings: ReadingForm,
     pub windows: WindowConfig,
     /// When every poll has come back empty for this long AND the bus
     /// confirms the consumer is at the end of every partition, every open
@@ -68,6 +71,7 @@ impl EdgeConfig {
         );
         EdgeConfig {
             edge_id,
+            readings: ReadingForm::EdgeMeter,
             windows: WindowConfig::default(),
             idle_flush: DEFAULT_IDLE_FLUSH,
             heartbeat_interval: Duration::from_secs(1),

@@ -23,6 +23,7 @@
 //! anyway is kept in table `rejected` as kind `late`, never dropped.
 
 use crate::heartbeat::{Heartbeat, LinkState};
+use crate::intake::{IntakeChange, IntakeHealth};
 use crate::monitor::bump;
 use crate::ports::{
     BusError, BusRecord, Channel, CloudLink, LinkError, NewTuple, Outbox, ReadingsBus,
@@ -35,7 +36,7 @@ use edgemeter_env::{Bug, CrashPoint, WallClock};
 use edgemeter_wire::heartbeat::HEARTBEAT_REPLY;
 use edgemeter_wire::sealed::{open_reply, seal_request};
 use edgemeter_wire::{
-    Ack, BatchReply, EdgeKey, HeartbeatRequest, PostalCode, Reading, ReplyOutcome, TupleOut,
+    Ack, BatchReply, EdgeKey, HeartbeatRequest, PostalCode, ReplyOutcome, TupleOut,
 };
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -163,6 +164,7 @@ where
         quiet_since: None,
         requests: FuturesUnordered::new(),
         logged_kinds: BTreeSet::new(),
+        intake: IntakeHealth::new(now),
     };
     edge.monitor.set_consuming(true);
     edge.run(records_rx, shutdown).await
@@ -299,6 +301,8 @@ struct EdgeLoop<L, O, C> {
     requests: FuturesUnordered<BoxFuture<'static, Completion>>,
     /// Rejection kinds already logged: each kind is logged once, then counted.
     logged_kinds: BTreeSet<&'static str>,
+    /// Whether consumed records become readings.
+    intake: IntakeHealth,
 }
 
 impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
@@ -323,7 +327,10 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                         self.end_wanted_tx.send_if_modified(|wanted| std::mem::replace(wanted, false));
                         self.handle_records(records).await;
                     }
-                    Some(BusEvent::Empty { end }) => self.handle_quiet_poll(end).await,
+                    Some(BusEvent::Empty { end }) => {
+                        self.check_intake();
+                        self.handle_quiet_poll(end).await;
+                    }
                     Some(BusEvent::Unavailable) => self.quiet_since = None,
                     None => return Err(EdgeError::BusStopped),
                 },
@@ -428,10 +435,14 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         };
         for record in records {
             bump(&self.monitor.readings, 1);
-            if let Some(reject) = self.window_record(&record) {
+            let reject = self.window_record(&record);
+            self.intake
+                .handle_record(reject.as_ref().map(|reject| reject.kind));
+            if let Some(reject) = reject {
                 self.pending.rejected.push(reject);
             }
         }
+        self.check_intake();
         self.windows.close_ready(&mut self.pending.tuples);
         let now = Instant::now();
         if self.pending.is_empty() {
@@ -447,10 +458,30 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         }
     }
 
+    /// Logs and publishes a change of the intake's verdict: an edge that
+    /// consumes and stores nothing says so plainly.
+    fn check_intake(&mut self) {
+        match self.intake.poll_change(Instant::now()) {
+            Some(IntakeChange::AllRejected(alarm)) => {
+                self.monitor.set_intake_alarm(true);
+                error!(records = alarm.records, "{}", alarm.describe());
+            }
+            Some(IntakeChange::Recovered) => {
+                self.monitor.set_intake_alarm(false);
+                info!("records become readings again");
+            }
+            None => {}
+        }
+    }
+
     /// Adds one record to its window; returns it as rejected if it is not a
     /// usable reading.
     fn window_record(&mut self, record: &BusRecord) -> Option<RejectedRecord> {
-        let reading = match Reading::decode(&record.payload) {
+        let decoded = self
+            .config
+            .readings
+            .decode(&record.payload, record.timestamp_ms);
+        let reading = match decoded {
             Ok(reading) => reading,
             Err(error) => return Some(self.reject(record, error.kind(), error.to_string())),
         };

@@ -6,6 +6,7 @@
 //! - [`ports`]: the IO boundary: readings bus, cloud link, outbox store.
 //! - [`windows`]: 5-second event-time windows per household (no IO).
 //! - [`heartbeat`]: the connected/disconnected state machine (no IO).
+//! - [`intake`]: whether consumed records become readings (no IO).
 //! - [`uplink`]: in-flight batches, resends, the outbox cursor, backoff (no IO).
 //! - [`edge`]: the driver that wires them to the ports: [`run_edge`].
 //! - [`config`], [`monitor`]: settings and shared counters.
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod edge;
 pub mod heartbeat;
+pub mod intake;
 pub mod monitor;
 pub mod ports;
 pub mod uplink;

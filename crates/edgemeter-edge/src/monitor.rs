@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub struct EdgeMonitor {
     connected: AtomicBool,
     consuming: AtomicBool,
+    /// Set while every record of the last finished minute was rejected
+    /// (see [`crate::intake`]).
+    intake_alarm: AtomicBool,
     pub readings: AtomicU64,
     pub rejected: AtomicU64,
     pub late: AtomicU64,
@@ -24,6 +27,9 @@ pub struct EdgeMonitor {
 pub struct EdgeCounters {
     pub connected: bool,
     pub consuming: bool,
+    /// Every record of the last minute with records was rejected: the edge
+    /// consumes but stores nothing.
+    pub intake_alarm: bool,
     pub readings: u64,
     pub rejected: u64,
     pub late: u64,
@@ -57,11 +63,16 @@ impl EdgeMonitor {
         self.consuming.store(consuming, Ordering::Relaxed);
     }
 
+    pub(crate) fn set_intake_alarm(&self, alarm: bool) {
+        self.intake_alarm.store(alarm, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> EdgeCounters {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         EdgeCounters {
             connected: self.connected(),
             consuming: self.consuming.load(Ordering::Relaxed),
+            intake_alarm: self.intake_alarm.load(Ordering::Relaxed),
             readings: load(&self.readings),
             rejected: load(&self.rejected),
             late: load(&self.late),

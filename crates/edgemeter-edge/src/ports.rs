@@ -13,6 +13,10 @@ pub struct BusRecord {
     pub partition: i32,
     pub offset: i64,
     pub payload: Vec<u8>,
+    /// The record's own timestamp (Kafka's CreateTime or LogAppendTime), in
+    /// ms since the epoch, when the bus has one. Only the original's
+    /// reading form, which carries no time of its own, reads it.
+    pub timestamp_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -51,6 +51,14 @@ pub struct WindowConfig {
     /// How far the stream watermark must pass a window's end to close it
     /// without a later reading of its household.
     pub quiet_grace_ms: i64,
+    /// Whether one household's readings arrive in order, so that its own
+    /// later reading may close its window. True for keyed records (ours:
+    /// one household, one partition). The original's records have no key
+    /// and spread over every partition, so an older reading of a household
+    /// may still wait in another partition: its windows close only when
+    /// the watermark (every partition read so far) passes their end by the
+    /// quiet grace.
+    pub household_order: bool,
 }
 
 impl Default for WindowConfig {
@@ -58,6 +66,7 @@ impl Default for WindowConfig {
         WindowConfig {
             lateness_ms: 2_000,
             quiet_grace_ms: 30_000,
+            household_order: true,
         }
     }
 }
@@ -172,12 +181,14 @@ impl Windows {
         let WindowConfig {
             lateness_ms,
             quiet_grace_ms,
+            household_order,
         } = self.config;
         for (node_id, household) in &mut self.households {
             let newest = household.newest_ts_ms;
             let ready = |start: i64| {
                 let end = start + WINDOW_MS;
-                newest >= end + lateness_ms || watermark >= end.saturating_add(quiet_grace_ms)
+                (household_order && newest >= end + lateness_ms)
+                    || watermark >= end.saturating_add(quiet_grace_ms)
             };
             close_while(node_id, household, ready, closed);
         }
@@ -246,6 +257,7 @@ mod tests {
         let mut windows = Windows::new(WindowConfig {
             lateness_ms: 0,
             quiet_grace_ms: 60_000,
+            household_order: true,
         });
         assert_eq!(windows.add("h", T0 + 1_000, 100_000, 0, 0), Added::Counted);
         assert_eq!(windows.add("h", T0 + 3_000, 200_000, 0, 1), Added::Counted);
@@ -282,6 +294,7 @@ mod tests {
         let mut windows = Windows::new(WindowConfig {
             lateness_ms: 0,
             quiet_grace_ms: 10_000,
+            household_order: true,
         });
         windows.add("quiet", T0, 1_000, 0, 0);
         windows.add("busy", T0 + 14_999, 1_000, 0, 1);
@@ -289,6 +302,35 @@ mod tests {
         windows.add("busy", T0 + 15_000, 1_000, 0, 2);
         let tuples = closed(&mut windows);
         assert!(tuples.iter().any(|t| t.node_id == "quiet"));
+    }
+
+    /// Goal: unkeyed records (the original's form) close a window only when
+    /// every partition has passed it, never on the household's own later
+    /// reading, which may have overtaken an older one in another partition.
+    #[test]
+    fn without_household_order_only_the_watermark_closes() {
+        let mut windows = Windows::new(WindowConfig {
+            lateness_ms: 1_000,
+            quiet_grace_ms: 3_000,
+            household_order: false,
+        });
+        windows.add("h", T0 + 1_000, 1_000, 0, 0);
+        windows.add("g", T0 + 1_500, 1_000, 1, 0);
+        windows.add("h", T0 + 9_000, 1_000, 0, 1);
+        assert!(
+            closed(&mut windows).is_empty(),
+            "partition 1 has not passed it"
+        );
+        windows.add("h", T0 + 4_000, 3_000, 1, 1);
+        assert!(
+            closed(&mut windows).is_empty(),
+            "partition 1 is still inside it"
+        );
+        windows.add("g", T0 + 8_000, 1_000, 1, 2);
+        let tuples = closed(&mut windows);
+        let h: Vec<&NewTuple> = tuples.iter().filter(|t| t.node_id == "h").collect();
+        assert_eq!(h.len(), 1);
+        assert_eq!((h[0].samples, h[0].average_w), (2, 2.0));
     }
 
     /// Goal: the household map never grows past its bound. Method: fill it

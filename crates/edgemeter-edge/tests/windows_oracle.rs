@@ -127,7 +127,7 @@ proptest! {
     fn a_quiet_household_does_not_hold_its_window(households in households_strategy()) {
         // Strict settings: no lateness, and a short grace. Every household but
         // the first stops early; its windows must close while the others run.
-        let config = WindowConfig { lateness_ms: 0, quiet_grace_ms: 10_000 };
+        let config = WindowConfig { lateness_ms: 0, quiet_grace_ms: 10_000, household_order: true };
         let mut households = households;
         for household in households.iter_mut().skip(1) {
             household.readings.truncate(3);

@@ -91,6 +91,8 @@ impl MemLog {
                 partition,
                 offset: (start + index) as i64,
                 payload: payload.clone(),
+                // The demo's producer writes EdgeMeter's form, timed inside.
+                timestamp_ms: None,
             })
             .collect()
     }

@@ -3,7 +3,8 @@
 //! layout cannot drift between sender and receiver.
 //!
 //! # Layout
-//! - [`reading`]: the Kafka record on `power_topic` (JSON, as the original).
+//! - [`reading`]: the Kafka record on `power_topic` (JSON), in EdgeMeter's
+//!   form or the original's ([`ReadingForm`]).
 //! - [`frame`]: the byte cursor and limits shared by the binary messages.
 //! - [`postal`]: a validated five-digit German postal code.
 //! - [`batch`]: the Rust edge's versioned, batched data request and its reply.
@@ -29,7 +30,7 @@ pub use frame::{DecodeError, FRAME_BYTES_MAX};
 pub use heartbeat::HeartbeatRequest;
 pub use legacy::LegacyDataRequest;
 pub use postal::PostalCode;
-pub use reading::{Reading, RecordError, POWER_W_MAX};
+pub use reading::{Reading, ReadingForm, RecordError, POWER_W_MAX};
 pub use request::DataRequest;
 pub use sealed::{AuthError, EdgeKey};
 

@@ -1,8 +1,19 @@
-//! The Kafka record on `power_topic`: one household reading, as JSON
-//! `{"node_id": "<household id>", "power_value": <watts>, "ts": <ms since epoch>}`.
+//! The Kafka record on `power_topic`: one household reading, in one of two
+//! forms ([`ReadingForm`]).
 //!
-//! The layout is the original's, so its producers and ours are
-//! interchangeable. Decoding validates every field; what fails is named by a
+//! - EdgeMeter's own (the default): JSON
+//!   `{"node_id": "<household id>", "power_value": <watts>, "ts": <ms since epoch>}`,
+//!   keyed by household.
+//! - The original system's (its mosaik `KafkaAdapter`):
+//!   `{"node_id": "household_<id>", "power_value": <the CSV's milliwatts>}`,
+//!   with no key and no time field; the time is the Kafka record's own
+//!   timestamp. `household_<id>` is the same household as `<id>`.
+//!
+//! The two are not interchangeable: the field names match, the units and
+//! the clock do not, so the edge reads the form its operator names
+//! (`edgemeter edge --readings edgemeter|original`). A record of the other
+//! form is refused with a reason that names the flag, never misread.
+//! Decoding validates every field; what fails is named by a
 //! [`RecordError`] kind so that the edge can count and keep it.
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +50,10 @@ pub enum RecordError {
     NegativePower(f64),
     AbsurdPower(f64),
     BadTimestamp(String),
+    /// An original-form power above [`POWER_W_MAX`] even read as milliwatts.
+    AbsurdPowerMilliwatts(f64),
+    /// A record of the other [`ReadingForm`] than the edge reads.
+    WrongForm(String),
 }
 
 impl RecordError {
@@ -51,8 +66,9 @@ impl RecordError {
             RecordError::BadNodeId(_) => "bad_node_id",
             RecordError::NonFinitePower => "non_finite_power",
             RecordError::NegativePower(_) => "negative_power",
-            RecordError::AbsurdPower(_) => "absurd_power",
+            RecordError::AbsurdPower(_) | RecordError::AbsurdPowerMilliwatts(_) => "absurd_power",
             RecordError::BadTimestamp(_) => "bad_timestamp",
+            RecordError::WrongForm(_) => "wrong_form",
         }
     }
 }
@@ -64,14 +80,27 @@ impl fmt::Display for RecordError {
                 write!(f, "record of {bytes} bytes exceeds {RECORD_BYTES_MAX}")
             }
             RecordError::NotJson(error) => write!(f, "not a JSON object: {error}"),
+            RecordError::MissingField("ts") => write!(
+                f,
+                "missing or mistyped field `ts`; the original's records have none: \
+                 is this the original's form? see --readings original"
+            ),
             RecordError::MissingField(field) => write!(f, "missing or mistyped field `{field}`"),
             RecordError::BadNodeId(reason) => write!(f, "bad node_id: {reason}"),
             RecordError::NonFinitePower => write!(f, "power_value is not a finite number"),
             RecordError::NegativePower(watts) => write!(f, "power_value {watts} W is negative"),
-            RecordError::AbsurdPower(watts) => {
-                write!(f, "power_value {watts} W exceeds {POWER_W_MAX} W")
-            }
+            RecordError::AbsurdPower(watts) => write!(
+                f,
+                "power_value {watts} W exceeds {POWER_W_MAX} W; \
+                 is this the original's milliwatt form? see --readings original"
+            ),
             RecordError::BadTimestamp(reason) => write!(f, "bad ts: {reason}"),
+            RecordError::AbsurdPowerMilliwatts(milliwatts) => write!(
+                f,
+                "power_value {milliwatts} mW is {} W, above {POWER_W_MAX} W",
+                milliwatts / 1000.0
+            ),
+            RecordError::WrongForm(reason) => f.write_str(reason),
         }
     }
 }
@@ -154,6 +183,109 @@ impl Reading {
             ts_ms: checked_ts(ts_ms)?,
         })
     }
+}
+
+/// Which producer's records the edge reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadingForm {
+    /// EdgeMeter's own: watts and a `ts` field.
+    #[default]
+    EdgeMeter,
+    /// The original system's: milliwatts, `household_<id>`, the Kafka
+    /// record's timestamp as the reading's time.
+    Original,
+}
+
+impl ReadingForm {
+    /// The name `--readings` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadingForm::EdgeMeter => "edgemeter",
+            ReadingForm::Original => "original",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ReadingForm> {
+        [ReadingForm::EdgeMeter, ReadingForm::Original]
+            .into_iter()
+            .find(|form| form.name() == name)
+    }
+
+    /// Decodes one record of this form. `record_ts_ms` is the Kafka
+    /// record's timestamp, which only the original's form reads.
+    pub fn decode(self, bytes: &[u8], record_ts_ms: Option<i64>) -> Result<Reading, RecordError> {
+        match self {
+            ReadingForm::EdgeMeter => Reading::decode(bytes),
+            ReadingForm::Original => Reading::decode_original(bytes, record_ts_ms),
+        }
+    }
+}
+
+/// The prefix the original's producer puts before a household id.
+pub const ORIGINAL_NODE_PREFIX: &str = "household_";
+
+/// The original's record: every field loose, to name what is wrong.
+#[derive(Deserialize)]
+struct OriginalRecord {
+    node_id: Option<serde_json::Value>,
+    power_value: Option<serde_json::Value>,
+    /// Never in the original's form: its presence means EdgeMeter's.
+    ts: Option<serde_json::Value>,
+}
+
+impl Reading {
+    /// Decodes the original producer's `{"node_id": "household_<id>",
+    /// "power_value": <mW>}`, timed by the Kafka record's timestamp.
+    pub fn decode_original(
+        bytes: &[u8],
+        record_ts_ms: Option<i64>,
+    ) -> Result<Reading, RecordError> {
+        if bytes.len() > RECORD_BYTES_MAX {
+            return Err(RecordError::TooLarge(bytes.len()));
+        }
+        let raw: OriginalRecord = serde_json::from_slice(bytes)
+            .map_err(|error| RecordError::NotJson(error.to_string()))?;
+        if raw.ts.is_some() {
+            return Err(RecordError::WrongForm(
+                "the record has a `ts` field, which the original's records never have: \
+                 is this EdgeMeter's form? see --readings edgemeter"
+                    .to_owned(),
+            ));
+        }
+        let node_id = match raw.node_id {
+            Some(serde_json::Value::String(id)) => {
+                let id = id
+                    .strip_prefix(ORIGINAL_NODE_PREFIX)
+                    .map_or(id.clone(), str::to_owned);
+                checked_node_id(id)?
+            }
+            _ => return Err(RecordError::MissingField("node_id")),
+        };
+        let power_mw = raw
+            .power_value
+            .as_ref()
+            .and_then(serde_json::Value::as_f64)
+            .ok_or(RecordError::MissingField("power_value"))?;
+        let power_w = checked_power_mw(power_mw)?;
+        let ts_ms = record_ts_ms.ok_or_else(|| {
+            RecordError::BadTimestamp(
+                "the Kafka record has no timestamp, the original form's only clock".to_owned(),
+            )
+        })?;
+        Ok(Reading {
+            node_id,
+            power_w,
+            ts_ms: checked_ts(ts_ms)?,
+        })
+    }
+}
+
+/// [`checked_power`] for a value in milliwatts; the reason names both units.
+fn checked_power_mw(power_mw: f64) -> Result<f64, RecordError> {
+    if power_mw.is_finite() && power_mw > POWER_W_MAX * 1000.0 {
+        return Err(RecordError::AbsurdPowerMilliwatts(power_mw));
+    }
+    checked_power(power_mw / 1000.0)
 }
 
 fn checked_node_id(node_id: String) -> Result<String, RecordError> {
@@ -301,6 +433,87 @@ mod tests {
             r#"{"node_id":"abc","power_value":249.05,"ts":1577145601982}"#
         );
         assert_eq!(Reading::decode(&bytes).unwrap(), reading);
+    }
+
+    /// Goal: the original's records read as the same household and power
+    /// as ours, timed by the Kafka record, and each form's records are
+    /// refused by the other with a reason that names the flag.
+    #[test]
+    fn the_original_form_reads_with_the_record_time_and_milliwatts() {
+        const TS: i64 = 1_577_145_601_982;
+        let original = br#"{"node_id": "household_8c3454", "power_value": 249050}"#;
+        let reading = ReadingForm::Original.decode(original, Some(TS)).unwrap();
+        assert_eq!(
+            reading,
+            Reading {
+                node_id: "8c3454".into(),
+                power_w: 249.05,
+                ts_ms: TS
+            }
+        );
+        let ours = Reading {
+            ts_ms: TS + 1,
+            ..reading.clone()
+        }
+        .encode();
+        assert_eq!(
+            ReadingForm::EdgeMeter
+                .decode(&ours, Some(TS))
+                .unwrap()
+                .ts_ms,
+            TS + 1,
+            "our own form keeps its own clock"
+        );
+        let refused = ReadingForm::Original.decode(&ours, Some(TS)).unwrap_err();
+        assert_eq!(refused.kind(), "wrong_form");
+        assert!(
+            refused.to_string().contains("--readings edgemeter"),
+            "{refused}"
+        );
+        let milliwatts = br#"{"node_id": "household_8c3454", "power_value": 414020}"#;
+        let refused = ReadingForm::EdgeMeter
+            .decode(milliwatts, Some(TS))
+            .unwrap_err();
+        assert_eq!(refused.kind(), "absurd_power");
+        assert!(
+            refused.to_string().contains("--readings original"),
+            "{refused}"
+        );
+        let quiet_house = br#"{"node_id": "household_8c3454", "power_value": 41402}"#;
+        let refused = ReadingForm::EdgeMeter
+            .decode(quiet_house, Some(TS))
+            .unwrap_err();
+        assert_eq!(refused.kind(), "missing_field");
+        assert!(
+            refused.to_string().contains("--readings original"),
+            "{refused}"
+        );
+        let with_ts = br#"{"node_id": "h", "power_value": 414020, "ts": 1577145601982}"#;
+        assert_eq!(
+            ReadingForm::EdgeMeter
+                .decode(with_ts, None)
+                .unwrap_err()
+                .to_string(),
+            "power_value 414020 W exceeds 100000 W; \
+             is this the original's milliwatt form? see --readings original"
+        );
+        let huge = br#"{"node_id": "household_1", "power_value": 100000001}"#;
+        let refused = ReadingForm::Original.decode(huge, Some(TS)).unwrap_err();
+        assert_eq!(refused.kind(), "absurd_power");
+        assert!(refused.to_string().contains("100000.001 W"), "{refused}");
+        let untimed = ReadingForm::Original.decode(original, None).unwrap_err();
+        assert_eq!(untimed.kind(), "bad_timestamp");
+        assert_eq!(
+            ReadingForm::Original
+                .decode(br#"{"power_value": 1}"#, Some(TS))
+                .unwrap_err()
+                .kind(),
+            "missing_field"
+        );
+        for form in [ReadingForm::EdgeMeter, ReadingForm::Original] {
+            assert_eq!(ReadingForm::from_name(form.name()), Some(form));
+        }
+        assert_eq!(ReadingForm::from_name("pynng"), None);
     }
 
     #[test]

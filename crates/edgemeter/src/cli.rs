@@ -7,6 +7,7 @@ use crate::kafka_bus::TOPIC;
 use crate::nng_setup::{DATA_PORT_DEFAULT, HEARTBEAT_PORT_DEFAULT};
 use crate::speed::Speed;
 use clap::{Args, Parser, Subcommand};
+use edgemeter_wire::ReadingForm;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -122,8 +123,16 @@ pub struct HouseholdsArgs {
     pub data: DataArgs,
 
     /// Pacing: 1 = real time, 60 = a minute of readings per second, `max` = no pacing.
+    /// Ignored with --mosaik, where mosaik's steps pace the replay.
     #[arg(long, value_name = "X|max", default_value = "1")]
     pub speed: Speed,
+
+    /// Run as a mosaik simulator: dial mosaik at ADDR (its `%(addr)s`) and
+    /// publish each household's readings when mosaik time reaches them.
+    /// Models: `Household` (one per household of the data set, in id order)
+    /// and `KafkaAdapter` (publishes any connected simulator's `power`, W).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub mosaik: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +144,12 @@ pub struct EdgeArgs {
     /// The topic to consume.
     #[arg(long, value_name = "NAME", default_value = TOPIC)]
     pub topic: String,
+
+    /// The producers' record form: `edgemeter` (ours: watts and a `ts`
+    /// field) or `original` (the original system's mosaik KafkaAdapter:
+    /// `household_<id>`, milliwatts, timed by the Kafka record's timestamp).
+    #[arg(long, value_name = "FORM", default_value = "edgemeter", value_parser = parse_reading_form)]
+    pub readings: ReadingForm,
 
     /// The cloud's host name or address.
     #[arg(long, value_name = "HOST")]
@@ -251,6 +266,11 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+fn parse_reading_form(text: &str) -> Result<ReadingForm, String> {
+    ReadingForm::from_name(text)
+        .ok_or_else(|| format!("`{text}` is not a reading form: edgemeter or original"))
+}
+
 fn parse_id(text: &str) -> Result<String, String> {
     edgemeter_wire::check_id(text)
         .map(|()| text.to_owned())
@@ -350,6 +370,13 @@ mod tests {
         assert_eq!(edge.ports.heartbeat_port, 63270);
         assert_eq!(edge.ports.data_port, 63271);
         assert_eq!(edge.edge_id, "edge-1");
+        assert_eq!(edge.readings, ReadingForm::EdgeMeter);
+        let original = parse("edgemeter edge --kafka k:1 --cloud c --db e.db --readings original");
+        let Command::Edge(original) = original.unwrap().command else {
+            panic!("not edge")
+        };
+        assert_eq!(original.readings, ReadingForm::Original);
+        assert!(parse("edgemeter edge --kafka k:1 --cloud c --db e.db --readings pynng").is_err());
         assert!(parse("edgemeter edge --kafka k:1 --cloud c --db e.db --edge-id a:b").is_err());
         assert!(parse("edgemeter status --db e.db --json").is_ok());
         assert!(parse("edgemeter cloud --redis redis://127.0.0.1:1").is_ok());

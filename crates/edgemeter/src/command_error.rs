@@ -24,6 +24,8 @@ pub enum CommandError {
     },
     Edge(EdgeError),
     Sink(SinkError),
+    /// The mosaik co-simulation could not be joined or broke off.
+    Mosaik(crate::mosaik_link::MosaikError),
     /// `demo --exit-when-done` saw no acknowledgement for too long.
     Stalled {
         acked: u64,
@@ -51,6 +53,7 @@ impl fmt::Display for CommandError {
             ),
             CommandError::Edge(error) => write!(f, "the edge stopped: {error}"),
             CommandError::Sink(error) => write!(f, "publishing readings failed: {error}"),
+            CommandError::Mosaik(error) => error.fmt(f),
             CommandError::Stalled {
                 acked,
                 expected,
@@ -94,6 +97,12 @@ impl From<NngSetupError> for CommandError {
 impl From<EdgeError> for CommandError {
     fn from(error: EdgeError) -> Self {
         CommandError::Edge(error)
+    }
+}
+
+impl From<crate::mosaik_link::MosaikError> for CommandError {
+    fn from(error: crate::mosaik_link::MosaikError) -> CommandError {
+        CommandError::Mosaik(error)
     }
 }
 

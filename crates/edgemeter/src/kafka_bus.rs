@@ -324,6 +324,9 @@ fn bus_record(message: &impl Message) -> BusRecord {
         // A record without a value is kept as empty bytes: the edge rejects
         // it as "not JSON" and keeps it in its `rejected` table.
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        // CreateTime from the producer, or LogAppendTime from the broker:
+        // the clock of the original's records, which carry none.
+        timestamp_ms: message.timestamp().to_millis(),
     }
 }
 

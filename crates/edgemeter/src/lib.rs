@@ -10,6 +10,8 @@
 //! - [`kafka_producer`]: the households' sink into Kafka (idempotent).
 //! - [`redis_cache`]: the cloud's `Cache` in Redis, one Lua script per batch.
 //! - [`households`]: the replayer that paces the data set's readings.
+//! - [`mosaik_link`]: the same households as a mosaik simulator (stepped by
+//!   a co-simulation instead of the clock).
 //! - [`speed`]: the replay's pacing factor.
 //! - [`status_socket`]: the running edge's live state for `edgemeter status`,
 //!   on a Unix socket next to its database.
@@ -31,6 +33,7 @@ pub mod households;
 pub mod kafka_bus;
 pub mod kafka_producer;
 pub mod keys;
+pub mod mosaik_link;
 pub mod nng_link;
 pub mod nng_server;
 pub mod nng_setup;

@@ -46,11 +46,15 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
         cloud = %args.cloud,
         db = %args.db.display(),
         authenticated = key.is_some(),
+        readings = args.readings.name(),
         "edge starting"
     );
     let mut config = EdgeConfig::new(args.edge_id.clone());
     config.key = key;
     config.idle_flush = args.idle_flush;
+    config.readings = args.readings;
+    // The original's records are unkeyed: no per-household order to rely on.
+    config.windows.household_order = args.readings == edgemeter_wire::ReadingForm::EdgeMeter;
     let outcome = run_edge(
         config,
         bus,

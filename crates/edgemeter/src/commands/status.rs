@@ -29,6 +29,15 @@ pub fn run(args: StatusArgs) -> Result<(), CommandError> {
 }
 
 pub fn read(db: &std::path::Path) -> Result<StatusCounts, CommandError> {
+    if !db.exists() {
+        // Not a permissions problem: no edge has made this database yet.
+        return Err(CommandError::Config(format!(
+            "no edge database at {}: no edge has run with this --db yet; start \
+             `edgemeter edge --db {}`, or pass the --db a running edge uses",
+            db.display(),
+            db.display()
+        )));
+    }
     let mut outbox = SqliteOutbox::open_read_only(db).map_err(CommandError::store(db))?;
     outbox.status().map_err(CommandError::store(db))
 }
@@ -68,6 +77,12 @@ pub fn edge_lines(edge: &serde_json::Value, socket: &std::path::Path) -> Vec<Str
     } else {
         "paused (SQLite refused a write; see the edge's log)"
     };
+    let intake = if edge["intake_alarm"] == true {
+        "ALARM: every record of the last minute was rejected; the edge stores nothing \
+         (see table rejected, and --readings if the producer is the original's)"
+    } else {
+        "records become readings"
+    };
     let cloud = if edge["connected"] == true {
         "connected"
     } else {
@@ -80,6 +95,7 @@ pub fn edge_lines(edge: &serde_json::Value, socket: &std::path::Path) -> Vec<Str
             edge["pid"]
         ),
         format!("consumption:           {consumption}"),
+        format!("intake:                {intake}"),
         format!("cloud:                 {cloud}"),
         format!("store errors:          {}", edge["store_errors"]),
     ]
@@ -126,12 +142,18 @@ mod tests {
             lines[1],
             "consumption:           paused (SQLite refused a write; see the edge's log)"
         );
-        assert_eq!(lines[2], "cloud:                 connected");
-        assert_eq!(lines[3], "store errors:          3");
+        assert_eq!(lines[2], "intake:                records become readings");
+        assert_eq!(lines[3], "cloud:                 connected");
+        assert_eq!(lines[4], "store errors:          3");
         edge["consuming"] = true.into();
         assert_eq!(
             edge_lines(&edge, socket)[1],
             "consumption:           active"
+        );
+        edge["intake_alarm"] = true.into();
+        assert!(
+            edge_lines(&edge, socket)[2].contains("every record of the last minute was rejected"),
+            "an edge that stores nothing says so"
         );
     }
 
@@ -153,5 +175,10 @@ mod tests {
     fn a_missing_database_names_the_flag() {
         let error = read(std::path::Path::new("/no/such/edge.db")).unwrap_err();
         assert!(error.to_string().contains("--db"), "{error}");
+        assert!(
+            error.to_string().contains("no edge has run"),
+            "a database not made yet is not a permissions problem: {error}"
+        );
+        assert!(!error.to_string().contains("permissions"), "{error}");
     }
 }
