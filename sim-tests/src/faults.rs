@@ -122,6 +122,11 @@ pub struct Scenario {
     pub edge_idle_flush_ms: Option<u64>,
     pub network: Network,
     pub faults: Vec<FaultEvent>,
+    /// When the `forger` host sends an unsealed batch in the keyed edge's
+    /// name (ms from the start); with any, the cloud runs in mixed mode
+    /// (keys and unauthenticated requests both allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgeries_at_ms: Vec<u64>,
 }
 
 /// What `run` asks for; the rest is drawn per seed.
@@ -185,6 +190,12 @@ const LATENCY_SPIKE: Kind = Kind {
     on_probability: 0.25,
     per_minute: (0.2, 1.0),
 };
+/// Drawn after every other kind, so that turning it on left the other
+/// events of every seed as they were.
+const FORGERY: Kind = Kind {
+    on_probability: 0.25,
+    per_minute: (0.3, 1.0),
+};
 
 impl Scenario {
     /// A fault-free scenario for `seed` with the given shape.
@@ -207,6 +218,7 @@ impl Scenario {
                 repair_rate_ppm: 0,
             },
             faults: Vec::new(),
+            forgeries_at_ms: Vec::new(),
         }
     }
 
@@ -252,6 +264,11 @@ impl Scenario {
             max_ms: rng.gen_range(100..2_000),
             duration_ms: rng.gen_range(500..20_000),
         });
+        let mut forgeries: Vec<u64> = (0..draw.count(&FORGERY))
+            .map(|_| draw.rng.gen_range(0..draw.duration_ms))
+            .collect();
+        forgeries.sort_unstable();
+        scenario.forgeries_at_ms = forgeries;
         let mut events = draw.events;
         events.sort_by_key(|event| event.at_ms);
         scenario.faults = events;

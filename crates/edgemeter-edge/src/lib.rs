@@ -7,6 +7,8 @@
 //! - [`windows`]: 5-second event-time windows per household (no IO).
 //! - [`heartbeat`]: the connected/disconnected state machine (no IO).
 //! - [`uplink`]: in-flight batches, resends, the outbox cursor, backoff (no IO).
+//! - [`refill`]: the cloud store's epoch and the scan that ships tuples
+//!   again to a cloud that lost them (no IO).
 //! - [`edge`]: the driver that wires them to the ports: [`run_edge`].
 //! - [`config`], [`monitor`]: settings and shared counters.
 //!
@@ -19,6 +21,7 @@ pub mod edge;
 pub mod heartbeat;
 pub mod monitor;
 pub mod ports;
+pub mod refill;
 pub mod uplink;
 pub mod windows;
 

@@ -32,10 +32,16 @@ pub enum Bug {
     FirstRecordPerPoll,
     /// The edge overwrites a stored tuple when a replayed reading recomputes it.
     ReplaceStoredTuple,
+    /// The edge ignores a change of the cloud store's epoch and never ships
+    /// its acknowledged tuples again, so a cloud that forgot stays empty.
+    NoReshipAfterEpochChange,
+    /// The cloud serves an unsealed request naming an edge that has a key
+    /// when it also allows unauthenticated requests (the mixed-mode back door).
+    UnsealedAcceptedForKeyedEdge,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 12] = [
         Bug::AckBeforeReply,
         Bug::CommitBeforeDurable,
         Bug::ReplyBeforeCacheWrite,
@@ -46,6 +52,8 @@ impl Bug {
         Bug::DropBatchOnLinkError,
         Bug::FirstRecordPerPoll,
         Bug::ReplaceStoredTuple,
+        Bug::NoReshipAfterEpochChange,
+        Bug::UnsealedAcceptedForKeyedEdge,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +68,8 @@ impl Bug {
             Bug::DropBatchOnLinkError => "drop-batch-on-link-error",
             Bug::FirstRecordPerPoll => "first-record-per-poll",
             Bug::ReplaceStoredTuple => "replace-stored-tuple",
+            Bug::NoReshipAfterEpochChange => "no-reship-after-epoch-change",
+            Bug::UnsealedAcceptedForKeyedEdge => "unsealed-accepted-for-keyed-edge",
         }
     }
 

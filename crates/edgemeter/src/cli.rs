@@ -159,6 +159,12 @@ pub struct EdgeArgs {
     /// serves only with --allow-unauthenticated.
     #[arg(long, value_name = "FILE", env = "EDGEMETER_EDGE_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+
+    /// How long acknowledged tuples are kept (e.g. 7d, 36h). Within it, a
+    /// cloud whose Redis lost its data is refilled from this edge; older
+    /// tuples are deleted and cannot be.
+    #[arg(long, value_name = "D", default_value = "7d", value_parser = parse_duration)]
+    pub ack_retention: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -50,6 +50,7 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
     );
     let mut config = EdgeConfig::new(args.edge_id.clone());
     config.key = key;
+    config.ack_retention = args.ack_retention;
     let outcome = run_edge(
         config,
         bus,

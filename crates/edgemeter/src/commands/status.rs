@@ -20,6 +20,7 @@ pub fn run(args: StatusArgs) -> Result<(), CommandError> {
         println!("sent (flag 1):         {}", counts.sent);
         println!("acknowledged (flag 2): {}", counts.acked);
         println!("rejected records:      {}", counts.rejected);
+        println!("conflicts:             {}", counts.conflicts);
         for line in edge_lines(&edge, &status_socket::socket_path(&args.db)) {
             println!("{line}");
         }
@@ -32,13 +33,15 @@ pub fn read(db: &std::path::Path) -> Result<StatusCounts, CommandError> {
     outbox.status().map_err(CommandError::store(db))
 }
 
-/// The database's counts, the four keys scripts read.
+/// The database's counts, the keys scripts read. `conflicts` counts the
+/// tuples the cloud answered it holds other values for.
 pub fn to_json(counts: &StatusCounts) -> serde_json::Value {
     serde_json::json!({
         "queued": counts.queued,
         "sent": counts.sent,
         "acked": counts.acked,
         "rejected": counts.rejected,
+        "conflicts": counts.conflicts,
     })
 }
 
@@ -92,6 +95,7 @@ mod tests {
             sent: 2,
             acked: 3,
             rejected: 4,
+            conflicts: 5,
         }
     }
 
@@ -99,12 +103,12 @@ mod tests {
     fn prints_the_documented_keys() {
         assert_eq!(
             to_json(&counts()).to_string(),
-            r#"{"acked":3,"queued":1,"rejected":4,"sent":2}"#
+            r#"{"acked":3,"conflicts":5,"queued":1,"rejected":4,"sent":2}"#
         );
         let with_edge = to_json_with_edge(&counts(), serde_json::json!({"running": false}));
         assert_eq!(
             with_edge.to_string(),
-            r#"{"acked":3,"edge":{"running":false},"queued":1,"rejected":4,"sent":2}"#
+            r#"{"acked":3,"conflicts":5,"edge":{"running":false},"queued":1,"rejected":4,"sent":2}"#
         );
     }
 
