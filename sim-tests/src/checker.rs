@@ -572,11 +572,26 @@ mod tests {
             household("d", 10_000),
             household("g", 0),
         ];
+        // The cloud holds every row, so that only the walk's findings remain.
+        let held: Vec<CloudTuple> = rows
+            .iter()
+            .map(|row| {
+                let code = postal_code_for(&row.node_id);
+                CloudTuple {
+                    key: format!("tuple:edge-1:{}:{}", row.node_id, row.window_start_ms),
+                    node_id: row.node_id.clone(),
+                    postal_code: code,
+                    state: state_of(code).unwrap(),
+                    average_w: row.average_w,
+                    ..cloud(row.window_start_ms, 1.0, "")
+                }
+            })
+            .collect();
         let findings = check(&Evidence {
             edge_id: "edge-1",
             oracle: &oracle,
             edge_rows: &rows,
-            cloud: &[],
+            cloud: &held,
             state_totals: None,
             edge_records: None,
         });
