@@ -10,7 +10,9 @@
 
 use crate::net::{call, connect};
 use crate::redis::{RedisReply, RedisRequest, REDIS_HOST, REDIS_PORT};
-use edgemeter_cloud::{Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, StateTotals};
+use edgemeter_cloud::{
+    Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, StateTotals, StoredConflict,
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -79,23 +81,46 @@ fn unexpected(reply: RedisReply) -> CacheError {
 }
 
 impl Cache for SimCache {
-    async fn store(&self, tuples: &[CloudTuple]) -> Result<CacheWrite, CacheError> {
-        match self.request(RedisRequest::Store(tuples.to_vec())).await? {
-            RedisReply::Stored { inserted, existing } => Ok(CacheWrite {
-                inserted: inserted as usize,
-                existing: existing as usize,
+    async fn store(
+        &self,
+        tuples: &[CloudTuple],
+        candidate_epoch: u64,
+    ) -> Result<CacheWrite, CacheError> {
+        let request = RedisRequest::Store {
+            tuples: tuples.to_vec(),
+            candidate_epoch,
+        };
+        match self.request(request).await? {
+            RedisReply::Stored(result) => Ok(CacheWrite {
+                inserted: result.inserted as usize,
+                existing: result.existing as usize,
+                epoch: result.epoch,
+                conflicts: result
+                    .conflicts
+                    .into_iter()
+                    .map(|(index, average_w, samples)| StoredConflict {
+                        index: index as usize,
+                        stored: Some((average_w, samples)),
+                    })
+                    .collect(),
             }),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn record_heartbeat(&self, edge_id: &str, now_ms: i64) -> Result<(), CacheError> {
+    async fn record_heartbeat(
+        &self,
+        edge_id: &str,
+        now_ms: i64,
+        candidate_epoch: u64,
+    ) -> Result<u64, CacheError> {
         let request = RedisRequest::Heartbeat {
             edge_id: edge_id.to_owned(),
             now_ms,
+            candidate_epoch,
         };
         match self.request(request).await? {
-            RedisReply::Done => Ok(()),
+            RedisReply::Epoch(epoch) => Ok(epoch),
             other => Err(unexpected(other)),
         }
     }

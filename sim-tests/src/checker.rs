@@ -4,34 +4,29 @@
 //!
 //! - **lost**: an input window that never became a tuple; a tuple never
 //!   acknowledged (not at flag 2 with a postal code when the run ends); an
-//!   acknowledged tuple the cloud does not hold (unless a cache loss excuses
-//!   it, below).
+//!   acknowledged tuple the cloud does not hold, cache losses or not: the
+//!   edges refill a cloud that forgot.
 //! - **unexpected**: a tuple, at the edge or in the cloud, for a window that
 //!   has no readings in the input (or that the edge never stored).
 //! - **duplicated**: one window stored twice at the edge, or one tuple
-//!   identity (edge, household, window) held under two keys in the cloud.
+//!   identity (edge, household, window) held under two keys in the cloud;
+//!   a per-state or per-edge total that counts more tuples than the cloud
+//!   holds.
 //! - **changed**: an average or sample count that differs from the oracle or
 //!   between edge and cloud; a postal code that differs between the cloud
 //!   and the edge, between tuples of one household, or from the household's
-//!   fixed code.
-//!
-//! What a cache loss excuses, precisely: an acknowledged tuple may be
-//! missing from the cloud only if every cache write of it happened before
-//! the last loss (its identity's latest write epoch is older than the
-//! current epoch). Nothing is excused for what the cloud does hold: after
-//! any number of losses every held tuple must still be single, unchanged
-//! and known to the edge; and a tuple written after the last loss must be
-//! there.
+//!   fixed code; any tuple the cloud answered with a conflict; a per-state
+//!   or per-edge total (tuples, sum of averages, households) that is not
+//!   what the held tuples add up to.
 //!
 //! Liveness (`stuck`) and crashes (`crashed`) are added by the harness.
 
-use crate::redis::WriteLog;
-use edgemeter_cloud::{postal_code_for, CloudTuple};
+use edgemeter_cloud::{postal_code_for, CloudTuple, EdgeRecord, GermanState, StateTotals};
 use edgemeter_data::OracleWindow;
 use edgemeter_store::StoredTuple;
 use serde::Serialize;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Examples kept per kind of violation; the count is always complete.
@@ -112,10 +107,13 @@ pub struct Evidence<'a> {
     pub edge_id: &'a str,
     pub oracle: &'a BTreeMap<(String, i64), OracleWindow>,
     pub edge_rows: &'a [StoredTuple],
+    /// What the cloud holds, in the order it was first stored.
     pub cloud: &'a [CloudTuple],
-    /// Cache losses so far, and each identity's latest write epoch.
-    pub cache_epoch: u32,
-    pub writes: &'a WriteLog,
+    /// The totals the cloud keeps beside the tuples; `None` where the
+    /// evidence has none (the chaos run reads tuples only), which skips
+    /// their check.
+    pub state_totals: Option<&'a [StateTotals]>,
+    pub edge_records: Option<&'a [EdgeRecord]>,
 }
 
 /// A window by household and start, borrowed from the evidence: the
@@ -129,7 +127,89 @@ pub fn check(evidence: &Evidence<'_>) -> Findings {
     check_delivery(&edge, &mut findings);
     check_postal_codes(&edge, &mut findings);
     check_cloud(evidence, &edge, &mut findings);
+    check_state_totals(evidence, &mut findings);
+    check_edge_counts(evidence, &mut findings);
     findings
+}
+
+/// How far a kept sum of averages may be from the held tuples' sum: the
+/// cloud adds in its own order, and float addition is not associative.
+/// Far below any average a window can have but zero.
+const SUM_TOLERANCE_RELATIVE: f64 = 1e-9;
+
+/// The kept totals per state must be what the held tuples add up to: a
+/// total above them counted a tuple twice, anything else changed.
+fn check_state_totals(evidence: &Evidence<'_>, findings: &mut Findings) {
+    let Some(state_totals) = evidence.state_totals else {
+        return;
+    };
+    let mut held: BTreeMap<GermanState, (u64, f64, BTreeSet<&str>)> = BTreeMap::new();
+    for tuple in evidence.cloud {
+        let entry = held.entry(tuple.state).or_default();
+        entry.0 += 1;
+        entry.1 += tuple.average_w;
+        entry.2.insert(tuple.node_id.as_str());
+    }
+    let kept: BTreeMap<GermanState, &StateTotals> = state_totals
+        .iter()
+        .map(|totals| (totals.state, totals))
+        .collect();
+    for state in GermanState::ALL {
+        let (tuples, sum_w, households) = held.remove(&state).unwrap_or_default();
+        let (kept_tuples, kept_sum_w, kept_households) = kept
+            .get(&state)
+            .map_or((0, 0.0, 0), |t| (t.tuples, t.average_sum_w, t.households));
+        let sum_differs =
+            (kept_sum_w - sum_w).abs() > SUM_TOLERANCE_RELATIVE * sum_w.abs().max(1.0);
+        if kept_tuples == tuples && !sum_differs && kept_households == households.len() as u64 {
+            continue;
+        }
+        let kind = if kept_tuples > tuples {
+            Kind::Duplicated
+        } else {
+            Kind::Changed
+        };
+        findings.add(kind, || {
+            format!(
+                "state {}: totals count {kept_tuples} tuples, {kept_sum_w} W, {kept_households} households; the cloud holds {tuples}, {sum_w} W, {}",
+                state.name(),
+                households.len()
+            )
+        });
+    }
+}
+
+/// The kept tuple count per edge must be the tuples held for it.
+fn check_edge_counts(evidence: &Evidence<'_>, findings: &mut Findings) {
+    let Some(edge_records) = evidence.edge_records else {
+        return;
+    };
+    let mut held: BTreeMap<&str, u64> = BTreeMap::new();
+    for tuple in evidence.cloud {
+        *held.entry(tuple.edge_id.as_str()).or_default() += 1;
+    }
+    for record in edge_records {
+        let tuples = held.remove(record.edge_id.as_str()).unwrap_or(0);
+        if record.tuples == tuples {
+            continue;
+        }
+        let kind = if record.tuples > tuples {
+            Kind::Duplicated
+        } else {
+            Kind::Changed
+        };
+        findings.add(kind, || {
+            format!(
+                "edge {}: its record counts {} tuples, the cloud holds {tuples}",
+                record.edge_id, record.tuples
+            )
+        });
+    }
+    for (edge_id, tuples) in held {
+        findings.add(Kind::Changed, || {
+            format!("edge {edge_id}: the cloud holds {tuples} tuples and no record counts them")
+        });
+    }
 }
 
 fn describe(key: &WindowKey<'_>) -> String {
@@ -212,6 +292,15 @@ fn check_against_oracle(
 
 fn check_delivery(edge: &BTreeMap<WindowKey<'_>, &StoredTuple>, findings: &mut Findings) {
     for (key, row) in edge {
+        if row.conflict {
+            findings.add(Kind::Changed, || {
+                format!(
+                    "tuple {} ({}): the cloud answered that it holds other values",
+                    row.id,
+                    describe(key)
+                )
+            });
+        }
         if row.sent != 2 || row.postal_code.is_none() {
             findings.add(Kind::Lost, || {
                 format!(
@@ -284,20 +373,13 @@ fn check_cloud(
         if row.sent != 2 || held.contains_key(key) {
             continue;
         }
-        let identity = (evidence.edge_id.to_owned(), key.0.to_owned(), Some(key.1));
-        let excused = evidence
-            .writes
-            .get(&identity)
-            .is_some_and(|epoch| *epoch < evidence.cache_epoch);
-        if !excused {
-            findings.add(Kind::Lost, || {
-                format!(
-                    "tuple {} ({}) acknowledged but not in the cloud",
-                    row.id,
-                    describe(key)
-                )
-            });
-        }
+        findings.add(Kind::Lost, || {
+            format!(
+                "tuple {} ({}) acknowledged but not in the cloud",
+                row.id,
+                describe(key)
+            )
+        });
     }
 }
 
@@ -363,6 +445,8 @@ mod tests {
             samples: 2,
             postal_code: Some(postal_code_for(NODE).as_str().to_owned()),
             sent: 2,
+            acked_epoch: Some(1),
+            conflict: false,
         }
     }
 
@@ -381,15 +465,49 @@ mod tests {
         }
     }
 
-    fn run(rows: &[StoredTuple], held: &[CloudTuple], epoch: u32, writes: &WriteLog) -> Findings {
+    /// The totals a faithful cloud keeps for `held`.
+    fn totals_of(held: &[CloudTuple]) -> (Vec<StateTotals>, Vec<EdgeRecord>) {
+        let states = GermanState::ALL
+            .iter()
+            .map(|state| {
+                let mine: Vec<&CloudTuple> = held.iter().filter(|t| t.state == *state).collect();
+                let households: BTreeSet<&str> = mine.iter().map(|t| t.node_id.as_str()).collect();
+                StateTotals {
+                    state: *state,
+                    households: households.len() as u64,
+                    tuples: mine.len() as u64,
+                    average_sum_w: mine.iter().map(|t| t.average_w).sum(),
+                }
+            })
+            .collect();
+        let edges = vec![EdgeRecord {
+            edge_id: "edge-1".to_owned(),
+            last_heartbeat_ms: None,
+            tuples: held.len() as u64,
+            last_tuple_ms: None,
+        }];
+        (states, edges)
+    }
+
+    fn run(rows: &[StoredTuple], held: &[CloudTuple]) -> Findings {
+        let (states, edges) = totals_of(held);
+        run_with(rows, held, &states, &edges)
+    }
+
+    fn run_with(
+        rows: &[StoredTuple],
+        held: &[CloudTuple],
+        states: &[StateTotals],
+        edges: &[EdgeRecord],
+    ) -> Findings {
         let oracle = oracle();
         check(&Evidence {
             edge_id: "edge-1",
             oracle: &oracle,
             edge_rows: rows,
             cloud: held,
-            cache_epoch: epoch,
-            writes,
+            state_totals: Some(states),
+            edge_records: Some(edges),
         })
     }
 
@@ -401,40 +519,28 @@ mod tests {
     fn a_faithful_run_is_clean() {
         let rows = [row(1, 0, 100.0), row(2, 5_000, 200.0)];
         let held = [cloud(0, 100.0, ""), cloud(5_000, 200.0, "")];
-        assert!(run(&rows, &held, 0, &WriteLog::default()).is_clean());
+        assert!(run(&rows, &held).is_clean());
     }
 
     #[test]
     fn each_kind_of_violation_is_named() {
         let held = [cloud(0, 100.0, ""), cloud(5_000, 200.0, "")];
-        let missing_window = run(&[row(1, 0, 100.0)], &held[..1], 0, &WriteLog::default());
+        let missing_window = run(&[row(1, 0, 100.0)], &held[..1]);
         assert_eq!(kinds(&missing_window), vec![Kind::Lost]);
         let extra = [row(1, 0, 100.0), row(2, 5_000, 200.0), row(3, 10_000, 1.0)];
-        assert!(kinds(&run(&extra, &held, 0, &WriteLog::default())).contains(&Kind::Unexpected));
+        assert!(kinds(&run(&extra, &held)).contains(&Kind::Unexpected));
         let doubled = [held[0].clone(), held[1].clone(), cloud(0, 100.0, ":7")];
         let rows = [row(1, 0, 100.0), row(2, 5_000, 200.0)];
-        assert_eq!(
-            kinds(&run(&rows, &doubled, 0, &WriteLog::default())),
-            vec![Kind::Duplicated]
-        );
+        assert_eq!(kinds(&run(&rows, &doubled)), vec![Kind::Duplicated]);
         let drifted = [row(1, 0, 100.0), row(2, 5_000, 200.5)];
-        assert_eq!(
-            kinds(&run(&drifted, &held, 0, &WriteLog::default())),
-            vec![Kind::Changed]
-        );
+        assert_eq!(kinds(&run(&drifted, &held)), vec![Kind::Changed]);
         let mut recoded = rows.clone();
         recoded[1].postal_code = Some("99999".to_owned());
-        assert_eq!(
-            kinds(&run(&recoded, &held, 0, &WriteLog::default())),
-            vec![Kind::Changed]
-        );
+        assert_eq!(kinds(&run(&recoded, &held)), vec![Kind::Changed]);
         let mut unacked = rows.clone();
         unacked[0].sent = 1;
         unacked[0].postal_code = None;
-        assert_eq!(
-            kinds(&run(&unacked, &held, 0, &WriteLog::default())),
-            vec![Kind::Lost]
-        );
+        assert_eq!(kinds(&run(&unacked, &held)), vec![Kind::Lost]);
     }
 
     /// Several households, windows lost and invented before, between and
@@ -466,20 +572,28 @@ mod tests {
             household("d", 10_000),
             household("g", 0),
         ];
+        // The cloud holds every row, so that only the walk's findings remain.
+        let held: Vec<CloudTuple> = rows
+            .iter()
+            .map(|row| {
+                let code = postal_code_for(&row.node_id);
+                CloudTuple {
+                    key: format!("tuple:edge-1:{}:{}", row.node_id, row.window_start_ms),
+                    node_id: row.node_id.clone(),
+                    postal_code: code,
+                    state: state_of(code).unwrap(),
+                    average_w: row.average_w,
+                    ..cloud(row.window_start_ms, 1.0, "")
+                }
+            })
+            .collect();
         let findings = check(&Evidence {
             edge_id: "edge-1",
             oracle: &oracle,
             edge_rows: &rows,
-            cloud: &[],
-            cache_epoch: 1,
-            writes: &WriteLog::from_iter(rows.iter().map(|row| {
-                let identity = (
-                    "edge-1".to_owned(),
-                    row.node_id.clone(),
-                    Some(row.window_start_ms),
-                );
-                (identity, 0)
-            })),
+            cloud: &held,
+            state_totals: None,
+            edge_records: None,
         });
         let (lost, lost_examples) = &findings.by_kind[&Kind::Lost];
         assert_eq!(*lost, 2);
@@ -498,34 +612,57 @@ mod tests {
         assert_eq!(kinds(&findings), vec![Kind::Lost, Kind::Unexpected]);
     }
 
+    /// Goal: a cache loss excuses nothing: an acknowledged tuple the cloud
+    /// does not hold is lost, and what it holds is still checked.
     #[test]
-    fn a_cache_loss_excuses_only_tuples_last_written_before_it() {
+    fn a_cache_loss_excuses_nothing() {
         let rows = [row(1, 0, 100.0), row(2, 5_000, 200.0)];
         let held = [cloud(5_000, 200.0, "")];
-        let identity = |window| ("edge-1".to_owned(), NODE.to_owned(), Some(window));
-        let mut writes = WriteLog::from_iter([(identity(0), 0), (identity(5_000), 1)]);
-        assert!(
-            run(&rows, &held, 1, &writes).is_clean(),
-            "written before the loss: excused"
-        );
-        writes.insert(identity(0), 1);
+        assert_eq!(kinds(&run(&rows, &held)), vec![Kind::Lost]);
+        let changed = [cloud(0, 100.0, ""), cloud(5_000, 1.0, "")];
+        assert_eq!(kinds(&run(&rows, &changed)), vec![Kind::Changed]);
+    }
+
+    /// Goal: a tuple the cloud answered with a conflict is a change, even
+    /// when the values agree by the time the run ends.
+    #[test]
+    fn a_conflict_is_a_change() {
+        let mut rows = [row(1, 0, 100.0), row(2, 5_000, 200.0)];
+        rows[1].conflict = true;
+        let held = [cloud(0, 100.0, ""), cloud(5_000, 200.0, "")];
+        assert_eq!(kinds(&run(&rows, &held)), vec![Kind::Changed]);
+    }
+
+    /// Goal: the kept totals must add up to the held tuples: counting one
+    /// twice is a duplicate, a wrong sum or household count is a change,
+    /// and so is a per-edge count off either way. Method: faithful totals,
+    /// then each bent on its own.
+    #[test]
+    fn totals_that_do_not_add_up_are_found() {
+        let rows = [row(1, 0, 100.0), row(2, 5_000, 200.0)];
+        let held = [cloud(0, 100.0, ""), cloud(5_000, 200.0, "")];
+        let (states, edges) = totals_of(&held);
+        assert!(run_with(&rows, &held, &states, &edges).is_clean());
+        let at = states.iter().position(|t| t.tuples > 0).unwrap();
+        let bent = |change: &dyn Fn(&mut StateTotals)| {
+            let mut states = states.clone();
+            change(&mut states[at]);
+            kinds(&run_with(&rows, &held, &states, &edges))
+        };
+        assert_eq!(bent(&|t| t.tuples += 1), vec![Kind::Duplicated]);
+        assert_eq!(bent(&|t| t.average_sum_w += 0.5), vec![Kind::Changed]);
+        assert_eq!(bent(&|t| t.households += 1), vec![Kind::Changed]);
+        assert_eq!(bent(&|t| t.average_sum_w += 1e-10), Vec::<Kind>::new());
+        let mut counted_twice = edges.clone();
+        counted_twice[0].tuples += 2;
         assert_eq!(
-            kinds(&run(&rows, &held, 1, &writes)),
-            vec![Kind::Lost],
-            "written after it: lost"
+            kinds(&run_with(&rows, &held, &states, &counted_twice)),
+            vec![Kind::Duplicated]
         );
-        writes.remove(&identity(0));
         assert_eq!(
-            kinds(&run(&rows, &held, 1, &writes)),
-            vec![Kind::Lost],
-            "never written: lost"
-        );
-        let changed = [cloud(5_000, 1.0, "")];
-        writes.insert(identity(0), 0);
-        assert_eq!(
-            kinds(&run(&rows, &changed, 1, &writes)),
+            kinds(&run_with(&rows, &held, &states, &[])),
             vec![Kind::Changed],
-            "no excuse for what is held"
+            "held tuples no record counts"
         );
     }
 }

@@ -132,6 +132,11 @@ pub struct Scenario {
     pub edge_idle_flush_ms: Option<u64>,
     pub network: Network,
     pub faults: Vec<FaultEvent>,
+    /// When the `forger` host sends an unsealed batch in the keyed edge's
+    /// name (ms from the start); with any, the cloud runs in mixed mode
+    /// (keys and unauthenticated requests both allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgeries_at_ms: Vec<u64>,
 }
 
 /// What `run` asks for; the rest is drawn per seed.
@@ -231,6 +236,12 @@ pub const HOUSEHOLDS_OUTAGE_GAP_MS: u64 = 5_000;
 pub fn households_outage_ms_max(idle_flush_ms: u64) -> u64 {
     idle_flush_ms.saturating_sub(HOUSEHOLDS_OUTAGE_MARGIN_MS)
 }
+/// Drawn after every other kind, so that turning it on left the other
+/// events of every seed as they were.
+const FORGERY: Kind = Kind {
+    on_probability: 0.25,
+    per_minute: (0.3, 1.0),
+};
 
 impl Scenario {
     /// A fault-free scenario for `seed` with the given shape.
@@ -253,6 +264,7 @@ impl Scenario {
                 repair_rate_ppm: 0,
             },
             faults: Vec::new(),
+            forgeries_at_ms: Vec::new(),
         }
     }
 
@@ -305,6 +317,11 @@ impl Scenario {
             peer: Host::Broker,
             duration_ms: short_or_long(rng),
         });
+        let mut forgeries: Vec<u64> = (0..draw.count(&FORGERY))
+            .map(|_| draw.rng.gen_range(0..draw.duration_ms))
+            .collect();
+        forgeries.sort_unstable();
+        scenario.forgeries_at_ms = forgeries;
         let mut events = draw.events;
         events.sort_by_key(|event| event.at_ms);
         scenario.faults = events;

@@ -8,7 +8,9 @@
 //!   [`broker`] (a Kafka-like log over `edgemeter-memlog`), [`households`]
 //!   (replays the CSV in simulated time), [`edge_host`] (the production
 //!   `run_edge`), [`cloud_host`] (the production `Cloud`), [`redis`] (the
-//!   cache, which outlives cloud crashes and can be lost on its own).
+//!   cache, which outlives cloud crashes and can be lost on its own),
+//!   [`forger`] (unsealed requests in the keyed edge's name, on seeds that
+//!   draw forgeries).
 //! - IO swapped in for the production traits: [`bus`] (`ReadingsBus`),
 //!   [`link`] (`CloudLink`, with NNG REQ resend semantics), [`cache`]
 //!   (`Cache`), [`clock`] (`WallClock`); [`net`] and [`codec`] frame bytes.
@@ -35,6 +37,7 @@ pub mod codec;
 pub mod dataset;
 pub mod edge_host;
 pub mod faults;
+pub mod forger;
 pub mod households;
 pub mod link;
 pub mod net;

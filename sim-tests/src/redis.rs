@@ -2,14 +2,16 @@
 //! it survives a cloud crash and can be lost on its own. It keeps tuples by
 //! key with set-if-absent semantics and, for the tuples stored for the first
 //! time, the per-state and per-edge totals, all applied atomically per
-//! request, as the real Redis cache's script does.
+//! request, as the real Redis cache's script does. It is a model of that
+//! script in Rust, with the same semantics: the store's epoch (`em:epoch`,
+//! set from the cloud's candidate when missing, in the same step as the
+//! tuples) and a conflict for each resent tuple whose average or sample
+//! count differs from the stored one, which is kept.
 //!
 //! Its data lives in a [`CacheWorld`] that the harness creates and reads.
-//! A "cache loss" fault crashes the host and empties the data (Redis
-//! restarted without persistence). The world also keeps, outside the data, a
-//! write log: for each tuple identity, the loss epoch of its latest write.
-//! That log is the checker's knowledge of which acknowledged tuples a loss
-//! may excuse; Redis itself never reads it.
+//! A "cache loss" fault crashes the host and empties the data, the epoch
+//! with it (Redis restarted without persistence), so the next write or
+//! heartbeat sets a new one.
 
 use crate::codec::{invalid, Reader, Writer};
 use crate::net::{read_frame, write_frame};
@@ -55,7 +57,9 @@ pub fn identity_of(tuple: &CloudTuple) -> Identity {
 /// layout in every run. Used for lookups only; nothing iterates it.
 pub type FixedHashMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 
-/// Identity -> epoch of its latest cache write.
+/// Identity -> number of cache losses before its latest write. The checker
+/// no longer excuses anything by it; kept for `edgemeter-chaos`, which
+/// still gathers it from its run.
 pub type WriteLog = FixedHashMap<Identity, u32>;
 
 /// What Redis holds; lost whole on a cache loss.
@@ -68,33 +72,60 @@ pub struct RedisData {
     index: FixedHashMap<String, usize>,
     totals: BTreeMap<usize, (BTreeSet<String>, u64, f64)>,
     edges: BTreeMap<String, EdgeRecord>,
+    /// `em:epoch`: 0 while missing (a fresh or lost store).
+    pub epoch: u64,
 }
 
-/// The cache host's data plus the harness's write log.
+/// A conflicting resend: its index in the batch, and what is stored.
+pub type Conflict = (u32, f64, u32);
+
+/// The cache host's data, and counts the harness reads.
 #[derive(Debug, Default)]
 pub struct CacheWorld {
     pub data: RedisData,
     /// How many cache losses happened so far.
-    pub epoch: u32,
-    /// Identity -> epoch of its latest write (insert or repeat).
-    pub writes: WriteLog,
+    pub losses: u32,
     pub store_requests: u64,
 }
 
+/// What one store request did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreResult {
+    pub inserted: u64,
+    pub existing: u64,
+    pub epoch: u64,
+    pub conflicts: Vec<Conflict>,
+}
+
 impl CacheWorld {
-    /// Redis restarted without persistence.
+    /// Redis restarted without persistence: the data and its epoch go.
     pub fn lose(&mut self) {
         self.data = RedisData::default();
-        self.epoch += 1;
+        self.losses += 1;
     }
 
-    fn store(&mut self, tuples: Vec<CloudTuple>) -> (u64, u64) {
+    /// `SET em:epoch candidate NX`, then `GET em:epoch`.
+    fn epoch(&mut self, candidate_epoch: u64) -> u64 {
+        assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
+        if self.data.epoch == 0 {
+            self.data.epoch = candidate_epoch;
+        }
+        self.data.epoch
+    }
+
+    fn store(&mut self, tuples: Vec<CloudTuple>, candidate_epoch: u64) -> StoreResult {
         self.store_requests += 1;
+        let epoch = self.epoch(candidate_epoch);
         let (mut inserted, mut existing) = (0, 0);
-        for tuple in tuples {
-            self.writes.insert(identity_of(&tuple), self.epoch);
-            if self.data.index.contains_key(&tuple.key) {
+        let mut conflicts = Vec::new();
+        for (index, tuple) in tuples.into_iter().enumerate() {
+            if let Some(&at) = self.data.index.get(&tuple.key) {
                 existing += 1;
+                let stored = &self.data.tuples[at];
+                let values = (stored.average_w, stored.samples);
+                if edgemeter_cloud::differs(values, &tuple) {
+                    conflicts.push((index as u32, values.0, values.1));
+                }
                 continue;
             }
             inserted += 1;
@@ -123,10 +154,15 @@ impl CacheWorld {
                 .insert(tuple.key.clone(), self.data.tuples.len());
             self.data.tuples.push(tuple);
         }
-        (inserted, existing)
+        StoreResult {
+            inserted,
+            existing,
+            epoch,
+            conflicts,
+        }
     }
 
-    fn heartbeat(&mut self, edge_id: String, now_ms: i64) {
+    fn heartbeat(&mut self, edge_id: String, now_ms: i64, candidate_epoch: u64) -> u64 {
         let edge = self
             .data
             .edges
@@ -138,9 +174,11 @@ impl CacheWorld {
                 last_tuple_ms: None,
             });
         edge.last_heartbeat_ms = Some(now_ms);
+        self.epoch(candidate_epoch)
     }
 
-    fn state_totals(&self) -> Vec<StateTotals> {
+    /// The per-state totals, as `Cache::state_totals` reads them.
+    pub fn state_totals(&self) -> Vec<StateTotals> {
         GermanState::ALL
             .iter()
             .enumerate()
@@ -157,6 +195,11 @@ impl CacheWorld {
             .collect()
     }
 
+    /// The per-edge records, as `Cache::edges` reads them.
+    pub fn edges(&self) -> Vec<EdgeRecord> {
+        self.data.edges.values().cloned().collect()
+    }
+
     fn recent(&self, limit: usize) -> Vec<CloudTuple> {
         let limit = limit.min(RECENT_TUPLES_MAX);
         self.data.tuples.iter().rev().take(limit).cloned().collect()
@@ -168,17 +211,27 @@ pub type SharedCache = Arc<Mutex<CacheWorld>>;
 /// One request to the simulated Redis.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RedisRequest {
-    Store(Vec<CloudTuple>),
-    Heartbeat { edge_id: String, now_ms: i64 },
+    Store {
+        tuples: Vec<CloudTuple>,
+        candidate_epoch: u64,
+    },
+    Heartbeat {
+        edge_id: String,
+        now_ms: i64,
+        candidate_epoch: u64,
+    },
     StateTotals,
-    Recent { limit: u32 },
+    Recent {
+        limit: u32,
+    },
     Edges,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RedisReply {
-    Stored { inserted: u64, existing: u64 },
-    Done,
+    Stored(StoreResult),
+    /// The store's epoch, after a heartbeat.
+    Epoch(u64),
     Totals(Vec<StateTotals>),
     Tuples(Vec<CloudTuple>),
     Edges(Vec<EdgeRecord>),
@@ -235,14 +288,21 @@ impl RedisRequest {
     pub fn encode(&self) -> Vec<u8> {
         let mut writer = Writer::new();
         match self {
-            RedisRequest::Store(tuples) => {
-                writer.u8(1).count(tuples.len());
+            RedisRequest::Store {
+                tuples,
+                candidate_epoch,
+            } => {
+                writer.u8(1).u64(*candidate_epoch).count(tuples.len());
                 tuples
                     .iter()
                     .for_each(|tuple| put_tuple(&mut writer, tuple));
             }
-            RedisRequest::Heartbeat { edge_id, now_ms } => {
-                writer.u8(2).str(edge_id).i64(*now_ms);
+            RedisRequest::Heartbeat {
+                edge_id,
+                now_ms,
+                candidate_epoch,
+            } => {
+                writer.u8(2).str(edge_id).i64(*now_ms).u64(*candidate_epoch);
             }
             RedisRequest::StateTotals => {
                 writer.u8(3);
@@ -261,16 +321,19 @@ impl RedisRequest {
         let mut reader = Reader::new(bytes);
         let request = match reader.u8()? {
             1 => {
+                let candidate_epoch = reader.u64()?;
                 let count = reader.count()?;
-                RedisRequest::Store(
-                    (0..count)
+                RedisRequest::Store {
+                    tuples: (0..count)
                         .map(|_| get_tuple(&mut reader))
                         .collect::<io::Result<_>>()?,
-                )
+                    candidate_epoch,
+                }
             }
             2 => RedisRequest::Heartbeat {
                 edge_id: reader.string()?,
                 now_ms: reader.i64()?,
+                candidate_epoch: reader.u64()?,
             },
             3 => RedisRequest::StateTotals,
             4 => RedisRequest::Recent {
@@ -288,11 +351,19 @@ impl RedisReply {
     pub fn encode(&self) -> Vec<u8> {
         let mut writer = Writer::new();
         match self {
-            RedisReply::Stored { inserted, existing } => {
-                writer.u8(1).u64(*inserted).u64(*existing);
+            RedisReply::Stored(result) => {
+                writer
+                    .u8(1)
+                    .u64(result.inserted)
+                    .u64(result.existing)
+                    .u64(result.epoch)
+                    .count(result.conflicts.len());
+                for (index, average_w, samples) in &result.conflicts {
+                    writer.u32(*index).f64(*average_w).u32(*samples);
+                }
             }
-            RedisReply::Done => {
-                writer.u8(2);
+            RedisReply::Epoch(epoch) => {
+                writer.u8(2).u64(*epoch);
             }
             RedisReply::Totals(totals) => {
                 writer.u8(3).count(totals.len());
@@ -326,11 +397,20 @@ impl RedisReply {
     pub fn decode(bytes: &[u8]) -> io::Result<RedisReply> {
         let mut reader = Reader::new(bytes);
         let reply = match reader.u8()? {
-            1 => RedisReply::Stored {
-                inserted: reader.u64()?,
-                existing: reader.u64()?,
-            },
-            2 => RedisReply::Done,
+            1 => {
+                let (inserted, existing, epoch) = (reader.u64()?, reader.u64()?, reader.u64()?);
+                let count = reader.count()?;
+                let conflicts = (0..count)
+                    .map(|_| Ok((reader.u32()?, reader.f64()?, reader.u32()?)))
+                    .collect::<io::Result<_>>()?;
+                RedisReply::Stored(StoreResult {
+                    inserted,
+                    existing,
+                    epoch,
+                    conflicts,
+                })
+            }
+            2 => RedisReply::Epoch(reader.u64()?),
             3 => {
                 let count = reader.count()?;
                 let totals = (0..count)
@@ -378,25 +458,26 @@ impl RedisReply {
 fn apply(world: &SharedCache, request: RedisRequest) -> RedisReply {
     let mut world = world.lock().expect("cache lock");
     match request {
-        RedisRequest::Store(tuples) => {
-            let (inserted, existing) = world.store(tuples);
-            RedisReply::Stored { inserted, existing }
-        }
-        RedisRequest::Heartbeat { edge_id, now_ms } => {
-            world.heartbeat(edge_id, now_ms);
-            RedisReply::Done
-        }
+        RedisRequest::Store {
+            tuples,
+            candidate_epoch,
+        } => RedisReply::Stored(world.store(tuples, candidate_epoch)),
+        RedisRequest::Heartbeat {
+            edge_id,
+            now_ms,
+            candidate_epoch,
+        } => RedisReply::Epoch(world.heartbeat(edge_id, now_ms, candidate_epoch)),
         RedisRequest::StateTotals => RedisReply::Totals(world.state_totals()),
         RedisRequest::Recent { limit } => RedisReply::Tuples(world.recent(limit as usize)),
-        RedisRequest::Edges => RedisReply::Edges(world.data.edges.values().cloned().collect()),
+        RedisRequest::Edges => RedisReply::Edges(world.edges()),
     }
 }
 
 /// The redis host's software.
 pub async fn run_redis(world: SharedCache) -> turmoil::Result {
     let listener = TcpListener::bind(("0.0.0.0", REDIS_PORT)).await?;
-    let epoch = world.lock().expect("cache lock").epoch;
-    info!(epoch, "redis started");
+    let losses = world.lock().expect("cache lock").losses;
+    info!(losses, "redis started");
     let slots = Arc::new(Semaphore::new(REDIS_CONNECTIONS_MAX));
     loop {
         let permit = slots.clone().acquire_owned().await.expect("never closed");

@@ -17,6 +17,7 @@ use crate::cloud_host::run_cloud;
 use crate::dataset::{DataSet, Slice};
 use crate::edge_host::{run_edge_host, EdgeSetup};
 use crate::faults::{host_of, Host, Scenario};
+use crate::forger::{run_forger, ForgerPlan, FORGER_HOST};
 use crate::households::{run_households, ReplayProgress};
 use crate::link::LinkStats;
 use crate::redis::{run_redis, CacheWorld, SharedCache};
@@ -29,7 +30,7 @@ use edgemeter_wire::EdgeKey;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 use tracing::{info, warn};
@@ -272,8 +273,11 @@ impl World {
         self.sim
             .host(Host::Redis.name(), move || run_redis(cache.clone()));
         let key = edge_key(self.scenario.seed);
+        // Seeds with forgeries run the cloud in mixed mode, where an
+        // unsealed request in the keyed edge's name must still be refused.
+        let forgeries = !self.scenario.forgeries_at_ms.is_empty();
         let auth = CloudAuth {
-            allow_unauthenticated: false,
+            allow_unauthenticated: forgeries,
             ..CloudAuth::open().with_key(EDGE_ID, key.clone())
         };
         let cloud_config = CloudConfig {
@@ -283,9 +287,19 @@ impl World {
             rng_seed: self.scenario.seed,
             ..CloudConfig::default()
         };
+        // Each start of the cloud draws other epoch candidates, as a
+        // deployment's OS randomness does: a restarted cloud drawing its
+        // predecessor's would give a lost store its old epoch back.
+        let incarnations = Arc::new(AtomicU64::new(0));
         self.sim.host(Host::Cloud.name(), move || {
-            run_cloud(cloud_config.clone(), epoch_ms)
+            let mut config = cloud_config.clone();
+            let incarnation = incarnations.fetch_add(1, Ordering::Relaxed);
+            config.rng_seed ^= incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            run_cloud(config, epoch_ms)
         });
+        if let Some(plan) = self.forger_plan() {
+            self.sim.host(FORGER_HOST, move || run_forger(plan.clone()));
+        }
         let mut edge_config = EdgeConfig::new(EDGE_ID);
         edge_config.planted = planted;
         edge_config.key = Some(key);
@@ -308,6 +322,32 @@ impl World {
         self.sim.host(Host::Households.name(), move || {
             run_households(publications.clone(), progress.clone())
         });
+    }
+
+    /// The forgeries the scenario draws: a real window with another
+    /// average, and one past the slice, both in the keyed edge's name.
+    fn forger_plan(&self) -> Option<ForgerPlan> {
+        if self.scenario.forgeries_at_ms.is_empty() {
+            return None;
+        }
+        let ((node_id, window_start_ms), window) = self.slice.oracle.iter().next()?;
+        let end_ms = self.slice.epoch_ms + self.scenario.duration_ms;
+        let past_ms = (end_ms.div_euclid(5_000) + 720) * 5_000;
+        let forged = |tuple_id, window_start_ms, average_w| edgemeter_wire::TupleOut {
+            tuple_id,
+            node_id: node_id.clone(),
+            window_start_ms,
+            average_w,
+            samples: 1,
+        };
+        Some(ForgerPlan {
+            edge_id: EDGE_ID.to_owned(),
+            at_ms: self.scenario.forgeries_at_ms.clone(),
+            tuples: vec![
+                forged(1, *window_start_ms, window.average_w + 1_000.0),
+                forged(2, past_ms, 1.0),
+            ],
+        })
     }
 
     /// Runs the seed to its end and checks it.
@@ -583,8 +623,23 @@ impl World {
         // proportion to everything stored.
         let outbox = SqliteOutbox::open_read_only(&self.db_path).map_err(|e| e.to_string())?;
         match outbox.unacked_count().map_err(|error| error.to_string())? {
+            0 => {}
+            pending => return Err(format!("{pending} tuples not yet acknowledged")),
+        }
+        // A cloud that forgot must have been refilled: every acknowledged
+        // tuple acknowledged under the cache's current epoch.
+        let epoch = self.cache.lock().expect("cache lock").data.epoch;
+        if epoch == 0 {
+            return Err("the cache has no epoch yet".to_owned());
+        }
+        match outbox
+            .acked_not_under_count(epoch)
+            .map_err(|e| e.to_string())?
+        {
             0 => Ok(()),
-            pending => Err(format!("{pending} tuples not yet acknowledged")),
+            left => Err(format!(
+                "{left} acknowledged tuples not yet shipped again under the cache's epoch"
+            )),
         }
     }
 
@@ -594,13 +649,14 @@ impl World {
             .unwrap_or_default();
         let cache = self.cache.lock().expect("cache lock");
         let cloud = cache.data.tuples.clone();
+        let (state_totals, edge_records) = (cache.state_totals(), cache.edges());
         let evidence = Evidence {
             edge_id: EDGE_ID,
             oracle: &self.slice.oracle,
             edge_rows: &edge_rows,
             cloud: &cloud,
-            cache_epoch: cache.epoch,
-            writes: &cache.writes,
+            state_totals: Some(&state_totals),
+            edge_records: Some(&edge_records),
         };
         let mut checked = check(&evidence);
         drop(cache);

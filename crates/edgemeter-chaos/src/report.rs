@@ -20,8 +20,8 @@ pub fn findings(gathered: &Gathered, edge_id: &str) -> Findings {
         oracle: &gathered.oracle,
         edge_rows: &gathered.edge_rows,
         cloud: &gathered.cloud,
-        cache_epoch: gathered.cache_epoch,
-        writes: &gathered.writes,
+        state_totals: None,
+        edge_records: None,
     });
     for key in &gathered.malformed_keys {
         findings.add(Kind::Unexpected, || {

@@ -82,12 +82,37 @@ impl CloudTuple {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CacheWrite {
     /// Tuples stored for the first time.
     pub inserted: usize,
     /// Tuples whose key was already present: left untouched, not recounted.
+    /// Conflicts are among them.
     pub existing: usize,
+    /// The epoch of the store the batch was written to (never 0): the one
+    /// it had, or the candidate if it had none. Set in the same atomic step
+    /// as the tuples, so it is the epoch they are stored under.
+    pub epoch: u64,
+    /// Tuples whose key held another average or sample count, by their
+    /// index in the batch, with what the store holds. The stored tuple is
+    /// never rewritten.
+    pub conflicts: Vec<StoredConflict>,
+}
+
+/// What the store holds for a tuple that was resent with other values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredConflict {
+    /// The resent tuple's index in the batch given to [`Cache::store`].
+    pub index: usize,
+    /// The stored average and sample count; `None` when the stored value
+    /// is not one of ours (written by something else).
+    pub stored: Option<(f64, u32)>,
+}
+
+/// Whether a stored tuple's value differs from a resent one: the average
+/// bit for bit (a JSON round trip is exact) and the sample count.
+pub fn differs(stored: (f64, u32), resent: &CloudTuple) -> bool {
+    stored.0.to_bits() != resent.average_w.to_bits() || stored.1 != resent.samples
 }
 
 /// Per-state totals, kept incrementally as tuples are first stored.
@@ -126,20 +151,31 @@ impl fmt::Display for CacheError {
 
 impl std::error::Error for CacheError {}
 
+/// The store's epoch key: a random non-zero id, set only when missing. A
+/// store that lost its data (flushed, restarted without persistence, an
+/// empty replica promoted) has none, so the next write or heartbeat sets a
+/// new one, and the edges learn from it that they must ship again.
+pub const EPOCH_KEY: &str = "epoch";
+
 pub trait Cache: Send + Sync + 'static {
     /// Stores each tuple under its key unless the key exists, and updates the
     /// per-state and per-edge totals for the tuples stored for the first
-    /// time, atomically. Returns only once the write is done.
+    /// time, atomically, with the store's epoch: set to `candidate_epoch`
+    /// (non-zero) if the store has none. Returns only once the write is done.
     fn store(
         &self,
         tuples: &[CloudTuple],
+        candidate_epoch: u64,
     ) -> impl Future<Output = Result<CacheWrite, CacheError>> + Send;
 
+    /// Records the edge's heartbeat and returns the store's epoch, set to
+    /// `candidate_epoch` (non-zero) if the store has none.
     fn record_heartbeat(
         &self,
         edge_id: &str,
         now_ms: i64,
-    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+        candidate_epoch: u64,
+    ) -> impl Future<Output = Result<u64, CacheError>> + Send;
 
     /// All 16 states, in [`GermanState::ALL`] order.
     fn state_totals(&self) -> impl Future<Output = Result<Vec<StateTotals>, CacheError>> + Send;

@@ -1,8 +1,11 @@
 //! An in-memory [`Cache`] for `edgemeter demo` and tests: the same
-//! set-if-absent semantics and incremental totals as the Redis cache, in one
-//! process, lost when it exits.
+//! set-if-absent semantics, conflict reports, store epoch and incremental
+//! totals as the Redis cache, in one process, lost when it exits (and by
+//! [`MemoryCache::lose`], which forgets the epoch with the data).
 
-use crate::cache::{Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, StateTotals};
+use crate::cache::{
+    differs, Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, StateTotals, StoredConflict,
+};
 use crate::GermanState;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
@@ -27,6 +30,15 @@ struct Inner {
     states: BTreeMap<GermanState, StateEntry>,
     edges: BTreeMap<String, EdgeRecord>,
     recent: VecDeque<String>,
+    /// The store's epoch; `None` until the first write or heartbeat.
+    epoch: Option<u64>,
+}
+
+impl Inner {
+    fn epoch(&mut self, candidate_epoch: u64) -> u64 {
+        assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
+        *self.epoch.get_or_insert(candidate_epoch)
+    }
 }
 
 #[derive(Debug)]
@@ -68,6 +80,12 @@ impl MemoryCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Forgets everything, the epoch too: what a Redis restarted without
+    /// persistence does. The next write or heartbeat sets a new epoch.
+    pub fn lose(&self) {
+        *self.inner.lock().expect("cache lock") = Inner::default();
+    }
 }
 
 fn edge_entry<'a>(
@@ -85,7 +103,11 @@ fn edge_entry<'a>(
 }
 
 impl Cache for MemoryCache {
-    async fn store(&self, tuples: &[CloudTuple]) -> Result<CacheWrite, CacheError> {
+    async fn store(
+        &self,
+        tuples: &[CloudTuple],
+        candidate_epoch: u64,
+    ) -> Result<CacheWrite, CacheError> {
         let mut inner = self.inner.lock().expect("cache lock");
         if inner.tuples.len() + tuples.len() > self.tuples_max {
             return Err(CacheError::Unavailable(format!(
@@ -93,10 +115,20 @@ impl Cache for MemoryCache {
                 self.tuples_max
             )));
         }
-        let mut write = CacheWrite::default();
-        for tuple in tuples {
-            if inner.tuples.contains_key(&tuple.key) {
+        let mut write = CacheWrite {
+            epoch: inner.epoch(candidate_epoch),
+            ..CacheWrite::default()
+        };
+        for (index, tuple) in tuples.iter().enumerate() {
+            if let Some(stored) = inner.tuples.get(&tuple.key) {
                 write.existing += 1;
+                let values = (stored.average_w, stored.samples);
+                if differs(values, tuple) {
+                    write.conflicts.push(StoredConflict {
+                        index,
+                        stored: Some(values),
+                    });
+                }
                 continue;
             }
             write.inserted += 1;
@@ -114,10 +146,15 @@ impl Cache for MemoryCache {
         Ok(write)
     }
 
-    async fn record_heartbeat(&self, edge_id: &str, now_ms: i64) -> Result<(), CacheError> {
+    async fn record_heartbeat(
+        &self,
+        edge_id: &str,
+        now_ms: i64,
+        candidate_epoch: u64,
+    ) -> Result<u64, CacheError> {
         let mut inner = self.inner.lock().expect("cache lock");
         edge_entry(&mut inner.edges, edge_id).last_heartbeat_ms = Some(now_ms);
-        Ok(())
+        Ok(inner.epoch(candidate_epoch))
     }
 
     async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
@@ -183,23 +220,56 @@ mod tests {
     async fn a_full_cache_refuses_writes_and_keeps_what_it_has() {
         let cache = MemoryCache::with_tuples_max(3);
         let batch: Vec<CloudTuple> = (0..3).map(tuple).collect();
-        assert_eq!(cache.store(&batch).await.unwrap().inserted, 3);
-        let refused = cache.store(&[tuple(3)]).await.unwrap_err();
+        assert_eq!(cache.store(&batch, 1).await.unwrap().inserted, 3);
+        let refused = cache.store(&[tuple(3)], 1).await.unwrap_err();
         assert!(refused.to_string().contains("limit of 3"), "{refused}");
         assert_eq!(cache.len(), 3);
         // Even a resend of what it holds, as a full Redis refuses every
         // write: the bound counts the batch before looking at its keys.
-        assert!(cache.store(&batch[..1]).await.is_err());
+        assert!(cache.store(&batch[..1], 1).await.is_err());
     }
 
     #[tokio::test]
     async fn the_recent_list_keeps_its_bound() {
         let cache = MemoryCache::new();
         let batch: Vec<CloudTuple> = (0..RECENT_TUPLES_MAX + 10).map(tuple).collect();
-        cache.store(&batch).await.unwrap();
+        cache.store(&batch, 1).await.unwrap();
         let recent = cache.recent_tuples(usize::MAX).await.unwrap();
         assert_eq!(recent.len(), RECENT_TUPLES_MAX);
         assert_eq!(recent[0].key, batch.last().unwrap().key, "newest first");
         assert_eq!(cache.inner.lock().unwrap().recent.len(), RECENT_TUPLES_MAX);
+    }
+
+    /// Goal: the epoch is set once, by the first write or heartbeat, and a
+    /// loss makes the next one set a new epoch; a resend with another
+    /// average is a conflict that leaves the stored tuple as it was.
+    #[tokio::test]
+    async fn the_epoch_survives_writes_and_changes_with_a_loss() {
+        let cache = MemoryCache::new();
+        assert_eq!(cache.record_heartbeat("edge-1", 0, 7).await.unwrap(), 7);
+        let first = cache.store(&[tuple(0)], 8).await.unwrap();
+        assert_eq!((first.epoch, first.inserted), (7, 1));
+        let mut changed = tuple(0);
+        changed.average_w = 2.0;
+        let again = cache.store(&[tuple(1), changed], 9).await.unwrap();
+        assert_eq!((again.inserted, again.existing), (1, 1));
+        assert_eq!(
+            again.conflicts,
+            vec![StoredConflict {
+                index: 1,
+                stored: Some((1.0, 1))
+            }]
+        );
+        assert_eq!(cache.snapshot()["tuple:edge-1:h:0"].average_w, 1.0);
+        assert!(cache
+            .store(&[tuple(0)], 9)
+            .await
+            .unwrap()
+            .conflicts
+            .is_empty());
+        cache.lose();
+        assert!(cache.is_empty());
+        assert_eq!(cache.store(&[tuple(0)], 10).await.unwrap().epoch, 10);
+        assert_eq!(cache.record_heartbeat("edge-1", 0, 11).await.unwrap(), 10);
     }
 }

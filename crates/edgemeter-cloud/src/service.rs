@@ -7,8 +7,20 @@
 //! the edge without a reply, so it sends again, and the keyed write makes
 //! that harmless. If the cache is down the reply says "retry later" and the
 //! edge keeps its tuples.
+//!
+//! Version-2 replies (batch and heartbeat) carry the cache's epoch, drawn
+//! here as a candidate and kept by the cache only when it has none: a cache
+//! that lost its data answers with a new epoch, and the edges ship what
+//! they acknowledged under the old one again. A resent tuple whose average
+//! or sample count differs from the stored one is a conflict: counted,
+//! logged with both values, answered as such, and never stored over.
+//!
+//! An edge with a key is served only through requests sealed with that
+//! key, whatever `allow_unauthenticated` says: the switch admits edges
+//! without keys and the original's form, never a request in a keyed edge's
+//! name.
 
-use crate::cache::{Cache, CloudTuple};
+use crate::cache::{Cache, CacheWrite, CloudTuple};
 use crate::heartbeats::HeartbeatTracker;
 use crate::postal::{postal_code_at, postal_code_for, state_of};
 use edgemeter_env::{Bug, CrashPoint, CrashPoints, PlantedBugs, WallClock};
@@ -16,8 +28,8 @@ use edgemeter_wire::batch::REQUEST_MAGIC;
 use edgemeter_wire::heartbeat::HEARTBEAT_REPLY;
 use edgemeter_wire::sealed::{is_sealed_request, open_request, seal_reply, OpenedRequest};
 use edgemeter_wire::{
-    legacy, Ack, BatchReply, BatchRequest, DataRequest, EdgeKey, HeartbeatRequest,
-    LegacyDataRequest, PostalCode, ReplyOutcome,
+    legacy, Ack, BatchReply, BatchRequest, DataRequest, EdgeKey, HeartbeatReply, HeartbeatRequest,
+    LegacyDataRequest, PostalCode, ReplyOutcome, TupleAck, TupleOutcome, WireVersion,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -74,7 +86,10 @@ pub struct CloudConfig {
     pub heartbeat_timeout: Duration,
     pub planted: PlantedBugs,
     pub crash_points: CrashPoints,
-    /// Seeds the only randomness the cloud has: the planted random-code bug.
+    /// Seeds the cloud's randomness: the candidates for the cache's epoch
+    /// (and the planted random-code bug). Deployments pass OS randomness,
+    /// so that a restarted cloud never draws its predecessor's candidates;
+    /// the simulation passes one derived from its seed.
     pub rng_seed: u64,
     pub auth: CloudAuth,
 }
@@ -100,6 +115,7 @@ struct Counters {
     malformed: AtomicU64,
     cache_errors: AtomicU64,
     unauthenticated: AtomicU64,
+    conflicts: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,8 +126,11 @@ pub struct CloudCounters {
     pub tuples_repeated: u64,
     pub malformed: u64,
     pub cache_errors: u64,
-    /// Requests refused for a missing or failed authentication.
+    /// Requests refused for a missing or failed authentication, or unsealed
+    /// in the name of an edge that has a key.
     pub unauthenticated: u64,
+    /// Resent tuples whose average or samples differ from the stored ones.
+    pub conflicts: u64,
 }
 
 pub struct Cloud<C, W> {
@@ -121,6 +140,8 @@ pub struct Cloud<C, W> {
     heartbeats: Mutex<HeartbeatTracker>,
     rng: Mutex<StdRng>,
     counters: Counters,
+    /// The last epoch the cache named, for the planted early reply only.
+    last_epoch: AtomicU64,
 }
 
 /// The cache key of a tuple: its identity, so a resend lands on the same key
@@ -143,6 +164,7 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             cache: Arc::new(cache),
             clock,
             counters: Counters::default(),
+            last_epoch: AtomicU64::new(0),
         }
     }
 
@@ -160,7 +182,33 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             malformed: load(&self.counters.malformed),
             cache_errors: load(&self.counters.cache_errors),
             unauthenticated: load(&self.counters.unauthenticated),
+            conflicts: load(&self.counters.conflicts),
         }
+    }
+
+    /// A candidate for the cache's epoch: random, never 0 (the wire's
+    /// "unknown").
+    fn candidate_epoch(&self) -> u64 {
+        let mut rng = self.rng.lock().expect("rng lock");
+        loop {
+            let candidate: u64 = rng.gen();
+            if candidate != 0 {
+                return candidate;
+            }
+        }
+    }
+
+    /// Refuses an unsealed request in the name of an edge that has a key:
+    /// `allow_unauthenticated` serves edges without keys, never a keyed
+    /// one's name (mixed mode is not a back door). `Some` is the refusal.
+    fn refuse_unsealed_for_keyed(&self, edge_id: &str, sealed_by: Option<&str>) -> Option<Vec<u8>> {
+        let keyed = sealed_by.is_none() && self.config.auth.keys.contains_key(edge_id);
+        if !keyed || self.config.planted.has(Bug::UnsealedAcceptedForKeyedEdge) {
+            return None;
+        }
+        Some(self.refuse(&format!(
+            "edge {edge_id} has a key; its requests must be sealed with it"
+        )))
     }
 
     /// Each known edge and whether its heartbeats are current.
@@ -251,9 +299,13 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
     async fn handle_data_body(&self, request: &[u8], sealed_by: Option<&str>) -> Vec<u8> {
         match DataRequest::decode(request) {
             Ok(DataRequest::Batch(batch)) => {
+                if let Some(refusal) = self.refuse_unsealed_for_keyed(&batch.edge_id, sealed_by) {
+                    return refusal;
+                }
                 if sealed_by.is_some_and(|edge_id| edge_id != batch.edge_id) {
                     let reason = "batch names another edge than its key";
                     return BatchReply {
+                        version: batch.version,
                         request_id: batch.request_id,
                         outcome: ReplyOutcome::Rejected(reason.into()),
                     }
@@ -261,12 +313,23 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
                 }
                 self.store_batch(batch).await
             }
-            Ok(DataRequest::Legacy(legacy)) => self.store_legacy(legacy).await,
+            Ok(DataRequest::Legacy(legacy)) => {
+                if let Some(refusal) = self.refuse_unsealed_for_keyed(LEGACY_EDGE_ID, sealed_by) {
+                    return refusal;
+                }
+                self.store_legacy(legacy).await
+            }
             Err(error) => {
                 bump(&self.counters.malformed, 1);
                 warn!(%error, bytes = request.len(), "malformed data request answered with an error");
                 if request.starts_with(&REQUEST_MAGIC[..3]) {
+                    let version = if request.get(3) == Some(&2) {
+                        WireVersion::V2
+                    } else {
+                        WireVersion::V1
+                    };
                     BatchReply {
+                        version,
                         request_id: 0,
                         outcome: ReplyOutcome::Rejected(error.to_string()),
                     }
@@ -313,17 +376,37 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             .collect();
         let reply = |outcome| {
             BatchReply {
+                version: batch.version,
                 request_id: batch.request_id,
                 outcome,
             }
             .encode()
         };
-        match self.write(tuples).await {
-            Ok(()) => {
-                debug!(edge = %batch.edge_id, request_id = batch.request_id, tuples = acks.len(), "batch stored");
-                reply(ReplyOutcome::Stored(acks))
+        let write = match self.write(&tuples).await {
+            Ok(write) => write,
+            Err(reason) => return reply(ReplyOutcome::RetryLater(reason)),
+        };
+        debug!(edge = %batch.edge_id, request_id = batch.request_id, tuples = acks.len(), epoch = write.epoch, "batch stored");
+        match batch.version {
+            // An edge of version 1 cannot hear of a conflict; it is counted
+            // and logged all the same.
+            WireVersion::V1 => reply(ReplyOutcome::Stored(acks)),
+            WireVersion::V2 => {
+                let mut acks: Vec<TupleAck> = acks
+                    .into_iter()
+                    .map(|ack| TupleAck {
+                        ack,
+                        outcome: TupleOutcome::Stored,
+                    })
+                    .collect();
+                for conflict in &write.conflicts {
+                    acks[conflict.index].outcome = TupleOutcome::Conflict;
+                }
+                reply(ReplyOutcome::StoredUnder {
+                    epoch: write.epoch,
+                    acks,
+                })
             }
-            Err(reason) => reply(ReplyOutcome::RetryLater(reason)),
         }
     }
 
@@ -342,37 +425,65 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             1,
         );
         let postal_code = tuple.postal_code;
-        match self.write(vec![tuple]).await {
-            Ok(()) => request.reply(postal_code),
+        match self.write(&[tuple]).await {
+            Ok(_) => request.reply(postal_code),
             Err(reason) => legacy::error_reply(&reason),
         }
     }
 
     /// Writes tuples to the cache; `Err` carries the reason for the reply.
-    async fn write(&self, tuples: Vec<CloudTuple>) -> Result<(), String> {
+    /// Conflicts are counted and logged here, with both values.
+    async fn write(&self, tuples: &[CloudTuple]) -> Result<CacheWrite, String> {
+        let candidate = self.candidate_epoch();
         if self.config.planted.has(Bug::ReplyBeforeCacheWrite) {
-            let cache = self.cache.clone();
+            let (cache, tuples) = (self.cache.clone(), tuples.to_vec());
             tokio::spawn(async move {
                 tokio::time::sleep(PLANTED_WRITE_DELAY).await;
-                let _ = cache.store(&tuples).await;
+                let _ = cache.store(&tuples, candidate).await;
             });
-            return Ok(());
+            let known = self.last_epoch.load(Ordering::Relaxed);
+            return Ok(CacheWrite {
+                epoch: if known == 0 { candidate } else { known },
+                ..CacheWrite::default()
+            });
         }
-        match self.cache.store(&tuples).await {
+        match self.cache.store(tuples, candidate).await {
             Ok(write) => {
+                assert_ne!(write.epoch, 0, "the cache stored without an epoch");
+                self.last_epoch.store(write.epoch, Ordering::Relaxed);
                 bump(&self.counters.tuples_stored, write.inserted as u64);
                 bump(&self.counters.tuples_repeated, write.existing as u64);
+                self.log_conflicts(tuples, &write);
                 self.config
                     .crash_points
                     .reached(CrashPoint::CloudAfterCacheWrite)
                     .await;
-                Ok(())
+                Ok(write)
             }
             Err(error) => {
                 bump(&self.counters.cache_errors, 1);
                 warn!(%error, "cache write failed; the edge will retry");
                 Err(error.to_string())
             }
+        }
+    }
+
+    fn log_conflicts(&self, tuples: &[CloudTuple], write: &CacheWrite) {
+        bump(&self.counters.conflicts, write.conflicts.len() as u64);
+        for conflict in &write.conflicts {
+            let resent = &tuples[conflict.index];
+            let (stored_average_w, stored_samples) = match conflict.stored {
+                Some((average_w, samples)) => (Some(average_w), Some(samples)),
+                None => (None, None),
+            };
+            warn!(
+                key = %resent.key,
+                ?stored_average_w,
+                ?stored_samples,
+                resent_average_w = resent.average_w,
+                resent_samples = resent.samples,
+                "conflicting resend: the stored tuple is kept and the edge is told"
+            );
         }
     }
 
@@ -391,15 +502,19 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
     }
 
     async fn handle_heartbeat_body(&self, request: &[u8], sealed_by: Option<&str>) -> Vec<u8> {
-        let edge_id = match HeartbeatRequest::decode(request) {
-            Ok(HeartbeatRequest::Legacy) => LEGACY_EDGE_ID.to_owned(),
-            Ok(HeartbeatRequest::Edge { edge_id }) => edge_id,
+        let heartbeat = match HeartbeatRequest::decode(request) {
+            Ok(heartbeat) => heartbeat,
             Err(error) => {
                 bump(&self.counters.malformed, 1);
                 warn!(%error, "malformed heartbeat answered with an error");
                 return legacy::error_reply(&error.to_string());
             }
         };
+        let version_two = matches!(heartbeat, HeartbeatRequest::EdgeV2 { .. });
+        let edge_id = heartbeat.edge_id().unwrap_or(LEGACY_EDGE_ID).to_owned();
+        if let Some(refusal) = self.refuse_unsealed_for_keyed(&edge_id, sealed_by) {
+            return refusal;
+        }
         if sealed_by.is_some_and(|sealer| sealer != edge_id) {
             return self.refuse("heartbeat names another edge than its key");
         }
@@ -410,11 +525,26 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             .seen(&edge_id, Instant::now());
         // The heartbeat says the cloud process is alive; a cache outage shows
         // in data replies instead, so its error does not fail the heartbeat.
-        let record = self.cache.record_heartbeat(&edge_id, self.clock.now_ms());
-        match tokio::time::timeout(HEARTBEAT_RECORD_TIMEOUT, record).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => debug!(%error, "heartbeat not recorded in the cache"),
-            Err(_) => debug!("heartbeat not recorded in the cache in time"),
+        let candidate = self.candidate_epoch();
+        let record = self
+            .cache
+            .record_heartbeat(&edge_id, self.clock.now_ms(), candidate);
+        let epoch = match tokio::time::timeout(HEARTBEAT_RECORD_TIMEOUT, record).await {
+            Ok(Ok(epoch)) => {
+                assert_ne!(epoch, 0, "the cache answered without an epoch");
+                Some(epoch)
+            }
+            Ok(Err(error)) => {
+                debug!(%error, "heartbeat not recorded in the cache");
+                None
+            }
+            Err(_) => {
+                debug!("heartbeat not recorded in the cache in time");
+                None
+            }
+        };
+        if version_two {
+            return HeartbeatReply { epoch }.encode();
         }
         HEARTBEAT_REPLY.to_vec()
     }

@@ -9,10 +9,24 @@ use edgemeter_cloud::{
 use edgemeter_cloud::{Cloud, CloudConfig};
 use edgemeter_env::SystemClock;
 use edgemeter_wire::legacy::parse_reply;
-use edgemeter_wire::{BatchReply, BatchRequest, ReplyOutcome, TupleOut};
+use edgemeter_wire::{
+    BatchReply, BatchRequest, HeartbeatReply, HeartbeatRequest, ReplyOutcome, TupleOut,
+    TupleOutcome, WireVersion,
+};
 
 fn batch(edge_id: &str, request_id: u64, windows: &[i64]) -> Vec<u8> {
+    batch_of(WireVersion::V1, edge_id, request_id, windows, 100.0)
+}
+
+fn batch_of(
+    version: WireVersion,
+    edge_id: &str,
+    request_id: u64,
+    windows: &[i64],
+    average_base_w: f64,
+) -> Vec<u8> {
     BatchRequest {
+        version,
         edge_id: edge_id.into(),
         request_id,
         tuples: windows
@@ -22,7 +36,7 @@ fn batch(edge_id: &str, request_id: u64, windows: &[i64]) -> Vec<u8> {
                 tuple_id: index as i64 + 1,
                 node_id: "house-1".into(),
                 window_start_ms: *window,
-                average_w: 100.0 + index as f64,
+                average_w: average_base_w + index as f64,
                 samples: 2,
             })
             .collect(),
@@ -109,10 +123,10 @@ async fn bad_input_gets_an_error_reply_and_is_counted() {
 struct DownCache;
 
 impl Cache for DownCache {
-    async fn store(&self, _: &[CloudTuple]) -> Result<CacheWrite, CacheError> {
+    async fn store(&self, _: &[CloudTuple], _: u64) -> Result<CacheWrite, CacheError> {
         Err(CacheError::Unavailable("connection refused".into()))
     }
-    async fn record_heartbeat(&self, _: &str, _: i64) -> Result<(), CacheError> {
+    async fn record_heartbeat(&self, _: &str, _: i64, _: u64) -> Result<u64, CacheError> {
         Err(CacheError::Unavailable("connection refused".into()))
     }
     async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
@@ -152,10 +166,10 @@ async fn no_postal_code_without_a_cache_write() {
 struct StalledCache;
 
 impl Cache for StalledCache {
-    async fn store(&self, _: &[CloudTuple]) -> Result<CacheWrite, CacheError> {
+    async fn store(&self, _: &[CloudTuple], _: u64) -> Result<CacheWrite, CacheError> {
         std::future::pending().await
     }
-    async fn record_heartbeat(&self, _: &str, _: i64) -> Result<(), CacheError> {
+    async fn record_heartbeat(&self, _: &str, _: i64, _: u64) -> Result<u64, CacheError> {
         std::future::pending().await
     }
     async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
@@ -185,6 +199,76 @@ async fn a_stalled_cache_does_not_hold_up_heartbeats() {
     .expect("the heartbeat was held up by the cache");
     assert_eq!(reply, b"ack");
     assert_eq!(started.elapsed(), std::time::Duration::from_millis(200));
+}
+
+/// Goal: a version-2 batch is answered under the cache's epoch, the same
+/// one a version-2 heartbeat reports, and a version-1 batch still gets its
+/// version-1 reply. A cache that lost its data answers with a new epoch.
+#[tokio::test]
+async fn version_two_replies_carry_the_store_epoch() {
+    let cloud = cloud();
+    let heartbeat = HeartbeatRequest::EdgeV2 {
+        edge_id: "edge-a".into(),
+    }
+    .encode();
+    let before = HeartbeatReply::decode(&cloud.handle_heartbeat(&heartbeat).await)
+        .unwrap()
+        .epoch
+        .expect("the cache answered");
+    let reply = BatchReply::decode(
+        &cloud
+            .handle_data(&batch_of(WireVersion::V2, "edge-a", 1, &[0, 5_000], 100.0))
+            .await,
+    )
+    .unwrap();
+    assert_eq!(reply.version, WireVersion::V2);
+    let ReplyOutcome::StoredUnder { epoch, acks } = reply.outcome else {
+        panic!("not stored: {reply:?}")
+    };
+    assert_eq!(epoch, before);
+    assert_eq!(acks.len(), 2);
+    assert!(acks.iter().all(|ack| ack.outcome == TupleOutcome::Stored));
+    let old = BatchReply::decode(&cloud.handle_data(&batch("edge-a", 2, &[10_000])).await).unwrap();
+    assert!(matches!(old.outcome, ReplyOutcome::Stored(_)), "{old:?}");
+    assert_eq!(cloud.handle_heartbeat(b"heartbeat").await, b"ack");
+    cloud.cache().lose();
+    let after = HeartbeatReply::decode(&cloud.handle_heartbeat(&heartbeat).await)
+        .unwrap()
+        .epoch
+        .unwrap();
+    assert_ne!(after, before, "a lost store has a new epoch");
+}
+
+/// Goal: a resend with another average is a conflict: answered as one,
+/// counted, and the stored tuple is kept. An identical resend is not.
+#[tokio::test]
+async fn a_conflicting_resend_is_answered_counted_and_not_stored() {
+    let cloud = cloud();
+    let first = batch_of(WireVersion::V2, "edge-a", 1, &[0, 5_000], 100.0);
+    cloud.handle_data(&first).await;
+    let again = BatchReply::decode(&cloud.handle_data(&first).await).unwrap();
+    let ReplyOutcome::StoredUnder { acks, .. } = again.outcome else {
+        panic!("{again:?}")
+    };
+    assert!(acks.iter().all(|ack| ack.outcome == TupleOutcome::Stored));
+    assert_eq!(cloud.counters().conflicts, 0);
+    let changed = batch_of(WireVersion::V2, "edge-a", 2, &[0, 10_000], 7.0);
+    let reply = BatchReply::decode(&cloud.handle_data(&changed).await).unwrap();
+    let ReplyOutcome::StoredUnder { acks, .. } = reply.outcome else {
+        panic!("{reply:?}")
+    };
+    let outcomes: Vec<TupleOutcome> = acks.iter().map(|ack| ack.outcome).collect();
+    assert_eq!(outcomes, [TupleOutcome::Conflict, TupleOutcome::Stored]);
+    assert_eq!(cloud.counters().conflicts, 1);
+    assert_eq!(
+        cloud.cache().snapshot()["tuple:edge-a:house-1:0"].average_w,
+        100.0
+    );
+    // A version-1 edge is answered as before, and the conflict still counts.
+    let changed_v1 = batch_of(WireVersion::V1, "edge-a", 3, &[5_000], 7.0);
+    let reply = BatchReply::decode(&cloud.handle_data(&changed_v1).await).unwrap();
+    assert!(matches!(reply.outcome, ReplyOutcome::Stored(_)));
+    assert_eq!(cloud.counters().conflicts, 2);
 }
 
 mod authenticated {
@@ -273,5 +357,71 @@ mod authenticated {
         ));
         assert!(cloud.cache().is_empty());
         assert_eq!(cloud.counters().unauthenticated, 6);
+    }
+
+    /// Goal: with `--keys` and `--allow-unauthenticated` both on, an
+    /// unsealed request naming the keyed edge is refused, counted and kept
+    /// from the cache, in both versions and on both sockets, while edges
+    /// without keys, the original's form and the keyed edge's sealed
+    /// requests are served. Method: the issue's forgery, then the rest.
+    #[tokio::test]
+    async fn mixed_mode_is_not_a_back_door() {
+        let auth = CloudAuth::open().with_key("edge-a", key(1));
+        assert!(auth.allow_unauthenticated);
+        let cloud = Cloud::new(
+            CloudConfig {
+                auth,
+                ..CloudConfig::default()
+            },
+            MemoryCache::new(),
+            SystemClock,
+        );
+        for version in [WireVersion::V1, WireVersion::V2] {
+            let forged = batch_of(version, "edge-a", 1, &[0, 5_000], 1.0);
+            assert!(cloud
+                .handle_data(&forged)
+                .await
+                .starts_with(b"ERROR: unauthenticated: edge edge-a has a key"));
+        }
+        for heartbeat in [
+            HeartbeatRequest::Edge {
+                edge_id: "edge-a".into(),
+            },
+            HeartbeatRequest::EdgeV2 {
+                edge_id: "edge-a".into(),
+            },
+        ] {
+            assert!(cloud
+                .handle_heartbeat(&heartbeat.encode())
+                .await
+                .starts_with(b"ERROR: unauthenticated"));
+        }
+        assert!(cloud.cache().is_empty(), "nothing forged reached the cache");
+        assert!(
+            cloud.edge_liveness().is_empty(),
+            "no forged heartbeat counted"
+        );
+        assert_eq!(cloud.counters().unauthenticated, 4);
+
+        let (sealed, tag) = seal_request(
+            "edge-a",
+            &key(1),
+            SystemClock.now_ms(),
+            &batch("edge-a", 2, &[0]),
+        );
+        let body = open_reply(&cloud.handle_data(&sealed).await, &key(1), &tag).unwrap();
+        assert!(matches!(
+            BatchReply::decode(&body).unwrap().outcome,
+            ReplyOutcome::Stored(_)
+        ));
+        let open = BatchReply::decode(&cloud.handle_data(&batch("edge-b", 1, &[0])).await).unwrap();
+        assert!(matches!(open.outcome, ReplyOutcome::Stored(_)));
+        let legacy = cloud
+            .handle_data(br#"{"id": 1, "node_id": "abc", "average": 2}"#)
+            .await;
+        assert!(legacy.starts_with(b"PLZ for id: 1"));
+        assert_eq!(cloud.handle_heartbeat(b"heartbeat").await, b"ack");
+        assert_eq!(cloud.cache().len(), 3);
+        assert_eq!(cloud.counters().unauthenticated, 4);
     }
 }

@@ -82,13 +82,13 @@ async fn store_window(
             )
         })
         .collect();
-    if let Err(error) = cache.store(&tuples).await {
+    if let Err(error) = cache.store(&tuples, 1).await {
         tracing::warn!(%error, "example readings not stored");
         return;
     }
     for edge in FIXTURE_EDGES {
         if !(gamma_quiet && edge == "edge-gamma") {
-            if let Err(error) = cache.record_heartbeat(edge, now).await {
+            if let Err(error) = cache.record_heartbeat(edge, now, 1).await {
                 tracing::warn!(%error, "example heartbeat not stored");
             }
         }

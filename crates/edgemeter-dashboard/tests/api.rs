@@ -21,7 +21,7 @@ fn memory() -> Arc<OutageCache<MemoryCache>> {
 
 async fn filled() -> Arc<OutageCache<MemoryCache>> {
     let cache = memory();
-    cache.store(&fixture_tuples()).await.expect("store");
+    cache.store(&fixture_tuples(), 1).await.expect("store");
     cache
 }
 
@@ -167,11 +167,11 @@ async fn data_keeps_the_original_shape_with_stable_states() {
 async fn edges_join_the_cache_with_the_live_links() {
     let cache = filled().await;
     cache
-        .record_heartbeat("edge-alpha", 1_700_000_200_000)
+        .record_heartbeat("edge-alpha", 1_700_000_200_000, 1)
         .await
         .unwrap();
     cache
-        .record_heartbeat("edge-quiet", 1_700_000_000_000)
+        .record_heartbeat("edge-quiet", 1_700_000_000_000, 1)
         .await
         .unwrap();
     let links: EdgeLinks = Arc::new(|| {

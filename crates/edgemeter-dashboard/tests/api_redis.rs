@@ -48,8 +48,8 @@ async fn redis_and_memory_agree_on_every_endpoint() {
     let redis = connect(&server).await;
     let memory = Arc::new(MemoryCache::new());
     for batch in fixture_tuples().chunks(50) {
-        redis.store(batch).await.expect("redis store");
-        memory.store(batch).await.expect("memory store");
+        redis.store(batch, 1).await.expect("redis store");
+        memory.store(batch, 1).await.expect("memory store");
     }
     let (over_redis, over_memory) = (dashboard(redis), dashboard(memory));
     for uri in [
@@ -70,7 +70,7 @@ async fn redis_and_memory_agree_on_every_endpoint() {
 async fn a_stopped_redis_gives_503_then_recovers() {
     let mut server = RedisServer::start();
     let cache = connect(&server).await;
-    cache.store(&fixture_tuples()).await.expect("store");
+    cache.store(&fixture_tuples(), 1).await.expect("store");
     let app = dashboard(Arc::clone(&cache));
     checks::assert_states_match(&app, &fixture_tuples(), 0.30).await;
     server.stop();

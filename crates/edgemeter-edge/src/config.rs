@@ -58,6 +58,12 @@ pub struct EdgeConfig {
     /// reply checked; without one the edge speaks unauthenticated, which a
     /// cloud accepts only when its operator allows it.
     pub key: Option<EdgeKey>,
+    /// How long an acknowledged tuple is kept before the edge deletes it.
+    /// Within it, a cloud that loses its store is refilled from here; a
+    /// loss noticed later cannot be refilled for the older tuples, which is
+    /// the operator's documented choice. A week of 50 households is about
+    /// 3.5M rows (a few hundred MB).
+    pub ack_retention: Duration,
     pub planted: PlantedBugs,
     pub crash_points: CrashPoints,
 }
@@ -85,6 +91,7 @@ impl EdgeConfig {
             store_pending_max: 4096,
             poll_queue_max: 2,
             key: None,
+            ack_retention: Duration::from_secs(7 * 24 * 3600),
             planted: PlantedBugs::NONE,
             crash_points: CrashPoints::none(),
         }

@@ -11,7 +11,12 @@
 //!    transaction stores many: a crash loses only windows whose readings
 //!    are not committed yet, which are read and closed again;
 //! 2. flag 1 in SQLite -> request -> reply -> flag 2 and postal code in SQLite;
-//! 3. the cloud stores by tuple identity, so a resend after any crash is harmless.
+//! 3. the cloud stores by tuple identity, so a resend after any crash is harmless;
+//! 4. every reply and heartbeat names the cloud store's epoch, recorded on
+//!    each acknowledged tuple; when it changes (the store lost its data),
+//!    the tuples acknowledged under another epoch are shipped again
+//!    ([`crate::refill`]), and acknowledged tuples are kept for
+//!    `ack_retention`, then deleted in chunks.
 //!
 //! Windows close on event time (see [`crate::windows`]). The one exception
 //! is the end of the stream: every open window is flushed only when the
@@ -29,14 +34,15 @@ use crate::ports::{
     BusError, BusRecord, Channel, CloudLink, LinkError, NewTuple, Outbox, ReadingsBus,
     RejectedRecord, StoreError,
 };
+use crate::refill::Refill;
 use crate::uplink::{PendingBatch, Uplink};
 use crate::windows::{window_start_ms, Added, Windows};
 use crate::{EdgeConfig, EdgeMonitor};
 use edgemeter_env::{Bug, CrashPoint, WallClock};
-use edgemeter_wire::heartbeat::HEARTBEAT_REPLY;
 use edgemeter_wire::sealed::{open_reply, seal_request};
 use edgemeter_wire::{
-    Ack, BatchReply, EdgeKey, HeartbeatRequest, PostalCode, ReplyOutcome, TupleOut,
+    Ack, BatchReply, EdgeKey, HeartbeatReply, HeartbeatRequest, PostalCode, ReplyOutcome,
+    TupleAck, TupleOut, TupleOutcome,
 };
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -55,6 +61,16 @@ pub const REJECTED_BYTES_MAX: usize = 64 * 1024;
 /// How long to wait before storing again after SQLite failed (disk full, IO
 /// error). Consumption stays paused meanwhile; Kafka keeps the data.
 const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// How often acknowledged tuples past `ack_retention` are looked for when
+/// the last sweep found fewer than a chunk: often enough that a day's
+/// tuples go within the day, rare enough to cost nothing.
+const RETENTION_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The pause between two sweeps while each deletes a full chunk
+/// (`edgemeter_store::RETENTION_CHUNK_ROWS`): the backlog drains without
+/// holding up the edge's other writes.
+const RETENTION_SWEEP_BUSY: Duration = Duration::from_millis(100);
 
 /// The first and the longest pause after the bus failed.
 const BUS_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -165,6 +181,8 @@ where
         requests: FuturesUnordered::new(),
         logged_kinds: BTreeSet::new(),
         intake: IntakeHealth::new(now),
+        refill: Refill::new(),
+        retention_due: now + RETENTION_SWEEP_INTERVAL,
     };
     edge.monitor.set_consuming(true);
     edge.run(records_rx, shutdown).await
@@ -303,6 +321,10 @@ struct EdgeLoop<L, O, C> {
     logged_kinds: BTreeSet<&'static str>,
     /// Whether consumed records become readings.
     intake: IntakeHealth,
+    /// The cloud store's epoch and the scan of tuples to ship again.
+    refill: Refill,
+    /// When to look for acknowledged tuples past their retention.
+    retention_due: Instant,
 }
 
 impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
@@ -356,7 +378,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         if let Some(at) = self.store_due() {
             wake = wake.min(at);
         }
-        wake
+        wake.min(self.retention_due)
     }
 
     /// When the pending windows must be stored: at the retry time while
@@ -373,6 +395,28 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         if self.store_due().is_some_and(|due| Instant::now() >= due) {
             self.store_and_commit().await;
         }
+        if Instant::now() >= self.retention_due {
+            self.sweep_retention();
+        }
+    }
+
+    /// Deletes one chunk of acknowledged tuples past their retention, and
+    /// sets when to look again: soon while chunks come full.
+    fn sweep_retention(&mut self) {
+        let retention_ms = self.config.ack_retention.as_millis() as i64;
+        let cutoff_ms = self.clock.now_ms().saturating_sub(retention_ms);
+        let pause = match self.outbox.delete_acked_before(cutoff_ms) {
+            Ok(0) => RETENTION_SWEEP_INTERVAL,
+            Ok(deleted) => {
+                debug!(deleted, "acknowledged tuples past their retention deleted");
+                RETENTION_SWEEP_BUSY
+            }
+            Err(error) => {
+                self.store_failed(&error);
+                RETENTION_SWEEP_INTERVAL
+            }
+        };
+        self.retention_due = Instant::now() + pause;
     }
 
     /// An empty poll: closes every open window once the stream has been
@@ -628,7 +672,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     /// Sends a due heartbeat, then batches while connected and allowed.
     async fn send_due(&mut self, now: Instant) {
         if self.heartbeat.poll_send(now) {
-            let body = HeartbeatRequest::Edge {
+            let body = HeartbeatRequest::EdgeV2 {
                 edge_id: self.config.edge_id.clone(),
             }
             .encode();
@@ -649,8 +693,67 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 self.push_data(request_id, body);
                 continue;
             }
-            if !self.uplink.wants_scan() || !self.send_next_batch(now).await {
+            if self.uplink.wants_scan() && self.send_next_batch(now).await {
+                continue;
+            }
+            // New tuples go first; a slot they leave ships tuples again to
+            // a cloud that lost them.
+            if !self.uplink.can_send(now) || !self.send_reship_batch(now) {
                 return;
+            }
+        }
+    }
+
+    /// Reads the refill's next tuples and ships them again. Returns false
+    /// when no pass is under way, it just ended, or SQLite failed.
+    fn send_reship_batch(&mut self, now: Instant) -> bool {
+        let Some(scan) = self.refill.poll_scan() else {
+            return false;
+        };
+        let limit = self.uplink.batch_tuples_max();
+        let tuples = match self
+            .outbox
+            .acked_not_under(scan.epoch, scan.after_id, limit)
+        {
+            Ok(tuples) => tuples,
+            Err(error) => {
+                self.store_failed(&error);
+                self.uplink.pause(now);
+                return false;
+            }
+        };
+        let ids: Vec<i64> = tuples.iter().map(|tuple| tuple.tuple_id).collect();
+        self.refill.handle_scanned(scan, &ids, limit);
+        if !self.refill.is_scanning() {
+            info!(epoch = scan.epoch, "refill pass scanned to its end");
+        }
+        if tuples.is_empty() {
+            return false;
+        }
+        bump(&self.monitor.tuples_reshipped, ids.len() as u64);
+        let batch = self.uplink.start_reship(tuples);
+        let (request_id, body) = (batch.request_id, batch.body.clone());
+        debug!(
+            request_id,
+            tuples = ids.len(),
+            first = ids[0],
+            "acknowledged tuples shipped again"
+        );
+        self.push_data(request_id, body);
+        true
+    }
+
+    /// An epoch the cloud named: a change starts a refill pass.
+    fn note_epoch(&mut self, epoch: u64) {
+        if self.config.planted.has(Bug::NoReshipAfterEpochChange) && self.refill.epoch().is_some() {
+            return;
+        }
+        let before = self.refill.epoch();
+        if self.refill.handle_epoch(epoch) {
+            bump(&self.monitor.refill_passes, 1);
+            match before {
+                None => info!(epoch, "cloud store epoch learned; checking what to ship again"),
+                Some(before) => warn!(before, epoch, "cloud store epoch changed (it lost its data?); shipping acknowledged tuples again"),
             }
         }
     }
@@ -694,14 +797,17 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             .await;
         if self.config.planted.has(Bug::AckBeforeReply) {
             let guessed = PostalCode::parse("00000").expect("five digits");
-            let acks: Vec<Ack> = ids
+            let acks: Vec<TupleAck> = ids
                 .iter()
-                .map(|&tuple_id| Ack {
-                    tuple_id,
-                    postal_code: guessed,
+                .map(|&tuple_id| TupleAck {
+                    ack: Ack {
+                        tuple_id,
+                        postal_code: guessed,
+                    },
+                    outcome: TupleOutcome::Stored,
                 })
                 .collect();
-            let _ = self.outbox.mark_acked(&acks, self.clock.now_ms());
+            let _ = self.outbox.mark_acked(&acks, None, self.clock.now_ms());
         }
         self.push_data(request_id, body);
         true
@@ -742,7 +848,13 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         let now = Instant::now();
         match done {
             Completion::Heartbeat(result) => {
-                let success = matches!(&result, Ok(reply) if reply == HEARTBEAT_REPLY);
+                let reply = result
+                    .ok()
+                    .and_then(|bytes| HeartbeatReply::decode(&bytes).ok());
+                if let Some(epoch) = reply.and_then(|reply| reply.epoch) {
+                    self.note_epoch(epoch);
+                }
+                let success = reply.is_some();
                 if let Some(state) = self.heartbeat.handle_result(now, success) {
                     let connected = state == LinkState::Connected;
                     self.monitor.set_connected(connected);
@@ -780,11 +892,12 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 return;
             }
         };
-        let acks = match reply {
+        let (acks, epoch) = match reply {
             Ok(BatchReply {
                 request_id: echoed,
-                outcome: ReplyOutcome::Stored(acks),
-            }) if echoed == request_id && acks_match(&batch.tuples, &acks) => acks,
+                outcome: ReplyOutcome::StoredUnder { epoch, acks },
+                ..
+            }) if echoed == request_id && acks_match(&batch.tuples, &acks) => (acks, Some(epoch)),
             Ok(BatchReply {
                 outcome: ReplyOutcome::RetryLater(reason),
                 ..
@@ -801,26 +914,44 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             .crash_points
             .reached(CrashPoint::EdgeBeforeMarkAcked)
             .await;
-        match self.outbox.mark_acked(&acks, self.clock.now_ms()) {
+        match self.outbox.mark_acked(&acks, epoch, self.clock.now_ms()) {
             Ok(outcome) => {
-                bump(&self.monitor.tuples_acked, outcome.acked as u64);
-                bump(&self.monitor.conflicting_acks, outcome.conflicting as u64);
-                if outcome.conflicting > 0 {
-                    error!(request_id, conflicting = outcome.conflicting, "cloud sent a different postal code for an acknowledged tuple; kept the first");
-                }
-                debug!(
-                    request_id,
-                    acked = outcome.acked,
-                    repeated = outcome.repeated,
-                    "batch acked"
-                );
+                self.count_acked(request_id, &outcome);
                 self.uplink.succeeded();
+                if let Some(epoch) = epoch {
+                    self.note_epoch(epoch);
+                }
             }
             Err(error) => {
                 self.store_failed(&error);
                 self.uplink.failed(batch, now);
             }
         }
+    }
+
+    fn count_acked(&self, request_id: u64, outcome: &crate::ports::AckOutcome) {
+        bump(&self.monitor.tuples_acked, outcome.acked as u64);
+        bump(&self.monitor.conflicting_acks, outcome.conflicting as u64);
+        bump(
+            &self.monitor.value_conflicts,
+            outcome.value_conflicts as u64,
+        );
+        if outcome.conflicting > 0 {
+            error!(
+                request_id,
+                conflicting = outcome.conflicting,
+                "cloud sent a different postal code for an acknowledged tuple; kept the first"
+            );
+        }
+        if outcome.value_conflicts > 0 {
+            error!(request_id, conflicts = outcome.value_conflicts, "cloud holds other values for tuples of this batch; recorded against them (edgemeter status counts them)");
+        }
+        debug!(
+            request_id,
+            acked = outcome.acked,
+            repeated = outcome.repeated,
+            "batch acked"
+        );
     }
 }
 
@@ -846,12 +977,12 @@ fn open_sealed_reply(reply: &[u8], key: &EdgeKey, tag: &[u8; 32]) -> Result<Vec<
 }
 
 /// A reply must acknowledge exactly the batch's tuples, in order.
-fn acks_match(tuples: &[TupleOut], acks: &[Ack]) -> bool {
+fn acks_match(tuples: &[TupleOut], acks: &[TupleAck]) -> bool {
     tuples.len() == acks.len()
         && tuples
             .iter()
             .zip(acks)
-            .all(|(tuple, ack)| tuple.tuple_id == ack.tuple_id)
+            .all(|(tuple, answer)| tuple.tuple_id == answer.ack.tuple_id)
 }
 
 /// The original consumer's bug, kept as a planted bug.

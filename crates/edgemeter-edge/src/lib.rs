@@ -8,6 +8,8 @@
 //! - [`heartbeat`]: the connected/disconnected state machine (no IO).
 //! - [`intake`]: whether consumed records become readings (no IO).
 //! - [`uplink`]: in-flight batches, resends, the outbox cursor, backoff (no IO).
+//! - [`refill`]: the cloud store's epoch and the scan that ships tuples
+//!   again to a cloud that lost them (no IO).
 //! - [`edge`]: the driver that wires them to the ports: [`run_edge`].
 //! - [`config`], [`monitor`]: settings and shared counters.
 //!
@@ -21,6 +23,7 @@ pub mod heartbeat;
 pub mod intake;
 pub mod monitor;
 pub mod ports;
+pub mod refill;
 pub mod uplink;
 pub mod windows;
 

@@ -20,6 +20,12 @@ pub struct EdgeMonitor {
     pub batches_failed: AtomicU64,
     pub store_errors: AtomicU64,
     pub conflicting_acks: AtomicU64,
+    /// Tuples the cloud answered with a conflict (it holds other values).
+    pub value_conflicts: AtomicU64,
+    /// Acknowledged tuples shipped again to a cloud that lost its store.
+    pub tuples_reshipped: AtomicU64,
+    /// Refill passes started (each epoch change, and the first epoch).
+    pub refill_passes: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -40,6 +46,9 @@ pub struct EdgeCounters {
     pub batches_failed: u64,
     pub store_errors: u64,
     pub conflicting_acks: u64,
+    pub value_conflicts: u64,
+    pub tuples_reshipped: u64,
+    pub refill_passes: u64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64, by: u64) {
@@ -83,6 +92,9 @@ impl EdgeMonitor {
             batches_failed: load(&self.batches_failed),
             store_errors: load(&self.store_errors),
             conflicting_acks: load(&self.conflicting_acks),
+            value_conflicts: load(&self.value_conflicts),
+            tuples_reshipped: load(&self.tuples_reshipped),
+            refill_passes: load(&self.refill_passes),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! outbox store. The real implementations (rdkafka, NNG, rusqlite) and the
 //! simulated ones (turmoil) live outside this crate and plug in here.
 
-use edgemeter_wire::{Ack, TupleOut};
+use edgemeter_wire::{TupleAck, TupleOut};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -146,6 +146,9 @@ pub struct AckOutcome {
     /// Acks for tuples already at flag 2 with a different postal code. The
     /// stored code is kept; this is a cloud bug worth an alarm.
     pub conflicting: usize,
+    /// Tuples the cloud answered with a conflict: it holds another average
+    /// or sample count for them. Recorded against the tuple (`conflict`).
+    pub value_conflicts: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -158,6 +161,8 @@ pub struct StatusCounts {
     /// The rows of table `rejected` of kind `late`: readings whose window
     /// had been stored already.
     pub late: u64,
+    /// Tuples the cloud reported holding other values for.
+    pub conflicts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,9 +207,31 @@ pub trait Outbox: Send + 'static {
     /// Sets flag 1 and the sent time on tuples still at flag 0 or 1.
     fn mark_sent(&mut self, tuple_ids: &[i64], now_ms: i64) -> Result<(), StoreError>;
 
-    /// Sets flag 2, the postal code and the acknowledged time. A tuple at flag
-    /// 2 keeps the postal code it has.
-    fn mark_acked(&mut self, acks: &[Ack], now_ms: i64) -> Result<AckOutcome, StoreError>;
+    /// Sets flag 2, the postal code and the acknowledged time, and on every
+    /// tuple answered (new or already at flag 2) the store epoch it was
+    /// acknowledged under (`None`: a cloud that names none) and whether the
+    /// cloud reported a conflict for it. A tuple at flag 2 keeps the postal
+    /// code it has; a conflict, once recorded, stays.
+    fn mark_acked(
+        &mut self,
+        acks: &[TupleAck],
+        epoch: Option<u64>,
+        now_ms: i64,
+    ) -> Result<AckOutcome, StoreError>;
+
+    /// Up to `limit` tuples at flag 2 with `id > after_id` whose recorded
+    /// epoch is not `epoch` (or none), by id: what a cloud that lost its
+    /// store must be sent again.
+    fn acked_not_under(
+        &mut self,
+        epoch: u64,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<TupleOut>, StoreError>;
+
+    /// Deletes acknowledged tuples acknowledged before `cutoff_ms`, at most
+    /// one bounded chunk per call; returns how many went.
+    fn delete_acked_before(&mut self, cutoff_ms: i64) -> Result<usize, StoreError>;
 
     fn status(&mut self) -> Result<StatusCounts, StoreError>;
 }

@@ -6,8 +6,12 @@
 //! loaded whole. Rows at or below the cursor are either acknowledged, in
 //! flight, or waiting in the retry queue; the cursor starts at 0 on every
 //! start, so tuples left at flag 1 by a crash are sent again.
+//!
+//! Batches that ship acknowledged tuples again to a cloud that lost them
+//! ([`crate::refill`] keeps their own cursor) share the in-flight window,
+//! the retry queue and the backoff with new ones: [`Uplink::start_reship`].
 
-use edgemeter_wire::{BatchRequest, TupleOut};
+use edgemeter_wire::{BatchRequest, TupleOut, WireVersion};
 use std::collections::{BTreeMap, VecDeque};
 use tokio::time::{Duration, Instant};
 
@@ -23,6 +27,8 @@ pub struct PendingBatch {
     pub request_id: u64,
     pub tuples: Vec<TupleOut>,
     pub body: Vec<u8>,
+    /// Acknowledged tuples shipped again after the cloud lost its store.
+    pub reship: bool,
 }
 
 #[derive(Debug)]
@@ -111,9 +117,21 @@ impl Uplink {
             .windows(2)
             .all(|pair| pair[0].tuple_id < pair[1].tuple_id));
         self.cursor = last.tuple_id;
+        Some(self.launch(tuples, false))
+    }
+
+    /// Puts a batch of acknowledged tuples in flight again, for a cloud
+    /// that lost them. The outbox cursor does not move.
+    pub fn start_reship(&mut self, tuples: Vec<TupleOut>) -> &PendingBatch {
+        assert!(!tuples.is_empty() && tuples.len() <= self.batch_tuples_max);
+        self.launch(tuples, true)
+    }
+
+    fn launch(&mut self, tuples: Vec<TupleOut>, reship: bool) -> &PendingBatch {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         let request = BatchRequest {
+            version: WireVersion::V2,
             edge_id: self.edge_id.clone(),
             request_id,
             tuples,
@@ -123,9 +141,10 @@ impl Uplink {
             request_id,
             tuples: request.tuples,
             body,
+            reship,
         };
         assert!(self.in_flight.insert(request_id, batch).is_none());
-        self.in_flight.get(&request_id)
+        &self.in_flight[&request_id]
     }
 
     /// Takes a batch out of flight when its request completes.
@@ -234,6 +253,21 @@ mod tests {
             assert!(uplink.in_flight.len() + uplink.retry.len() <= inflight_max);
         }
         assert!(failures > 1_000, "the sequence must exercise failures");
+    }
+
+    /// Goal: a reship batch takes a slot of the same in-flight window and
+    /// leaves the outbox cursor where it was. Method: a window of two, one
+    /// new batch and one reship.
+    #[test]
+    fn reship_batches_share_the_window_and_leave_the_cursor() {
+        let now = Instant::now();
+        let mut uplink = Uplink::new("e".into(), 2, 2);
+        uplink.start_batch(vec![tuple(9)]).unwrap();
+        let reship = uplink.start_reship(vec![tuple(1), tuple(2)]);
+        assert!(reship.reship);
+        assert_eq!(&reship.body[..4], b"EMQ\x02");
+        assert_eq!(uplink.cursor(), 9);
+        assert!(!uplink.can_send(now), "the reship took the last slot");
     }
 
     #[test]

@@ -256,10 +256,22 @@ impl Outbox for CappedOutbox {
     }
     fn mark_acked(
         &mut self,
-        acks: &[edgemeter_wire::Ack],
+        acks: &[edgemeter_wire::TupleAck],
+        epoch: Option<u64>,
         now_ms: i64,
     ) -> Result<edgemeter_edge::AckOutcome, edgemeter_edge::StoreError> {
-        self.inner.mark_acked(acks, now_ms)
+        self.inner.mark_acked(acks, epoch, now_ms)
+    }
+    fn acked_not_under(
+        &mut self,
+        epoch: u64,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<edgemeter_wire::TupleOut>, edgemeter_edge::StoreError> {
+        self.inner.acked_not_under(epoch, after_id, limit)
+    }
+    fn delete_acked_before(&mut self, cutoff_ms: i64) -> Result<usize, edgemeter_edge::StoreError> {
+        self.inner.delete_acked_before(cutoff_ms)
     }
     fn status(&mut self) -> Result<edgemeter_edge::StatusCounts, edgemeter_edge::StoreError> {
         self.inner.status()

@@ -36,10 +36,16 @@ pub enum Bug {
     /// asking the broker whether it has read to the end (the old idle flush):
     /// a stalled producer or link then closes windows early.
     FlushOnSilence,
+    /// The edge ignores a change of the cloud store's epoch and never ships
+    /// its acknowledged tuples again, so a cloud that forgot stays empty.
+    NoReshipAfterEpochChange,
+    /// The cloud serves an unsealed request naming an edge that has a key
+    /// when it also allows unauthenticated requests (the mixed-mode back door).
+    UnsealedAcceptedForKeyedEdge,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 13] = [
         Bug::AckBeforeReply,
         Bug::CommitBeforeDurable,
         Bug::ReplyBeforeCacheWrite,
@@ -51,6 +57,8 @@ impl Bug {
         Bug::FirstRecordPerPoll,
         Bug::ReplaceStoredTuple,
         Bug::FlushOnSilence,
+        Bug::NoReshipAfterEpochChange,
+        Bug::UnsealedAcceptedForKeyedEdge,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +74,8 @@ impl Bug {
             Bug::FirstRecordPerPoll => "first-record-per-poll",
             Bug::ReplaceStoredTuple => "replace-stored-tuple",
             Bug::FlushOnSilence => "flush-on-silence",
+            Bug::NoReshipAfterEpochChange => "no-reship-after-epoch-change",
+            Bug::UnsealedAcceptedForKeyedEdge => "unsealed-accepted-for-keyed-edge",
         }
     }
 

@@ -1,17 +1,32 @@
 //! The Rust edge's data request: a versioned batch of tuples, and its reply.
 //!
-//! Request (big-endian):
+//! Request (big-endian), version 1 or 2 (the same tuples; the version says
+//! which reply the edge understands):
 //! ```text
-//! "EMQ" 0x01 | edge_id (u8 len + bytes) | request_id u64 | count u16 |
+//! "EMQ" 0x01|0x02 | edge_id (u8 len + bytes) | request_id u64 | count u16 |
 //! count x ( tuple_id i64 | node_id (u8 len + bytes) | window_start_ms i64 |
 //!           average_w f64 | samples u32 )
 //! ```
-//! Reply:
+//! Reply to a version-1 request:
 //! ```text
 //! "EMA" 0x01 | request_id u64 | status u8 |
 //!   status 0 (stored): count u16 | count x ( tuple_id i64 | postal code 5 ASCII digits )
 //!   status 1 (retry later) or 2 (rejected): reason (u16 len + bytes)
 //! ```
+//! Reply to a version-2 request:
+//! ```text
+//! "EMA" 0x02 | request_id u64 | status u8 |
+//!   status 0 (stored): epoch u64 (non-zero) | count u16 |
+//!     count x ( tuple_id i64 | postal code 5 ASCII digits | outcome u8 )
+//!     outcome 0: stored (new, or an identical resend); 1: conflict (the
+//!     cloud holds another average or sample count for this identity and
+//!     kept it)
+//!   status 1 (retry later) or 2 (rejected): reason (u16 len + bytes)
+//! ```
+//! The epoch names the cloud store the batch was written to: a store that
+//! lost its data gets a new one, which tells the edge to ship again what it
+//! had acknowledged under the old one.
+//!
 //! A tuple is identified by `(edge_id, node_id, window_start_ms)`, which is
 //! what makes a resent batch harmless: the cloud stores each identity once.
 //! `tuple_id` is the edge's row id, echoed so the edge can update its rows.
@@ -21,6 +36,33 @@ use crate::PostalCode;
 
 pub const REQUEST_MAGIC: [u8; 4] = *b"EMQ\x01";
 pub const REPLY_MAGIC: [u8; 4] = *b"EMA\x01";
+pub const REQUEST_MAGIC_V2: [u8; 4] = *b"EMQ\x02";
+pub const REPLY_MAGIC_V2: [u8; 4] = *b"EMA\x02";
+
+/// Which layout a batch request or reply has. A reply has its request's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireVersion {
+    /// Postal codes only: what EdgeMeter edges before store epochs speak.
+    V1,
+    /// Postal codes, per-tuple outcomes and the store epoch.
+    V2,
+}
+
+impl WireVersion {
+    fn request_magic(self) -> [u8; 4] {
+        match self {
+            WireVersion::V1 => REQUEST_MAGIC,
+            WireVersion::V2 => REQUEST_MAGIC_V2,
+        }
+    }
+
+    fn reply_magic(self) -> [u8; 4] {
+        match self {
+            WireVersion::V1 => REPLY_MAGIC,
+            WireVersion::V2 => REPLY_MAGIC_V2,
+        }
+    }
+}
 
 /// The most tuples in one batch. 1,024 tuples keep a request near 150 KiB,
 /// far under [`crate::FRAME_BYTES_MAX`], while amortising one SQLite
@@ -43,6 +85,7 @@ pub struct TupleOut {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchRequest {
+    pub version: WireVersion,
     pub edge_id: String,
     pub request_id: u64,
     pub tuples: Vec<TupleOut>,
@@ -54,10 +97,30 @@ pub struct Ack {
     pub postal_code: PostalCode,
 }
 
+/// What the cloud did with one tuple of a version-2 batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TupleOutcome {
+    /// Stored now, or already stored with the same average and samples.
+    Stored,
+    /// Already stored with another average or sample count: the stored
+    /// value is kept, and the difference is reported instead of hidden.
+    Conflict,
+}
+
+/// One tuple's answer in a version-2 reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TupleAck {
+    pub ack: Ack,
+    pub outcome: TupleOutcome,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReplyOutcome {
-    /// Every tuple is stored; one ack per tuple, in request order.
+    /// Version 1: every tuple is stored; one ack per tuple, in request order.
     Stored(Vec<Ack>),
+    /// Version 2: every tuple is answered, in request order, under the
+    /// epoch of the store the batch was written to (never 0).
+    StoredUnder { epoch: u64, acks: Vec<TupleAck> },
     /// The cloud could not store the batch now (its cache is down); the
     /// edge keeps the tuples and sends them again.
     RetryLater(String),
@@ -67,6 +130,7 @@ pub enum ReplyOutcome {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchReply {
+    pub version: WireVersion,
     pub request_id: u64,
     pub outcome: ReplyOutcome,
 }
@@ -101,7 +165,7 @@ impl BatchRequest {
             "batch over its limit"
         );
         let mut out = Vec::with_capacity(32 + self.tuples.len() * 112);
-        out.extend_from_slice(&REQUEST_MAGIC);
+        out.extend_from_slice(&self.version.request_magic());
         put_id(&mut out, &self.edge_id);
         out.extend_from_slice(&self.request_id.to_be_bytes());
         out.extend_from_slice(&(self.tuples.len() as u16).to_be_bytes());
@@ -120,9 +184,11 @@ impl BatchRequest {
     pub fn decode(bytes: &[u8]) -> Result<BatchRequest, DecodeError> {
         check_size(bytes)?;
         let mut reader = Reader::new(bytes);
-        if reader.take(4)? != REQUEST_MAGIC {
-            return Err(invalid("not a version-1 batch request"));
-        }
+        let version = match reader.take(4)? {
+            magic if magic == REQUEST_MAGIC => WireVersion::V1,
+            magic if magic == REQUEST_MAGIC_V2 => WireVersion::V2,
+            _ => return Err(invalid("not a version-1 or version-2 batch request")),
+        };
         let edge_id = reader.id()?;
         let request_id = reader.u64()?;
         let count = reader.u16()? as usize;
@@ -145,6 +211,7 @@ impl BatchRequest {
         }
         reader.finish()?;
         Ok(BatchRequest {
+            version,
             edge_id,
             request_id,
             tuples,
@@ -155,16 +222,37 @@ impl BatchRequest {
 impl BatchReply {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16);
-        out.extend_from_slice(&REPLY_MAGIC);
+        out.extend_from_slice(&self.version.reply_magic());
         out.extend_from_slice(&self.request_id.to_be_bytes());
         match &self.outcome {
             ReplyOutcome::Stored(acks) => {
                 assert!(acks.len() <= BATCH_TUPLES_MAX, "reply over its limit");
+                assert_eq!(
+                    self.version,
+                    WireVersion::V1,
+                    "acks without outcomes are version 1"
+                );
                 out.push(0);
                 out.extend_from_slice(&(acks.len() as u16).to_be_bytes());
                 for ack in acks {
                     out.extend_from_slice(&ack.tuple_id.to_be_bytes());
                     out.extend_from_slice(&ack.postal_code.as_bytes());
+                }
+            }
+            ReplyOutcome::StoredUnder { epoch, acks } => {
+                assert!(acks.len() <= BATCH_TUPLES_MAX, "reply over its limit");
+                assert_eq!(self.version, WireVersion::V2, "outcomes are version 2");
+                assert_ne!(*epoch, 0, "a stored batch has a known epoch");
+                out.push(0);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&(acks.len() as u16).to_be_bytes());
+                for tuple in acks {
+                    out.extend_from_slice(&tuple.ack.tuple_id.to_be_bytes());
+                    out.extend_from_slice(&tuple.ack.postal_code.as_bytes());
+                    out.push(match tuple.outcome {
+                        TupleOutcome::Stored => 0,
+                        TupleOutcome::Conflict => 1,
+                    });
                 }
             }
             ReplyOutcome::RetryLater(reason) => {
@@ -182,39 +270,74 @@ impl BatchReply {
     pub fn decode(bytes: &[u8]) -> Result<BatchReply, DecodeError> {
         check_size(bytes)?;
         let mut reader = Reader::new(bytes);
-        if reader.take(4)? != REPLY_MAGIC {
-            return Err(invalid("not a version-1 batch reply"));
-        }
+        let version = match reader.take(4)? {
+            magic if magic == REPLY_MAGIC => WireVersion::V1,
+            magic if magic == REPLY_MAGIC_V2 => WireVersion::V2,
+            _ => return Err(invalid("not a version-1 or version-2 batch reply")),
+        };
         let request_id = reader.u64()?;
-        let outcome = match reader.u8()? {
-            0 => {
-                let count = reader.u16()? as usize;
-                if count > BATCH_TUPLES_MAX {
-                    return Err(invalid(format!("reply of {count} acks")));
-                }
-                let mut acks = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let tuple_id = reader.i64()?;
-                    let digits: [u8; 5] = reader.take(5)?.try_into().expect("took five bytes");
-                    let postal_code = PostalCode::from_bytes(digits)
-                        .ok_or_else(|| invalid("postal code is not five digits"))?;
-                    acks.push(Ack {
-                        tuple_id,
-                        postal_code,
-                    });
-                }
-                ReplyOutcome::Stored(acks)
-            }
-            1 => ReplyOutcome::RetryLater(reader.text()?),
-            2 => ReplyOutcome::Rejected(reader.text()?),
-            status => return Err(invalid(format!("unknown reply status {status}"))),
+        let outcome = match (reader.u8()?, version) {
+            (0, WireVersion::V1) => ReplyOutcome::Stored(decode_acks(&mut reader)?),
+            (0, WireVersion::V2) => decode_stored_under(&mut reader)?,
+            (1, _) => ReplyOutcome::RetryLater(reader.text()?),
+            (2, _) => ReplyOutcome::Rejected(reader.text()?),
+            (status, _) => return Err(invalid(format!("unknown reply status {status}"))),
         };
         reader.finish()?;
         Ok(BatchReply {
+            version,
             request_id,
             outcome,
         })
     }
+}
+
+/// The ack count, checked against its limit before anything is allocated.
+fn ack_count(reader: &mut Reader<'_>) -> Result<usize, DecodeError> {
+    let count = reader.u16()? as usize;
+    if count > BATCH_TUPLES_MAX {
+        return Err(invalid(format!("reply of {count} acks")));
+    }
+    Ok(count)
+}
+
+fn decode_ack(reader: &mut Reader<'_>) -> Result<Ack, DecodeError> {
+    let tuple_id = reader.i64()?;
+    let digits: [u8; 5] = reader.take(5)?.try_into().expect("took five bytes");
+    let postal_code =
+        PostalCode::from_bytes(digits).ok_or_else(|| invalid("postal code is not five digits"))?;
+    Ok(Ack {
+        tuple_id,
+        postal_code,
+    })
+}
+
+fn decode_acks(reader: &mut Reader<'_>) -> Result<Vec<Ack>, DecodeError> {
+    let count = ack_count(reader)?;
+    let mut acks = Vec::with_capacity(count);
+    for _ in 0..count {
+        acks.push(decode_ack(reader)?);
+    }
+    Ok(acks)
+}
+
+fn decode_stored_under(reader: &mut Reader<'_>) -> Result<ReplyOutcome, DecodeError> {
+    let epoch = reader.u64()?;
+    if epoch == 0 {
+        return Err(invalid("a stored batch names epoch 0"));
+    }
+    let count = ack_count(reader)?;
+    let mut acks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let ack = decode_ack(reader)?;
+        let outcome = match reader.u8()? {
+            0 => TupleOutcome::Stored,
+            1 => TupleOutcome::Conflict,
+            other => return Err(invalid(format!("unknown tuple outcome {other}"))),
+        };
+        acks.push(TupleAck { ack, outcome });
+    }
+    Ok(ReplyOutcome::StoredUnder { epoch, acks })
 }
 
 #[cfg(test)]
@@ -235,6 +358,7 @@ mod tests {
     #[test]
     fn request_round_trips() {
         let request = BatchRequest {
+            version: WireVersion::V1,
             edge_id: "edge-1".into(),
             request_id: 7,
             tuples: vec![tuple(1), tuple(2)],
@@ -254,6 +378,7 @@ mod tests {
             ReplyOutcome::Rejected("bad".into()),
         ] {
             let reply = BatchReply {
+                version: WireVersion::V1,
                 request_id: 9,
                 outcome,
             };
@@ -264,6 +389,7 @@ mod tests {
     #[test]
     fn refuses_broken_requests() {
         let good = BatchRequest {
+            version: WireVersion::V1,
             edge_id: "e".into(),
             request_id: 1,
             tuples: vec![tuple(1)],
@@ -306,6 +432,7 @@ mod tests {
     #[test]
     fn a_batch_over_its_tuple_limit_is_refused() {
         let full = BatchRequest {
+            version: WireVersion::V1,
             edge_id: "e".into(),
             request_id: 1,
             tuples: (0..BATCH_TUPLES_MAX as i64).map(tuple).collect(),
@@ -334,6 +461,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let reply = BatchReply {
+            version: WireVersion::V1,
             request_id: 1,
             outcome: ReplyOutcome::Stored(acks(BATCH_TUPLES_MAX)),
         };
@@ -353,6 +481,7 @@ mod tests {
     #[should_panic(expected = "batch over its limit")]
     fn encoding_a_batch_over_its_limit_is_a_bug() {
         BatchRequest {
+            version: WireVersion::V1,
             edge_id: "e".into(),
             request_id: 1,
             tuples: (0..=BATCH_TUPLES_MAX as i64).map(tuple).collect(),
@@ -368,6 +497,7 @@ mod tests {
         let mut over = tuple(1);
         over.samples = WINDOW_SAMPLES_MAX + 1;
         let bytes = BatchRequest {
+            version: WireVersion::V1,
             edge_id: "e".into(),
             request_id: 1,
             tuples: vec![at_limit],
@@ -398,6 +528,7 @@ mod tests {
     #[test]
     fn a_long_reason_is_cut_at_a_character_boundary() {
         let reply = BatchReply {
+            version: WireVersion::V1,
             request_id: 1,
             outcome: ReplyOutcome::RetryLater("é".repeat(40_000)),
         };
@@ -408,6 +539,109 @@ mod tests {
         assert_eq!(reason.len(), 65_534);
     }
 
+    /// Goal: the version-2 forms round-trip with their epoch and each
+    /// tuple's outcome, and a version-2 reply never names epoch 0.
+    #[test]
+    fn version_two_round_trips_with_epoch_and_outcomes() {
+        let request = BatchRequest {
+            version: WireVersion::V2,
+            edge_id: "edge-1".into(),
+            request_id: 7,
+            tuples: vec![tuple(1), tuple(2)],
+        };
+        let encoded = request.encode();
+        assert_eq!(&encoded[..4], b"EMQ\x02");
+        assert_eq!(BatchRequest::decode(&encoded).unwrap(), request);
+        let code = PostalCode::parse("10115").unwrap();
+        let acks = vec![
+            TupleAck {
+                ack: Ack {
+                    tuple_id: 1,
+                    postal_code: code,
+                },
+                outcome: TupleOutcome::Stored,
+            },
+            TupleAck {
+                ack: Ack {
+                    tuple_id: 2,
+                    postal_code: code,
+                },
+                outcome: TupleOutcome::Conflict,
+            },
+        ];
+        for outcome in [
+            ReplyOutcome::StoredUnder {
+                epoch: u64::MAX,
+                acks: acks.clone(),
+            },
+            ReplyOutcome::RetryLater("cache down".into()),
+            ReplyOutcome::Rejected("bad".into()),
+        ] {
+            let reply = BatchReply {
+                version: WireVersion::V2,
+                request_id: 9,
+                outcome,
+            };
+            let encoded = reply.encode();
+            assert_eq!(&encoded[..4], b"EMA\x02");
+            assert_eq!(BatchReply::decode(&encoded).unwrap(), reply);
+        }
+        let stored = BatchReply {
+            version: WireVersion::V2,
+            request_id: 9,
+            outcome: ReplyOutcome::StoredUnder { epoch: 5, acks },
+        }
+        .encode();
+        let epoch_at = 4 + 8 + 1;
+        let mut zero = stored.clone();
+        zero[epoch_at..epoch_at + 8].copy_from_slice(&0u64.to_be_bytes());
+        assert!(matches!(
+            BatchReply::decode(&zero),
+            Err(DecodeError::Invalid(reason)) if reason.contains("epoch 0")
+        ));
+        let mut unknown = stored.clone();
+        *unknown.last_mut().unwrap() = 2;
+        assert!(matches!(
+            BatchReply::decode(&unknown),
+            Err(DecodeError::Invalid(reason)) if reason.contains("outcome 2")
+        ));
+        assert_eq!(
+            BatchReply::decode(&stored[..stored.len() - 1]),
+            Err(DecodeError::Incomplete)
+        );
+        // A version-1 body under a version-2 magic is not a reply.
+        let mut v1_body = BatchReply {
+            version: WireVersion::V1,
+            request_id: 9,
+            outcome: ReplyOutcome::Stored(vec![acks_v1(code)]),
+        }
+        .encode();
+        v1_body[3] = 2;
+        assert!(BatchReply::decode(&v1_body).is_err());
+    }
+
+    fn acks_v1(postal_code: PostalCode) -> Ack {
+        Ack {
+            tuple_id: 1,
+            postal_code,
+        }
+    }
+
+    /// Goal: a version-2 reply declaring more acks than a batch holds is
+    /// refused before anything is allocated for them.
+    #[test]
+    fn a_version_two_reply_over_its_limit_is_refused() {
+        let mut over = REPLY_MAGIC_V2.to_vec();
+        over.extend_from_slice(&1u64.to_be_bytes());
+        over.push(0);
+        over.extend_from_slice(&3u64.to_be_bytes());
+        over.extend_from_slice(&(BATCH_TUPLES_MAX as u16 + 1).to_be_bytes());
+        assert!(matches!(
+            BatchReply::decode(&over),
+            Err(DecodeError::Invalid(reason)) if reason.contains("1025 acks")
+        ));
+    }
+
     proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -415,9 +649,14 @@ mod tests {
             if let Ok(reply) = BatchReply::decode(&bytes) {
                 prop_assert_eq!(reply.encode(), bytes.clone());
             }
-            let mut prefixed = REQUEST_MAGIC.to_vec();
-            prefixed.extend_from_slice(&bytes);
-            let _ = BatchRequest::decode(&prefixed);
+            for magic in [REQUEST_MAGIC, REQUEST_MAGIC_V2, REPLY_MAGIC_V2] {
+                let mut prefixed = magic.to_vec();
+                prefixed.extend_from_slice(&bytes);
+                let _ = BatchRequest::decode(&prefixed);
+                if let Ok(reply) = BatchReply::decode(&prefixed) {
+                    prop_assert_eq!(reply.encode(), prefixed.clone());
+                }
+            }
         }
     }
 }

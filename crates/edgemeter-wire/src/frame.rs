@@ -154,7 +154,8 @@ mod tests {
     use super::*;
     use crate::sealed::{open_reply, open_request, seal_reply, seal_request, AuthError};
     use crate::{
-        BatchReply, BatchRequest, DataRequest, EdgeKey, HeartbeatRequest, LegacyDataRequest,
+        BatchReply, BatchRequest, DataRequest, EdgeKey, HeartbeatReply, HeartbeatRequest,
+        LegacyDataRequest,
     };
 
     fn too_large<T: std::fmt::Debug>(decoded: Result<T, DecodeError>) -> bool {
@@ -176,6 +177,7 @@ mod tests {
         assert!(too_large(BatchRequest::decode(&over)));
         assert!(too_large(BatchReply::decode(&over)));
         assert!(too_large(HeartbeatRequest::decode(&over)));
+        assert!(too_large(HeartbeatReply::decode(&over)));
         assert!(too_large(LegacyDataRequest::decode(&over)));
         assert!(too_large(DataRequest::decode(&over)));
         let key = EdgeKey::from_bytes([1; 32]);

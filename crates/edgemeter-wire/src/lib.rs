@@ -8,7 +8,8 @@
 //! - [`frame`]: the byte cursor and limits shared by the binary messages.
 //! - [`postal`]: a validated five-digit German postal code.
 //! - [`batch`]: the Rust edge's versioned, batched data request and its reply.
-//! - [`heartbeat`]: heartbeat requests (ours and the original's) and the reply.
+//! - [`heartbeat`]: heartbeat requests (ours in two versions and the
+//!   original's) and their replies, the version-2 one with the store epoch.
 //! - [`legacy`]: the original's JSON data request and its text reply.
 //! - [`request`]: tells the two data-request forms apart on one socket.
 //! - [`sealed`]: the authenticated envelope around any request and its reply.
@@ -25,9 +26,11 @@ pub mod reading;
 pub mod request;
 pub mod sealed;
 
-pub use batch::{Ack, BatchReply, BatchRequest, ReplyOutcome, TupleOut};
+pub use batch::{
+    Ack, BatchReply, BatchRequest, ReplyOutcome, TupleAck, TupleOut, TupleOutcome, WireVersion,
+};
 pub use frame::{DecodeError, FRAME_BYTES_MAX};
-pub use heartbeat::HeartbeatRequest;
+pub use heartbeat::{HeartbeatReply, HeartbeatRequest};
 pub use legacy::LegacyDataRequest;
 pub use postal::PostalCode;
 pub use reading::{Reading, ReadingForm, RecordError, POWER_W_MAX};

@@ -180,6 +180,11 @@ pub struct EdgeArgs {
     /// A producer that pauses for less changes no average. E.g. `60s`, `2m`.
     #[arg(long, value_name = "D", default_value = "60s", value_parser = parse_duration)]
     pub idle_flush: Duration,
+    /// How long acknowledged tuples are kept (e.g. 7d, 36h). Within it, a
+    /// cloud whose Redis lost its data is refilled from this edge; older
+    /// tuples are deleted and cannot be.
+    #[arg(long, value_name = "D", default_value = "7d", value_parser = parse_duration)]
+    pub ack_retention: Duration,
 }
 
 #[derive(Debug, Args)]

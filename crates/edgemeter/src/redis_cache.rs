@@ -12,10 +12,18 @@
 //! - `em:edge:<edge id>`: hash of `tuples`, `last_tuple_ms`,
 //!   `last_heartbeat_ms`; `em:edges`: the set of edge ids.
 //! - `em:recent`: the latest [`RECENT_TUPLES_MAX`] tuple keys, newest first.
+//! - `em:epoch`: the store's epoch, a random non-zero u64 in decimal, set
+//!   with `SET NX` by the first write or heartbeat that finds it missing. A
+//!   Redis that lost its data (FLUSHALL, a restart without persistence, a
+//!   failover to an empty replica) has none, so the next call sets a new
+//!   one, and the edges ship again what they acknowledged under the old.
 //!
 //! A batch is stored by ONE Lua script, so it is atomic and costs one round
 //! trip: each tuple is inserted only if its key is new, and only new tuples
-//! move the totals. A resent tuple changes nothing. Readers touch those
+//! move the totals. A resent tuple changes nothing; one whose average or
+//! sample count differs from the stored one is reported as a conflict. The
+//! script sets and reads `em:epoch` in the same step, so the epoch it
+//! returns is the one the batch was written under. Readers touch those
 //! structures only: no `KEYS *`, ever (the original's API took 14 s at
 //! 100,000 keys that way).
 //!
@@ -25,6 +33,7 @@
 
 use edgemeter_cloud::{
     Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, GermanState, StateTotals,
+    StoredConflict, EPOCH_KEY,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
@@ -72,7 +81,10 @@ const GROUP_ARGS: usize = 6;
 /// node id, edge id, latest received ms, tuple count and the sum of its
 /// tuples' averages; then tuple count, then per tuple, in batch order, key,
 /// stored value and group tag (the group's number from 1, in decimal).
-/// Returns the number of tuples inserted.
+/// The last argument is the candidate epoch, set if `em:epoch` is missing.
+/// Returns the number of tuples inserted, the epoch (a string), the
+/// 0-based batch indexes of the conflicting tuples and, for each, the value
+/// stored under its key.
 ///
 /// Everything per household is passed once per group: turning arguments
 /// into Lua strings and numbers (`tonumber` is a `strtod`) was a third of
@@ -98,19 +110,33 @@ for number = 1, group_count do
 end
 local first = 4 + group_count * 6
 local count = tonumber(ARGV[first])
+local epoch_key = prefix .. 'epoch'
+redis.call('SET', epoch_key, ARGV[first + 1 + count * 3], 'NX')
+local epoch = redis.call('GET', epoch_key)
 local inserted = 0
 local recent = {}
 local existing = nil
+local conflicts = {}
+local stored_values = {}
 for index = 0, count - 1 do
   local base = first + index * 3
   local group = groups[ARGV[base + 3]]
-  if redis.call('SET', prefix .. ARGV[base + 1], ARGV[base + 2], 'NX') then
+  local key = prefix .. ARGV[base + 1]
+  if redis.call('SET', key, ARGV[base + 2], 'NX') then
     group.fresh = group.fresh + 1
     inserted = inserted + 1
     recent[inserted] = ARGV[base + 1]
   else
     existing = existing or {}
     existing[index] = true
+    local stored = redis.call('GET', key)
+    local ok, old = pcall(cjson.decode, stored)
+    local new = cjson.decode(ARGV[base + 2])
+    if not ok or type(old) ~= 'table' or old.average_w ~= new.average_w
+        or old.samples ~= new.samples then
+      conflicts[#conflicts + 1] = index
+      stored_values[#stored_values + 1] = stored
+    end
   end
 end
 if existing then
@@ -165,7 +191,7 @@ if #recent > 0 then
   redis.call('LPUSH', prefix .. 'recent', unpack(recent))
   redis.call('LTRIM', prefix .. 'recent', 0, recent_max - 1)
 end
-return inserted
+return { inserted, epoch, conflicts, stored_values }
 "#;
 
 /// A Redis that could not be reached at start.
@@ -255,6 +281,18 @@ impl RedisCache {
     fn key(suffix: &str) -> String {
         format!("{KEY_PREFIX}{suffix}")
     }
+
+    /// Reads the epoch Redis returned: a non-zero u64 in decimal.
+    fn parse_epoch(&self, text: &str) -> Result<u64, CacheError> {
+        match text.parse::<u64>() {
+            Ok(epoch) if epoch != 0 => Ok(epoch),
+            _ => Err(CacheError::Unavailable(format!(
+                "redis {}: {} holds {text:?}, not an epoch",
+                self.url,
+                RedisCache::key(EPOCH_KEY)
+            ))),
+        }
+    }
 }
 
 /// The connection manager's timeouts and reconnection bounds.
@@ -282,10 +320,35 @@ fn edge_key(edge_id: &str) -> String {
     RedisCache::key(&format!("edge:{edge_id}"))
 }
 
+impl RedisCache {
+    /// The store's epoch, set to `candidate_epoch` if it has none.
+    async fn epoch(&self, candidate_epoch: u64) -> Result<u64, CacheError> {
+        let epoch_key = RedisCache::key(EPOCH_KEY);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set_nx(&epoch_key, candidate_epoch.to_string())
+            .ignore()
+            .get(&epoch_key);
+        let mut connection = self.connection.clone();
+        let (epoch,): (String,) = self
+            .call(async move { pipe.query_async(&mut connection).await })
+            .await?;
+        self.parse_epoch(&epoch)
+    }
+}
+
 impl Cache for RedisCache {
-    async fn store(&self, tuples: &[CloudTuple]) -> Result<CacheWrite, CacheError> {
+    async fn store(
+        &self,
+        tuples: &[CloudTuple],
+        candidate_epoch: u64,
+    ) -> Result<CacheWrite, CacheError> {
+        assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
         if tuples.is_empty() {
-            return Ok(CacheWrite::default());
+            return Ok(CacheWrite {
+                epoch: self.epoch(candidate_epoch).await?,
+                ..CacheWrite::default()
+            });
         }
         // Each tuple names its group: one household of one edge, whose
         // fields and sum go to the script once.
@@ -338,30 +401,57 @@ impl Cache for RedisCache {
                 .arg(tuple.stored_value())
                 .arg(tag);
         }
+        // After the tuples, so that the group and tuple offsets stay fixed.
+        invocation.arg(candidate_epoch.to_string());
         let mut connection = self.connection.clone();
-        let inserted: usize = self
+        let (inserted, epoch, indexes, stored): (usize, String, Vec<usize>, Vec<Vec<u8>>) = self
             .call(async move { invocation.invoke_async(&mut connection).await })
             .await?;
         assert!(
             inserted <= tuples.len(),
             "the script inserted more than it was given"
         );
+        assert_eq!(indexes.len(), stored.len());
+        let conflicts = indexes
+            .into_iter()
+            .zip(stored)
+            .map(|(index, value)| {
+                assert!(index < tuples.len(), "a conflict outside the batch");
+                let stored = CloudTuple::from_stored_value(String::new(), &value)
+                    .map(|tuple| (tuple.average_w, tuple.samples));
+                StoredConflict { index, stored }
+            })
+            .collect();
         Ok(CacheWrite {
             inserted,
             existing: tuples.len() - inserted,
+            epoch: self.parse_epoch(&epoch)?,
+            conflicts,
         })
     }
 
-    async fn record_heartbeat(&self, edge_id: &str, now_ms: i64) -> Result<(), CacheError> {
+    async fn record_heartbeat(
+        &self,
+        edge_id: &str,
+        now_ms: i64,
+        candidate_epoch: u64,
+    ) -> Result<u64, CacheError> {
+        assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
+        let epoch_key = RedisCache::key(EPOCH_KEY);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hset(edge_key(edge_id), "last_heartbeat_ms", now_ms)
             .ignore()
             .sadd(RedisCache::key("edges"), edge_id)
-            .ignore();
+            .ignore()
+            .set_nx(&epoch_key, candidate_epoch.to_string())
+            .ignore()
+            .get(&epoch_key);
         let mut connection = self.connection.clone();
-        self.call(async move { pipe.query_async::<()>(&mut connection).await })
-            .await
+        let (epoch,): (String,) = self
+            .call(async move { pipe.query_async(&mut connection).await })
+            .await?;
+        self.parse_epoch(&epoch)
     }
 
     async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
@@ -467,7 +557,7 @@ impl Cache for RedisCache {
 
 const _: () = assert!(RECENT_TUPLES_MAX > 0);
 const _: () =
-    assert!((TUPLE_ARGS + GROUP_ARGS) * edgemeter_wire::batch::BATCH_TUPLES_MAX < 1_000_000);
+    assert!((TUPLE_ARGS + GROUP_ARGS) * edgemeter_wire::batch::BATCH_TUPLES_MAX + 5 < 1_000_000);
 
 #[cfg(test)]
 mod tests {

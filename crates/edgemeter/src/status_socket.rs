@@ -251,6 +251,9 @@ pub fn live_state(edge_id: &str, counters: &EdgeCounters) -> serde_json::Value {
         "batches_sent": counters.batches_sent,
         "batches_failed": counters.batches_failed,
         "acks_conflicting": counters.conflicting_acks,
+        "tuples_conflicting": counters.value_conflicts,
+        "tuples_reshipped": counters.tuples_reshipped,
+        "refill_passes": counters.refill_passes,
     })
 }
 

@@ -58,9 +58,9 @@ async fn storing_is_idempotent_and_totals_count_each_tuple_once() {
     let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
     let batch = interleaved(100, 10, |index| index as f64 + 0.25);
-    let first = cache.store(&batch).await.unwrap();
+    let first = cache.store(&batch, 1).await.unwrap();
     assert_eq!((first.inserted, first.existing), (100, 0));
-    let again = cache.store(&batch).await.unwrap();
+    let again = cache.store(&batch, 1).await.unwrap();
     assert_eq!((again.inserted, again.existing), (0, 100));
     let mut overlapping = batch[90..].to_vec();
     overlapping.push(tuple("edge-a", "house-0", 100 * 5_000, 7.0));
@@ -68,7 +68,7 @@ async fn storing_is_idempotent_and_totals_count_each_tuple_once() {
     overlapping.push(tuple("edge-a", "house-0", 100 * 5_000, 8.0));
     // The same household and window from another edge is another tuple.
     overlapping.push(tuple("edge-b", "house-0", 0, 9.0));
-    let third = cache.store(&overlapping).await.unwrap();
+    let third = cache.store(&overlapping, 1).await.unwrap();
     assert_eq!((third.inserted, third.existing), (2, 11));
 
     let totals = cache.state_totals().await.unwrap();
@@ -135,7 +135,7 @@ async fn recent_tuples_are_newest_first_and_bounded() {
         .map(|index| tuple("edge-a", "house", index * 5_000, 1.5))
         .collect();
     for batch in tuples.chunks(500) {
-        cache.store(batch).await.unwrap();
+        cache.store(batch, 1).await.unwrap();
     }
     let recent = cache.recent_tuples(10).await.unwrap();
     assert_eq!(recent.len(), 10);
@@ -169,8 +169,8 @@ async fn recent_tuples_keep_batch_order_across_households() {
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
     let batch = interleaved(30, 3, |index| index as f64);
     let stored_before: Vec<CloudTuple> = batch.iter().step_by(4).cloned().collect();
-    cache.store(&stored_before).await.unwrap();
-    let write = cache.store(&batch).await.unwrap();
+    cache.store(&stored_before, 1).await.unwrap();
+    let write = cache.store(&batch, 1).await.unwrap();
     assert_eq!(write.existing, stored_before.len());
 
     let recent = cache.recent_tuples(batch.len()).await.unwrap();
@@ -197,9 +197,9 @@ async fn recent_tuples_keep_batch_order_across_households() {
 async fn heartbeats_are_recorded_per_edge() {
     let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
-    cache.record_heartbeat("edge-b", 2_000).await.unwrap();
-    cache.record_heartbeat("edge-a", 1_000).await.unwrap();
-    cache.record_heartbeat("edge-a", 3_000).await.unwrap();
+    cache.record_heartbeat("edge-b", 2_000, 1).await.unwrap();
+    cache.record_heartbeat("edge-a", 1_000, 1).await.unwrap();
+    cache.record_heartbeat("edge-a", 3_000, 1).await.unwrap();
     let edges = cache.edges().await.unwrap();
     assert_eq!(edges.len(), 2);
     assert_eq!(
@@ -220,7 +220,7 @@ async fn a_redis_that_goes_away_is_unavailable_quickly_then_recovers() {
     let mut redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
     cache
-        .store(&[tuple("edge-a", "house", 0, 1.0)])
+        .store(&[tuple("edge-a", "house", 0, 1.0)], 1)
         .await
         .unwrap();
     redis.stop();
@@ -228,7 +228,7 @@ async fn a_redis_that_goes_away_is_unavailable_quickly_then_recovers() {
     // rather than hang; the outer deadline only turns a hang into a failure.
     let error = tokio::time::timeout(
         CALL_TIMEOUT * 4,
-        cache.store(&[tuple("edge-a", "house", 5_000, 1.0)]),
+        cache.store(&[tuple("edge-a", "house", 5_000, 1.0)], 1),
     )
     .await
     .expect("a store against a stopped Redis gives up on its own")
@@ -239,7 +239,10 @@ async fn a_redis_that_goes_away_is_unavailable_quickly_then_recovers() {
     redis.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match cache.store(&[tuple("edge-a", "house", 5_000, 1.0)]).await {
+        match cache
+            .store(&[tuple("edge-a", "house", 5_000, 1.0)], 1)
+            .await
+        {
             Ok(write) => {
                 assert_eq!(write.inserted, 1);
                 break;
@@ -281,9 +284,9 @@ async fn a_full_batch_is_one_script_call() {
             tuple("edge-full", &node, index as i64 * 5_000, 2.0)
         })
         .collect();
-    let first = cache.store(&batch).await.unwrap();
+    let first = cache.store(&batch, 1).await.unwrap();
     assert_eq!((first.inserted, first.existing), (full, 0));
-    let again = cache.store(&batch).await.unwrap();
+    let again = cache.store(&batch, 1).await.unwrap();
     assert_eq!((again.inserted, again.existing), (0, full));
     let totals = cache.state_totals().await.unwrap();
     assert_eq!(
@@ -414,4 +417,51 @@ async fn a_broken_connection_is_redialled_at_most_its_attempts() {
             "dials after call {calls}: at most {round} per broken connection"
         );
     }
+}
+
+/// Goal: the store script sets `em:epoch` from the candidate only when it
+/// is missing and returns it with the write, heartbeats read the same one,
+/// and a FLUSHALL makes the next call set a new one. A resend with another
+/// average or sample count is reported as a conflict, with the stored
+/// values, and rewrites nothing. Method: real redis-server, `redis-cli`-free
+/// raw commands through a second client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_epoch_is_set_once_per_store_and_conflicts_are_reported() {
+    let redis = RedisServer::start();
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    let batch = interleaved(4, 2, |index| index as f64 + 0.5);
+    let first = cache.store(&batch, 11).await.unwrap();
+    assert_eq!((first.epoch, first.inserted), (11, 4));
+    assert_eq!(cache.record_heartbeat("edge-a", 1, 12).await.unwrap(), 11);
+    let mut resent = batch.clone();
+    resent[1].average_w += 1.0;
+    resent[3].samples += 1;
+    let again = cache.store(&resent, 13).await.unwrap();
+    assert_eq!((again.epoch, again.inserted, again.existing), (11, 0, 4));
+    let conflicts: Vec<(usize, Option<(f64, u32)>)> = again
+        .conflicts
+        .iter()
+        .map(|conflict| (conflict.index, conflict.stored))
+        .collect();
+    assert_eq!(conflicts, [(1, Some((1.5, 3))), (3, Some((3.5, 3)))]);
+    let totals = cache.state_totals().await.unwrap();
+    assert_eq!(totals.iter().map(|t| t.tuples).sum::<u64>(), 4);
+    let held = cache.recent_tuples(10).await.unwrap();
+    assert!(held
+        .iter()
+        .any(|t| t.key == batch[1].key && t.average_w == 1.5));
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let stored: String = redis::cmd("GET")
+        .arg("em:epoch")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(stored, "11");
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut raw).await.unwrap();
+    assert_eq!(cache.record_heartbeat("edge-a", 2, 14).await.unwrap(), 14);
+    let refilled = cache.store(&batch, 15).await.unwrap();
+    assert_eq!((refilled.epoch, refilled.inserted), (14, 4));
+    assert!(refilled.conflicts.is_empty());
 }

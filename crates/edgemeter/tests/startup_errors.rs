@@ -103,7 +103,7 @@ fn status_prints_the_documented_json() {
     assert_eq!(
         value,
         serde_json::json!({
-            "queued": 0, "sent": 0, "acked": 0, "rejected": 0, "late": 0,
+            "queued": 0, "sent": 0, "acked": 0, "rejected": 0, "late": 0, "conflicts": 0,
             "edge": {"running": false},
         })
     );

@@ -79,12 +79,14 @@ pub async fn check_empty<C: Cache>(cache: Arc<C>) {
 pub async fn check_numbers<C: Cache>(cache: Arc<C>) {
     let tuples = fixture_tuples();
     for batch in tuples.chunks(32) {
-        let write = cache.store(batch).await.expect("store");
+        let write = cache.store(batch, 1).await.expect("store");
         assert_eq!(
             write,
             CacheWrite {
                 inserted: batch.len(),
-                existing: 0
+                existing: 0,
+                epoch: 1,
+                conflicts: Vec::new(),
             }
         );
     }
@@ -127,34 +129,40 @@ pub async fn check_numbers<C: Cache>(cache: Arc<C>) {
 /// batch holding one tuple twice): nothing may be counted again.
 pub async fn check_resends<C: Cache>(cache: Arc<C>) {
     let tuples = fixture_tuples();
-    cache.store(&tuples[..60]).await.expect("first half");
+    cache.store(&tuples[..60], 1).await.expect("first half");
     let overlap = cache
-        .store(&tuples[40..])
+        .store(&tuples[40..], 1)
         .await
         .expect("overlapping resend");
     assert_eq!(
         overlap,
         CacheWrite {
             inserted: 60,
-            existing: 20
+            existing: 20,
+            epoch: 1,
+            conflicts: Vec::new(),
         }
     );
     for batch in tuples.rchunks(17) {
-        let write = cache.store(batch).await.expect("resend");
+        let write = cache.store(batch, 1).await.expect("resend");
         assert_eq!(
             write,
             CacheWrite {
                 inserted: 0,
-                existing: batch.len()
+                existing: batch.len(),
+                epoch: 1,
+                conflicts: Vec::new(),
             }
         );
     }
     let twice = [tuples[3].clone(), tuples[3].clone()];
     assert_eq!(
-        cache.store(&twice).await.expect("twice"),
+        cache.store(&twice, 1).await.expect("twice"),
         CacheWrite {
             inserted: 0,
-            existing: 2
+            existing: 2,
+            epoch: 1,
+            conflicts: Vec::new(),
         }
     );
     let app = dashboard(Arc::clone(&cache));

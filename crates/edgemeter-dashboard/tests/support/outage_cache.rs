@@ -44,14 +44,25 @@ impl<C: Cache> OutageCache<C> {
 }
 
 impl<C: Cache> Cache for OutageCache<C> {
-    async fn store(&self, tuples: &[CloudTuple]) -> Result<CacheWrite, CacheError> {
+    async fn store(
+        &self,
+        tuples: &[CloudTuple],
+        candidate_epoch: u64,
+    ) -> Result<CacheWrite, CacheError> {
         self.gate().await?;
-        self.inner.store(tuples).await
+        self.inner.store(tuples, candidate_epoch).await
     }
 
-    async fn record_heartbeat(&self, edge_id: &str, now_ms: i64) -> Result<(), CacheError> {
+    async fn record_heartbeat(
+        &self,
+        edge_id: &str,
+        now_ms: i64,
+        candidate_epoch: u64,
+    ) -> Result<u64, CacheError> {
         self.gate().await?;
-        self.inner.record_heartbeat(edge_id, now_ms).await
+        self.inner
+            .record_heartbeat(edge_id, now_ms, candidate_epoch)
+            .await
     }
 
     async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {

@@ -40,6 +40,9 @@ pub async fn run(args: CloudArgs, shutdown: Shutdown) -> Result<(), CommandError
     let edges_with_keys = auth.keys.len();
     let config = CloudConfig {
         auth,
+        // OS randomness: a restarted cloud must not draw its predecessor's
+        // epoch candidates, or a store lost in between would keep its epoch.
+        rng_seed: rand::random(),
         ..CloudConfig::default()
     };
     let (listener, http) = crate::dashboard_server::bind(&args.http).await?;

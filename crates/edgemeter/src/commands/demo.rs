@@ -149,6 +149,9 @@ async fn with_cache<C: Cache>(mut run: DemoRun, cache: C) -> Result<Summary, Com
     };
     let config = CloudConfig {
         auth,
+        // OS randomness: a restarted cloud must not draw its predecessor's
+        // epoch candidates, or a store lost in between would keep its epoch.
+        rng_seed: rand::random(),
         ..CloudConfig::default()
     };
     let cloud = Arc::new(Cloud::new(config, cache, SystemClock));

@@ -55,6 +55,7 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
     config.readings = args.readings;
     // The original's records are unkeyed: no per-household order to rely on.
     config.windows.household_order = args.readings == edgemeter_wire::ReadingForm::EdgeMeter;
+    config.ack_retention = args.ack_retention;
     let outcome = run_edge(
         config,
         bus,

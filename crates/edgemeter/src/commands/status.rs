@@ -21,6 +21,7 @@ pub fn run(args: StatusArgs) -> Result<(), CommandError> {
         println!("acknowledged (flag 2): {}", counts.acked);
         println!("rejected records:      {}", counts.rejected);
         println!("  of which late:       {}", counts.late);
+        println!("conflicts:             {}", counts.conflicts);
         for line in edge_lines(&edge, &status_socket::socket_path(&args.db)) {
             println!("{line}");
         }
@@ -45,6 +46,8 @@ pub fn read(db: &std::path::Path) -> Result<StatusCounts, CommandError> {
 /// The database's counts, the keys scripts read. `late` counts the
 /// readings kept in `rejected` because their window was already stored;
 /// they are part of `rejected`.
+/// `conflicts` counts the
+/// tuples the cloud answered it holds other values for.
 pub fn to_json(counts: &StatusCounts) -> serde_json::Value {
     serde_json::json!({
         "queued": counts.queued,
@@ -52,6 +55,7 @@ pub fn to_json(counts: &StatusCounts) -> serde_json::Value {
         "acked": counts.acked,
         "rejected": counts.rejected,
         "late": counts.late,
+        "conflicts": counts.conflicts,
     })
 }
 
@@ -113,6 +117,7 @@ mod tests {
             acked: 3,
             rejected: 4,
             late: 1,
+            conflicts: 5,
         }
     }
 
@@ -120,12 +125,12 @@ mod tests {
     fn prints_the_documented_keys() {
         assert_eq!(
             to_json(&counts()).to_string(),
-            r#"{"acked":3,"late":1,"queued":1,"rejected":4,"sent":2}"#
+            r#"{"acked":3,"conflicts":5,"late":1,"queued":1,"rejected":4,"sent":2}"#
         );
         let with_edge = to_json_with_edge(&counts(), serde_json::json!({"running": false}));
         assert_eq!(
             with_edge.to_string(),
-            r#"{"acked":3,"edge":{"running":false},"late":1,"queued":1,"rejected":4,"sent":2}"#
+            r#"{"acked":3,"conflicts":5,"edge":{"running":false},"late":1,"queued":1,"rejected":4,"sent":2}"#
         );
     }
 

@@ -27,6 +27,8 @@ pub struct Cluster {
     pub redis: RedisServer,
     pub heartbeat_port: u16,
     pub data_port: u16,
+    /// The cloud's dashboard and REST API (`--http`).
+    pub http_port: u16,
     pub db: PathBuf,
 }
 
@@ -47,6 +49,7 @@ impl Cluster {
             redis,
             heartbeat_port: free_port(),
             data_port: free_port(),
+            http_port: free_port(),
             db,
             dir,
         }
@@ -55,6 +58,7 @@ impl Cluster {
     pub fn cloud(&self) -> Process {
         let (heartbeat, data) = (self.heartbeat_port.to_string(), self.data_port.to_string());
         let keys = self.dir.path().join("cloud.keys");
+        let http = format!("127.0.0.1:{}", self.http_port);
         let args = [
             "cloud",
             "--redis",
@@ -68,7 +72,7 @@ impl Cluster {
             "--keys",
             keys.to_str().expect("UTF-8 path"),
             "--http",
-            "127.0.0.1:0",
+            &http,
         ];
         let process = Process::edgemeter("cloud", &args, self.dir.path());
         wait_until("the cloud to listen", Duration::from_secs(30), || {

@@ -1,0 +1,233 @@
+//! A cloud that forgets is refilled from the edges, and mixed mode is not a
+//! back door, on the real binaries and servers.
+//!
+//! Refill. Goal: after every tuple is acknowledged, a Redis FLUSHALL (what
+//! a restart without persistence or a failover to an empty replica does)
+//! is refilled by the edge within 90 s, each tuple stored once and counted
+//! once in the totals the dashboard's `GET /api/states` serves. Method:
+//! tansu, redis-server and the binary's `cloud`, `edge` and `households` as
+//! separate processes; the replay runs to the end, FLUSHALL, then Redis is
+//! walked with SCAN (never KEYS) and the REST API asked until both count
+//! every tuple, and the whole end state is compared with the oracle.
+//!
+//! Mixed mode. Goal: a cloud started with both `--keys` and
+//! `--allow-unauthenticated` refuses an unsealed request naming its keyed
+//! edge, in both wire versions and on both sockets, and nothing of it
+//! reaches Redis, while an edge without a key is still served. Method: the
+//! issue's forgery over a plain NNG REQ socket, then Redis's key count.
+
+mod common;
+
+use common::cluster::{assert_end_state, oracle, Cluster, EDGE_ID};
+use common::{free_port, wait_until, Process, RedisServer};
+use edgemeter_wire::{
+    BatchReply, BatchRequest, HeartbeatRequest, ReplyOutcome, TupleOut, WireVersion,
+};
+use nng::options::{Options, RecvTimeout, SendTimeout};
+use nng::{Protocol, Socket};
+use redis::Commands;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// The bound on the refill after a FLUSHALL.
+const REFILL_WITHIN: Duration = Duration::from_secs(90);
+
+/// Tuples under the edge's keys in Redis, walked with SCAN.
+fn tuple_keys(cluster: &Cluster) -> usize {
+    let mut connection = cluster.redis.connection();
+    let pattern = format!("em:tuple:{EDGE_ID}:*");
+    let keys: Vec<String> = connection
+        .scan_match::<_, String>(&pattern)
+        .expect("scan")
+        .collect::<Result<_, _>>()
+        .expect("scan keys");
+    keys.len()
+}
+
+/// One plain HTTP/1.0 GET; the body as JSON.
+fn get_json(port: u16, path: &str) -> Result<serde_json::Value, String> {
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|error| error.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|error| error.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(|error| error.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|error| error.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no end of headers")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(head.lines().next().unwrap_or("").to_owned());
+    }
+    serde_json::from_str(body).map_err(|error| error.to_string())
+}
+
+/// The tuples `/api/states` counts over all 16 states.
+fn states_tuples(port: u16) -> Result<u64, String> {
+    let rows = get_json(port, "/api/states")?;
+    let rows = rows.as_array().ok_or("not a list")?;
+    assert_eq!(rows.len(), 16, "all 16 states, always");
+    Ok(rows
+        .iter()
+        .map(|row| row["tuples"].as_u64().unwrap_or(0))
+        .sum())
+}
+
+#[test]
+fn a_flushed_redis_is_refilled_from_the_edge_within_90_s() {
+    let expected = oracle();
+    let cluster = Cluster::start();
+    let _cloud = cluster.cloud();
+    let _edge = cluster.edge();
+    let mut households = cluster.households("max");
+    let status = households.wait_exit(Duration::from_secs(180));
+    assert!(
+        status.success(),
+        "households failed: {status}\n{}",
+        households.log_tail()
+    );
+    cluster.wait_for_acked(expected.len() as u64, Duration::from_secs(180));
+    assert_eq!(tuple_keys(&cluster), expected.len());
+    assert_eq!(states_tuples(cluster.http_port), Ok(expected.len() as u64));
+
+    let mut connection = cluster.redis.connection();
+    let epoch_before: String = connection.get("em:epoch").expect("an epoch");
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut connection)
+        .expect("FLUSHALL");
+    assert_eq!(tuple_keys(&cluster), 0, "the cloud forgot everything");
+    let flushed = Instant::now();
+    wait_until("the refill", REFILL_WITHIN, || {
+        tuple_keys(&cluster) == expected.len()
+            && states_tuples(cluster.http_port) == Ok(expected.len() as u64)
+    });
+    println!(
+        "refilled {} tuples in {:?}",
+        expected.len(),
+        flushed.elapsed()
+    );
+    let epoch_after: String = connection.get("em:epoch").expect("a new epoch");
+    assert_ne!(epoch_after, epoch_before, "a flushed store has a new epoch");
+    assert_end_state(&cluster, &expected);
+    let rows = edgemeter_store::SqliteOutbox::open_read_only(&cluster.db)
+        .and_then(|outbox| outbox.all_tuples())
+        .expect("read the edge db");
+    let epoch: u64 = epoch_after.parse().expect("a decimal epoch");
+    assert!(
+        rows.iter()
+            .all(|row| row.acked_epoch == Some(epoch) && !row.conflict),
+        "every tuple acknowledged again under the new epoch, none in conflict"
+    );
+}
+
+/// Sends one request on a fresh REQ socket and returns the reply.
+fn ask(port: u16, request: &[u8]) -> Vec<u8> {
+    let socket = Socket::new(Protocol::Req0).unwrap();
+    socket
+        .set_opt::<RecvTimeout>(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+        .set_opt::<SendTimeout>(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+        .dial_async(&format!("tcp://127.0.0.1:{port}"))
+        .unwrap();
+    socket.send(request).map_err(|(_, error)| error).unwrap();
+    socket
+        .recv()
+        .expect("the cloud replies")
+        .as_slice()
+        .to_vec()
+}
+
+fn forged_batch(version: WireVersion, edge_id: &str) -> Vec<u8> {
+    BatchRequest {
+        version,
+        edge_id: edge_id.to_owned(),
+        request_id: 1,
+        tuples: (0..2)
+            .map(|index| TupleOut {
+                tuple_id: index + 1,
+                node_id: "8c345400feac9da8".to_owned(),
+                window_start_ms: 1_577_145_600_000 + index * 5_000,
+                average_w: 1.0,
+                samples: 1,
+            })
+            .collect(),
+    }
+    .encode()
+}
+
+#[test]
+fn mixed_mode_refuses_an_unsealed_request_for_a_keyed_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let keys = dir.path().join("cloud.keys");
+    std::fs::write(&keys, format!("edge-1 {}\n", "5a".repeat(32))).unwrap();
+    let (heartbeat_port, data_port) = (free_port(), free_port());
+    let _cloud = Process::edgemeter(
+        "cloud",
+        &[
+            "cloud",
+            "--redis",
+            &redis.url(),
+            "--listen",
+            "127.0.0.1",
+            "--heartbeat-port",
+            &heartbeat_port.to_string(),
+            "--data-port",
+            &data_port.to_string(),
+            "--keys",
+            keys.to_str().unwrap(),
+            "--allow-unauthenticated",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+    );
+    wait_until("the cloud to listen", Duration::from_secs(30), || {
+        [heartbeat_port, data_port]
+            .iter()
+            .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
+    });
+    for version in [WireVersion::V1, WireVersion::V2] {
+        let reply = ask(data_port, &forged_batch(version, "edge-1"));
+        assert!(
+            reply.starts_with(b"ERROR: unauthenticated"),
+            "{:?}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    for heartbeat in [
+        HeartbeatRequest::Edge {
+            edge_id: "edge-1".into(),
+        },
+        HeartbeatRequest::EdgeV2 {
+            edge_id: "edge-1".into(),
+        },
+    ] {
+        assert!(ask(heartbeat_port, &heartbeat.encode()).starts_with(b"ERROR: unauthenticated"));
+    }
+    let mut connection = redis.connection();
+    let size: u64 = redis::cmd("DBSIZE").query(&mut connection).unwrap();
+    assert_eq!(size, 0, "nothing of the forgery reached Redis");
+    // The switch still serves an edge without a key.
+    let reply =
+        BatchReply::decode(&ask(data_port, &forged_batch(WireVersion::V1, "edge-2"))).unwrap();
+    assert!(
+        matches!(reply.outcome, ReplyOutcome::Stored(_)),
+        "{reply:?}"
+    );
+    let held: Vec<String> = connection
+        .scan_match::<_, String>("em:tuple:*")
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(held.len(), 2);
+    assert!(
+        held.iter().all(|key| key.starts_with("em:tuple:edge-2:")),
+        "{held:?}"
+    );
+}
