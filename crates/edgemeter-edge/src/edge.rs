@@ -41,8 +41,8 @@ use crate::{EdgeConfig, EdgeMonitor};
 use edgemeter_env::{Bug, CrashPoint, WallClock};
 use edgemeter_wire::sealed::{open_reply, seal_request};
 use edgemeter_wire::{
-    Ack, BatchReply, EdgeKey, HeartbeatReply, HeartbeatRequest, PostalCode, ReplyOutcome,
-    TupleAck, TupleOut, TupleOutcome,
+    Ack, BatchReply, EdgeKey, HeartbeatReply, HeartbeatRequest, PostalCode, ReplyOutcome, TupleAck,
+    TupleOut, TupleOutcome,
 };
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
