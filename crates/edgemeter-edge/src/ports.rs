@@ -166,6 +166,8 @@ impl std::error::Error for StoreError {}
 pub trait Outbox: Send + 'static {
     /// Stores closed windows and rejected records in one transaction. A
     /// window already stored is left as it is (`UNIQUE(node_id, window_start)`).
+    /// Durable when it returns, power loss included: the edge commits the
+    /// readings' Kafka offsets right after.
     fn store_closed(
         &mut self,
         tuples: &[NewTuple],

@@ -32,10 +32,15 @@ pub enum Bug {
     FirstRecordPerPoll,
     /// The edge overwrites a stored tuple when a replayed reading recomputes it.
     ReplaceStoredTuple,
+    /// The edge's store of closed windows is not synced before their Kafka
+    /// offsets are committed (`synchronous=NORMAL` for it, as before issue 12).
+    CommitBeforeSync,
+    /// The edge's database runs `PRAGMA synchronous=OFF`: nothing is ever synced.
+    SynchronousOff,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 12] = [
         Bug::AckBeforeReply,
         Bug::CommitBeforeDurable,
         Bug::ReplyBeforeCacheWrite,
@@ -46,6 +51,8 @@ impl Bug {
         Bug::DropBatchOnLinkError,
         Bug::FirstRecordPerPoll,
         Bug::ReplaceStoredTuple,
+        Bug::CommitBeforeSync,
+        Bug::SynchronousOff,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +67,8 @@ impl Bug {
             Bug::DropBatchOnLinkError => "drop-batch-on-link-error",
             Bug::FirstRecordPerPoll => "first-record-per-poll",
             Bug::ReplaceStoredTuple => "replace-stored-tuple",
+            Bug::CommitBeforeSync => "commit-before-sync",
+            Bug::SynchronousOff => "synchronous-off",
         }
     }
 

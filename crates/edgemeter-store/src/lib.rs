@@ -2,12 +2,25 @@
 //! `power_averages` (the original's name, so its queries keep working) and
 //! the table `rejected` for records that were not readings.
 //!
-//! Every [`Outbox`] call is one transaction. The database runs in WAL mode
-//! with `synchronous=NORMAL`: a committed transaction survives a crash of the
-//! process, but the last transactions before a power loss may be lost (they
-//! were never acknowledged by the cloud, and Kafka still has their readings
-//! since offsets are committed after the write, so they are rebuilt). FULL
-//! would survive power loss too at a fraction of the rate (see NOTES.md).
+//! Every [`Outbox`] call is one transaction. The database runs in WAL mode.
+//! The store of closed windows ([`Outbox::store_closed`]) runs with
+//! `synchronous=FULL`: its commit returns only once the WAL is on stable
+//! storage, because the edge commits the readings' Kafka offsets right
+//! after it, and a store lost in a power loss after that commit would lose
+//! its windows for good, or rebuild one from part of its readings (a
+//! window straddling the commit floor another household's open window
+//! set). That costs one fsync per store, and the edge stores at most once
+//! per `store_interval` (1 s) or 4,096 windows, so the store rate barely
+//! moves (`cargo bench -p edgemeter-store --bench store_sync`). Keeping the
+//! offsets in SQLite in the same transaction would also work, but needs a
+//! consumer that seeks to them at start instead of the group's commits.
+//!
+//! Flag changes ([`Outbox::mark_sent`], [`Outbox::mark_acked`]) stay at
+//! `synchronous=NORMAL`: a power loss may undo the last of them, which only
+//! makes the edge send those tuples again, and the cloud stores by identity.
+//! A process crash loses nothing committed at either setting. PRAGMA
+//! synchronous cannot change inside a transaction, so it is set around the
+//! store's (see NOTES.md for what FULL costs per transaction).
 //!
 //! The unique key on household and window (`UNIQUE (window_start,
 //! node_id)`, the same constraint as the original's `UNIQUE(node_id,
@@ -118,7 +131,27 @@ pub struct StoredTuple {
 pub struct SqliteOutbox {
     connection: Connection,
     planted: PlantedBugs,
+    /// Whether the store of closed windows switches to FULL (off only with
+    /// a planted bug).
+    sync_stores: bool,
 }
+
+/// How [`SqliteOutbox::open_in`] opens the database.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions<'a> {
+    /// The SQLite VFS by name; `None` is SQLite's default (production).
+    /// The simulation passes its simulated disk's.
+    pub vfs: Option<&'a str>,
+    pub planted: PlantedBugs,
+}
+
+/// `synchronous` for everything but the store of closed windows: a lost
+/// flag change only causes a resend (see the module doc).
+const SYNCHRONOUS_LAZY: &str = "PRAGMA synchronous = NORMAL";
+
+/// `synchronous` around the store of closed windows: its commit syncs the
+/// WAL, so the offsets committed after it never name a lost tuple.
+const SYNCHRONOUS_STORE: &str = "PRAGMA synchronous = FULL";
 
 fn unavailable(error: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
@@ -131,26 +164,55 @@ impl SqliteOutbox {
     }
 
     pub fn open_with(path: &Path, planted: PlantedBugs) -> Result<SqliteOutbox, StoreError> {
+        SqliteOutbox::open_in(path, OpenOptions { vfs: None, planted })
+    }
+
+    /// Opens (creating if needed) the outbox at `path` as `options` say.
+    pub fn open_in(path: &Path, options: OpenOptions<'_>) -> Result<SqliteOutbox, StoreError> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|error| {
                 StoreError::Unavailable(format!("cannot create {}: {error}", dir.display()))
             })?;
         }
-        let connection = Connection::open(path).map_err(unavailable)?;
+        let connection = match options.vfs {
+            None => Connection::open(path),
+            Some(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs),
+        }
+        .map_err(unavailable)?;
         connection
             .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(unavailable)?;
         connection
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(unavailable)?;
-        connection
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(unavailable)?;
+        let planted = options.planted;
+        let synchronous_off = planted.has(Bug::SynchronousOff);
+        let lazy = if synchronous_off {
+            "PRAGMA synchronous = OFF"
+        } else {
+            SYNCHRONOUS_LAZY
+        };
+        connection.execute_batch(lazy).map_err(unavailable)?;
         connection.execute_batch(SCHEMA).map_err(unavailable)?;
         Ok(SqliteOutbox {
             connection,
             planted,
+            sync_stores: !synchronous_off && !planted.has(Bug::CommitBeforeSync),
         })
+    }
+
+    /// SQLite's `PRAGMA integrity_check`: `["ok"]` for a sound database,
+    /// else the problems it found (at most 100). The simulation runs it at
+    /// every start of the edge, after each crash and power loss.
+    pub fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("PRAGMA integrity_check")
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map([], |row| row.get(0))
+            .map_err(unavailable)?;
+        rows.collect::<Result<_, _>>().map_err(unavailable)
     }
 
     /// Opens an existing outbox without writing to it, for `status`.
@@ -169,6 +231,7 @@ impl SqliteOutbox {
         Ok(SqliteOutbox {
             connection,
             planted: PlantedBugs::NONE,
+            sync_stores: true,
         })
     }
 
@@ -219,6 +282,16 @@ impl SqliteOutbox {
             })
             .map_err(unavailable)?;
         rows.collect::<Result<_, _>>().map_err(unavailable)
+    }
+
+    /// Sets `synchronous` (outside a transaction, where SQLite takes it).
+    fn set_synchronous(&self, pragma: &'static str) -> Result<(), StoreError> {
+        debug_assert!(self.connection.is_autocommit());
+        self.connection
+            .prepare_cached(pragma)
+            .and_then(|mut statement| statement.execute([]))
+            .map(drop)
+            .map_err(unavailable)
     }
 
     /// Runs `work` as one write transaction, rolled back if any part fails.
@@ -330,11 +403,19 @@ impl Outbox for SqliteOutbox {
         now_ms: i64,
     ) -> Result<StoreOutcome, StoreError> {
         let replace = self.planted.has(Bug::ReplaceStoredTuple);
+        if self.sync_stores {
+            self.set_synchronous(SYNCHRONOUS_STORE)?;
+        }
         let inserted = self.write(|connection| {
             let inserted = Self::insert_tuples(connection, tuples, now_ms, replace)?;
             Self::insert_rejected(connection, rejected, now_ms)?;
             Ok(inserted)
-        })?;
+        });
+        if self.sync_stores {
+            // Back to lazy whether or not the store went through.
+            self.set_synchronous(SYNCHRONOUS_LAZY)?;
+        }
+        let inserted = inserted?;
         let inserted = inserted.min(tuples.len());
         Ok(StoreOutcome {
             inserted,
@@ -594,6 +675,49 @@ mod tests {
                 .map(|code| (Some(code.to_string()), 2))
                 .collect::<Vec<_>>()
         );
+    }
+
+    /// Goal: a power loss right after a store keeps every stored window
+    /// (the edge commits their offsets next), and may undo only later flag
+    /// changes; the connection is back at NORMAL after each store. With
+    /// the planted `commit-before-sync` the same loss loses the store.
+    /// Method: the outbox on the simulated disk, a store, a flag change, a
+    /// loss that keeps no unsynced sector, the outbox opened again.
+    #[test]
+    fn a_power_loss_after_a_store_keeps_the_stored_windows() {
+        let survivors = |planted: PlantedBugs| {
+            let dir = tempfile::tempdir().unwrap();
+            let disk = edgemeter_simdisk::SimDisk::attach(dir.path()).unwrap();
+            let path = disk.dir().join("edge.db");
+            let options = OpenOptions {
+                vfs: Some(edgemeter_simdisk::VFS_NAME),
+                planted,
+            };
+            let mut outbox = SqliteOutbox::open_in(&path, options).unwrap();
+            let windows = [tuple("h", 0, 1.0), tuple("h", 5_000, 2.0)];
+            outbox.store_closed(&windows, &[], 1).unwrap();
+            let synchronous: i64 = outbox
+                .connection
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(synchronous, 1, "NORMAL again after the store");
+            let ids: Vec<i64> = outbox.all_tuples().unwrap().iter().map(|t| t.id).collect();
+            outbox.mark_sent(&ids, 2).unwrap();
+            disk.power_loss(5, 0).unwrap();
+            drop(outbox);
+            let reopened = SqliteOutbox::open_in(&path, options).unwrap();
+            assert_eq!(reopened.integrity_check().unwrap(), ["ok"]);
+            reopened.all_tuples().unwrap()
+        };
+        let kept = survivors(PlantedBugs::NONE);
+        assert_eq!(kept.len(), 2);
+        assert!(
+            kept.iter().all(|tuple| tuple.sent == 0),
+            "the lazy flag change was lost"
+        );
+        if cfg!(feature = "planted-bugs") {
+            assert!(survivors(PlantedBugs::NONE.with(Bug::CommitBeforeSync)).is_empty());
+        }
     }
 
     #[test]
