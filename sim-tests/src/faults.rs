@@ -82,6 +82,10 @@ pub enum Fault {
     BrokerOutage { duration_ms: u64 },
     /// Message latency rises to up to `max_ms` for a while.
     LatencySpike { max_ms: u64, duration_ms: u64 },
+    /// The edge host loses power: its disk keeps what was synced and about
+    /// `kept_percent` of the unsynced sectors (`edgemeter-simdisk`), its
+    /// process dies, and it boots again after `down_ms`.
+    PowerLoss { down_ms: u64, kept_percent: u8 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +189,10 @@ const LATENCY_SPIKE: Kind = Kind {
     on_probability: 0.25,
     per_minute: (0.2, 1.0),
 };
+const EDGE_POWER_LOSS: Kind = Kind {
+    on_probability: 0.3,
+    per_minute: (0.2, 1.2),
+};
 
 impl Scenario {
     /// A fault-free scenario for `seed` with the given shape.
@@ -251,6 +259,16 @@ impl Scenario {
         draw.each(&LATENCY_SPIKE, |rng| Fault::LatencySpike {
             max_ms: rng.gen_range(100..2_000),
             duration_ms: rng.gen_range(500..20_000),
+        });
+        // Drawn last, so the seeds' other faults stay as they were.
+        draw.each(&EDGE_POWER_LOSS, |rng| Fault::PowerLoss {
+            down_ms: rng.gen_range(10..8_000),
+            // Half the losses keep nothing unsynced, half a random share.
+            kept_percent: if rng.gen_bool(0.5) {
+                0
+            } else {
+                rng.gen_range(0..=100)
+            },
         });
         let mut events = draw.events;
         events.sort_by_key(|event| event.at_ms);

@@ -35,6 +35,10 @@ pub enum Action {
     SpikeEnd {
         max_ms: u64,
     },
+    PowerLoss {
+        down_ms: u64,
+        kept_percent: u8,
+    },
 }
 
 /// The actions of `faults`, each with its time, in the order to apply them.
@@ -106,6 +110,16 @@ fn actions_of(event: &FaultEvent) -> Vec<(u64, Action)> {
             .into_iter()
             .collect(),
         Fault::CacheLoss { down_ms } => vec![(at, Action::LoseCache { down_ms: *down_ms })],
+        Fault::PowerLoss {
+            down_ms,
+            kept_percent,
+        } => vec![(
+            at,
+            Action::PowerLoss {
+                down_ms: *down_ms,
+                kept_percent: *kept_percent,
+            },
+        )],
         Fault::LatencySpike {
             max_ms,
             duration_ms,
