@@ -148,12 +148,16 @@ pub enum StoreError {
     /// The disk is full or SQLite reported an IO error: stop consuming,
     /// keep serving what is stored, retry later.
     Unavailable(String),
+    /// The database is not an EdgeMeter outbox (the original system's, or
+    /// not SQLite at all): refused at open, before anything is written.
+    Foreign(String),
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Unavailable(reason) => write!(f, "store unavailable: {reason}"),
+            StoreError::Foreign(reason) => f.write_str(reason),
         }
     }
 }

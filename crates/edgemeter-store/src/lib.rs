@@ -112,6 +112,47 @@ const MARK_ACKED_SQL: &str = "UPDATE power_averages SET sent = 2, postal_code = 
 const UNACKED_AFTER_SQL: &str = "SELECT id, node_id, window_start, average, samples
      FROM power_averages WHERE id > ?1 AND sent < 2 AND sent <= ?2 ORDER BY id";
 
+/// Columns only an EdgeMeter outbox's `power_averages` has. The original
+/// system's table of that name has no `window_start`: an edge given its
+/// `local.db` used to add its own tables, switch the file to WAL and then
+/// fail every store. Later schema changes add columns, never drop these.
+const OUTBOX_COLUMNS: [&str; 4] = ["window_start", "samples", "sent", "queued_at"];
+
+/// Refuses a database that is not an EdgeMeter outbox, reading only: a
+/// `power_averages` table without the outbox's columns, or a file that is
+/// not SQLite. A new or empty database passes.
+fn refuse_foreign(connection: &Connection) -> Result<(), StoreError> {
+    let columns: rusqlite::Result<Vec<String>> = connection
+        .prepare("SELECT name FROM pragma_table_info('power_averages')")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()
+        });
+    let columns = match columns {
+        Err(rusqlite::Error::SqliteFailure(failure, _))
+            if failure.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            return Err(StoreError::Foreign(
+                "this is not an EdgeMeter outbox (not a SQLite database); pass a new --db"
+                    .to_owned(),
+            ));
+        }
+        other => other.map_err(unavailable)?,
+    };
+    let missing: Vec<&str> = OUTBOX_COLUMNS
+        .into_iter()
+        .filter(|column| !columns.iter().any(|present| present == column))
+        .collect();
+    if columns.is_empty() || missing.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Foreign(format!(
+        "this is not an EdgeMeter outbox (the original's schema? its power_averages has no {}); pass a new --db",
+        missing.join(", ")
+    )))
+}
+
 /// How long a statement waits for a lock held by another connection (a
 /// `status` reader, say) before it reports the store unavailable.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -182,6 +223,8 @@ impl SqliteOutbox {
         connection
             .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(unavailable)?;
+        // Before the first write: WAL mode alone rewrites the file's header.
+        refuse_foreign(&connection)?;
         connection
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(unavailable)?;
@@ -228,6 +271,7 @@ impl SqliteOutbox {
         connection
             .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(unavailable)?;
+        refuse_foreign(&connection)?;
         Ok(SqliteOutbox {
             connection,
             planted: PlantedBugs::NONE,
@@ -718,6 +762,52 @@ mod tests {
         if cfg!(feature = "planted-bugs") {
             assert!(survivors(PlantedBugs::NONE.with(Bug::CommitBeforeSync)).is_empty());
         }
+    }
+
+    /// Goal: a database that is not an outbox (the original system's
+    /// `local.db`, or not SQLite at all) is refused by both opens with one
+    /// message naming what it is and the fix, and is left byte for byte as
+    /// it was: no WAL, no tables of ours. Method: the original's table
+    /// written by hand, then both opens, then the file compared.
+    #[test]
+    fn a_foreign_database_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE power_averages (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 node_id TEXT NOT NULL, average REAL NOT NULL, sent INTEGER DEFAULT 0);
+                 INSERT INTO power_averages (node_id, average) VALUES ('household_1', 412.5);",
+            )
+            .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        for refused in [
+            SqliteOutbox::open(&path).err(),
+            SqliteOutbox::open_read_only(&path).err(),
+        ] {
+            let message = refused.expect("refused").to_string();
+            assert!(
+                message.contains("not an EdgeMeter outbox (the original's schema?")
+                    && message.contains("window_start")
+                    && message.ends_with("pass a new --db"),
+                "{message}"
+            );
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(!dir.path().join("local.db-wal").exists());
+        let text = dir.path().join("notes.db");
+        std::fs::write(&text, vec![b'x'; 4096]).unwrap();
+        let message = SqliteOutbox::open(&text)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(message.contains("not a SQLite database"), "{message}");
+        // Our own outbox, reopened, is not foreign.
+        let ours = dir.path().join("edge.db");
+        drop(SqliteOutbox::open(&ours).unwrap());
+        assert!(SqliteOutbox::open(&ours).is_ok());
+        assert!(SqliteOutbox::open_read_only(&ours).is_ok());
     }
 
     #[test]
