@@ -418,6 +418,13 @@ impl World {
     }
 
     /// Rows at flag 2 in the edge's database as it is on the disk now.
+    ///
+    /// The harness reads the database with SQLite's default VFS while the
+    /// edge writes through the simulated disk's: that is sound, because the
+    /// shim forwards to that same unix VFS, whose per-process locks and
+    /// shared memory both connections share, and a read-only connection
+    /// writes nothing the disk would have to roll back (at most the `-shm`
+    /// index, which is rebuilt from the files anyway).
     fn acked_rows(&self) -> u64 {
         if !self.db_path.exists() {
             return 0;
