@@ -43,6 +43,9 @@ pub enum Kind {
     Stuck,
     /// A host panicked or exited on its own.
     Crashed,
+    /// The edge's SQLite failed `PRAGMA integrity_check` at a start, or
+    /// would not open.
+    Corrupt,
 }
 
 impl Kind {
@@ -54,6 +57,7 @@ impl Kind {
             Kind::Changed => "changed",
             Kind::Stuck => "stuck",
             Kind::Crashed => "crashed",
+            Kind::Corrupt => "corrupt",
         }
     }
 }

@@ -92,6 +92,10 @@ pub enum Fault {
         peer: Host,
         duration_ms: u64,
     },
+    /// The edge host loses power: its disk keeps what was synced and about
+    /// `kept_percent` of the unsynced sectors (`edgemeter-simdisk`), its
+    /// process dies, and it boots again after `down_ms`.
+    PowerLoss { down_ms: u64, kept_percent: u8 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +246,10 @@ const FORGERY: Kind = Kind {
     on_probability: 0.25,
     per_minute: (0.3, 1.0),
 };
+const EDGE_POWER_LOSS: Kind = Kind {
+    on_probability: 0.3,
+    per_minute: (0.2, 1.2),
+};
 
 impl Scenario {
     /// A fault-free scenario for `seed` with the given shape.
@@ -322,6 +330,16 @@ impl Scenario {
             .collect();
         forgeries.sort_unstable();
         scenario.forgeries_at_ms = forgeries;
+        // Drawn last, so the seeds' other faults stay as they were.
+        draw.each(&EDGE_POWER_LOSS, |rng| Fault::PowerLoss {
+            down_ms: rng.gen_range(10..8_000),
+            // Half the losses keep nothing unsynced, half a random share.
+            kept_percent: if rng.gen_bool(0.5) {
+                0
+            } else {
+                rng.gen_range(0..=100)
+            },
+        });
         let mut events = draw.events;
         events.sort_by_key(|event| event.at_ms);
         scenario.faults = events;

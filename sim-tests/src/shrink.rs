@@ -97,7 +97,8 @@ fn halve(fault: &mut Fault) -> bool {
         | Fault::Stall { duration_ms, .. } => duration_ms,
         Fault::Crash { down_ms, .. }
         | Fault::CrashAtPoint { down_ms, .. }
-        | Fault::CacheLoss { down_ms } => down_ms,
+        | Fault::CacheLoss { down_ms }
+        | Fault::PowerLoss { down_ms, .. } => down_ms,
     };
     if *length < 200 {
         return false;
@@ -139,6 +140,10 @@ fn fault() -> impl Strategy<Value = Fault> {
         (point, 10u64..5_000).prop_map(|(point, down_ms)| Fault::CrashAtPoint { point, down_ms }),
         (0u64..3_000).prop_map(|down_ms| Fault::CacheLoss { down_ms }),
         (100u64..30_000).prop_map(|duration_ms| Fault::BrokerOutage { duration_ms }),
+        (10u64..8_000, 0u8..=100).prop_map(|(down_ms, kept_percent)| Fault::PowerLoss {
+            down_ms,
+            kept_percent
+        }),
     ]
 }
 

@@ -45,6 +45,10 @@ pub enum Action {
         host: Host,
         peer: Host,
     },
+    PowerLoss {
+        down_ms: u64,
+        kept_percent: u8,
+    },
 }
 
 /// The actions of `faults`, each with its time, in the order to apply them.
@@ -116,6 +120,16 @@ fn actions_of(event: &FaultEvent) -> Vec<(u64, Action)> {
             .into_iter()
             .collect(),
         Fault::CacheLoss { down_ms } => vec![(at, Action::LoseCache { down_ms: *down_ms })],
+        Fault::PowerLoss {
+            down_ms,
+            kept_percent,
+        } => vec![(
+            at,
+            Action::PowerLoss {
+                down_ms: *down_ms,
+                kept_percent: *kept_percent,
+            },
+        )],
         Fault::LatencySpike {
             max_ms,
             duration_ms,

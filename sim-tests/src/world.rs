@@ -8,14 +8,16 @@
 //! crash point is crashed at the next step, so the crash lands exactly
 //! between the two effects the point separates. The broker log, the cache
 //! and the edge's SQLite file live outside the hosts, so each survives the
-//! crashes it must survive and the harness can read them.
+//! crashes it must survive and the harness can read them. The SQLite file
+//! sits on a simulated disk (`edgemeter-simdisk`): a power loss of the edge
+//! host rolls it back to what was synced before the process dies.
 
 use crate::broker::{run_broker, BrokerState, BROKER_HOST};
 use crate::bus::EDGE_GROUP;
 use crate::checker::{check, Evidence, Findings, Kind};
 use crate::cloud_host::run_cloud;
 use crate::dataset::{DataSet, Slice};
-use crate::edge_host::{run_edge_host, EdgeSetup};
+use crate::edge_host::{run_edge_host, CorruptionLog, EdgeSetup};
 use crate::faults::{host_of, Host, Scenario};
 use crate::forger::{run_forger, ForgerPlan, FORGER_HOST};
 use crate::households::{run_households, ReplayProgress};
@@ -25,6 +27,7 @@ use crate::timeline::{timeline, Action};
 use edgemeter_cloud::{CloudAuth, CloudConfig};
 use edgemeter_edge::{EdgeConfig, EdgeMonitor};
 use edgemeter_env::{Bug, CrashPoint, CrashPoints, PlantedBugs};
+use edgemeter_simdisk::SimDisk;
 use edgemeter_store::SqliteOutbox;
 use edgemeter_wire::EdgeKey;
 use std::collections::BTreeMap;
@@ -91,6 +94,7 @@ pub struct Summary {
     pub cloud_crashes: u32,
     pub point_crashes: u32,
     pub cache_losses: u32,
+    pub power_losses: u32,
     pub edge_tuples: usize,
     pub acked: usize,
     pub cloud_tuples: usize,
@@ -115,6 +119,7 @@ struct Tally {
     cloud_crashes: u32,
     point_crashes: u32,
     cache_losses: u32,
+    power_losses: u32,
 }
 
 pub struct World {
@@ -135,7 +140,15 @@ pub struct World {
     link_stats: Arc<LinkStats>,
     monitor: Arc<EdgeMonitor>,
     db_path: PathBuf,
+    /// The disk under the edge's SQLite; detached before its directory goes.
+    disk: SimDisk,
     _db_dir: tempfile::TempDir,
+    /// What the edge's starts found wrong with its database.
+    corruption: CorruptionLog,
+    /// Acknowledged rows whose flag 2 a power loss undid: each is
+    /// acknowledged again, legitimately, so the edge's count of
+    /// acknowledgements may exceed its flag-2 rows by this much.
+    acks_undone: u64,
     heal_at_ms: u64,
     heal_bound_ms: u64,
     healed: bool,
@@ -207,10 +220,9 @@ fn build_sim(scenario: &Scenario, epoch_ms: i64) -> turmoil::Sim<'static> {
 }
 
 /// Where a seed keeps the edge's SQLite: in memory-backed `/dev/shm` when
-/// the machine has it, else the temporary directory. The harness models
-/// process crashes, not power loss, and a crashed host's files survive in
-/// tmpfs as on disk; what a disk adds is the fsync of each WAL checkpoint,
-/// which costs wall time and checks nothing here.
+/// the machine has it, else the temporary directory. Power loss is the
+/// simulated disk's (`edgemeter-simdisk`), which keeps what a sync would
+/// have made durable; a real disk's fsync would only cost wall time.
 fn seed_dir() -> tempfile::TempDir {
     let builder = {
         let mut builder = tempfile::Builder::new();
@@ -227,6 +239,7 @@ impl World {
     pub fn new(scenario: &Scenario, data: &DataSet) -> World {
         let slice = Slice::cut(data, scenario);
         let db_dir = seed_dir();
+        let disk = SimDisk::attach(db_dir.path()).expect("a simulated disk for the seed");
         let mut world = World {
             sim: build_sim(scenario, slice.epoch_ms),
             actions: timeline(&scenario.faults, scenario.duration_ms.max(0) as u64),
@@ -244,8 +257,11 @@ impl World {
             progress: Arc::new(ReplayProgress::default()),
             link_stats: Arc::new(LinkStats::default()),
             monitor: Arc::new(EdgeMonitor::new()),
-            db_path: db_dir.path().join("edge.db"),
+            db_path: disk.dir().join("edge.db"),
+            disk,
             _db_dir: db_dir,
+            corruption: CorruptionLog::default(),
+            acks_undone: 0,
             heal_bound_ms: 0,
             healed: false,
             converged_at_ms: None,
@@ -315,6 +331,7 @@ impl World {
             epoch_ms,
             monitor: self.monitor.clone(),
             link_stats: self.link_stats.clone(),
+            corruption: self.corruption.clone(),
         };
         self.sim
             .host(Host::Edge.name(), move || run_edge_host(setup.clone()));
@@ -442,6 +459,49 @@ impl World {
                 }
                 self.apply_latency();
             }
+            Action::PowerLoss {
+                down_ms,
+                kept_percent,
+            } => self.power_loss(now_ms, down_ms, kept_percent),
+        }
+    }
+
+    /// The edge host loses power: its disk falls back to what was synced
+    /// (and a seeded share of the rest), then its process dies, so that its
+    /// connection never runs on the rolled-back files.
+    fn power_loss(&mut self, now_ms: u64, down_ms: u64, kept_percent: u8) {
+        let acked_before = self.acked_rows();
+        let seed = self.scenario.seed ^ now_ms.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let loss = self
+            .disk
+            .power_loss(seed, kept_percent)
+            .expect("the simulated disk rolls back");
+        self.crash(Host::Edge, now_ms, down_ms);
+        self.acks_undone += acked_before.saturating_sub(self.acked_rows());
+        self.tally.power_losses += 1;
+        info!(target: "sim::faults", down_ms, kept_percent, sectors_lost = loss.sectors_lost, sectors_kept = loss.sectors_kept, "power loss of the edge host");
+    }
+
+    /// Rows at flag 2 in the edge's database as it is on the disk now.
+    ///
+    /// The harness reads the database with SQLite's default VFS while the
+    /// edge writes through the simulated disk's: that is sound, because the
+    /// shim forwards to that same unix VFS, whose per-process locks and
+    /// shared memory both connections share, and a read-only connection
+    /// writes nothing the disk would have to roll back (at most the `-shm`
+    /// index, which is rebuilt from the files anyway).
+    fn acked_rows(&self) -> u64 {
+        if !self.db_path.exists() {
+            return 0;
+        }
+        let counted = SqliteOutbox::open_read_only(&self.db_path)
+            .and_then(|mut outbox| edgemeter_edge::Outbox::status(&mut outbox));
+        match counted {
+            Ok(counts) => counts.acked,
+            Err(error) => {
+                warn!(target: "sim::check", %error, "the edge's database cannot be counted");
+                0
+            }
         }
     }
 
@@ -486,6 +546,11 @@ impl World {
         if let Some(current) = self.down_until.get_mut(&host) {
             *current = (*current).max(until);
             return;
+        }
+        if host == Host::Edge {
+            // A killed process runs no cleanup: its SQLite connection,
+            // dropped with the host, must not checkpoint on close.
+            self.disk.process_crash();
         }
         self.sim.crash(host.name());
         self.down_until.insert(host, until);
@@ -662,16 +727,21 @@ impl World {
         drop(cache);
         let counters = self.monitor.snapshot();
         let acked_rows = edge_rows.iter().filter(|row| row.sent == 2).count() as u64;
-        if counters.tuples_acked > acked_rows {
+        if counters.tuples_acked > acked_rows + self.acks_undone {
             // Flag 2 is final: each row is acknowledged once over all the
-            // edge's lives. More means a row lost its flag 2 and its postal
-            // code (was replaced, say) and went through again.
+            // edge's lives, except where a power loss undid a flag change
+            // that was not synced yet (counted at the loss). More means a
+            // row lost its flag 2 and its postal code (was replaced, say)
+            // and went through again.
             checked.add(Kind::Duplicated, || {
                 format!(
-                    "the edge acknowledged {} times for {acked_rows} acknowledged tuples",
-                    counters.tuples_acked
+                    "the edge acknowledged {} times for {acked_rows} acknowledged tuples ({} undone by power losses)",
+                    counters.tuples_acked, self.acks_undone
                 )
             });
+        }
+        for finding in self.corruption.lock().expect("corruption log lock").iter() {
+            checked.add(Kind::Corrupt, || finding.clone());
         }
         let conflicting = counters.conflicting_acks;
         if conflicting > 0 {
@@ -711,6 +781,7 @@ impl World {
             cloud_crashes: self.tally.cloud_crashes,
             point_crashes: self.tally.point_crashes,
             cache_losses: self.tally.cache_losses,
+            power_losses: self.tally.power_losses,
             edge_tuples: edge_rows.len(),
             acked: edge_rows.iter().filter(|row| row.sent == 2).count(),
             cloud_tuples,

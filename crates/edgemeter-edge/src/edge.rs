@@ -9,7 +9,10 @@
 //!    and the commit never passes the first offset of a window still open.
 //!    Closed windows wait in memory for up to `store_interval` so that one
 //!    transaction stores many: a crash loses only windows whose readings
-//!    are not committed yet, which are read and closed again;
+//!    are not committed yet, which are read and closed again. The outbox's
+//!    store is durable when it returns (the SQLite outbox syncs it): were
+//!    it not, a power loss after the commit would lose its windows, or
+//!    rebuild one from the tail of its readings;
 //! 2. flag 1 in SQLite -> request -> reply -> flag 2 and postal code in SQLite;
 //! 3. the cloud stores by tuple identity, so a resend after any crash is harmless;
 //! 4. every reply and heartbeat names the cloud store's epoch, recorded on

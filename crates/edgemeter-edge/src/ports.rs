@@ -170,12 +170,16 @@ pub enum StoreError {
     /// The disk is full or SQLite reported an IO error: stop consuming,
     /// keep serving what is stored, retry later.
     Unavailable(String),
+    /// The database is not an EdgeMeter outbox (the original system's, or
+    /// not SQLite at all): refused at open, before anything is written.
+    Foreign(String),
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Unavailable(reason) => write!(f, "store unavailable: {reason}"),
+            StoreError::Foreign(reason) => f.write_str(reason),
         }
     }
 }
@@ -188,6 +192,8 @@ impl std::error::Error for StoreError {}
 pub trait Outbox: Send + 'static {
     /// Stores closed windows and rejected records in one transaction. A
     /// window already stored is left as it is (`UNIQUE(node_id, window_start)`).
+    /// Durable when it returns, power loss included: the edge commits the
+    /// readings' Kafka offsets right after.
     fn store_closed(
         &mut self,
         tuples: &[NewTuple],

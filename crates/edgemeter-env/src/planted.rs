@@ -42,10 +42,15 @@ pub enum Bug {
     /// The cloud serves an unsealed request naming an edge that has a key
     /// when it also allows unauthenticated requests (the mixed-mode back door).
     UnsealedAcceptedForKeyedEdge,
+    /// The edge's store of closed windows is not synced before their Kafka
+    /// offsets are committed (`synchronous=NORMAL` for it, as before issue 12).
+    CommitBeforeSync,
+    /// The edge's database runs `PRAGMA synchronous=OFF`: nothing is ever synced.
+    SynchronousOff,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 15] = [
         Bug::AckBeforeReply,
         Bug::CommitBeforeDurable,
         Bug::ReplyBeforeCacheWrite,
@@ -59,6 +64,8 @@ impl Bug {
         Bug::FlushOnSilence,
         Bug::NoReshipAfterEpochChange,
         Bug::UnsealedAcceptedForKeyedEdge,
+        Bug::CommitBeforeSync,
+        Bug::SynchronousOff,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +83,8 @@ impl Bug {
             Bug::FlushOnSilence => "flush-on-silence",
             Bug::NoReshipAfterEpochChange => "no-reship-after-epoch-change",
             Bug::UnsealedAcceptedForKeyedEdge => "unsealed-accepted-for-keyed-edge",
+            Bug::CommitBeforeSync => "commit-before-sync",
+            Bug::SynchronousOff => "synchronous-off",
         }
     }
 

@@ -2,12 +2,25 @@
 //! `power_averages` (the original's name, so its queries keep working) and
 //! the table `rejected` for records that were not readings.
 //!
-//! Every [`Outbox`] call is one transaction. The database runs in WAL mode
-//! with `synchronous=NORMAL`: a committed transaction survives a crash of the
-//! process, but the last transactions before a power loss may be lost (they
-//! were never acknowledged by the cloud, and Kafka still has their readings
-//! since offsets are committed after the write, so they are rebuilt). FULL
-//! would survive power loss too at a fraction of the rate (see NOTES.md).
+//! Every [`Outbox`] call is one transaction. The database runs in WAL mode.
+//! The store of closed windows ([`Outbox::store_closed`]) runs with
+//! `synchronous=FULL`: its commit returns only once the WAL is on stable
+//! storage, because the edge commits the readings' Kafka offsets right
+//! after it, and a store lost in a power loss after that commit would lose
+//! its windows for good, or rebuild one from part of its readings (a
+//! window straddling the commit floor another household's open window
+//! set). That costs one fsync per store, and the edge stores at most once
+//! per `store_interval` (1 s) or 4,096 windows, so the store rate barely
+//! moves (`cargo bench -p edgemeter-store --bench store_sync`). Keeping the
+//! offsets in SQLite in the same transaction would also work, but needs a
+//! consumer that seeks to them at start instead of the group's commits.
+//!
+//! Flag changes ([`Outbox::mark_sent`], [`Outbox::mark_acked`]) stay at
+//! `synchronous=NORMAL`: a power loss may undo the last of them, which only
+//! makes the edge send those tuples again, and the cloud stores by identity.
+//! A process crash loses nothing committed at either setting. PRAGMA
+//! synchronous cannot change inside a transaction, so it is set around the
+//! store's (see NOTES.md for what FULL costs per transaction).
 //!
 //! The unique key on household and window (`UNIQUE (window_start,
 //! node_id)`, the same constraint as the original's `UNIQUE(node_id,
@@ -150,6 +163,47 @@ const DELETE_ACKED_BEFORE_SQL: &str = "DELETE FROM power_averages
 const UNACKED_AFTER_SQL: &str = "SELECT id, node_id, window_start, average, samples
      FROM power_averages WHERE id > ?1 AND sent < 2 AND sent <= ?2 ORDER BY id";
 
+/// Columns only an EdgeMeter outbox's `power_averages` has. The original
+/// system's table of that name has no `window_start`: an edge given its
+/// `local.db` used to add its own tables, switch the file to WAL and then
+/// fail every store. Later schema changes add columns, never drop these.
+const OUTBOX_COLUMNS: [&str; 4] = ["window_start", "samples", "sent", "queued_at"];
+
+/// Refuses a database that is not an EdgeMeter outbox, reading only: a
+/// `power_averages` table without the outbox's columns, or a file that is
+/// not SQLite. A new or empty database passes.
+fn refuse_foreign(connection: &Connection) -> Result<(), StoreError> {
+    let columns: rusqlite::Result<Vec<String>> = connection
+        .prepare("SELECT name FROM pragma_table_info('power_averages')")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()
+        });
+    let columns = match columns {
+        Err(rusqlite::Error::SqliteFailure(failure, _))
+            if failure.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            return Err(StoreError::Foreign(
+                "this is not an EdgeMeter outbox (not a SQLite database); pass a new --db"
+                    .to_owned(),
+            ));
+        }
+        other => other.map_err(unavailable)?,
+    };
+    let missing: Vec<&str> = OUTBOX_COLUMNS
+        .into_iter()
+        .filter(|column| !columns.iter().any(|present| present == column))
+        .collect();
+    if columns.is_empty() || missing.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Foreign(format!(
+        "this is not an EdgeMeter outbox (the original's schema? its power_averages has no {}); pass a new --db",
+        missing.join(", ")
+    )))
+}
+
 /// How long a statement waits for a lock held by another connection (a
 /// `status` reader, say) before it reports the store unavailable.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -173,7 +227,27 @@ pub struct StoredTuple {
 pub struct SqliteOutbox {
     connection: Connection,
     planted: PlantedBugs,
+    /// Whether the store of closed windows switches to FULL (off only with
+    /// a planted bug).
+    sync_stores: bool,
 }
+
+/// How [`SqliteOutbox::open_in`] opens the database.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions<'a> {
+    /// The SQLite VFS by name; `None` is SQLite's default (production).
+    /// The simulation passes its simulated disk's.
+    pub vfs: Option<&'a str>,
+    pub planted: PlantedBugs,
+}
+
+/// `synchronous` for everything but the store of closed windows: a lost
+/// flag change only causes a resend (see the module doc).
+const SYNCHRONOUS_LAZY: &str = "PRAGMA synchronous = NORMAL";
+
+/// `synchronous` around the store of closed windows: its commit syncs the
+/// WAL, so the offsets committed after it never name a lost tuple.
+const SYNCHRONOUS_STORE: &str = "PRAGMA synchronous = FULL";
 
 fn unavailable(error: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
@@ -186,21 +260,37 @@ impl SqliteOutbox {
     }
 
     pub fn open_with(path: &Path, planted: PlantedBugs) -> Result<SqliteOutbox, StoreError> {
+        SqliteOutbox::open_in(path, OpenOptions { vfs: None, planted })
+    }
+
+    /// Opens (creating if needed) the outbox at `path` as `options` say.
+    pub fn open_in(path: &Path, options: OpenOptions<'_>) -> Result<SqliteOutbox, StoreError> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|error| {
                 StoreError::Unavailable(format!("cannot create {}: {error}", dir.display()))
             })?;
         }
-        let connection = Connection::open(path).map_err(unavailable)?;
+        let connection = match options.vfs {
+            None => Connection::open(path),
+            Some(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs),
+        }
+        .map_err(unavailable)?;
         connection
             .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(unavailable)?;
+        // Before the first write: WAL mode alone rewrites the file's header.
+        refuse_foreign(&connection)?;
         connection
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(unavailable)?;
-        connection
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(unavailable)?;
+        let planted = options.planted;
+        let synchronous_off = planted.has(Bug::SynchronousOff);
+        let lazy = if synchronous_off {
+            "PRAGMA synchronous = OFF"
+        } else {
+            SYNCHRONOUS_LAZY
+        };
+        connection.execute_batch(lazy).map_err(unavailable)?;
         connection.execute_batch(SCHEMA).map_err(unavailable)?;
         add_missing_columns(&connection).map_err(unavailable)?;
         connection
@@ -209,7 +299,22 @@ impl SqliteOutbox {
         Ok(SqliteOutbox {
             connection,
             planted,
+            sync_stores: !synchronous_off && !planted.has(Bug::CommitBeforeSync),
         })
+    }
+
+    /// SQLite's `PRAGMA integrity_check`: `["ok"]` for a sound database,
+    /// else the problems it found (at most 100). The simulation runs it at
+    /// every start of the edge, after each crash and power loss.
+    pub fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("PRAGMA integrity_check")
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map([], |row| row.get(0))
+            .map_err(unavailable)?;
+        rows.collect::<Result<_, _>>().map_err(unavailable)
     }
 
     /// Opens an existing outbox without writing to it, for `status`.
@@ -225,9 +330,11 @@ impl SqliteOutbox {
         connection
             .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(unavailable)?;
+        refuse_foreign(&connection)?;
         Ok(SqliteOutbox {
             connection,
             planted: PlantedBugs::NONE,
+            sync_stores: true,
         })
     }
 
@@ -293,6 +400,16 @@ impl SqliteOutbox {
             })
             .map_err(unavailable)?;
         rows.collect::<Result<_, _>>().map_err(unavailable)
+    }
+
+    /// Sets `synchronous` (outside a transaction, where SQLite takes it).
+    fn set_synchronous(&self, pragma: &'static str) -> Result<(), StoreError> {
+        debug_assert!(self.connection.is_autocommit());
+        self.connection
+            .prepare_cached(pragma)
+            .and_then(|mut statement| statement.execute([]))
+            .map(drop)
+            .map_err(unavailable)
     }
 
     /// Runs `work` as one write transaction, rolled back if any part fails.
@@ -437,11 +554,19 @@ impl Outbox for SqliteOutbox {
         now_ms: i64,
     ) -> Result<StoreOutcome, StoreError> {
         let replace = self.planted.has(Bug::ReplaceStoredTuple);
+        if self.sync_stores {
+            self.set_synchronous(SYNCHRONOUS_STORE)?;
+        }
         let inserted = self.write(|connection| {
             let inserted = Self::insert_tuples(connection, tuples, now_ms, replace)?;
             Self::insert_rejected(connection, rejected, now_ms)?;
             Ok(inserted)
-        })?;
+        });
+        if self.sync_stores {
+            // Back to lazy whether or not the store went through.
+            self.set_synchronous(SYNCHRONOUS_LAZY)?;
+        }
+        let inserted = inserted?;
         let inserted = inserted.min(tuples.len());
         Ok(StoreOutcome {
             inserted,
@@ -786,6 +911,95 @@ mod tests {
                 .map(|code| (Some(code.to_string()), 2))
                 .collect::<Vec<_>>()
         );
+    }
+
+    /// Goal: a power loss right after a store keeps every stored window
+    /// (the edge commits their offsets next), and may undo only later flag
+    /// changes; the connection is back at NORMAL after each store. With
+    /// the planted `commit-before-sync` the same loss loses the store.
+    /// Method: the outbox on the simulated disk, a store, a flag change, a
+    /// loss that keeps no unsynced sector, the outbox opened again.
+    #[test]
+    fn a_power_loss_after_a_store_keeps_the_stored_windows() {
+        let survivors = |planted: PlantedBugs| {
+            let dir = tempfile::tempdir().unwrap();
+            let disk = edgemeter_simdisk::SimDisk::attach(dir.path()).unwrap();
+            let path = disk.dir().join("edge.db");
+            let options = OpenOptions {
+                vfs: Some(edgemeter_simdisk::VFS_NAME),
+                planted,
+            };
+            let mut outbox = SqliteOutbox::open_in(&path, options).unwrap();
+            let windows = [tuple("h", 0, 1.0), tuple("h", 5_000, 2.0)];
+            outbox.store_closed(&windows, &[], 1).unwrap();
+            let synchronous: i64 = outbox
+                .connection
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(synchronous, 1, "NORMAL again after the store");
+            let ids: Vec<i64> = outbox.all_tuples().unwrap().iter().map(|t| t.id).collect();
+            outbox.mark_sent(&ids, 2).unwrap();
+            disk.power_loss(5, 0).unwrap();
+            drop(outbox);
+            let reopened = SqliteOutbox::open_in(&path, options).unwrap();
+            assert_eq!(reopened.integrity_check().unwrap(), ["ok"]);
+            reopened.all_tuples().unwrap()
+        };
+        let kept = survivors(PlantedBugs::NONE);
+        assert_eq!(kept.len(), 2);
+        assert!(
+            kept.iter().all(|tuple| tuple.sent == 0),
+            "the lazy flag change was lost"
+        );
+        if cfg!(feature = "planted-bugs") {
+            assert!(survivors(PlantedBugs::NONE.with(Bug::CommitBeforeSync)).is_empty());
+        }
+    }
+
+    /// Goal: a database that is not an outbox (the original system's
+    /// `local.db`, or not SQLite at all) is refused by both opens with one
+    /// message naming what it is and the fix, and is left byte for byte as
+    /// it was: no WAL, no tables of ours. Method: the original's table
+    /// written by hand, then both opens, then the file compared.
+    #[test]
+    fn a_foreign_database_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("local.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE power_averages (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 node_id TEXT NOT NULL, average REAL NOT NULL, sent INTEGER DEFAULT 0);
+                 INSERT INTO power_averages (node_id, average) VALUES ('household_1', 412.5);",
+            )
+            .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        for refused in [
+            SqliteOutbox::open(&path).err(),
+            SqliteOutbox::open_read_only(&path).err(),
+        ] {
+            let message = refused.expect("refused").to_string();
+            assert!(
+                message.contains("not an EdgeMeter outbox (the original's schema?")
+                    && message.contains("window_start")
+                    && message.ends_with("pass a new --db"),
+                "{message}"
+            );
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(!dir.path().join("local.db-wal").exists());
+        let text = dir.path().join("notes.db");
+        std::fs::write(&text, vec![b'x'; 4096]).unwrap();
+        let message = SqliteOutbox::open(&text)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(message.contains("not a SQLite database"), "{message}");
+        // Our own outbox, reopened, is not foreign.
+        let ours = dir.path().join("edge.db");
+        drop(SqliteOutbox::open(&ours).unwrap());
+        assert!(SqliteOutbox::open(&ours).is_ok());
+        assert!(SqliteOutbox::open_read_only(&ours).is_ok());
     }
 
     #[test]

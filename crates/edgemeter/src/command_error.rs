@@ -46,6 +46,10 @@ impl fmt::Display for CommandError {
             CommandError::Broker(error) => error.fmt(f),
             CommandError::Redis(error) => error.fmt(f),
             CommandError::Nng(error) => error.fmt(f),
+            CommandError::Store {
+                path,
+                error: error @ StoreError::Foreign(_),
+            } => write!(f, "edge database {}: {error}", path.display()),
             CommandError::Store { path, error } => write!(
                 f,
                 "edge database {}: {error}; check the path and its directory's permissions, or pass another --db",

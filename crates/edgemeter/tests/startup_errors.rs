@@ -108,3 +108,46 @@ fn status_prints_the_documented_json() {
         })
     );
 }
+
+/// Goal: the original system's `local.db` given as `--db` is refused at
+/// start, by `edge` and by `status`, in one line that names it and the
+/// fix, and is left byte for byte as it was (issue 15: the edge used to add
+/// its tables, switch it to WAL and fail every store). Method: the
+/// original's table written with rusqlite, then both commands.
+#[test]
+fn a_foreign_database_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("local.db");
+    rusqlite::Connection::open(&db)
+        .and_then(|original| {
+            original.execute_batch(
+                "CREATE TABLE power_averages (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 node_id TEXT, average REAL, sent INTEGER DEFAULT 0)",
+            )
+        })
+        .expect("the original's schema");
+    let before = std::fs::read(&db).expect("reads");
+    let db_arg = db.to_str().expect("a UTF-8 path");
+    let broker = format!("127.0.0.1:{}", common::free_port());
+    let edge = [
+        "edge",
+        "--kafka",
+        &broker,
+        "--cloud",
+        "127.0.0.1",
+        "--db",
+        db_arg,
+    ];
+    for args in [&edge[..], &["status", "--db", db_arg][..]] {
+        let (success, line, took) = run(args);
+        assert!(!success, "{args:?}");
+        assert!(
+            line.contains(db_arg)
+                && line.contains("not an EdgeMeter outbox (the original's schema?")
+                && line.ends_with("pass a new --db"),
+            "{line}"
+        );
+        assert!(took < Duration::from_secs(30), "took {took:?}");
+    }
+    assert_eq!(std::fs::read(&db).expect("reads"), before);
+}
