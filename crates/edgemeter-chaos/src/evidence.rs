@@ -1,20 +1,18 @@
 //! Gathers the checker's evidence from the real system: the input windows
-//! from the CSVs, the edge's SQLite rows, and every tuple in Redis (found
-//! with SCAN by pattern and count, never KEYS, and fetched with MGET).
+//! from the CSVs, the edge's SQLite rows, every tuple in Redis (found with
+//! SCAN by pattern and count, never KEYS, and fetched with MGET), and the
+//! cloud's per-state and per-edge totals.
 //!
-//! Cache losses: a restarted Redis is empty, so tuples acknowledged before
-//! it are legitimately missing. The simulation knows each tuple's latest
-//! cache-write epoch; here the edge's `acked_at` stands in for it: a tuple
-//! acknowledged before a loss time was (last) written before that loss.
-//! `ci/chaos.sh` records each loss time after the old server is dead and
-//! a pause before the new one starts, so that a write to the old server
-//! whose reply is processed late still counts as before the loss.
+//! Nothing is excused: after a cache loss (a Redis restarted empty, or a
+//! FLUSHALL) the edges refill the cloud, so at the end it must hold every
+//! acknowledged tuple exactly once, and its totals must count each once.
+//! The checker is the simulation's, run with no cache loss on record.
 
+use crate::totals::{CloudTotals, StateCount};
 use edgemeter_cloud::CloudTuple;
+use edgemeter_cloud::GermanState;
 use edgemeter_data::{load_dir, oracle_windows, OracleWindow};
 use edgemeter_store::{SqliteOutbox, StoredTuple};
-use rusqlite::{Connection, OpenFlags};
-use sim_tests::redis::WriteLog;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -66,8 +64,8 @@ pub struct Gathered {
     pub cloud: Vec<CloudTuple>,
     /// Redis keys under the tuple pattern that do not hold a tuple.
     pub malformed_keys: Vec<String>,
-    pub cache_epoch: u32,
-    pub writes: WriteLog,
+    /// The totals the cloud keeps, read after the tuples.
+    pub totals: CloudTotals,
 }
 
 /// Where to look.
@@ -78,8 +76,6 @@ pub struct Sources<'a> {
     pub db: &'a Path,
     pub redis_url: &'a str,
     pub edge_id: &'a str,
-    /// Wall-clock times (ms since the epoch) of each Redis restart.
-    pub cache_losses_ms: &'a [i64],
 }
 
 pub fn gather(sources: &Sources<'_>) -> Result<Gathered, String> {
@@ -90,50 +86,19 @@ pub fn gather(sources: &Sources<'_>) -> Result<Gathered, String> {
     let edge_rows = SqliteOutbox::open_read_only(sources.db)
         .and_then(|outbox| outbox.all_tuples())
         .map_err(|error| format!("edge db {}: {error}", sources.db.display()))?;
-    let writes = write_epochs(sources)?;
     let (cloud, malformed_keys) = cloud_tuples(sources.redis_url, ScanLimits::default())?;
+    let mut held_edges: Vec<&str> = cloud.iter().map(|tuple| tuple.edge_id.as_str()).collect();
+    held_edges.push(sources.edge_id);
+    held_edges.sort_unstable();
+    held_edges.dedup();
+    let totals = cloud_totals(sources.redis_url, &held_edges, ScanLimits::default())?;
     Ok(Gathered {
         oracle,
         edge_rows,
         cloud,
         malformed_keys,
-        cache_epoch: u32::try_from(sources.cache_losses_ms.len()).expect("few losses"),
-        writes,
+        totals,
     })
-}
-
-/// Each acknowledged tuple's write epoch: how many cache losses happened
-/// at or before its acknowledgement.
-fn write_epochs(sources: &Sources<'_>) -> Result<WriteLog, String> {
-    let failed = |error: rusqlite::Error| format!("edge db {}: {error}", sources.db.display());
-    let connection = Connection::open_with_flags(sources.db, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(failed)?;
-    let mut statement = connection
-        .prepare("SELECT node_id, window_start, acked_at FROM power_averages WHERE sent = 2")
-        .map_err(failed)?;
-    let rows = statement
-        .query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, Option<i64>>(2)?,
-            ))
-        })
-        .map_err(failed)?;
-    let mut writes = WriteLog::default();
-    for row in rows {
-        let (node_id, window_start_ms, acked_at) = row.map_err(failed)?;
-        // An acknowledged row without a time is not excused by any loss.
-        let acked_at = acked_at.unwrap_or(i64::MAX);
-        let epoch = sources
-            .cache_losses_ms
-            .iter()
-            .filter(|loss_ms| **loss_ms <= acked_at)
-            .count();
-        let identity = (sources.edge_id.to_owned(), node_id, Some(window_start_ms));
-        writes.insert(identity, u32::try_from(epoch).expect("few losses"));
-    }
-    Ok(writes)
 }
 
 /// Every tuple in Redis, and the keys that do not hold one; an error if
@@ -164,6 +129,93 @@ pub fn cloud_tuples(
         }
     }
     Ok((tuples, malformed))
+}
+
+/// The cloud's per-state totals and per-edge counts: every state's hash
+/// and households set, and the count of every edge in `em:edges` and of
+/// each edge in `edges_also` (the edges whose tuples the cloud holds, so
+/// that an edge missing from the set is still compared). A set with more
+/// members than `limits.keys_max` is refused unread, like the tuple walk.
+pub fn cloud_totals(
+    url: &str,
+    edges_also: &[&str],
+    limits: ScanLimits,
+) -> Result<CloudTotals, String> {
+    let failed = |error: redis::RedisError| format!("redis {url}: {error}");
+    let client = redis::Client::open(url).map_err(failed)?;
+    let mut connection = client.get_connection().map_err(failed)?;
+    let state_key = |state: GermanState| format!("{KEY_PREFIX}state:{}", state.name());
+    let mut set_keys: Vec<String> = GermanState::ALL
+        .iter()
+        .map(|state| format!("{}:households", state_key(*state)))
+        .collect();
+    set_keys.push(format!("{KEY_PREFIX}edges"));
+    let mut sets = read_sets(&mut connection, &set_keys, limits.keys_max)
+        .map_err(|error| format!("redis {url}: {error}"))?;
+    let edge_ids = sets.pop().expect("the edges set was read last");
+    let mut hashes = redis::pipe();
+    for state in GermanState::ALL {
+        hashes
+            .cmd("HMGET")
+            .arg(state_key(state))
+            .arg("tuples")
+            .arg("average_sum_w");
+    }
+    let hashes: Vec<(Option<u64>, Option<f64>)> = hashes.query(&mut connection).map_err(failed)?;
+    let mut totals = CloudTotals::default();
+    for ((state, (tuples, sum)), households) in GermanState::ALL.iter().zip(hashes).zip(sets) {
+        if tuples.is_none() && sum.is_none() && households.is_empty() {
+            continue;
+        }
+        let count = StateCount {
+            tuples: tuples.unwrap_or(0),
+            average_sum_w: sum.unwrap_or(0.0),
+            households,
+        };
+        totals.states.insert(*state, count);
+    }
+    let edges: BTreeSet<String> = edge_ids
+        .into_iter()
+        .chain(edges_also.iter().map(|edge| (*edge).to_owned()))
+        .collect();
+    for edge in edges {
+        let tuples: Option<u64> = redis::cmd("HGET")
+            .arg(format!("{KEY_PREFIX}edge:{edge}"))
+            .arg("tuples")
+            .query(&mut connection)
+            .map_err(failed)?;
+        totals.edges.insert(edge, tuples.unwrap_or(0));
+    }
+    Ok(totals)
+}
+
+/// The members of each set, in `keys` order; an error, before any member
+/// is read, when a set has more than `members_max`.
+fn read_sets(
+    connection: &mut redis::Connection,
+    keys: &[String],
+    members_max: usize,
+) -> Result<Vec<BTreeSet<String>>, String> {
+    let mut sizes = redis::pipe();
+    for key in keys {
+        sizes.scard(key);
+    }
+    let sizes: Vec<u64> = sizes.query(connection).map_err(|error| error.to_string())?;
+    assert_eq!(sizes.len(), keys.len());
+    if let Some((key, size)) = keys
+        .iter()
+        .zip(&sizes)
+        .find(|(_, size)| **size > members_max as u64)
+    {
+        return Err(format!(
+            "{key} has {size} members, more than the checker's limit {members_max}"
+        ));
+    }
+    let mut members = redis::pipe();
+    for key in keys {
+        members.smembers(key);
+    }
+    members.query(connection).map_err(|error| error.to_string())
 }
 
 /// SCAN MATCH/COUNT until the cursor returns to 0. SCAN may return a key
@@ -235,42 +287,5 @@ mod tests {
             tuple_from_value("other:tuple", value.as_bytes()).is_none(),
             "a key without our prefix is not ours"
         );
-    }
-
-    /// Goal: the edge's acknowledgement time places each tuple in a cache
-    /// epoch, so only tuples acknowledged before the last loss are excused.
-    /// Method: a database with three acknowledged rows around two losses.
-    #[test]
-    fn acknowledgement_times_become_write_epochs() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("edge.db");
-        let connection = Connection::open(&db).unwrap();
-        connection
-            .execute_batch(
-                "CREATE TABLE power_averages (node_id TEXT, window_start INTEGER,
-                     sent INTEGER, acked_at INTEGER);
-                 INSERT INTO power_averages VALUES ('a', 0, 2, 100), ('a', 5000, 2, 250),
-                     ('a', 10000, 2, 400), ('a', 15000, 1, NULL);",
-            )
-            .unwrap();
-        let losses = [200, 300];
-        let sources = Sources {
-            data_dir: dir.path(),
-            duration_ms: 1,
-            db: &db,
-            redis_url: "redis://127.0.0.1:1",
-            edge_id: "e",
-            cache_losses_ms: &losses,
-        };
-        let writes = write_epochs(&sources).unwrap();
-        let epoch = |window| {
-            writes
-                .get(&("e".to_owned(), "a".to_owned(), Some(window)))
-                .copied()
-        };
-        assert_eq!(epoch(0), Some(0), "before both losses");
-        assert_eq!(epoch(5_000), Some(1), "between them");
-        assert_eq!(epoch(10_000), Some(2), "after the last: never excused");
-        assert_eq!(epoch(15_000), None, "unacknowledged rows are not listed");
     }
 }

@@ -10,9 +10,12 @@
 //! - [`proxy`]: the bounded tokio TCP proxy that forwards one port and
 //!   obeys the control socket.
 //! - [`evidence`]: reads the real edge database and the real Redis (SCAN,
-//!   never KEYS) into the simulation checker's evidence.
-//! - [`report`]: runs `sim_tests::checker::check` on it and renders the
-//!   one-line JSON verdict.
+//!   never KEYS; the tuples and the totals) into the checker's evidence.
+//! - [`totals`]: compares the cloud's per-state and per-edge totals with
+//!   the tuples it holds, without IO.
+//! - [`report`]: runs `sim_tests::checker::check` on it, with no cache loss
+//!   excused, adds the totals' findings and renders the one-line JSON
+//!   verdict.
 //!
 //! It never changes the edge's database or Redis: the checker only reads.
 
@@ -21,3 +24,4 @@ pub mod evidence;
 pub mod link_state;
 pub mod proxy;
 pub mod report;
+pub mod totals;

@@ -19,8 +19,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 /// Connections alive at once. The edge opens a handful of NNG pipes (one
-/// per socket, redialled after a break); 64 leaves room for redials racing
-/// closes, and beyond it new connections wait in the listen backlog.
+/// per socket, redialled after a break), and each Kafka client two or three
+/// (bootstrap, broker, group coordinator); 64 leaves room for redials
+/// racing closes, and beyond it new connections wait in the listen backlog.
 pub const CONNECTIONS_MAX: usize = 64;
 
 /// Bytes read at a time per direction: one batch frame of the edge fits in

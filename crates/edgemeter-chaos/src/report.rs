@@ -1,7 +1,9 @@
-//! Runs the simulation's checker over gathered evidence and renders the
-//! verdict: one JSON line with the four counts, in a fixed field order.
+//! Runs the simulation's checker over gathered evidence, then compares the
+//! cloud's totals with the tuples it holds, and renders the verdict: one
+//! JSON line with the four counts, in a fixed field order.
 
 use crate::evidence::Gathered;
+use crate::totals::check_totals;
 use sim_tests::checker::{check, Evidence, Findings, Kind};
 
 /// The four kinds the verdict reports, in its field order.
@@ -12,8 +14,12 @@ pub const VERDICT_KINDS: [Kind; 4] = [
     Kind::Changed,
 ];
 
-/// Checks `gathered` exactly as the simulation checks a seed; keys under
-/// the tuple pattern that are not tuple hashes count as unexpected.
+/// Checks `gathered` as the simulation checks a seed, with nothing
+/// excused: no cache loss is on record (epoch 0, and no write log), so an
+/// acknowledged tuple missing from the cloud is lost whatever happened to
+/// Redis. Keys under the tuple pattern that are not tuples count as
+/// unexpected, and totals that differ from the held tuples as
+/// [`check_totals`] says.
 pub fn findings(gathered: &Gathered, edge_id: &str) -> Findings {
     let mut findings = check(&Evidence {
         edge_id,
@@ -23,6 +29,7 @@ pub fn findings(gathered: &Gathered, edge_id: &str) -> Findings {
         state_totals: None,
         edge_records: None,
     });
+    check_totals(&gathered.totals, &gathered.cloud, &mut findings);
     for key in &gathered.malformed_keys {
         findings.add(Kind::Unexpected, || {
             format!("redis key {key} is not a tuple hash")
