@@ -538,6 +538,37 @@ fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+impl SqliteOutbox {
+    /// The first `limit` rows of a query selecting `id, node_id,
+    /// window_start, average, samples` in id order, as tuples to ship: the
+    /// backlog and the reship scan read through here.
+    fn tuples_out(
+        &self,
+        sql: &str,
+        parameters: impl rusqlite::Params,
+        limit: usize,
+    ) -> Result<Vec<TupleOut>, StoreError> {
+        let mut statement = self.connection.prepare_cached(sql).map_err(unavailable)?;
+        let rows = statement
+            .query_map(parameters, |row| {
+                Ok(TupleOut {
+                    tuple_id: row.get(0)?,
+                    node_id: row.get(1)?,
+                    window_start_ms: row.get(2)?,
+                    average_w: row.get(3)?,
+                    samples: row.get(4)?,
+                })
+            })
+            .map_err(unavailable)?;
+        let tuples: Vec<TupleOut> = rows
+            .take(limit)
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)?;
+        assert!(tuples.len() <= limit);
+        Ok(tuples)
+    }
+}
+
 /// The first and last id when `ids` are ascending without a gap, so that
 /// `BETWEEN first AND last` names exactly them.
 fn consecutive_run(ids: &[i64]) -> Option<(i64, i64)> {
@@ -581,27 +612,7 @@ impl Outbox for SqliteOutbox {
         include_sent: bool,
     ) -> Result<Vec<TupleOut>, StoreError> {
         let flag_max = if include_sent { 1 } else { 0 };
-        let mut statement = self
-            .connection
-            .prepare_cached(UNACKED_AFTER_SQL)
-            .map_err(unavailable)?;
-        let rows = statement
-            .query_map(params![after_id, flag_max], |row| {
-                Ok(TupleOut {
-                    tuple_id: row.get(0)?,
-                    node_id: row.get(1)?,
-                    window_start_ms: row.get(2)?,
-                    average_w: row.get(3)?,
-                    samples: row.get(4)?,
-                })
-            })
-            .map_err(unavailable)?;
-        let tuples: Vec<TupleOut> = rows
-            .take(limit)
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)?;
-        assert!(tuples.len() <= limit);
-        Ok(tuples)
+        self.tuples_out(UNACKED_AFTER_SQL, params![after_id, flag_max], limit)
     }
 
     fn mark_sent(&mut self, tuple_ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
@@ -649,26 +660,8 @@ impl Outbox for SqliteOutbox {
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<TupleOut>, StoreError> {
-        let mut statement = self
-            .connection
-            .prepare_cached(ACKED_NOT_UNDER_SQL)
-            .map_err(unavailable)?;
-        let rows = statement
-            .query_map(params![epoch as i64, after_id], |row| {
-                Ok(TupleOut {
-                    tuple_id: row.get(0)?,
-                    node_id: row.get(1)?,
-                    window_start_ms: row.get(2)?,
-                    average_w: row.get(3)?,
-                    samples: row.get(4)?,
-                })
-            })
-            .map_err(unavailable)?;
-        let tuples: Vec<TupleOut> = rows
-            .take(limit)
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)?;
-        assert!(tuples.len() <= limit);
+        let tuples =
+            self.tuples_out(ACKED_NOT_UNDER_SQL, params![epoch as i64, after_id], limit)?;
         assert!(tuples.iter().all(|tuple| tuple.tuple_id > after_id));
         Ok(tuples)
     }
