@@ -4,33 +4,8 @@
 
 mod common;
 
-use common::{free_port, Process, RedisServer};
-use nng::options::{Options, RecvTimeout, SendTimeout};
-use nng::{Protocol, Socket};
+use common::{ask, free_port, Process, RedisServer};
 use std::time::Duration;
-
-/// Sends one request on a fresh REQ socket and returns the reply.
-fn ask(port: u16, request: &[u8]) -> Vec<u8> {
-    let socket = Socket::new(Protocol::Req0).unwrap();
-    socket
-        .set_opt::<RecvTimeout>(Some(Duration::from_secs(10)))
-        .unwrap();
-    socket
-        .set_opt::<SendTimeout>(Some(Duration::from_secs(10)))
-        .unwrap();
-    // Dialled in the background, as the original's edge does: a cloud that
-    // is still coming up is redialled until the send timeout, where a
-    // synchronous dial fails at once on a refused connection.
-    socket
-        .dial_async(&format!("tcp://127.0.0.1:{port}"))
-        .unwrap();
-    socket.send(request).map_err(|(_, error)| error).unwrap();
-    socket
-        .recv()
-        .expect("the cloud replies")
-        .as_slice()
-        .to_vec()
-}
 
 fn postal_code_in(reply: &[u8], id: i64) -> String {
     let text = String::from_utf8(reply.to_vec()).expect("a text reply");

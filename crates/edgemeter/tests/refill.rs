@@ -19,12 +19,10 @@
 mod common;
 
 use common::cluster::{assert_end_state, oracle, Cluster, EDGE_ID};
-use common::{free_port, wait_until, Process, RedisServer};
+use common::{ask, free_port, wait_until, Process, RedisServer};
 use edgemeter_wire::{
     BatchReply, BatchRequest, HeartbeatRequest, ReplyOutcome, TupleOut, WireVersion,
 };
-use nng::options::{Options, RecvTimeout, SendTimeout};
-use nng::{Protocol, Socket};
 use redis::Commands;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -120,26 +118,6 @@ fn a_flushed_redis_is_refilled_from_the_edge_within_90_s() {
             .all(|row| row.acked_epoch == Some(epoch) && !row.conflict),
         "every tuple acknowledged again under the new epoch, none in conflict"
     );
-}
-
-/// Sends one request on a fresh REQ socket and returns the reply.
-fn ask(port: u16, request: &[u8]) -> Vec<u8> {
-    let socket = Socket::new(Protocol::Req0).unwrap();
-    socket
-        .set_opt::<RecvTimeout>(Some(Duration::from_secs(10)))
-        .unwrap();
-    socket
-        .set_opt::<SendTimeout>(Some(Duration::from_secs(10)))
-        .unwrap();
-    socket
-        .dial_async(&format!("tcp://127.0.0.1:{port}"))
-        .unwrap();
-    socket.send(request).map_err(|(_, error)| error).unwrap();
-    socket
-        .recv()
-        .expect("the cloud replies")
-        .as_slice()
-        .to_vec()
 }
 
 fn forged_batch(version: WireVersion, edge_id: &str) -> Vec<u8> {

@@ -307,3 +307,28 @@ pub fn tuples_in(status: &serde_json::Value) -> u64 {
         .map(|key| status[key].as_u64().expect("a count"))
         .sum()
 }
+
+/// Sends one request on a fresh NNG REQ socket to the cloud on 127.0.0.1
+/// and returns the reply.
+pub fn ask(port: u16, request: &[u8]) -> Vec<u8> {
+    use nng::options::Options;
+    let socket = nng::Socket::new(nng::Protocol::Req0).unwrap();
+    socket
+        .set_opt::<nng::options::RecvTimeout>(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+        .set_opt::<nng::options::SendTimeout>(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Dialled in the background, as the original's edge does: a cloud that
+    // is still coming up is redialled until the send timeout, where a
+    // synchronous dial fails at once on a refused connection.
+    socket
+        .dial_async(&format!("tcp://127.0.0.1:{port}"))
+        .unwrap();
+    socket.send(request).map_err(|(_, error)| error).unwrap();
+    socket
+        .recv()
+        .expect("the cloud replies")
+        .as_slice()
+        .to_vec()
+}
