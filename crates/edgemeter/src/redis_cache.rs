@@ -323,8 +323,18 @@ fn edge_key(edge_id: &str) -> String {
 impl RedisCache {
     /// The store's epoch, set to `candidate_epoch` if it has none.
     async fn epoch(&self, candidate_epoch: u64) -> Result<u64, CacheError> {
+        self.epoch_after(redis::pipe(), candidate_epoch).await
+    }
+
+    /// Runs `pipe` (commands whose replies are ignored) and then sets the
+    /// store's epoch to `candidate_epoch` if it has none and reads it, all
+    /// as one atomic transaction.
+    async fn epoch_after(
+        &self,
+        mut pipe: redis::Pipeline,
+        candidate_epoch: u64,
+    ) -> Result<u64, CacheError> {
         let epoch_key = RedisCache::key(EPOCH_KEY);
-        let mut pipe = redis::pipe();
         pipe.atomic()
             .set_nx(&epoch_key, candidate_epoch.to_string())
             .ignore()
@@ -437,21 +447,12 @@ impl Cache for RedisCache {
         candidate_epoch: u64,
     ) -> Result<u64, CacheError> {
         assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
-        let epoch_key = RedisCache::key(EPOCH_KEY);
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(edge_key(edge_id), "last_heartbeat_ms", now_ms)
+        pipe.hset(edge_key(edge_id), "last_heartbeat_ms", now_ms)
             .ignore()
             .sadd(RedisCache::key("edges"), edge_id)
-            .ignore()
-            .set_nx(&epoch_key, candidate_epoch.to_string())
-            .ignore()
-            .get(&epoch_key);
-        let mut connection = self.connection.clone();
-        let (epoch,): (String,) = self
-            .call(async move { pipe.query_async(&mut connection).await })
-            .await?;
-        self.parse_epoch(&epoch)
+            .ignore();
+        self.epoch_after(pipe, candidate_epoch).await
     }
 
     async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
