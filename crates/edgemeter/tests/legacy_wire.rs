@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ask, free_port, Process, RedisServer};
+use common::{ask, start_cloud, RedisServer};
 use std::time::Duration;
 
 fn postal_code_in(reply: &[u8], id: i64) -> String {
@@ -18,41 +18,16 @@ fn postal_code_in(reply: &[u8], id: i64) -> String {
     code.to_owned()
 }
 
-/// Starts `edgemeter cloud` on free ports; returns it and its ports.
-fn start_cloud(redis: &RedisServer, dir: &std::path::Path) -> (Process, u16, u16) {
-    let (heartbeat_port, data_port) = (free_port(), free_port());
-    let cloud = Process::edgemeter(
-        "cloud",
-        &[
-            "cloud",
-            "--redis",
-            &redis.url(),
-            "--listen",
-            "127.0.0.1",
-            "--heartbeat-port",
-            &heartbeat_port.to_string(),
-            "--data-port",
-            &data_port.to_string(),
-            // The original's form is unauthenticated: the operator's switch.
-            "--allow-unauthenticated",
-            "--http",
-            "127.0.0.1:0",
-        ],
-        dir,
-    );
-    common::wait_until("the cloud to listen", Duration::from_secs(30), || {
-        [heartbeat_port, data_port]
-            .iter()
-            .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
-    });
-    (cloud, heartbeat_port, data_port)
-}
-
 #[test]
 fn the_cloud_answers_the_original_wire_form() {
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start();
-    let (_cloud, heartbeat_port, data_port) = start_cloud(&redis, dir.path());
+    let (_cloud, heartbeat_port, data_port) = start_cloud(
+        &redis,
+        dir.path(),
+        // The original's form is unauthenticated: the operator's switch.
+        &["--allow-unauthenticated"],
+    );
 
     assert_eq!(ask(heartbeat_port, b"heartbeat"), b"ack");
 
@@ -106,7 +81,12 @@ fn the_cloud_answers_the_original_wire_form() {
 fn with_redis_down_the_cloud_answers_an_error_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let mut redis = RedisServer::start();
-    let (_cloud, heartbeat_port, data_port) = start_cloud(&redis, dir.path());
+    let (_cloud, heartbeat_port, data_port) = start_cloud(
+        &redis,
+        dir.path(),
+        // The original's form is unauthenticated: the operator's switch.
+        &["--allow-unauthenticated"],
+    );
     let request = br#"{"id": 7, "node_id": "def", "average": 2.5}"#;
     postal_code_in(&ask(data_port, request), 7);
 

@@ -19,7 +19,7 @@
 mod common;
 
 use common::cluster::{assert_end_state, oracle, Cluster, EDGE_ID};
-use common::{ask, free_port, wait_until, Process, RedisServer};
+use common::{ask, start_cloud, wait_until, RedisServer};
 use edgemeter_wire::{
     BatchReply, BatchRequest, HeartbeatRequest, ReplyOutcome, TupleOut, WireVersion,
 };
@@ -144,32 +144,12 @@ fn mixed_mode_refuses_an_unsealed_request_for_a_keyed_edge() {
     let redis = RedisServer::start();
     let keys = dir.path().join("cloud.keys");
     std::fs::write(&keys, format!("edge-1 {}\n", "5a".repeat(32))).unwrap();
-    let (heartbeat_port, data_port) = (free_port(), free_port());
-    let _cloud = Process::edgemeter(
-        "cloud",
-        &[
-            "cloud",
-            "--redis",
-            &redis.url(),
-            "--listen",
-            "127.0.0.1",
-            "--heartbeat-port",
-            &heartbeat_port.to_string(),
-            "--data-port",
-            &data_port.to_string(),
-            "--keys",
-            keys.to_str().unwrap(),
-            "--allow-unauthenticated",
-            "--http",
-            "127.0.0.1:0",
-        ],
+    let keys = keys.to_str().unwrap();
+    let (_cloud, heartbeat_port, data_port) = start_cloud(
+        &redis,
         dir.path(),
+        &["--keys", keys, "--allow-unauthenticated"],
     );
-    wait_until("the cloud to listen", Duration::from_secs(30), || {
-        [heartbeat_port, data_port]
-            .iter()
-            .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
-    });
     for version in [WireVersion::V1, WireVersion::V2] {
         let reply = ask(data_port, &forged_batch(version, "edge-1"));
         assert!(

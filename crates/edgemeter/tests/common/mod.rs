@@ -332,3 +332,33 @@ pub fn ask(port: u16, request: &[u8]) -> Vec<u8> {
         .as_slice()
         .to_vec()
 }
+
+/// Starts `edgemeter cloud` on `redis` and free loopback ports, with
+/// `extra` arguments (who may talk to it), and waits until both NNG
+/// sockets listen. Returns it, its heartbeat port and its data port.
+pub fn start_cloud(redis: &RedisServer, dir: &Path, extra: &[&str]) -> (Process, u16, u16) {
+    let (heartbeat_port, data_port) = (free_port(), free_port());
+    let (heartbeat, data) = (heartbeat_port.to_string(), data_port.to_string());
+    let redis_url = redis.url();
+    let mut args = vec![
+        "cloud",
+        "--redis",
+        &redis_url,
+        "--listen",
+        "127.0.0.1",
+        "--heartbeat-port",
+        &heartbeat,
+        "--data-port",
+        &data,
+        "--http",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let cloud = Process::edgemeter("cloud", &args, dir);
+    wait_until("the cloud to listen", Duration::from_secs(30), || {
+        [heartbeat_port, data_port]
+            .iter()
+            .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok())
+    });
+    (cloud, heartbeat_port, data_port)
+}
