@@ -19,6 +19,7 @@ use edgemeter_store::SqliteOutbox;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Simulated seconds each scenario runs, as the issue asks.
@@ -31,8 +32,16 @@ fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The venv's python, made once (pip from PyPI) and reused after.
+/// The venv's python, made once (pip from PyPI) and reused after. The
+/// tests of this file run in parallel, so the first one makes it and the
+/// others wait here; `venv.sh` itself also holds a lock, for other
+/// processes.
 fn python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(make_venv).clone()
+}
+
+fn make_venv() -> PathBuf {
     let output = Command::new("bash")
         .arg(repository().join("ci/mosaik/venv.sh"))
         .output()
