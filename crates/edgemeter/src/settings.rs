@@ -192,7 +192,7 @@ where
         .expect("a parsed subcommand exists");
     let given = given_on_command_line(sub, sub_matches);
     let log = given_log(&matches, sub_matches);
-    let layers = Layers::new(file.as_deref(), section, given, log)?;
+    let layers = Layers::new(file.as_deref(), Some(section), given, log)?;
     let mut problems = layers.check_other_tables(&command, section);
     let resolved = layers.resolve(sub, section);
     problems.extend(resolved.problems);
@@ -367,14 +367,18 @@ pub struct Resolved {
 /// The merged layers for one subcommand.
 pub struct Layers {
     figment: Figment,
+    /// The file's layer alone: which tables the file has (the environment
+    /// and the flags make the table of the subcommand they are for).
+    file_only: Figment,
     file: Option<PathBuf>,
 }
 
 impl Layers {
-    /// The file, then the environment for `section`, then `given`.
+    /// The file, then the environment for `section` (none: only
+    /// `EDGEMETER_LOG`), then `given` for `section`.
     pub fn new(
         file: Option<&Path>,
-        section: &str,
+        section: Option<&str>,
         given: Dict,
         log: Option<String>,
     ) -> Result<Layers, SettingsError> {
@@ -388,27 +392,13 @@ impl Layers {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        let keys = section_keys(section);
-        for &(variable, aliased_section, key) in ENV_ALIASES {
-            if aliased_section == section {
-                let target = format!("{section}.{key}");
-                figment = figment.merge(
-                    Env::raw()
-                        .only(&[variable])
-                        .map(move |_| target.clone().into()),
-                );
-            }
+        let file_only = figment.clone();
+        if let Some(section) = section {
+            figment = merge_section_env(figment, section);
         }
-        let section_owned = section.to_owned();
-        figment = figment
-            .merge(Env::prefixed(ENV_PREFIX).filter_map(move |key| {
-                keys.iter()
-                    .find(|known| key == known.as_str())
-                    .map(|known| format!("{section_owned}.{known}").into())
-            }))
-            .merge(Env::raw().only(&[LOG_ENV]).map(|_| "log".into()));
+        figment = figment.merge(Env::raw().only(&[LOG_ENV]).map(|_| "log".into()));
         let mut cli = Dict::new();
-        if !given.is_empty() {
+        if let (Some(section), false) = (section, given.is_empty()) {
             cli.insert(section.to_owned(), Value::from(given));
         }
         if let Some(log) = log {
@@ -421,6 +411,7 @@ impl Layers {
         }
         Ok(Layers {
             figment,
+            file_only,
             file: file.map(Path::to_owned),
         })
     }
@@ -428,7 +419,7 @@ impl Layers {
     /// The tables the file has, in [`SECTIONS`] order, and its unknown
     /// top-level keys as problems.
     pub fn tables(&self) -> (Vec<&'static str>, Vec<String>) {
-        let top: Dict = self.figment.extract().unwrap_or_default();
+        let top: Dict = self.file_only.extract().unwrap_or_default();
         let mut problems = Vec::new();
         for (key, value) in &top {
             let known = key == "log" || SECTIONS.contains(&key.as_str());
@@ -592,6 +583,28 @@ impl Layers {
     }
 }
 
+/// The environment's layers for `section`: the older names first, then
+/// `EDGEMETER_<FLAG>` for each of its flags, which wins over them.
+fn merge_section_env(mut figment: Figment, section: &str) -> Figment {
+    for &(variable, aliased_section, key) in ENV_ALIASES {
+        if aliased_section == section {
+            let target = format!("{section}.{key}");
+            figment = figment.merge(
+                Env::raw()
+                    .only(&[variable])
+                    .map(move |_| target.clone().into()),
+            );
+        }
+    }
+    let keys = section_keys(section);
+    let section = section.to_owned();
+    figment.merge(Env::prefixed(ENV_PREFIX).filter_map(move |key| {
+        keys.iter()
+            .find(|known| key == known.as_str())
+            .map(|known| format!("{section}.{known}").into())
+    }))
+}
+
 /// The keys of a subcommand's table.
 fn section_keys(section: &str) -> Vec<String> {
     let command = Cli::command();
@@ -726,7 +739,7 @@ pub fn check(file: Option<&Path>, only: Option<&str>) -> Result<String, Settings
         ));
     };
     let command = command();
-    let base = Layers::new(Some(file), only.unwrap_or("edge"), Dict::new(), None)?;
+    let base = Layers::new(Some(file), None, Dict::new(), None)?;
     let (tables, mut problems) = base.tables();
     let sections: Vec<&str> = match only {
         Some(section) => vec![section],
@@ -748,7 +761,7 @@ pub fn check(file: Option<&Path>, only: Option<&str>) -> Result<String, Settings
     }
     for section in sections {
         let sub = command.find_subcommand(section).expect("a known section");
-        let layers = Layers::new(Some(file), section, Dict::new(), None)?;
+        let layers = Layers::new(Some(file), Some(section), Dict::new(), None)?;
         let resolved = layers.resolve(sub, section);
         problems.extend(resolved.problems.iter().cloned());
         problems.extend(missing_required(sub, section, &resolved.settings));
@@ -786,7 +799,10 @@ fn describe(section: &str, setting: &Setting, problems: &mut Vec<String>) -> Str
             Err(error) => problems.push(format!("[edge] key_file: {error}")),
         },
         ("cloud", "keys") => match keys::load_keys_file(path) {
-            Ok(keys) => line.push_str(&format!("; holds the keys of {} edges", keys.len())),
+            Ok(keys) => {
+                let plural = if keys.len() == 1 { "" } else { "s" };
+                line.push_str(&format!("; holds the keys of {} edge{plural}", keys.len()));
+            }
             Err(error) => problems.push(format!("[cloud] keys: {error}")),
         },
         _ => {}
