@@ -76,7 +76,11 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 #[test]
 fn a_flag_beats_the_environment_which_beats_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "edge.toml", "[status]\ndb = \"/from/file.db\"\n");
+    let file = write(
+        dir.path(),
+        "edge.toml",
+        "[status]\ndb = \"/from/file.db\"\n",
+    );
     let config = ["--config", &file, "status"];
     assert_eq!(status_db(&config, &[]), "/from/file.db");
     let env = [("EDGEMETER_DB", "/from/env.db")];
@@ -108,7 +112,10 @@ fn config_check_shows_each_value_and_where_it_came_from() {
     );
     assert!(output.status.success(), "{}", stderr(&output));
     let report = stdout(&output);
-    assert_eq!(line_of(&report, "log"), format!("log = \"debug\"  # {file}"));
+    assert_eq!(
+        line_of(&report, "log"),
+        format!("log = \"debug\"  # {file}")
+    );
     assert_eq!(
         line_of(&report, "kafka"),
         format!("kafka = \"file:9092\"  # {file}")
@@ -127,7 +134,11 @@ fn config_check_shows_each_value_and_where_it_came_from() {
     );
     assert!(report.contains(&format!("# {file}: valid")), "{report}");
     // A required flag the file lacks may come from the environment.
-    let file = write(dir.path(), "cloud.toml", "[cloud]\nallow_unauthenticated = true\n");
+    let file = write(
+        dir.path(),
+        "cloud.toml",
+        "[cloud]\nallow_unauthenticated = true\n",
+    );
     let lacking = run(&["config", "check", "--config", &file], &[]);
     assert!(!lacking.status.success());
     assert!(
@@ -146,9 +157,18 @@ fn config_check_shows_each_value_and_where_it_came_from() {
 fn unknown_keys_and_wrong_types_fail_naming_the_key_and_the_file() {
     let dir = tempfile::tempdir().unwrap();
     for (text, expected) in [
-        ("[edge]\nidle_flsh = \"60s\"\n", "[edge]: unknown key `idle_flsh`"),
-        ("[edge]\nidle_flush = \"soon\"\n", "[edge]: idle_flush = \"soon\""),
-        ("[cloud]\nheartbeat_port = 70000\n", "[cloud]: heartbeat_port"),
+        (
+            "[edge]\nidle_flsh = \"60s\"\n",
+            "[edge]: unknown key `idle_flsh`",
+        ),
+        (
+            "[edge]\nidle_flush = \"soon\"\n",
+            "[edge]: idle_flush = \"soon\"",
+        ),
+        (
+            "[cloud]\nheartbeat_port = 70000\n",
+            "[cloud]: heartbeat_port",
+        ),
         (
             "[cloud]\nallow_unauthenticated = \"yes\"\n",
             "[cloud]: allow_unauthenticated: expected true or false",
@@ -172,7 +192,10 @@ fn unknown_keys_and_wrong_types_fail_naming_the_key_and_the_file() {
             );
         }
     }
-    let output = run(&["--config", "/no/such/file.toml", "status", "--db", "x"], &[]);
+    let output = run(
+        &["--config", "/no/such/file.toml", "status", "--db", "x"],
+        &[],
+    );
     assert!(stderr(&output).contains("cannot read the config file /no/such/file.toml"));
 }
 
@@ -224,12 +247,19 @@ fn config_check_masks_secrets() {
     assert!(!report.contains(&env_key), "{report}");
     assert!(!report.contains("[cloud]"), "--for shows one table");
     // A bad keys file fails the check, and its error shows no key either.
-    write(dir.path(), "keys", &format!("edge-a {key_a}\nedge-a {key_b}\n"));
+    write(
+        dir.path(),
+        "keys",
+        &format!("edge-a {key_a}\nedge-a {key_b}\n"),
+    );
     let output = run(&["config", "check", "--config", &file], &[]);
     assert!(!output.status.success());
     let error = stderr(&output);
     assert!(error.contains("edge edge-a is listed twice"), "{error}");
-    assert!(!error.contains(&key_a) && !error.contains(&key_b), "{error}");
+    assert!(
+        !error.contains(&key_a) && !error.contains(&key_b),
+        "{error}"
+    );
 }
 
 #[test]
