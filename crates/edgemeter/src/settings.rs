@@ -99,7 +99,7 @@ pub fn command() -> clap::Command {
         command = command.mut_subcommand(section, |sub| {
             let example = settings_of(&sub)
                 .next()
-                .map(|arg| key_of(arg))
+                .map(key_of)
                 .unwrap_or_else(|| "flag".into());
             sub.after_help(format!(
                 "Every flag may also be set in the [{section}] table of the --config file, \
