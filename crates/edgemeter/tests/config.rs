@@ -154,6 +154,44 @@ fn config_check_shows_each_value_and_where_it_came_from() {
 }
 
 #[test]
+fn the_older_variable_names_still_work_and_the_new_ones_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = format!("edge-1 {}\n", "e5".repeat(32));
+    let (old, new) = (
+        write(dir.path(), "old.keys", &line),
+        write(dir.path(), "new.keys", &line),
+    );
+    let file = write(
+        dir.path(),
+        "cloud.toml",
+        "log = \"warn\"\n[cloud]\nredis = \"redis://127.0.0.1:1\"\nkeys = \"/from/file\"\n",
+    );
+    let check = |env: &[(&str, &str)]| {
+        let output = run(&["config", "check", "--config", &file], env);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let report = check(&[("EDGEMETER_KEYS_FILE", &old), ("EDGEMETER_LOG", "debug")]);
+    assert!(
+        line_of(&report, "keys").starts_with(&format!("keys = \"{old}\"  # EDGEMETER_KEYS_FILE")),
+        "{report}"
+    );
+    assert_eq!(line_of(&report, "log"), "log = \"debug\"  # EDGEMETER_LOG");
+    let report = check(&[("EDGEMETER_KEYS_FILE", &old), ("EDGEMETER_KEYS", &new)]);
+    assert!(
+        line_of(&report, "keys").starts_with(&format!("keys = \"{new}\"  # EDGEMETER_KEYS;")),
+        "{report}"
+    );
+    // An alias of one subcommand's flag is not another's: the edge has no
+    // `keys`, and EDGEMETER_KEYS_FILE does not make one.
+    let edge = run(
+        &["config", "check", "--config", &file, "--for", "edge"],
+        &[("EDGEMETER_KEYS_FILE", &old)],
+    );
+    assert!(!stderr(&edge).contains("unknown key"), "{}", stderr(&edge));
+}
+
+#[test]
 fn unknown_keys_and_wrong_types_fail_naming_the_key_and_the_file() {
     let dir = tempfile::tempdir().unwrap();
     for (text, expected) in [
