@@ -8,8 +8,8 @@
 //! a duplicate edge) is refused whole with a logged error, and the keys in
 //! force stay: a half-written file must never lock every edge out.
 //!
-//! Each process installs its SIGHUP handler before it reports itself
-//! serving, since SIGHUP's default action ends the process.
+//! Each command installs its SIGHUP handler ([`Hangups::install`]) first
+//! thing, since SIGHUP's default action ends the process.
 
 use crate::command_error::CommandError;
 use crate::keys;
@@ -22,44 +22,56 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Calls `reload` on every SIGHUP until the shutdown fires. The handler is
-/// installed before this returns.
-pub fn on_hangup(
-    shutdown: Shutdown,
-    mut reload: impl FnMut() + Send + 'static,
-) -> Result<JoinHandle<()>, CommandError> {
-    let mut hangups = hangups()?;
-    Ok(tokio::spawn(async move {
-        let stopping = shutdown.wait();
-        tokio::pin!(stopping);
-        loop {
-            tokio::select! {
-                _ = &mut stopping => return,
-                received = hangups.recv() => {
-                    if received.is_none() {
-                        return;
-                    }
-                    reload();
-                }
-            }
-        }
-    }))
+/// SIGHUPs received from [`Hangups::install`] on. Installed at the very
+/// start of a command, so that a reload asked for while it connects to its
+/// servers waits instead of ending the process.
+pub struct Hangups {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
 }
 
-#[cfg(unix)]
-fn hangups() -> Result<tokio::signal::unix::Signal, CommandError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    signal(SignalKind::hangup())
-        .map_err(|error| CommandError::config(format!("cannot watch SIGHUP: {error}")))
+impl Hangups {
+    #[cfg(unix)]
+    pub fn install() -> Result<Hangups, CommandError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let signal = signal(SignalKind::hangup())
+            .map_err(|error| CommandError::config(format!("cannot watch SIGHUP: {error}")))?;
+        Ok(Hangups { signal })
+    }
+
+    /// Calls `reload` on every SIGHUP until the shutdown fires.
+    #[cfg(unix)]
+    pub fn on_each(
+        mut self,
+        shutdown: Shutdown,
+        mut reload: impl FnMut() + Send + 'static,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let stopping = shutdown.wait();
+            tokio::pin!(stopping);
+            loop {
+                tokio::select! {
+                    _ = &mut stopping => return,
+                    received = self.signal.recv() => {
+                        if received.is_none() {
+                            return;
+                        }
+                        reload();
+                    }
+                }
+            }
+        })
+    }
 }
 
 /// The cloud's reload: `keys` is its `--keys` file, if it has one.
 pub fn for_cloud<C: Cache, W: WallClock>(
+    hangups: Hangups,
     cloud: Arc<Cloud<C, W>>,
     keys: Option<PathBuf>,
     shutdown: Shutdown,
-) -> Result<JoinHandle<()>, CommandError> {
-    on_hangup(shutdown, move || match &keys {
+) -> JoinHandle<()> {
+    hangups.on_each(shutdown, move || match &keys {
         Some(path) => reload_cloud_keys(&cloud, path),
         None => tracing::warn!("SIGHUP: this cloud has no --keys file to reload; nothing changed"),
     })
@@ -124,11 +136,12 @@ impl KeysChange {
 /// The edge's reload: `key_file` is its `--key-file`, if it has one;
 /// `updates` reaches the running edge.
 pub fn for_edge(
+    hangups: Hangups,
     key_file: Option<PathBuf>,
     updates: watch::Sender<Option<EdgeKey>>,
     shutdown: Shutdown,
-) -> Result<JoinHandle<()>, CommandError> {
-    on_hangup(shutdown, move || match &key_file {
+) -> JoinHandle<()> {
+    hangups.on_each(shutdown, move || match &key_file {
         Some(path) => reload_edge_key(path, &updates),
         None => tracing::warn!(
             "SIGHUP: this edge has no --key-file to reload (a key from {} cannot change \

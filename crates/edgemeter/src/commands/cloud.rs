@@ -36,6 +36,8 @@ fn auth(args: &CloudArgs) -> Result<CloudAuth, CommandError> {
 }
 
 pub async fn run(args: CloudArgs, shutdown: Shutdown) -> Result<(), CommandError> {
+    // First: SIGHUP would end the cloud otherwise.
+    let hangups = crate::key_reload::Hangups::install()?;
     let auth = auth(&args)?;
     let cache = RedisCache::connect(&args.redis).await?;
     let edges_with_keys = auth.keys.len();
@@ -48,9 +50,8 @@ pub async fn run(args: CloudArgs, shutdown: Shutdown) -> Result<(), CommandError
     };
     let (listener, http) = crate::dashboard_server::bind(&args.http).await?;
     let cloud = Arc::new(Cloud::new(config, cache, SystemClock));
-    // Before the cloud says it serves: SIGHUP would end it otherwise.
     let reloader =
-        crate::key_reload::for_cloud(cloud.clone(), args.keys.clone(), shutdown.clone())?;
+        crate::key_reload::for_cloud(hangups, cloud.clone(), args.keys.clone(), shutdown.clone());
     crate::dashboard_server::serve(listener, cloud.clone(), &args.http, shutdown.clone())?;
     tracing::info!(%http, "dashboard and REST API at http://{http}");
     let server = NngServer::start(

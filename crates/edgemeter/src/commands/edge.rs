@@ -18,12 +18,17 @@ use std::time::Duration;
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError> {
+    // First: SIGHUP would end the edge otherwise.
+    let hangups = crate::key_reload::Hangups::install()?;
     // The local database first: its errors are the cheapest to report.
     let key = crate::keys::load_edge_key(args.key_file.as_deref())?;
-    // Installed first: SIGHUP would end the edge otherwise.
     let (key_updates, key_receiver) = tokio::sync::watch::channel(key.clone());
-    let reloader =
-        crate::key_reload::for_edge(args.key_file.clone(), key_updates, shutdown.clone())?;
+    let reloader = crate::key_reload::for_edge(
+        hangups,
+        args.key_file.clone(),
+        key_updates,
+        shutdown.clone(),
+    );
     let outbox = SqliteOutbox::open(&args.db).map_err(CommandError::store(&args.db))?;
     // Bound before the slow steps, so that a second edge on this database
     // or a path too long for a socket fails at once.
