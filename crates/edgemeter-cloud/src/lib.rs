@@ -22,4 +22,6 @@ pub mod service;
 pub use cache::*;
 pub use memory_cache::MemoryCache;
 pub use postal::{postal_code_for, stable_hash, state_of, GermanState};
-pub use service::{tuple_key, Cloud, CloudAuth, CloudConfig, CloudCounters, LEGACY_EDGE_ID};
+pub use service::{
+    tuple_key, Cloud, CloudAuth, CloudConfig, CloudCounters, EdgeKeys, LEGACY_EDGE_ID,
+};

@@ -19,6 +19,11 @@
 //! key, whatever `allow_unauthenticated` says: the switch admits edges
 //! without keys and the original's form, never a request in a keyed edge's
 //! name.
+//!
+//! The edges' keys can be replaced while the cloud serves
+//! ([`Cloud::replace_keys`]): the binary reads a new keys file on SIGHUP and
+//! hands the map over; no file is read here. A request is checked against
+//! one map from start to end, the one in force when it arrived.
 
 use crate::cache::{Cache, CacheWrite, CloudTuple};
 use crate::heartbeats::HeartbeatTracker;
@@ -36,7 +41,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -51,11 +56,15 @@ const PLANTED_WRITE_DELAY: Duration = Duration::from_millis(200);
 /// answered anyway: a slow cache must not make the cloud look dead.
 const HEARTBEAT_RECORD_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// Each edge's secret key, by edge id.
+pub type EdgeKeys = BTreeMap<String, EdgeKey>;
+
 /// Who may talk to the cloud.
 #[derive(Debug, Clone)]
 pub struct CloudAuth {
-    /// Each edge's secret key, by edge id.
-    pub keys: BTreeMap<String, EdgeKey>,
+    /// Each edge's secret key, by edge id: the keys the cloud starts with;
+    /// [`Cloud::replace_keys`] swaps them later.
+    pub keys: EdgeKeys,
     /// Whether requests without an authentication envelope are served: the
     /// original's wire form, and edges without a key.
     pub allow_unauthenticated: bool,
@@ -134,7 +143,13 @@ pub struct CloudCounters {
 }
 
 pub struct Cloud<C, W> {
+    /// The settings; `config.auth.keys` is emptied at construction, the
+    /// keys in force are in `keys`.
     config: CloudConfig,
+    /// The edges' keys in force. Behind a lock so that a reload swaps them
+    /// while requests are served; an `Arc` so that a request holds the lock
+    /// only to clone the pointer, never while it checks a tag.
+    keys: RwLock<Arc<EdgeKeys>>,
     cache: Arc<C>,
     clock: W,
     heartbeats: Mutex<HeartbeatTracker>,
@@ -156,8 +171,10 @@ fn bump(counter: &AtomicU64, by: u64) {
 }
 
 impl<C: Cache, W: WallClock> Cloud<C, W> {
-    pub fn new(config: CloudConfig, cache: C, clock: W) -> Cloud<C, W> {
+    pub fn new(mut config: CloudConfig, cache: C, clock: W) -> Cloud<C, W> {
+        let keys = std::mem::take(&mut config.auth.keys);
         Cloud {
+            keys: RwLock::new(Arc::new(keys)),
             heartbeats: Mutex::new(HeartbeatTracker::new(config.heartbeat_timeout)),
             rng: Mutex::new(StdRng::seed_from_u64(config.rng_seed)),
             config,
@@ -170,6 +187,22 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
 
     pub fn cache(&self) -> &Arc<C> {
         &self.cache
+    }
+
+    /// The edges' keys in force.
+    pub fn keys(&self) -> Arc<EdgeKeys> {
+        self.keys.read().expect("keys lock").clone()
+    }
+
+    /// Replaces every edge's key at once: requests that arrive from now on
+    /// are checked against `keys` only, so an edge left out is refused and
+    /// a replaced key stops working. Returns how many edges had keys
+    /// before.
+    pub fn replace_keys(&self, keys: EdgeKeys) -> usize {
+        let mut slot = self.keys.write().expect("keys lock");
+        let before = slot.len();
+        *slot = Arc::new(keys);
+        before
     }
 
     pub fn counters(&self) -> CloudCounters {
@@ -202,7 +235,7 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
     /// `allow_unauthenticated` serves edges without keys, never a keyed
     /// one's name (mixed mode is not a back door). `Some` is the refusal.
     fn refuse_unsealed_for_keyed(&self, edge_id: &str, sealed_by: Option<&str>) -> Option<Vec<u8>> {
-        let keyed = sealed_by.is_none() && self.config.auth.keys.contains_key(edge_id);
+        let keyed = sealed_by.is_none() && self.keys().contains_key(edge_id);
         if !keyed || self.config.planted.has(Bug::UnsealedAcceptedForKeyedEdge) {
             return None;
         }
@@ -252,6 +285,7 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
     /// the refusal to send back.
     fn authenticate(&self, request: &[u8]) -> Result<Option<(OpenedRequest, EdgeKey)>, Vec<u8>> {
         let auth = &self.config.auth;
+        let keys = self.keys();
         if !is_sealed_request(request) {
             if auth.allow_unauthenticated {
                 return Ok(None);
@@ -262,7 +296,7 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
         let opened = open_request(
             request,
             |edge_id| {
-                key = auth.keys.get(edge_id).cloned();
+                key = keys.get(edge_id).cloned();
                 key.clone()
             },
             self.clock.now_ms(),

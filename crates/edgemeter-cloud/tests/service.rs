@@ -273,7 +273,7 @@ async fn a_conflicting_resend_is_answered_counted_and_not_stored() {
 
 mod authenticated {
     use super::*;
-    use edgemeter_cloud::CloudAuth;
+    use edgemeter_cloud::{CloudAuth, EdgeKeys};
     use edgemeter_env::WallClock;
     use edgemeter_wire::sealed::{open_reply, seal_request};
     use edgemeter_wire::EdgeKey;
@@ -314,6 +314,60 @@ mod authenticated {
             ReplyOutcome::Stored(_)
         ));
         assert_eq!(cloud.cache().len(), 1);
+    }
+
+    /// Goal: replacing the keys while the cloud serves takes effect on the
+    /// next request: the new key is served, the replaced one refused, and
+    /// an edge left out of the new map is refused too. Method: one cloud,
+    /// sealed batches before and after [`Cloud::replace_keys`].
+    #[tokio::test]
+    async fn replaced_keys_take_effect_on_the_next_request() {
+        let cloud = strict_cloud();
+        let stored = |reply: &[u8], key: &EdgeKey, tag: &[u8; 32]| {
+            let body = open_reply(reply, key, tag).expect("a sealed reply");
+            matches!(
+                BatchReply::decode(&body).unwrap().outcome,
+                ReplyOutcome::Stored(_)
+            )
+        };
+        let send = |edge: &str, with: u8, request_id: u64| {
+            seal_request(
+                edge,
+                &key(with),
+                SystemClock.now_ms(),
+                &batch(edge, request_id, &[0]),
+            )
+        };
+        let (old, tag) = send("edge-a", 1, 1);
+        assert!(stored(&cloud.handle_data(&old).await, &key(1), &tag));
+        let (early, _) = send("edge-a", 2, 2);
+        assert!(cloud
+            .handle_data(&early)
+            .await
+            .starts_with(b"ERROR: unauthenticated"));
+
+        let mut rotated = EdgeKeys::new();
+        rotated.insert("edge-a".into(), key(2));
+        rotated.insert("edge-b".into(), key(3));
+        assert_eq!(cloud.replace_keys(rotated), 1, "one edge had a key before");
+        assert_eq!(cloud.keys().len(), 2);
+        let (new, tag) = send("edge-a", 2, 3);
+        assert!(stored(&cloud.handle_data(&new).await, &key(2), &tag));
+        let (other, tag) = send("edge-b", 3, 1);
+        assert!(stored(&cloud.handle_data(&other).await, &key(3), &tag));
+        let (stale, _) = send("edge-a", 1, 4);
+        assert!(cloud
+            .handle_data(&stale)
+            .await
+            .starts_with(b"ERROR: unauthenticated"));
+
+        cloud.replace_keys(EdgeKeys::new());
+        let (left_out, _) = send("edge-b", 3, 2);
+        assert!(cloud
+            .handle_data(&left_out)
+            .await
+            .starts_with(b"ERROR: unauthenticated"));
+        assert_eq!(cloud.counters().unauthenticated, 3);
     }
 
     #[tokio::test]

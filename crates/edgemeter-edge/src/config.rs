@@ -4,6 +4,7 @@ use crate::windows::WindowConfig;
 use edgemeter_env::{CrashPoints, PlantedBugs};
 use edgemeter_wire::{EdgeKey, ReadingForm};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// The default of [`EdgeConfig::idle_flush`] (`edgemeter edge --idle-flush`).
 pub const DEFAULT_IDLE_FLUSH: Duration = Duration::from_secs(60);
@@ -58,6 +59,11 @@ pub struct EdgeConfig {
     /// reply checked; without one the edge speaks unauthenticated, which a
     /// cloud accepts only when its operator allows it.
     pub key: Option<EdgeKey>,
+    /// Replacement keys, when the key may change while the edge runs: each
+    /// value sent replaces `key` from the next request on (the binary sends
+    /// one when SIGHUP brings a new key file). Requests already in flight
+    /// keep the key they were sealed with. `None`: `key` never changes.
+    pub key_updates: Option<watch::Receiver<Option<EdgeKey>>>,
     /// How long an acknowledged tuple is kept before the edge deletes it.
     /// Within it, a cloud that loses its store is refilled from here; a
     /// loss noticed later cannot be refilled for the older tuples, which is
@@ -91,6 +97,7 @@ impl EdgeConfig {
             store_pending_max: 4096,
             poll_queue_max: 2,
             key: None,
+            key_updates: None,
             ack_retention: Duration::from_secs(7 * 24 * 3600),
             planted: PlantedBugs::NONE,
             crash_points: CrashPoints::none(),

@@ -825,13 +825,32 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         }));
     }
 
+    /// Takes a replacement key, if one was sent since the last request.
+    /// A closed channel keeps the key in force.
+    fn refresh_key(&mut self) {
+        let Some(updates) = self.config.key_updates.as_mut() else {
+            return;
+        };
+        if !updates.has_changed().unwrap_or(false) {
+            return;
+        }
+        let key = updates.borrow_and_update().clone();
+        info!(
+            edge = %self.config.edge_id,
+            authenticated = key.is_some(),
+            "edge key replaced; requests from now on are sealed with it"
+        );
+        self.config.key = key;
+    }
+
     /// One request, sealed with the edge's key when it has one.
     fn call(
-        &self,
+        &mut self,
         channel: Channel,
         body: &[u8],
         limit: Duration,
     ) -> impl Future<Output = Result<Vec<u8>, LinkError>> + Send + 'static {
+        self.refresh_key();
         let link = self.link.clone();
         let sealed = self.config.key.clone().map(|key| {
             let (sealed, tag) = seal_request(&self.config.edge_id, &key, self.clock.now_ms(), body);

@@ -423,3 +423,66 @@ async fn an_authenticated_edge_ships_to_a_strict_cloud() {
     assert_eq!(cloud.counters().unauthenticated, 0);
     edge.abort();
 }
+
+/// Goal: a key sent on `key_updates` replaces the edge's key without a
+/// restart: an edge whose key the cloud does not know ships nothing, and
+/// once it is handed the cloud's key every tuple is acknowledged. Method:
+/// a strict cloud that holds only key B, an edge started with key A; wait
+/// until every tuple is stored and none acknowledged (the cloud refusing
+/// the edge), then send B on the channel.
+#[tokio::test(start_paused = true)]
+async fn a_replaced_key_is_used_from_the_next_request() {
+    use edgemeter_cloud::CloudAuth;
+    use edgemeter_wire::EdgeKey;
+    let (households, oracle) = data_slice(2, 3);
+    let log = SharedLog::new(MemLog::new(3, 1_000_000));
+    publish(&log, &households);
+    let (old, new) = (EdgeKey::from_bytes([1; 32]), EdgeKey::from_bytes([2; 32]));
+    let auth = CloudAuth {
+        allow_unauthenticated: false,
+        ..CloudAuth::open().with_key("edge-test", new.clone())
+    };
+    let cloud = Arc::new(Cloud::new(
+        CloudConfig {
+            auth,
+            ..CloudConfig::default()
+        },
+        MemoryCache::new(),
+        SystemClock,
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edge.db");
+    let (updates, receiver) = tokio::sync::watch::channel(Some(old.clone()));
+    let mut edge_config = config();
+    edge_config.key = Some(old);
+    edge_config.key_updates = Some(receiver);
+    let edge = tokio::spawn(run_edge(
+        edge_config,
+        log.consumer("edge-test"),
+        lossy_link(&cloud, 0),
+        SqliteOutbox::open(&db).unwrap(),
+        SystemClock,
+        Arc::new(EdgeMonitor::new()),
+        std::future::pending(),
+    ));
+    let mut reader = SqliteOutbox::open(&db).unwrap();
+    let mut waited = Duration::ZERO;
+    while reader.status().unwrap().queued as usize != oracle.len() {
+        assert!(
+            waited < Duration::from_secs(600),
+            "the tuples are not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    assert_eq!(reader.status().unwrap().acked, 0);
+    assert!(cloud.cache().is_empty());
+    assert!(
+        cloud.counters().unauthenticated > 0,
+        "the old key's heartbeats were refused"
+    );
+    updates.send_replace(Some(new));
+    wait_until_all_acked(&mut reader, oracle.len()).await;
+    assert_eq!(cloud.cache().len(), oracle.len());
+    edge.abort();
+}

@@ -1,7 +1,9 @@
 //! The command line: one subcommand per role, each with its own `--help`.
 //!
 //! Only parsing lives here; each subcommand's behaviour is in
-//! [`crate::commands`].
+//! [`crate::commands`]. These definitions are the one list of flags:
+//! [`crate::settings`] makes each of them a key of the config file and an
+//! environment variable too, so a new flag is one field here.
 
 use crate::kafka_bus::TOPIC;
 use crate::nng_setup::{DATA_PORT_DEFAULT, HEARTBEAT_PORT_DEFAULT};
@@ -24,13 +26,24 @@ pub const DURATION_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
         households replays the data set into Kafka; edge averages each household over \
         5-second windows, keeps the averages in SQLite and ships them to the cloud over NNG; \
         cloud stores them in Redis and answers with each household's postal code. \
-        demo runs all three in one process without Kafka or Redis."
+        demo runs all three in one process without Kafka or Redis.\n\n\
+        Every flag may also come from a config file (--config FILE, TOML: a top-level \
+        `log` and one table per subcommand, keyed by the flag names in snake_case) or from \
+        an environment variable EDGEMETER_<FLAG>; flags override the environment, which \
+        overrides the file. `edgemeter config check --config FILE` shows the effective settings."
 )]
 pub struct Cli {
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `edgemeter=debug,warn`.
-    /// Logs go to stderr.
-    #[arg(long, global = true, env = "EDGEMETER_LOG", default_value = "info")]
+    /// Logs go to stderr. Also `log` at the top of the config file, or EDGEMETER_LOG.
+    #[arg(long, global = true, default_value = "info")]
     pub log: String,
+
+    /// The TOML config file: a top-level `log` and one table per subcommand
+    /// (`[edge]`, `[cloud]`, ...) whose keys are the flags' long names in
+    /// snake_case, e.g. `idle_flush = "60s"`. Environment variables and
+    /// flags override it.
+    #[arg(long, global = true, value_name = "FILE", env = "EDGEMETER_CONFIG")]
+    pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +65,47 @@ pub enum Command {
     /// Make a secret key for an edge: writes the edge's key file and prints
     /// the line to add to the cloud's keys file.
     Keygen(KeygenArgs),
+    /// Work with config files: `config check` validates one and prints the
+    /// effective settings.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate --config FILE (every table in it, or the one named) and print
+    /// the effective settings after the environment's overrides, secrets
+    /// masked; exits non-zero, naming each problem, on a bad file.
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// Check and show only this subcommand's settings (with the environment
+    /// it would see), even if the file has no table for it.
+    #[arg(long = "for", value_name = "SUBCOMMAND", value_parser = clap::builder::PossibleValuesParser::new(crate::settings::SECTIONS))]
+    pub section: Option<String>,
+
+    /// The file to check: the global --config, filled in after parsing.
+    #[arg(skip)]
+    pub file: Option<PathBuf>,
+}
+
+impl Cli {
+    /// Hands the global `--config` to `config check`, which reads it itself.
+    pub fn fill_config_check(&mut self, file: Option<PathBuf>) {
+        if let Command::Config(ConfigArgs {
+            action: ConfigAction::Check(check),
+        }) = &mut self.command
+        {
+            check.file = file;
+        }
+    }
 }
 
 /// The cloud's HTTP side: the REST API and the dashboard.
@@ -168,11 +222,13 @@ pub struct EdgeArgs {
     #[arg(long, value_name = "ID", default_value = "edge-1", value_parser = parse_id)]
     pub edge_id: String,
 
-    /// This edge's key file (64 hex digits, from `edgemeter keygen`); the key
-    /// may instead come from the environment variable EDGEMETER_EDGE_KEY.
-    /// Without a key the edge's requests are unauthenticated, which a cloud
-    /// serves only with --allow-unauthenticated.
-    #[arg(long, value_name = "FILE", env = "EDGEMETER_EDGE_KEY_FILE")]
+    /// This edge's key file (64 hex digits, from `edgemeter keygen`), read
+    /// again on SIGHUP; also EDGEMETER_KEY_FILE or its older name
+    /// EDGEMETER_EDGE_KEY_FILE. The key may instead come from the
+    /// environment variable EDGEMETER_EDGE_KEY (never from a flag). Without
+    /// a key the edge's requests are unauthenticated, which a cloud serves
+    /// only with --allow-unauthenticated.
+    #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 
     /// How long the stream must be quiet before the open windows are
@@ -201,8 +257,10 @@ pub struct CloudArgs {
     pub ports: PortArgs,
 
     /// The edges' keys: one `EDGE_ID HEX_KEY` per line (see `edgemeter keygen`).
-    /// Each edge must seal its requests with its key.
-    #[arg(long, value_name = "FILE", env = "EDGEMETER_KEYS_FILE")]
+    /// Each edge must seal its requests with its key. Read again on SIGHUP;
+    /// a bad file is refused and the keys in force stay. Also EDGEMETER_KEYS
+    /// or its older name EDGEMETER_KEYS_FILE.
+    #[arg(long, value_name = "FILE")]
     pub keys: Option<PathBuf>,
 
     /// Also serve unauthenticated requests: the original system's wire form

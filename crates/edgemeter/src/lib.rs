@@ -17,6 +17,9 @@
 //!   on a Unix socket next to its database.
 //! - [`cloud_handler`]: serves `edgemeter_cloud::Cloud` through [`nng_server`].
 //! - [`cli`], [`commands`]: the command line and one module per subcommand.
+//! - [`settings`]: the config file and the environment under the command
+//!   line, merged by figment; `config check`.
+//! - [`key_reload`]: SIGHUP reloads the cloud's keys file and the edge's key file.
 //! - [`command_error`], [`shutdown`], [`data_dir`]: what the subcommands share.
 //!
 //! This crate holds IO and wiring only. Every decision about windows,
@@ -32,12 +35,14 @@ pub mod data_dir;
 pub mod households;
 pub mod kafka_bus;
 pub mod kafka_producer;
+pub mod key_reload;
 pub mod keys;
 pub mod mosaik_link;
 pub mod nng_link;
 pub mod nng_server;
 pub mod nng_setup;
 pub mod redis_cache;
+pub mod settings;
 pub mod shutdown;
 pub mod speed;
 pub mod status_socket;

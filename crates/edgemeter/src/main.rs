@@ -2,8 +2,6 @@
 //! stderr, and runs one subcommand on a tokio runtime. Everything else is
 //! in the library (`src/lib.rs`).
 
-use clap::Parser;
-use edgemeter::cli::Cli;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,7 +12,8 @@ use tracing_subscriber::EnvFilter;
 const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The command line over the environment over the config file.
+    let cli = edgemeter::settings::load_or_exit();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|error| {
         eprintln!(
             "edgemeter: bad --log filter `{}` ({error}); using `info`",

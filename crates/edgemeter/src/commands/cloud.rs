@@ -21,8 +21,9 @@ fn auth(args: &CloudArgs) -> Result<CloudAuth, CommandError> {
         None if args.allow_unauthenticated => Default::default(),
         None => {
             return Err(CommandError::config(
-                "the cloud needs --keys FILE (or EDGEMETER_KEYS_FILE) with each edge's key, \
-                 made with `edgemeter keygen`; or --allow-unauthenticated to serve edges \
+                "the cloud needs --keys FILE (or EDGEMETER_KEYS) with each edge's key, \
+                 made with `edgemeter keygen` (or `keys` in the [cloud] table of the config \
+                 file); or --allow-unauthenticated to serve edges \
                  without keys and the original wire form",
             ))
         }
@@ -35,6 +36,8 @@ fn auth(args: &CloudArgs) -> Result<CloudAuth, CommandError> {
 }
 
 pub async fn run(args: CloudArgs, shutdown: Shutdown) -> Result<(), CommandError> {
+    // First: SIGHUP would end the cloud otherwise.
+    let hangups = crate::key_reload::Hangups::install()?;
     let auth = auth(&args)?;
     let cache = RedisCache::connect(&args.redis).await?;
     let edges_with_keys = auth.keys.len();
@@ -47,6 +50,8 @@ pub async fn run(args: CloudArgs, shutdown: Shutdown) -> Result<(), CommandError
     };
     let (listener, http) = crate::dashboard_server::bind(&args.http).await?;
     let cloud = Arc::new(Cloud::new(config, cache, SystemClock));
+    let reloader =
+        crate::key_reload::for_cloud(hangups, cloud.clone(), args.keys.clone(), shutdown.clone());
     crate::dashboard_server::serve(listener, cloud.clone(), &args.http, shutdown.clone())?;
     tracing::info!(%http, "dashboard and REST API at http://{http}");
     let server = NngServer::start(
@@ -84,6 +89,7 @@ pub async fn run(args: CloudArgs, shutdown: Shutdown) -> Result<(), CommandError
     }
     server.close();
     let _ = watcher.await;
+    reloader.abort();
     tracing::info!(counters = ?cloud.counters(), "cloud stopped");
     Ok(())
 }

@@ -18,8 +18,17 @@ use std::time::Duration;
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError> {
+    // First: SIGHUP would end the edge otherwise.
+    let hangups = crate::key_reload::Hangups::install()?;
     // The local database first: its errors are the cheapest to report.
     let key = crate::keys::load_edge_key(args.key_file.as_deref())?;
+    let (key_updates, key_receiver) = tokio::sync::watch::channel(key.clone());
+    let reloader = crate::key_reload::for_edge(
+        hangups,
+        args.key_file.clone(),
+        key_updates,
+        shutdown.clone(),
+    );
     let outbox = SqliteOutbox::open(&args.db).map_err(CommandError::store(&args.db))?;
     // Bound before the slow steps, so that a second edge on this database
     // or a path too long for a socket fails at once.
@@ -51,6 +60,7 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
     );
     let mut config = EdgeConfig::new(args.edge_id.clone());
     config.key = key;
+    config.key_updates = Some(key_receiver);
     config.idle_flush = args.idle_flush;
     config.readings = args.readings;
     // The original's records are unkeyed: no per-household order to rely on.
@@ -67,6 +77,7 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
     )
     .await;
     reporter.abort();
+    reloader.abort();
     // Awaited, so that the socket file is gone before the process exits.
     status_server.abort();
     let _ = status_server.await;

@@ -2,6 +2,7 @@
 //! crates and returns when its work is done or the shutdown fires.
 
 pub mod cloud;
+pub mod config;
 pub mod demo;
 pub mod edge;
 pub mod households;
@@ -23,5 +24,6 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
         Command::Demo(args) => demo::run(args, shutdown).await,
         Command::Status(args) => status::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::Config(args) => config::run(args),
     }
 }
