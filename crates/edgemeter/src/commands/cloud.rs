@@ -69,11 +69,11 @@ pub async fn run(args: CloudArgs, shutdown: Shutdown) -> Result<(), CommandError
     // NNG and HTTP listen and Redis answered: ready (no-op outside systemd).
     // The watchdog follows the heartbeat sweeps, which stop if the runtime
     // or the heartbeat lock every handler takes is wedged.
+    crate::service_manager::notify_ready();
     let watchdog = {
         let cloud = cloud.clone();
         crate::service_manager::spawn_watchdog(move || cloud.heartbeat_sweeps(), shutdown.clone())
     };
-    crate::service_manager::notify_ready();
     let mut reports = tokio::time::interval(REPORT_INTERVAL);
     let mut last = cloud.counters();
     let stopping = shutdown.wait();

@@ -47,11 +47,11 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
         crate::progress::Display::for_stderr(),
         shutdown.clone(),
     ));
+    crate::service_manager::notify_ready();
     let watchdog = {
         let monitor = monitor.clone();
         crate::service_manager::spawn_watchdog(move || monitor.loop_turns(), shutdown.clone())
     };
-    crate::service_manager::notify_ready();
     tracing::info!(
         edge = %args.edge_id,
         kafka = %args.kafka,
