@@ -146,14 +146,16 @@ async fn draw_bar(
     let bar = match total {
         Some(total) => ProgressBar::new(total).with_style(
             ProgressStyle::with_template(
-                "{msg} [{bar:40}] {human_pos}/{human_len} ({percent}%, {per_sec}, ETA {eta})",
+                "{msg} [{bar:40}] {human_pos}/{human_len} ({percent}%, {rate}, ETA {eta})",
             )
             .expect("a valid template")
+            .with_key("rate", write_rate)
             .progress_chars("=> "),
         ),
         None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {msg}: {human_pos} ({per_sec}, {elapsed})")
-                .expect("a valid template"),
+            ProgressStyle::with_template("{spinner} {msg}: {human_pos} ({rate}, {elapsed})")
+                .expect("a valid template")
+                .with_key("rate", write_rate),
         ),
     };
     bar.set_draw_target(ProgressDrawTarget::stderr());
@@ -172,6 +174,12 @@ async fn draw_bar(
     }
     bar.set_position(count());
     bar.finish();
+}
+
+/// The rate in whole units per second: indicatif's own `{per_sec}` shows
+/// four decimals, noise at these rates.
+fn write_rate(state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write) {
+    let _ = write!(out, "{:.0}/s", state.per_sec());
 }
 
 async fn write_lines(
