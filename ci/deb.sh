@@ -13,7 +13,8 @@
 # - the maintainer scripts parse (sh -n);
 # - the packaged binary runs;
 # - `systemd-analyze verify` on each packaged unit, against a root made of
-#   the unpacked package and this machine's systemd units, prints nothing
+#   the unpacked package and this machine's systemd units and /bin/kill,
+#   prints nothing
 #   (it exits 0 even on unknown keys, so any output fails); skipped, and
 #   said so, where systemd-analyze is missing;
 # - `systemd-analyze security --offline=yes` scores each unit at most
@@ -83,8 +84,10 @@ for role in edge cloud; do
         step "systemd-analyze verify edgemeter-$role.service"
         # The units the package's unit names (multi-user.target, ...) come
         # from this machine; /usr/bin/edgemeter from the package.
-        mkdir -p "$root/lib/systemd/system"
+        # So does ExecReload's /bin/kill (procps).
+        mkdir -p "$root/lib/systemd/system" "$root/bin"
         cp -a /lib/systemd/system/. "$root/lib/systemd/system/"
+        cp -L /bin/kill "$root/bin/kill"
         verify="$(systemd-analyze verify --root="$root" "edgemeter-$role.service" 2>&1)" \
             || fail "systemd-analyze verify: $verify"
         [ -z "$verify" ] || fail "systemd-analyze verify edgemeter-$role.service: $verify"
