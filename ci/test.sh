@@ -13,6 +13,8 @@
 # - tansu: a real Kafka-protocol broker for the end-to-end tests, built from
 #   crates.io once (about 10 minutes on 2 cores) and cached in ~/.cargo/bin.
 # - npm packages for web/, when the dashboard's web app exists.
+# - cargo-deb: builds the Debian packages (ci/deb.sh), from crates.io once
+#   (a few minutes on 2 cores) and cached in ~/.cargo/bin.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -42,6 +44,14 @@ install_tansu() {
     "$TANSU_BIN" --version
 }
 
+install_cargo_deb() {
+    if ! command -v cargo-deb >/dev/null 2>&1; then
+        step "installing cargo-deb (once; cached in ~/.cargo/bin)"
+        cargo install cargo-deb --locked
+    fi
+    cargo deb --version
+}
+
 install_web_packages() {
     if [ -f web/package.json ]; then
         step "installing web/ packages"
@@ -51,6 +61,7 @@ install_web_packages() {
 
 install_system_packages
 install_tansu
+install_cargo_deb
 install_web_packages
 
 step "cargo fmt --check"
@@ -89,5 +100,11 @@ sh web/tests/run-against-demo.sh
 # the cloud is refilled after one (issue 12); then drop `--without`.
 step "chaos on real processes (short)"
 bash ci/chaos.sh --cycles 3 --seed 1
+
+# The Debian packages from the release binary the README's demo command
+# built (ci/deb.sh rebuilds nothing then): their contents, and their
+# systemd units through systemd-analyze verify and security.
+step "Debian packages and systemd units"
+bash ci/deb.sh
 
 step "all checks passed"

@@ -157,6 +157,11 @@ pub struct Cloud<C, W> {
     counters: Counters,
     /// The last epoch the cache named, for the planted early reply only.
     last_epoch: AtomicU64,
+    /// Sweeps of the heartbeat watcher done: it advances only while the
+    /// watcher's loop runs and gets the lock every heartbeat handler takes,
+    /// so a supervisor (systemd's watchdog) can tell a live cloud from a
+    /// wedged one.
+    heartbeat_sweeps: AtomicU64,
 }
 
 /// The cache key of a tuple: its identity, so a resend lands on the same key
@@ -182,6 +187,7 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             clock,
             counters: Counters::default(),
             last_epoch: AtomicU64::new(0),
+            heartbeat_sweeps: AtomicU64::new(0),
         }
     }
 
@@ -203,6 +209,11 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
         let before = slot.len();
         *slot = Arc::new(keys);
         before
+    }
+
+    /// How many sweeps [`Cloud::watch_heartbeats`] has done.
+    pub fn heartbeat_sweeps(&self) -> u64 {
+        self.heartbeat_sweeps.load(Ordering::Relaxed)
     }
 
     pub fn counters(&self) -> CloudCounters {
@@ -593,6 +604,7 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
                 _ = &mut shutdown => return,
                 _ = ticks.tick() => {
                     self.heartbeats.lock().expect("heartbeat lock").check(Instant::now());
+                    bump(&self.heartbeat_sweeps, 1);
                 }
             }
         }

@@ -338,6 +338,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     ) -> Result<(), EdgeError> {
         tokio::pin!(shutdown);
         loop {
+            self.monitor.note_loop_turn();
             self.send_due(Instant::now()).await;
             let wake = self.next_wake();
             let consuming = self.store_retry_at.is_none();
@@ -727,6 +728,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         };
         let ids: Vec<i64> = tuples.iter().map(|tuple| tuple.tuple_id).collect();
         self.refill.handle_scanned(scan, &ids, limit);
+        self.monitor.set_refill_scanning(self.refill.is_scanning());
         if !self.refill.is_scanning() {
             info!(epoch = scan.epoch, "refill pass scanned to its end");
         }
@@ -754,6 +756,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         let before = self.refill.epoch();
         if self.refill.handle_epoch(epoch) {
             bump(&self.monitor.refill_passes, 1);
+            self.monitor.set_refill_scanning(true);
             match before {
                 None => info!(epoch, "cloud store epoch learned; checking what to ship again"),
                 Some(before) => warn!(before, epoch, "cloud store epoch changed (it lost its data?); shipping acknowledged tuples again"),

@@ -26,6 +26,14 @@ pub struct EdgeMonitor {
     pub tuples_reshipped: AtomicU64,
     /// Refill passes started (each epoch change, and the first epoch).
     pub refill_passes: AtomicU64,
+    /// Set while a refill pass has tuples left to scan, so that a display
+    /// knows a reship is under way before and after its counters move.
+    refill_scanning: AtomicBool,
+    /// Turns of the edge's main loop: it advances only when the loop does,
+    /// so a supervisor (systemd's watchdog) can tell a live edge from one
+    /// stuck in a call. Kept out of [`EdgeCounters`], which loggers compare
+    /// for change: this one changes on every wake.
+    loop_turns: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -74,6 +82,24 @@ impl EdgeMonitor {
 
     pub(crate) fn set_intake_alarm(&self, alarm: bool) {
         self.intake_alarm.store(alarm, Ordering::Relaxed);
+    }
+
+    /// Whether a refill pass has tuples left to scan.
+    pub fn refill_scanning(&self) -> bool {
+        self.refill_scanning.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_refill_scanning(&self, scanning: bool) {
+        self.refill_scanning.store(scanning, Ordering::Relaxed);
+    }
+
+    /// How many times the edge's main loop has turned.
+    pub fn loop_turns(&self) -> u64 {
+        self.loop_turns.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_loop_turn(&self) {
+        bump(&self.loop_turns, 1);
     }
 
     pub fn snapshot(&self) -> EdgeCounters {

@@ -120,7 +120,8 @@ pub struct HttpArgs {
     pub price_eur_per_kwh: f64,
 
     /// The dashboard's page directory [default: web/ of the working
-    /// directory, else of the checkout the binary was built from].
+    /// directory, else of the checkout the binary was built from, else
+    /// /usr/share/edgemeter/web, where the edgemeter-cloud package puts it].
     #[arg(long, value_name = "DIR")]
     pub web_dir: Option<PathBuf>,
 }

@@ -41,7 +41,12 @@ pub async fn bind(args: &HttpArgs) -> Result<(TcpListener, SocketAddr), CommandE
     Ok((listener, address))
 }
 
-/// The page directory: `--web-dir`, else `web/` here, else the checkout's.
+/// Where the edgemeter-cloud package installs the page (deploy/README.md).
+pub const PACKAGED_WEB_DIR: &str = "/usr/share/edgemeter/web";
+
+/// The page directory: `--web-dir`, else `web/` here, else the checkout's,
+/// else the package's ([`PACKAGED_WEB_DIR`]). A checkout that is gone (an
+/// installed binary) falls through to the package's.
 fn web_dir(args: &HttpArgs) -> PathBuf {
     if let Some(dir) = &args.web_dir {
         return dir.clone();
@@ -50,7 +55,12 @@ fn web_dir(args: &HttpArgs) -> PathBuf {
     if here.join("index.html").is_file() {
         return here;
     }
-    default_web_dir()
+    let checkout = default_web_dir();
+    let packaged = PathBuf::from(PACKAGED_WEB_DIR);
+    if !checkout.join("index.html").is_file() && packaged.join("index.html").is_file() {
+        return packaged;
+    }
+    checkout
 }
 
 /// Serves the API and the page on `listener` until shutdown.

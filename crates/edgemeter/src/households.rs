@@ -6,6 +6,9 @@
 //! wall time since the replay began reaches its offset from the first
 //! reading, divided by the [`Speed`]. At `max` nothing waits.
 //!
+//! Its progress is shown by the caller, which counts what the sink
+//! published ([`crate::progress::CountingSink`]).
+//!
 //! Publishing goes through [`ReadingSink`]: Kafka for `households`, the
 //! in-process [`SharedLog`] for `demo`.
 
@@ -22,9 +25,6 @@ use tokio::time::Instant;
 /// At speed `max` the replay yields to the scheduler after this many
 /// readings, so that an edge and a cloud in the same process keep running.
 const YIELD_EVERY_READINGS: u64 = 256;
-
-/// The interval between two progress lines in the log.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkError {
@@ -126,7 +126,6 @@ pub async fn replay<S: ReadingSink>(
 ) -> Result<ReplayOutcome, SinkError> {
     let started = Instant::now();
     let first_ts_ms = readings.first().map_or(0, |reading| reading.ts_ms);
-    let mut next_progress = started + PROGRESS_INTERVAL;
     let mut published = 0u64;
     for reading in readings {
         let data_offset_ms = reading.ts_ms - first_ts_ms;
@@ -138,10 +137,6 @@ pub async fn replay<S: ReadingSink>(
         }
         sink.publish(reading).await?;
         published += 1;
-        if Instant::now() >= next_progress {
-            next_progress += PROGRESS_INTERVAL;
-            tracing::info!(published, total = readings.len(), "replaying");
-        }
     }
     sink.flush().await?;
     let data_span_ms = readings.last().map_or(0, |reading| reading.ts_ms) - first_ts_ms;

@@ -16,6 +16,11 @@
 //! - [`status_socket`]: the running edge's live state for `edgemeter status`,
 //!   on a Unix socket next to its database.
 //! - [`cloud_handler`]: serves `edgemeter_cloud::Cloud` through [`nng_server`].
+//! - [`service_manager`]: readiness, stopping and watchdog pings to systemd
+//!   (nothing without `NOTIFY_SOCKET`).
+//! - [`log_output`]: the log to the journal under systemd, else to stderr.
+//! - [`progress`]: long runs' progress: a bar on a terminal, a line every
+//!   few seconds in a log.
 //! - [`cli`], [`commands`]: the command line and one module per subcommand.
 //! - [`settings`]: the config file and the environment under the command
 //!   line, merged by figment; `config check`.
@@ -37,12 +42,15 @@ pub mod kafka_bus;
 pub mod kafka_producer;
 pub mod key_reload;
 pub mod keys;
+pub mod log_output;
 pub mod mosaik_link;
 pub mod nng_link;
 pub mod nng_server;
 pub mod nng_setup;
+pub mod progress;
 pub mod redis_cache;
 pub mod settings;
+pub mod service_manager;
 pub mod shutdown;
 pub mod speed;
 pub mod status_socket;

@@ -1,8 +1,7 @@
-//! The `edgemeter` binary: parses the command line, sets up logging to
-//! stderr, and runs one subcommand on a tokio runtime. Everything else is
-//! in the library (`src/lib.rs`).
+//! The `edgemeter` binary: parses the command line, sets up logging (to
+//! stderr, or to the journal under systemd), and runs one subcommand on a
+//! tokio runtime. Everything else is in the library (`src/lib.rs`).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -21,15 +20,8 @@ fn main() -> ExitCode {
         );
         EnvFilter::new("info")
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        // A log line that cannot be written (stderr is a file on a full
-        // disk) is lost, not reported on stderr, which would panic: the
-        // edge must outlive a full disk and resume when space returns.
-        .log_internal_errors(false)
-        .init();
+    // The journal under systemd, stderr otherwise (see `log_output`).
+    edgemeter::log_output::init(filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

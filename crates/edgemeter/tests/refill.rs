@@ -78,7 +78,7 @@ fn a_flushed_redis_is_refilled_from_the_edge_within_90_s() {
     let expected = oracle();
     let cluster = Cluster::start();
     let _cloud = cluster.cloud();
-    let _edge = cluster.edge();
+    let edge = cluster.edge();
     let mut households = cluster.households("max");
     let status = households.wait_exit(Duration::from_secs(180));
     assert!(
@@ -109,6 +109,23 @@ fn a_flushed_redis_is_refilled_from_the_edge_within_90_s() {
     let epoch_after: String = connection.get("em:epoch").expect("a new epoch");
     assert_ne!(epoch_after, epoch_before, "a flushed store has a new epoch");
     assert_end_state(&cluster, &expected);
+    // The edge's stderr is a file: the reship shows as progress lines, the
+    // last once the pass has scanned to its end and the count stands still.
+    let mut reshipped = None;
+    wait_until("the reship's last progress line", REFILL_WITHIN, || {
+        let log = std::fs::read_to_string(&edge.log).unwrap_or_default();
+        reshipped = log
+            .lines()
+            .filter(|line| line.trim_end().ends_with(", done"))
+            .find_map(|line| line.split_once("tuples shipped again: "))
+            .and_then(|(_, rest)| rest.split_once(',')?.0.parse::<u64>().ok());
+        reshipped.is_some()
+    });
+    assert!(
+        reshipped >= Some(expected.len() as u64),
+        "the reship's progress shows {reshipped:?} tuples, fewer than the {} refilled",
+        expected.len()
+    );
     let rows = edgemeter_store::SqliteOutbox::open_read_only(&cluster.db)
         .and_then(|outbox| outbox.all_tuples())
         .expect("read the edge db");

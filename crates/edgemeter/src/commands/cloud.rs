@@ -71,6 +71,14 @@ pub async fn run(args: CloudArgs, shutdown: Shutdown) -> Result<(), CommandError
         "cloud serving"
     );
     let watcher = tokio::spawn(cloud.clone().watch_heartbeats(shutdown.clone().wait()));
+    // NNG and HTTP listen and Redis answered: ready (no-op outside systemd).
+    // The watchdog follows the heartbeat sweeps, which stop if the runtime
+    // or the heartbeat lock every handler takes is wedged.
+    crate::service_manager::notify_ready();
+    let watchdog = {
+        let cloud = cloud.clone();
+        crate::service_manager::spawn_watchdog(move || cloud.heartbeat_sweeps(), shutdown.clone())
+    };
     let mut reports = tokio::time::interval(REPORT_INTERVAL);
     let mut last = cloud.counters();
     let stopping = shutdown.wait();
@@ -86,6 +94,10 @@ pub async fn run(args: CloudArgs, shutdown: Shutdown) -> Result<(), CommandError
                 }
             }
         }
+    }
+    crate::service_manager::notify_stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
     }
     server.close();
     let _ = watcher.await;

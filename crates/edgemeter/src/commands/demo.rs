@@ -20,6 +20,7 @@ use crate::kafka_bus::{group_id, KafkaBus, TOPIC};
 use crate::kafka_producer::KafkaProducer;
 use crate::nng_link::NngLink;
 use crate::nng_server::NngServer;
+use crate::progress::{published_progress, CountingSink, Display, PROGRESS_LINE_INTERVAL};
 use crate::redis_cache::RedisCache;
 use crate::shutdown::{self, Shutdown};
 use crate::speed::Speed;
@@ -199,7 +200,7 @@ async fn pipeline<B: ReadingsBus, S: ReadingSink + 'static>(
     run: DemoRun,
     link: Arc<NngLink>,
     bus: B,
-    mut sink: S,
+    sink: S,
 ) -> Result<Summary, CommandError> {
     let db = run.args.db.clone();
     let outbox = SqliteOutbox::open(&db).map_err(CommandError::store(&db))?;
@@ -224,7 +225,17 @@ async fn pipeline<B: ReadingsBus, S: ReadingSink + 'static>(
         edge_shutdown.wait(),
     ));
     let (readings, speed) = (run.readings, run.args.speed);
-    let replayer = tokio::spawn(async move { replay(&readings, speed, &mut sink).await });
+    let replayer = tokio::spawn(async move {
+        // Log lines, never a bar: the demo's own logs would tear a bar.
+        let display = Display::Lines {
+            interval: PROGRESS_LINE_INTERVAL,
+        };
+        let mut sink = CountingSink::new(sink);
+        let progress = published_progress(&sink, readings.len(), display);
+        let outcome = replay(&readings, speed, &mut sink).await;
+        progress.finish().await;
+        outcome
+    });
     let watch = Watch {
         db,
         expected: run.expected,

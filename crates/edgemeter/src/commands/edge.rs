@@ -49,6 +49,18 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
         Arc::new(ServerCounters::default()),
         shutdown.clone(),
     ));
+    // The outbox is open and the status socket bound and served: systemd
+    // may order what depends on this edge after it (no-op outside systemd).
+    let reships = tokio::spawn(crate::progress::follow_reship(
+        monitor.clone(),
+        crate::progress::Display::for_stderr(),
+        shutdown.clone(),
+    ));
+    crate::service_manager::notify_ready();
+    let watchdog = {
+        let monitor = monitor.clone();
+        crate::service_manager::spawn_watchdog(move || monitor.loop_turns(), shutdown.clone())
+    };
     tracing::info!(
         edge = %args.edge_id,
         kafka = %args.kafka,
@@ -76,8 +88,17 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
         shutdown.wait(),
     )
     .await;
+    crate::service_manager::notify_stopping();
     reporter.abort();
     reloader.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    // Awaited: the reship display writes its last line on shutdown.
+    if outcome.is_err() {
+        reships.abort();
+    }
+    let _ = reships.await;
     // Awaited, so that the socket file is gone before the process exits.
     status_server.abort();
     let _ = status_server.await;

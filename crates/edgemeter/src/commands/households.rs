@@ -5,6 +5,7 @@ use crate::command_error::CommandError;
 use crate::data_dir::resolve_data_dir;
 use crate::households::{load_replay, replay, ReadingSink};
 use crate::kafka_producer::KafkaProducer;
+use crate::progress::{published_progress, CountingSink, Display};
 use crate::shutdown::Shutdown;
 use std::time::Duration;
 
@@ -17,7 +18,8 @@ pub async fn run(args: HouseholdsArgs, shutdown: Shutdown) -> Result<(), Command
         return cosimulate(addr, &dir, &args, shutdown).await;
     }
     let data = load_replay(&dir, args.data.duration)?;
-    let mut producer = KafkaProducer::connect(&args.kafka, &args.topic).await?;
+    let producer = KafkaProducer::connect(&args.kafka, &args.topic).await?;
+    let mut producer = CountingSink::new(producer);
     tracing::info!(
         data = %dir.display(),
         households = data.households,
@@ -26,10 +28,13 @@ pub async fn run(args: HouseholdsArgs, shutdown: Shutdown) -> Result<(), Command
         kafka = %args.kafka,
         "replaying households"
     );
+    let progress = published_progress(&producer, data.readings.len(), Display::for_stderr());
     let finished = tokio::select! {
         outcome = replay(&data.readings, args.speed, &mut producer) => Some(outcome),
         _ = shutdown.wait() => None,
     };
+    progress.finish().await;
+    let producer = producer.inner_mut();
     match finished {
         Some(outcome) => {
             let outcome = outcome?;
