@@ -20,9 +20,9 @@ pub mod postal;
 pub mod service;
 
 pub use cache::*;
+pub use heartbeats::EdgeView;
 pub use memory_cache::MemoryCache;
 pub use postal::{postal_code_for, stable_hash, state_of, GermanState};
-pub use heartbeats::EdgeView;
 pub use service::{
     tuple_key, Cloud, CloudAuth, CloudConfig, CloudCounters, RefusalReason, LEGACY_EDGE_ID,
 };

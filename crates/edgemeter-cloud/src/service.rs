@@ -309,7 +309,10 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
 
     /// How many edges' heartbeats are current.
     pub fn edges_connected(&self) -> usize {
-        self.heartbeats.lock().expect("heartbeat lock").alive_count()
+        self.heartbeats
+            .lock()
+            .expect("heartbeat lock")
+            .alive_count()
     }
 
     fn postal_code(&self, node_id: &str) -> PostalCode {
@@ -625,10 +628,11 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             );
         }
         bump(&self.counters.heartbeats, 1);
-        self.heartbeats
-            .lock()
-            .expect("heartbeat lock")
-            .seen(&edge_id, Instant::now(), heartbeat.backlog());
+        self.heartbeats.lock().expect("heartbeat lock").seen(
+            &edge_id,
+            Instant::now(),
+            heartbeat.backlog(),
+        );
         // The heartbeat says the cloud process is alive; a cache outage shows
         // in data replies instead, so its error does not fail the heartbeat.
         let candidate = self.candidate_epoch();

@@ -1586,7 +1586,9 @@ mod tests {
             kept
         };
         assert_eq!(check(&mut outbox, "open"), StatusCounts::default());
-        let tuples: Vec<NewTuple> = (0..40).map(|index| tuple("h", index * 5_000, 1.0)).collect();
+        let tuples: Vec<NewTuple> = (0..40)
+            .map(|index| tuple("h", index * 5_000, 1.0))
+            .collect();
         let rejected = |offset: i64, kind: &'static str| RejectedRecord {
             partition: 1,
             offset,
@@ -1594,12 +1596,18 @@ mod tests {
             kind,
             reason: "test".into(),
         };
-        let records = [rejected(1, "not_json"), rejected(2, "late"), rejected(2, "late")];
+        let records = [
+            rejected(1, "not_json"),
+            rejected(2, "late"),
+            rejected(2, "late"),
+        ];
         outbox.store_closed(&tuples[..30], &records, 7).unwrap();
         let counts = check(&mut outbox, "a store");
         assert_eq!((counts.queued, counts.rejected, counts.late), (30, 2, 1));
         assert_eq!(counts.oldest_unacked_queued_ms, Some(7));
-        outbox.store_closed(&tuples[20..], &[rejected(3, "late")], 8).unwrap();
+        outbox
+            .store_closed(&tuples[20..], &[rejected(3, "late")], 8)
+            .unwrap();
         assert_eq!(check(&mut outbox, "a store with repeats").queued, 40);
         let size: u64 = outbox
             .connection
@@ -1609,7 +1617,9 @@ mod tests {
         let many: Vec<NewTuple> = (0..3_000)
             .map(|index| tuple(&format!("full-{index}"), index * 5_000, 1.0))
             .collect();
-        assert!(outbox.store_closed(&many, &[rejected(9, "late")], 9).is_err());
+        assert!(outbox
+            .store_closed(&many, &[rejected(9, "late")], 9)
+            .is_err());
         outbox.set_page_limit(1 << 30).unwrap();
         assert_eq!(check(&mut outbox, "a rolled-back store").queued, 40);
         // The planted REPLACE deletes a stored row before its insert.
@@ -1640,7 +1650,9 @@ mod tests {
         let counts = check(&mut outbox, "acks, with repeats and conflicts");
         assert_eq!((counts.sent, counts.acked, counts.conflicts), (7, 20, 3));
         assert_eq!(counts.oldest_unacked_queued_ms, Some(7));
-        outbox.mark_acked(&[answer(ids[25], TupleOutcome::Stored)], Some(3), 900).unwrap();
+        outbox
+            .mark_acked(&[answer(ids[25], TupleOutcome::Stored)], Some(3), 900)
+            .unwrap();
         assert_eq!(outbox.delete_acked_before(500).unwrap(), 20);
         let counts = check(&mut outbox, "a retention sweep");
         assert_eq!((counts.acked, counts.conflicts), (1, 0));
@@ -1673,7 +1685,10 @@ mod tests {
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
-            assert!(plan.iter().all(|step| step.contains(uses)), "{sql}: {plan:?}");
+            assert!(
+                plan.iter().all(|step| step.contains(uses)),
+                "{sql}: {plan:?}"
+            );
             assert!(
                 !plan.iter().any(|step| step.contains("rejected")
                     || (uses == "outbox_counts" && step.contains("power_averages"))),

@@ -259,10 +259,20 @@ mod tests {
             HeartbeatRequest::Legacy
         );
         let v1 = HeartbeatRequest::decode(b"EMH\x01\x06edge-7").unwrap();
-        assert_eq!(v1, HeartbeatRequest::Edge { edge_id: "edge-7".into() });
+        assert_eq!(
+            v1,
+            HeartbeatRequest::Edge {
+                edge_id: "edge-7".into()
+            }
+        );
         assert!(!v1.wants_epoch() && v1.backlog().is_none());
         let v2 = HeartbeatRequest::decode(b"EMH\x02\x06edge-7").unwrap();
-        assert_eq!(v2, HeartbeatRequest::EdgeV2 { edge_id: "edge-7".into() });
+        assert_eq!(
+            v2,
+            HeartbeatRequest::EdgeV2 {
+                edge_id: "edge-7".into()
+            }
+        );
         assert!(v2.wants_epoch() && v2.backlog().is_none());
         assert!(HeartbeatRequest::decode(b"EMH\x04\x06edge-7").is_err());
     }
