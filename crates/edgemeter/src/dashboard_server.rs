@@ -6,7 +6,7 @@ use crate::cli::HttpArgs;
 use crate::command_error::CommandError;
 use crate::shutdown::Shutdown;
 use edgemeter_cloud::{Cache, Cloud};
-use edgemeter_dashboard::{default_web_dir, liveness_links, router, DashboardState};
+use edgemeter_dashboard::{default_web_dir, router, view_links, DashboardState};
 use edgemeter_env::WallClock;
 use std::io;
 use std::net::SocketAddr;
@@ -62,7 +62,7 @@ pub fn serve<C: Cache, W: WallClock>(
 ) -> Result<(), CommandError> {
     let liveness = {
         let cloud = cloud.clone();
-        liveness_links(move || cloud.edge_liveness())
+        view_links(move || cloud.edge_views())
     };
     let state = DashboardState::new(cloud.cache().clone(), liveness)
         .with_price_eur_per_kwh(args.price_eur_per_kwh)
