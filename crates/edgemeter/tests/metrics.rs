@@ -455,7 +455,10 @@ fn every_metric_moves_as_the_edge_and_cloud_work() {
         },
     );
     // Nothing is exported that the lists (which the Grafana test reads) lack.
-    for (port, names) in [(metrics_port, &EDGE_METRICS[..]), (cloud_port, &CLOUD_METRICS[..])] {
+    for (port, names) in [
+        (metrics_port, &EDGE_METRICS[..]),
+        (cloud_port, &CLOUD_METRICS[..]),
+    ] {
         let scrape = Scrape::of(port).unwrap();
         for got in scrape.names() {
             let family = ["_bucket", "_sum", "_count"]
