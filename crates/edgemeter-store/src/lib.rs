@@ -52,9 +52,13 @@
 //! makes SQLite copy every updated rowid into an ephemeral table first
 //! (`every_write_runs_without_an_ephemeral_table` caught it), and a count
 //! from ids (`sqlite_sequence` minus pending minus deleted) needs a
-//! persistent count of deleted rows anyway. A database made before the
-//! table gets it at its first read-write open, filled by one scan; a
-//! read-only `status` of such a database counts by scanning, as before. The
+//! persistent count of deleted rows anyway. Every read-write open counts
+//! the tables once and writes the counts afresh (one scan per start, in
+//! the transaction that creates the table if it is missing), so a database
+//! written meanwhile by a binary that did not keep them (an older one,
+//! after a downgrade, or a hand edit) starts exact again, and a database
+//! made before the table gets it. A read-only `status` of a database
+//! without the table counts by scanning, as before. The
 //! oldest unacknowledged tuple is the first entry of the partial index
 //! `power_averages_unacked` (ids are assigned in queue order).
 //!
@@ -146,9 +150,9 @@ const REPLACED_FLAGS_SQL: &str =
 const QUEUED_IN_RUN_SQL: &str = "SELECT COUNT(*) FROM power_averages NOT INDEXED
      WHERE id BETWEEN ?1 AND ?2 AND sent = 0";
 
-/// Fills a new counts table from the tables: once, when it is created.
+/// Fills the counts table from the tables: at every read-write open.
 const COUNTS_FILL_SQL: &str = "
-INSERT INTO outbox_counts (what, rows) VALUES
+INSERT OR REPLACE INTO outbox_counts (what, rows) VALUES
     (0, (SELECT COUNT(*) FROM power_averages WHERE sent = 0)),
     (1, (SELECT COUNT(*) FROM power_averages WHERE sent = 1)),
     (2, (SELECT COUNT(*) FROM power_averages WHERE sent = 2)),
@@ -654,9 +658,11 @@ impl CountDeltas {
     fn apply(&self, connection: &Connection) -> rusqlite::Result<()> {
         let mut add = connection.prepare_cached(COUNTS_ADD_SQL)?;
         for (what, by) in self.0.iter().enumerate() {
-            if *by != 0 {
-                let changed = add.execute(params![what as i64, by])?;
-                assert_eq!(changed, 1, "outbox_counts has a row {what}");
+            // A count that would go below 0 fails the table's CHECK, and
+            // the write with it: counts that drifted (a hand edit) are
+            // reported, never stored wrong; the next open rebuilds them.
+            if *by != 0 && add.execute(params![what as i64, by])? != 1 {
+                return Err(rusqlite::Error::QueryReturnedNoRows);
             }
         }
         Ok(())
@@ -671,16 +677,15 @@ fn has_table(connection: &Connection, name: &str) -> rusqlite::Result<bool> {
     )
 }
 
-/// Creates `outbox_counts` and fills it from the tables, in one
-/// transaction, when the database lacks it; a database that has it keeps
-/// its counts (every write kept them).
+/// Creates `outbox_counts` if the database lacks it and fills it from the
+/// tables, in one transaction (see the module doc for why at every open).
 fn ensure_counts(connection: &Connection) -> rusqlite::Result<()> {
-    if has_table(connection, "outbox_counts")? {
-        return Ok(());
-    }
     connection.execute_batch("BEGIN IMMEDIATE")?;
-    let made = connection
-        .execute_batch(COUNTS_TABLE_SQL)
+    let made = has_table(connection, "outbox_counts")
+        .and_then(|present| match present {
+            true => Ok(()),
+            false => connection.execute_batch(COUNTS_TABLE_SQL),
+        })
         .and_then(|()| connection.execute_batch(COUNTS_FILL_SQL))
         .and_then(|()| connection.execute_batch("COMMIT"));
     if made.is_err() && !connection.is_autocommit() {
@@ -879,7 +884,9 @@ impl Outbox for SqliteOutbox {
             .prepare_cached(OLDEST_UNACKED_SQL)
             .and_then(|mut oldest| oldest.query_row([], |row| row.get(0)).optional())
             .map_err(unavailable)?;
-        assert_eq!(
+        // Not a hard assertion: a hand edit of the database can break it
+        // until the next open rebuilds the counts.
+        debug_assert_eq!(
             counts.oldest_unacked_queued_ms.is_some(),
             counts.queued + counts.sent > 0,
             "an unacknowledged tuple exists exactly when one is counted"
@@ -923,7 +930,7 @@ impl SqliteOutbox {
                 "outbox_counts has {seen} rows, not 6"
             )));
         }
-        assert!(counts.late <= counts.rejected);
+        debug_assert!(counts.late <= counts.rejected);
         Ok(counts)
     }
 
@@ -1699,8 +1706,10 @@ mod tests {
 
     /// Goal: a database made before `outbox_counts` gets it, filled with
     /// what it holds, at its first read-write open; a read-only open of
-    /// such a database still counts, by scanning. Method: the table and
-    /// its triggers dropped by hand from a database with rows.
+    /// such a database still counts, by scanning; rows written by a binary
+    /// that did not keep the counts are counted at the next open. Method:
+    /// the table dropped by hand from a database with rows, then rows
+    /// changed by hand.
     #[test]
     fn an_older_database_gains_its_counts() {
         let dir = tempfile::tempdir().unwrap();
@@ -1722,6 +1731,22 @@ mod tests {
         assert_eq!(outbox.status().unwrap(), expected);
         outbox.mark_sent(&ids[2..3], 3).unwrap();
         assert_eq!(outbox.status().unwrap(), scanned(&outbox));
+        // A binary that does not keep the counts (a downgrade) writes:
+        // the next open counts again.
+        outbox
+            .connection
+            .execute_batch(
+                "UPDATE power_averages SET sent = 2, postal_code = '01067' WHERE sent = 0;
+                 INSERT INTO rejected (partition, offset, raw, kind, reason, rejected_at)
+                 VALUES (0, 1, x'00', 'late', 'by hand', 0);",
+            )
+            .unwrap();
+        assert_ne!(outbox.status().unwrap(), scanned(&outbox));
+        drop(outbox);
+        let mut outbox = SqliteOutbox::open(&path).unwrap();
+        let counts = outbox.status().unwrap();
+        assert_eq!(counts, scanned(&outbox));
+        assert_eq!((counts.queued, counts.acked, counts.late), (0, 2, 1));
     }
 
     fn answer(tuple_id: i64, outcome: TupleOutcome) -> TupleAck {
