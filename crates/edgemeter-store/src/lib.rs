@@ -57,7 +57,8 @@
 //! the transaction that creates the table if it is missing), so a database
 //! written meanwhile by a binary that did not keep them (an older one,
 //! after a downgrade, or a hand edit) starts exact again, and a database
-//! made before the table gets it. A read-only `status` of a database
+//! made before the table gets it. The scan costs about 0.2 s per million
+//! rows with the file in the page cache (a week of 50 households is 3.5M). A read-only `status` of a database
 //! without the table counts by scanning, as before. The
 //! oldest unacknowledged tuple is the first entry of the partial index
 //! `power_averages_unacked` (ids are assigned in queue order).
