@@ -216,21 +216,31 @@ const ACKED_NOT_UNDER_SQL: &str = "SELECT id, node_id, window_start, average, sa
 /// and a week's backlog of 50 households (3.5M rows) goes in minutes.
 pub const RETENTION_CHUNK_ROWS: usize = 4_096;
 
-/// Deletes expired acknowledged tuples among the oldest acknowledged
-/// ones: the id range ends at the [`RETENTION_CHUNK_ROWS`]th acknowledged
-/// row whatever its age, so a sweep with nothing to delete costs one chunk
-/// of the index and one of the table.
-const DELETE_ACKED_BEFORE_SQL: &str = "DELETE FROM power_averages
-     WHERE id <= (SELECT MAX(id) FROM (SELECT id FROM power_averages INDEXED BY power_averages_acked
+/// The rows the retention sweep deletes: expired acknowledged tuples among
+/// the oldest acknowledged ones. The id range ends at the
+/// [`RETENTION_CHUNK_ROWS`]th acknowledged row whatever its age, so a sweep
+/// with nothing to delete costs one chunk of the index and one of the
+/// table. A macro, so that the delete and the count of the conflicts it
+/// deletes ([`CONFLICTS_ACKED_BEFORE_SQL`]) cannot name different rows.
+macro_rules! acked_before_where {
+    () => {
+        "id <= (SELECT MAX(id) FROM (SELECT id FROM power_averages INDEXED BY power_averages_acked
                                        WHERE sent = 2 ORDER BY id LIMIT 4096))
-       AND sent = 2 AND acked_at < ?1";
+       AND sent = 2 AND acked_at < ?1"
+    };
+}
+
+/// Deletes the rows of `acked_before_where!`.
+const DELETE_ACKED_BEFORE_SQL: &str =
+    concat!("DELETE FROM power_averages WHERE ", acked_before_where!());
 
 /// The conflicting tuples among those [`DELETE_ACKED_BEFORE_SQL`] deletes,
-/// counted first in its transaction: the same id range, so the same pages.
-const CONFLICTS_ACKED_BEFORE_SQL: &str = "SELECT COUNT(*) FROM power_averages
-     WHERE id <= (SELECT MAX(id) FROM (SELECT id FROM power_averages INDEXED BY power_averages_acked
-                                       WHERE sent = 2 ORDER BY id LIMIT 4096))
-       AND sent = 2 AND acked_at < ?1 AND conflict != 0";
+/// counted first in its transaction: the same rows, so the same pages.
+const CONFLICTS_ACKED_BEFORE_SQL: &str = concat!(
+    "SELECT COUNT(*) FROM power_averages WHERE ",
+    acked_before_where!(),
+    " AND conflict != 0"
+);
 
 /// The backlog in id order: flags 0 and 1, or 0 only. `sent < 2` is the
 /// partial index's own condition, so the index serves the query in id
