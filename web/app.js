@@ -222,6 +222,37 @@ function renderTuples(tuples) {
   table.tBodies[0].replaceChildren(...rows);
 }
 
+/** What an edge still holds for the cloud, as its last heartbeat reported it. */
+function backlogText(edge) {
+  if (edge.backlog_tuples === null || edge.backlog_tuples === undefined) {
+    // Edges older than the backlog heartbeat, or a cloud that has not heard one yet.
+    return 'not reported';
+  }
+  if (edge.backlog_tuples === 0) {
+    return 'none: every reading acknowledged';
+  }
+  return `${whole.format(edge.backlog_tuples)} readings (${whole.format(edge.queued_tuples)} queued, ${whole.format(edge.sent_tuples)} sent)`;
+}
+
+/** How long the oldest unacknowledged reading had waited at the last heartbeat. */
+function oldestText(edge) {
+  const ms = edge.oldest_unacked_age_ms;
+  if (ms === null || ms === undefined) {
+    return 'not reported';
+  }
+  if (!edge.backlog_tuples) {
+    return 'nothing waiting';
+  }
+  const seconds = Math.round(ms / 1000);
+  if (seconds < 60) {
+    return `${seconds} s`;
+  }
+  if (seconds < 3600) {
+    return `${Math.floor(seconds / 60)} min`;
+  }
+  return `${tenth.format(seconds / 3600)} h`;
+}
+
 function edgePanel(edge) {
   const panel = document.createElement('article');
   panel.className = 'edge';
@@ -235,14 +266,12 @@ function edgePanel(edge) {
   badge.textContent = edge.connected ? 'connected' : 'not connected';
   head.append(name, badge);
   const facts = document.createElement('dl');
-  const backlog = edge.backlog_tuples === null || edge.backlog_tuples === undefined
-    ? 'unknown'
-    : `${whole.format(edge.backlog_tuples)} readings`;
   for (const [term, value] of [
     ['Last heartbeat', ago(edge.last_heartbeat_ms)],
     ['Readings stored', whole.format(edge.tuples)],
     ['Last reading', ago(edge.last_tuple_ms)],
-    ['Backlog', backlog],
+    ['Backlog', backlogText(edge)],
+    ['Oldest waiting', oldestText(edge)],
   ]) {
     const dt = document.createElement('dt');
     dt.textContent = term;

@@ -84,6 +84,12 @@ async function checkData(page) {
   check(/ W\b/.test(firstRow), `table rows show watts: "${firstRow.replace(/\s+/g, ' ')}"`);
   const edges = await page.locator('#edges .edge').count();
   check(edges > 0, `the edge panel shows ${edges} edges`);
+  // Edges of this version report their backlog in their heartbeats.
+  const backlogs = await page.locator('#edges .edge dd').allTextContents();
+  check(
+    backlogs.some((text) => /readings \(|none: every reading acknowledged/.test(text)),
+    `an edge panel shows a reported backlog: ${JSON.stringify(backlogs)}`,
+  );
   check(await page.locator('#chart-empty').isHidden(), 'the "no data yet" note is hidden');
 }
 

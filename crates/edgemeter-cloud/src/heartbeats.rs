@@ -1,6 +1,8 @@
-//! Which edges are alive, from their heartbeats. No IO: the service reports
-//! each heartbeat and asks, on its own tick, which edges changed state.
+//! Which edges are alive, from their heartbeats, and the backlog each last
+//! reported (version-3 heartbeats). No IO: the service reports each
+//! heartbeat and asks, on its own tick, which edges changed state.
 
+use edgemeter_wire::Backlog;
 use std::collections::BTreeMap;
 use tokio::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -13,6 +15,19 @@ pub const EDGES_MAX: usize = 10_000;
 struct Seen {
     last: Instant,
     alive: bool,
+    /// What its last heartbeat reported; `None` when that heartbeat
+    /// carried no backlog (an older edge, or one whose cloud fell back).
+    backlog: Option<Backlog>,
+}
+
+/// One edge as the heartbeats show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeView {
+    pub edge_id: String,
+    /// Whether its heartbeats are current.
+    pub alive: bool,
+    /// The backlog its last heartbeat reported, if it reported one.
+    pub backlog: Option<Backlog>,
 }
 
 #[derive(Debug)]
@@ -30,14 +45,16 @@ impl HeartbeatTracker {
         }
     }
 
-    /// Records a heartbeat; logs when an edge is first seen or returns.
-    pub fn seen(&mut self, edge_id: &str, now: Instant) {
+    /// Records a heartbeat and the backlog it reported; logs when an edge
+    /// is first seen or returns.
+    pub fn seen(&mut self, edge_id: &str, now: Instant, backlog: Option<Backlog>) {
         if let Some(seen) = self.edges.get_mut(edge_id) {
             if !seen.alive {
                 info!(edge = edge_id, "edge heartbeats returned");
             }
             seen.last = now;
             seen.alive = true;
+            seen.backlog = backlog;
             return;
         }
         if self.edges.len() >= EDGES_MAX {
@@ -49,6 +66,7 @@ impl HeartbeatTracker {
             Seen {
                 last: now,
                 alive: true,
+                backlog,
             },
         );
     }
@@ -64,6 +82,23 @@ impl HeartbeatTracker {
             }
         }
         stopped
+    }
+
+    /// Every tracked edge, by edge id.
+    pub fn views(&self) -> Vec<EdgeView> {
+        self.edges
+            .iter()
+            .map(|(edge_id, seen)| EdgeView {
+                edge_id: edge_id.clone(),
+                alive: seen.alive,
+                backlog: seen.backlog,
+            })
+            .collect()
+    }
+
+    /// How many edges' heartbeats are current.
+    pub fn alive_count(&self) -> usize {
+        self.edges.values().filter(|seen| seen.alive).count()
     }
 
     pub fn liveness(&self) -> Vec<(String, bool)> {
@@ -85,14 +120,14 @@ mod tests {
         let start = Instant::now();
         let mut tracker = HeartbeatTracker::new(Duration::from_secs(3));
         for index in 0..EDGES_MAX {
-            tracker.seen(&format!("edge-{index}"), start);
+            tracker.seen(&format!("edge-{index}"), start, None);
         }
-        tracker.seen("one-more", start);
+        tracker.seen("one-more", start, None);
         let liveness = tracker.liveness();
         assert_eq!(liveness.len(), EDGES_MAX);
         assert!(liveness.iter().all(|(edge_id, _)| edge_id != "one-more"));
         assert_eq!(tracker.check(start + Duration::from_secs(4)), EDGES_MAX);
-        tracker.seen("edge-0", start + Duration::from_secs(5));
+        tracker.seen("edge-0", start + Duration::from_secs(5), None);
         assert_eq!(tracker.liveness()[0], ("edge-0".to_owned(), true));
     }
 
@@ -100,16 +135,29 @@ mod tests {
     fn an_edge_goes_quiet_and_returns() {
         let start = Instant::now();
         let mut tracker = HeartbeatTracker::new(Duration::from_secs(3));
-        tracker.seen("e", start);
+        let backlog = Backlog {
+            queued: 4,
+            sent: 2,
+            oldest_unacked_age_ms: 900,
+        };
+        tracker.seen("e", start, Some(backlog));
+        assert_eq!(tracker.views()[0].backlog, Some(backlog));
+        assert_eq!(tracker.alive_count(), 1);
         assert_eq!(tracker.check(start + Duration::from_secs(3)), 0);
         assert_eq!(tracker.check(start + Duration::from_secs(4)), 1);
         assert_eq!(tracker.liveness(), vec![("e".to_owned(), false)]);
+        assert_eq!(tracker.alive_count(), 0);
         assert_eq!(
             tracker.check(start + Duration::from_secs(5)),
             0,
             "logged once"
         );
-        tracker.seen("e", start + Duration::from_secs(6));
+        tracker.seen("e", start + Duration::from_secs(6), None);
         assert_eq!(tracker.liveness(), vec![("e".to_owned(), true)]);
+        assert_eq!(
+            tracker.views()[0].backlog,
+            None,
+            "a heartbeat without a backlog does not keep an old one"
+        );
     }
 }

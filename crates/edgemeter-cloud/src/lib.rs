@@ -8,7 +8,7 @@
 //! - [`cache`]: the cache trait and the stored tuple.
 //! - [`memory_cache`]: an in-memory cache for `demo` and tests.
 //! - [`postal`]: postal codes and states, fixed per household.
-//! - [`heartbeats`]: which edges are alive (no IO).
+//! - [`heartbeats`]: which edges are alive, and the backlog each reports (no IO).
 //!
 //! This crate never depends on nng or redis, never spawns threads, and takes
 //! its timers from tokio time.
@@ -20,8 +20,10 @@ pub mod postal;
 pub mod service;
 
 pub use cache::*;
+pub use heartbeats::EdgeView;
 pub use memory_cache::MemoryCache;
 pub use postal::{postal_code_for, stable_hash, state_of, GermanState};
 pub use service::{
-    tuple_key, Cloud, CloudAuth, CloudConfig, CloudCounters, EdgeKeys, LEGACY_EDGE_ID,
+    tuple_key, Cloud, CloudAuth, CloudConfig, CloudCounters, EdgeKeys, RefusalReason,
+    LEGACY_EDGE_ID,
 };

@@ -26,12 +26,13 @@
 //! one map from start to end, the one in force when it arrived.
 
 use crate::cache::{Cache, CacheWrite, CloudTuple};
-use crate::heartbeats::HeartbeatTracker;
+use crate::heartbeats::{EdgeView, HeartbeatTracker};
 use crate::postal::{postal_code_at, postal_code_for, state_of};
 use edgemeter_env::{Bug, CrashPoint, CrashPoints, PlantedBugs, WallClock};
 use edgemeter_wire::batch::REQUEST_MAGIC;
 use edgemeter_wire::heartbeat::HEARTBEAT_REPLY;
 use edgemeter_wire::sealed::{is_sealed_request, open_request, seal_reply, OpenedRequest};
+use edgemeter_wire::AuthError;
 use edgemeter_wire::{
     legacy, Ack, BatchReply, BatchRequest, DataRequest, EdgeKey, HeartbeatReply, HeartbeatRequest,
     LegacyDataRequest, PostalCode, ReplyOutcome, TupleAck, TupleOutcome, WireVersion,
@@ -115,6 +116,71 @@ impl Default for CloudConfig {
     }
 }
 
+/// Why the cloud refused a request, as `edgemeter_cloud_requests_refused_total`
+/// labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// Not sealed, and the cloud requires edge keys.
+    Unsealed,
+    /// Not sealed, in the name of an edge that has a key (mixed mode).
+    KeyedEdgeUnsealed,
+    /// Sealed in the name of an edge the cloud has no key for.
+    UnknownEdge,
+    /// The seal's tag does not match: forged, corrupted or a wrong key.
+    BadTag,
+    /// The seal's time is outside the window around the cloud's clock.
+    OutsideWindow,
+    /// The sealed envelope itself does not decode.
+    MalformedSeal,
+    /// Sealed with one edge's key, naming another edge.
+    EdgeMismatch,
+    /// Not a request the cloud understands.
+    Malformed,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 8] = [
+        RefusalReason::Unsealed,
+        RefusalReason::KeyedEdgeUnsealed,
+        RefusalReason::UnknownEdge,
+        RefusalReason::BadTag,
+        RefusalReason::OutsideWindow,
+        RefusalReason::MalformedSeal,
+        RefusalReason::EdgeMismatch,
+        RefusalReason::Malformed,
+    ];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalReason::Unsealed => "unsealed",
+            RefusalReason::KeyedEdgeUnsealed => "keyed_edge_unsealed",
+            RefusalReason::UnknownEdge => "unknown_edge",
+            RefusalReason::BadTag => "bad_tag",
+            RefusalReason::OutsideWindow => "outside_window",
+            RefusalReason::MalformedSeal => "malformed_seal",
+            RefusalReason::EdgeMismatch => "edge_mismatch",
+            RefusalReason::Malformed => "malformed",
+        }
+    }
+
+    fn of(error: &AuthError) -> RefusalReason {
+        match error {
+            AuthError::Malformed(_) => RefusalReason::MalformedSeal,
+            AuthError::UnknownEdge(_) => RefusalReason::UnknownEdge,
+            AuthError::BadTag => RefusalReason::BadTag,
+            AuthError::OutsideWindow { .. } => RefusalReason::OutsideWindow,
+        }
+    }
+
+    fn index(self) -> usize {
+        RefusalReason::ALL
+            .iter()
+            .position(|reason| *reason == self)
+            .expect("every reason is in ALL")
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     requests: AtomicU64,
@@ -125,6 +191,8 @@ struct Counters {
     cache_errors: AtomicU64,
     unauthenticated: AtomicU64,
     conflicts: AtomicU64,
+    /// By [`RefusalReason::ALL`] order.
+    refused: [AtomicU64; 8],
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -140,6 +208,17 @@ pub struct CloudCounters {
     pub unauthenticated: u64,
     /// Resent tuples whose average or samples differ from the stored ones.
     pub conflicts: u64,
+    /// Requests refused, by [`RefusalReason::ALL`] order: the auth
+    /// refusals counted in `unauthenticated`, malformed requests and
+    /// batches naming another edge than their key.
+    pub refused: [u64; 8],
+}
+
+impl CloudCounters {
+    /// Requests refused for `reason`.
+    pub fn refused_for(&self, reason: RefusalReason) -> u64 {
+        self.refused[reason.index()]
+    }
 }
 
 pub struct Cloud<C, W> {
@@ -227,7 +306,12 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             cache_errors: load(&self.counters.cache_errors),
             unauthenticated: load(&self.counters.unauthenticated),
             conflicts: load(&self.counters.conflicts),
+            refused: std::array::from_fn(|index| load(&self.counters.refused[index])),
         }
+    }
+
+    fn count_refusal(&self, reason: RefusalReason) {
+        bump(&self.counters.refused[reason.index()], 1);
     }
 
     /// A candidate for the cache's epoch: random, never 0 (the wire's
@@ -250,14 +334,29 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
         if !keyed || self.config.planted.has(Bug::UnsealedAcceptedForKeyedEdge) {
             return None;
         }
-        Some(self.refuse(&format!(
-            "edge {edge_id} has a key; its requests must be sealed with it"
-        )))
+        Some(self.refuse(
+            RefusalReason::KeyedEdgeUnsealed,
+            &format!("edge {edge_id} has a key; its requests must be sealed with it"),
+        ))
     }
 
     /// Each known edge and whether its heartbeats are current.
     pub fn edge_liveness(&self) -> Vec<(String, bool)> {
         self.heartbeats.lock().expect("heartbeat lock").liveness()
+    }
+
+    /// Each known edge, whether its heartbeats are current, and the
+    /// backlog it last reported.
+    pub fn edge_views(&self) -> Vec<EdgeView> {
+        self.heartbeats.lock().expect("heartbeat lock").views()
+    }
+
+    /// How many edges' heartbeats are current.
+    pub fn edges_connected(&self) -> usize {
+        self.heartbeats
+            .lock()
+            .expect("heartbeat lock")
+            .alive_count()
     }
 
     fn postal_code(&self, node_id: &str) -> PostalCode {
@@ -301,7 +400,10 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             if auth.allow_unauthenticated {
                 return Ok(None);
             }
-            return Err(self.refuse("request is not authenticated; this cloud requires edge keys"));
+            return Err(self.refuse(
+                RefusalReason::Unsealed,
+                "request is not authenticated; this cloud requires edge keys",
+            ));
         }
         let mut key = None;
         let opened = open_request(
@@ -315,12 +417,13 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
         );
         match opened {
             Ok(opened) => Ok(Some((opened, key.expect("a key opened it")))),
-            Err(error) => Err(self.refuse(&error.to_string())),
+            Err(error) => Err(self.refuse(RefusalReason::of(&error), &error.to_string())),
         }
     }
 
-    fn refuse(&self, reason: &str) -> Vec<u8> {
+    fn refuse(&self, why: RefusalReason, reason: &str) -> Vec<u8> {
         bump(&self.counters.unauthenticated, 1);
+        self.count_refusal(why);
         warn!(%reason, "request refused before reaching the cache");
         legacy::error_reply(&format!("unauthenticated: {reason}"))
     }
@@ -348,6 +451,7 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
                     return refusal;
                 }
                 if sealed_by.is_some_and(|edge_id| edge_id != batch.edge_id) {
+                    self.count_refusal(RefusalReason::EdgeMismatch);
                     let reason = "batch names another edge than its key";
                     return BatchReply {
                         version: batch.version,
@@ -366,6 +470,7 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             }
             Err(error) => {
                 bump(&self.counters.malformed, 1);
+                self.count_refusal(RefusalReason::Malformed);
                 warn!(%error, bytes = request.len(), "malformed data request answered with an error");
                 if request.starts_with(&REQUEST_MAGIC[..3]) {
                     let version = if request.get(3) == Some(&2) {
@@ -551,23 +656,28 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             Ok(heartbeat) => heartbeat,
             Err(error) => {
                 bump(&self.counters.malformed, 1);
+                self.count_refusal(RefusalReason::Malformed);
                 warn!(%error, "malformed heartbeat answered with an error");
                 return legacy::error_reply(&error.to_string());
             }
         };
-        let version_two = matches!(heartbeat, HeartbeatRequest::EdgeV2 { .. });
+        let version_two = heartbeat.wants_epoch();
         let edge_id = heartbeat.edge_id().unwrap_or(LEGACY_EDGE_ID).to_owned();
         if let Some(refusal) = self.refuse_unsealed_for_keyed(&edge_id, sealed_by) {
             return refusal;
         }
         if sealed_by.is_some_and(|sealer| sealer != edge_id) {
-            return self.refuse("heartbeat names another edge than its key");
+            return self.refuse(
+                RefusalReason::EdgeMismatch,
+                "heartbeat names another edge than its key",
+            );
         }
         bump(&self.counters.heartbeats, 1);
-        self.heartbeats
-            .lock()
-            .expect("heartbeat lock")
-            .seen(&edge_id, Instant::now());
+        self.heartbeats.lock().expect("heartbeat lock").seen(
+            &edge_id,
+            Instant::now(),
+            heartbeat.backlog(),
+        );
         // The heartbeat says the cloud process is alive; a cache outage shows
         // in data replies instead, so its error does not fail the heartbeat.
         let candidate = self.candidate_epoch();

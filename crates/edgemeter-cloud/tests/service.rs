@@ -456,6 +456,12 @@ mod authenticated {
             "no forged heartbeat counted"
         );
         assert_eq!(cloud.counters().unauthenticated, 4);
+        assert_eq!(
+            cloud
+                .counters()
+                .refused_for(edgemeter_cloud::RefusalReason::KeyedEdgeUnsealed),
+            4
+        );
 
         let (sealed, tag) = seal_request(
             "edge-a",
@@ -478,4 +484,57 @@ mod authenticated {
         assert_eq!(cloud.cache().len(), 3);
         assert_eq!(cloud.counters().unauthenticated, 4);
     }
+}
+
+/// Goal: a version-3 heartbeat is answered with the version-2 reply and
+/// its backlog is kept for the edge, replaced by the next heartbeat (and
+/// forgotten by one without a backlog); versions 1 and 2 and the
+/// original's plain heartbeat are still answered as before; a malformed
+/// heartbeat is refused and counted under its reason. Method: each form
+/// against one cloud, then its edge views and counters.
+#[tokio::test]
+async fn version_three_heartbeats_report_the_backlog_beside_the_old_forms() {
+    use edgemeter_cloud::RefusalReason;
+    use edgemeter_wire::Backlog;
+    let cloud = cloud();
+    let backlog = Backlog {
+        queued: 12,
+        sent: 3,
+        oldest_unacked_age_ms: 4_500,
+    };
+    let v3 = |backlog| {
+        HeartbeatRequest::EdgeV3 {
+            edge_id: "edge-a".into(),
+            backlog,
+        }
+        .encode()
+    };
+    let reply = HeartbeatReply::decode(&cloud.handle_heartbeat(&v3(backlog)).await).unwrap();
+    assert!(reply.epoch.is_some());
+    let views = cloud.edge_views();
+    assert_eq!(views.len(), 1);
+    assert_eq!((views[0].alive, views[0].backlog), (true, Some(backlog)));
+    let drained = Backlog::default();
+    cloud.handle_heartbeat(&v3(drained)).await;
+    assert_eq!(cloud.edge_views()[0].backlog, Some(drained));
+    let v2 = HeartbeatRequest::EdgeV2 {
+        edge_id: "edge-a".into(),
+    }
+    .encode();
+    assert!(HeartbeatReply::decode(&cloud.handle_heartbeat(&v2).await).is_ok());
+    assert_eq!(cloud.edge_views()[0].backlog, None);
+    let v1 = HeartbeatRequest::Edge {
+        edge_id: "edge-b".into(),
+    }
+    .encode();
+    assert_eq!(cloud.handle_heartbeat(&v1).await, b"ack");
+    assert_eq!(cloud.handle_heartbeat(b"heartbeat").await, b"ack");
+    assert_eq!(cloud.edges_connected(), 3, "edge-a, edge-b and legacy");
+    let mut cut = v3(backlog);
+    cut.pop();
+    assert!(cloud.handle_heartbeat(&cut).await.starts_with(b"ERROR"));
+    let counters = cloud.counters();
+    assert_eq!(counters.refused_for(RefusalReason::Malformed), 1);
+    assert_eq!(counters.refused.iter().sum::<u64>(), 1);
+    assert_eq!(counters.heartbeats, 5);
 }

@@ -126,17 +126,21 @@ fn edge_links() -> EdgeLinks {
             EdgeLink {
                 edge_id: "edge-alpha".into(),
                 connected: true,
-                backlog_tuples: Some(0),
+                backlog: Some(edgemeter_wire::Backlog {
+                    queued: 240,
+                    sent: 64,
+                    oldest_unacked_age_ms: 95_000,
+                }),
             },
             EdgeLink {
                 edge_id: "edge-beta".into(),
                 connected: true,
-                backlog_tuples: None,
+                backlog: Some(edgemeter_wire::Backlog::default()),
             },
             EdgeLink {
                 edge_id: "edge-gamma".into(),
                 connected: false,
-                backlog_tuples: None,
+                backlog: None,
             },
         ]
     })

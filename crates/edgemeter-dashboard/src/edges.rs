@@ -1,6 +1,7 @@
 //! `GET /api/edges`: per edge, what the cache remembers (last heartbeat,
 //! tuples received, last tuple time) joined with what the cloud's link layer
-//! knows right now (connected or not, backlog if the caller knows it).
+//! knows right now (connected or not, and the backlog the edge's last
+//! heartbeat reported, if it reported one: edges of this version do).
 
 use crate::cache_call;
 use crate::{ApiError, DashboardState, EdgeLink};
@@ -26,8 +27,16 @@ pub struct EdgeRow {
     pub tuples: u64,
     /// Unix ms at which the cloud stored this edge's latest tuple, if any.
     pub last_tuple_ms: Option<i64>,
-    /// Tuples the edge still holds for the cloud, when the caller knows it.
+    /// Tuples the edge still holds for the cloud (queued and sent), when
+    /// its heartbeats report it.
     pub backlog_tuples: Option<u64>,
+    /// Of those, the tuples not sent yet.
+    pub queued_tuples: Option<u64>,
+    /// Of those, the tuples sent and waiting for their acknowledgement.
+    pub sent_tuples: Option<u64>,
+    /// How long the oldest of them had waited at the edge's last
+    /// heartbeat, in ms (0 with no backlog).
+    pub oldest_unacked_age_ms: Option<u64>,
 }
 
 pub async fn get_edges<C: Cache>(
@@ -54,7 +63,10 @@ pub fn edge_rows(records: Vec<EdgeRecord>, links: Vec<EdgeLink>) -> Vec<EdgeRow>
             .entry(link.edge_id.clone())
             .or_insert_with(|| empty_row(&link.edge_id));
         row.connected = link.connected;
-        row.backlog_tuples = link.backlog_tuples;
+        row.backlog_tuples = link.backlog.map(|backlog| backlog.unacked());
+        row.queued_tuples = link.backlog.map(|backlog| backlog.queued);
+        row.sent_tuples = link.backlog.map(|backlog| backlog.sent);
+        row.oldest_unacked_age_ms = link.backlog.map(|backlog| backlog.oldest_unacked_age_ms);
     }
     let known = rows.len();
     if known > EDGES_LISTED_MAX {
@@ -77,6 +89,9 @@ fn empty_row(edge_id: &str) -> EdgeRow {
         tuples: 0,
         last_tuple_ms: None,
         backlog_tuples: None,
+        queued_tuples: None,
+        sent_tuples: None,
+        oldest_unacked_age_ms: None,
     }
 }
 
@@ -104,12 +119,16 @@ mod tests {
             EdgeLink {
                 edge_id: "edge-b".into(),
                 connected: true,
-                backlog_tuples: Some(4),
+                backlog: Some(edgemeter_wire::Backlog {
+                    queued: 3,
+                    sent: 1,
+                    oldest_unacked_age_ms: 7_000,
+                }),
             },
             EdgeLink {
                 edge_id: "edge-c".into(),
                 connected: true,
-                backlog_tuples: None,
+                backlog: None,
             },
         ];
         let rows = edge_rows(records, links);
@@ -123,7 +142,16 @@ mod tests {
             (rows[1].tuples, rows[1].backlog_tuples, rows[1].connected),
             (7, Some(4), true)
         );
+        assert_eq!(
+            (
+                rows[1].queued_tuples,
+                rows[1].sent_tuples,
+                rows[1].oldest_unacked_age_ms
+            ),
+            (Some(3), Some(1), Some(7_000))
+        );
         assert_eq!((rows[2].tuples, rows[2].last_heartbeat_ms), (0, None));
+        assert_eq!(rows[2].backlog_tuples, None, "an edge that reports none");
     }
 
     #[test]
@@ -133,7 +161,7 @@ mod tests {
             .map(|index| EdgeLink {
                 edge_id: format!("edge-{index:05}"),
                 connected: true,
-                backlog_tuples: None,
+                backlog: None,
             })
             .collect();
         let rows = edge_rows(Vec::new(), links);

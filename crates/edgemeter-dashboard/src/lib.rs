@@ -32,7 +32,7 @@ pub mod tuples;
 pub use edgemeter_cloud::Cache;
 pub use error::ApiError;
 pub use state::{
-    default_web_dir, liveness_links, DashboardState, EdgeLink, EdgeLinks, PriceError,
+    default_web_dir, liveness_links, view_links, DashboardState, EdgeLink, EdgeLinks, PriceError,
     PRICE_EUR_PER_KWH_DEFAULT, PRICE_EUR_PER_KWH_MAX,
 };
 

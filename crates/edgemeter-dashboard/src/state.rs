@@ -2,7 +2,8 @@
 //! directory holding the page, and a way to ask which edges are connected.
 //! The dashboard owns none of these; it only reads them.
 
-use edgemeter_cloud::Cache;
+use edgemeter_cloud::{Cache, EdgeView};
+use edgemeter_wire::Backlog;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,8 +23,9 @@ pub struct EdgeLink {
     /// Whether the cloud counts this edge as connected (for example: a
     /// heartbeat within the last few intervals).
     pub connected: bool,
-    /// Tuples the edge still holds for the cloud, if the caller knows it.
-    pub backlog_tuples: Option<u64>,
+    /// What the edge still holds for the cloud, as its last heartbeat
+    /// reported it, if it did.
+    pub backlog: Option<Backlog>,
 }
 
 /// Asks the cloud which edges are connected. Called once per
@@ -44,7 +46,25 @@ where
             .map(|(edge_id, connected)| EdgeLink {
                 edge_id,
                 connected,
-                backlog_tuples: None,
+                backlog: None,
+            })
+            .collect()
+    })
+}
+
+/// Edge links from the cloud's heartbeat views, backlog included:
+/// `view_links(move || cloud.edge_views())`.
+pub fn view_links<F>(views: F) -> EdgeLinks
+where
+    F: Fn() -> Vec<EdgeView> + Send + Sync + 'static,
+{
+    Arc::new(move || {
+        views()
+            .into_iter()
+            .map(|view| EdgeLink {
+                edge_id: view.edge_id,
+                connected: view.alive,
+                backlog: view.backlog,
             })
             .collect()
     })
@@ -150,7 +170,31 @@ mod tests {
             (got[1].edge_id.as_str(), got[1].connected),
             ("edge-2", false)
         );
-        assert!(got.iter().all(|link| link.backlog_tuples.is_none()));
+        assert!(got.iter().all(|link| link.backlog.is_none()));
+    }
+
+    #[test]
+    fn views_become_links_with_their_backlog() {
+        let backlog = Backlog {
+            queued: 5,
+            sent: 1,
+            oldest_unacked_age_ms: 2_000,
+        };
+        let links = view_links(move || {
+            vec![EdgeView {
+                edge_id: "edge-1".into(),
+                alive: true,
+                backlog: Some(backlog),
+            }]
+        });
+        assert_eq!(
+            links(),
+            vec![EdgeLink {
+                edge_id: "edge-1".into(),
+                connected: true,
+                backlog: Some(backlog),
+            }]
+        );
     }
 
     #[test]

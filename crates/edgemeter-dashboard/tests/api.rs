@@ -179,12 +179,16 @@ async fn edges_join_the_cache_with_the_live_links() {
             EdgeLink {
                 edge_id: "edge-alpha".into(),
                 connected: true,
-                backlog_tuples: Some(12),
+                backlog: Some(edgemeter_wire::Backlog {
+                    queued: 10,
+                    sent: 2,
+                    oldest_unacked_age_ms: 3_000,
+                }),
             },
             EdgeLink {
                 edge_id: "edge-new".into(),
                 connected: true,
-                backlog_tuples: None,
+                backlog: None,
             },
         ]
     });
@@ -209,6 +213,9 @@ async fn edges_join_the_cache_with_the_live_links() {
     let alpha = &edges[0];
     assert_eq!(alpha["connected"], true);
     assert_eq!(alpha["backlog_tuples"], 12);
+    assert_eq!(alpha["queued_tuples"], 10);
+    assert_eq!(alpha["sent_tuples"], 2);
+    assert_eq!(alpha["oldest_unacked_age_ms"], 3_000);
     assert_eq!(alpha["last_heartbeat_ms"], 1_700_000_200_000_i64);
     assert_eq!(alpha["tuples"], 40);
     assert_eq!(edges[1]["connected"], false, "no link, not connected");

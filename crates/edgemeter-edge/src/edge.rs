@@ -30,9 +30,10 @@
 //! end, so it never causes a flush. A reading whose window was closed
 //! anyway is kept in table `rejected` as kind `late`, never dropped.
 
-use crate::heartbeat::{Heartbeat, LinkState};
+use crate::heartbeat::{Form, Heartbeat, HeartbeatForm, LinkState};
 use crate::intake::{IntakeChange, IntakeHealth};
 use crate::monitor::bump;
+use crate::monitor::OutboxGauges;
 use crate::ports::{
     BusError, BusRecord, Channel, CloudLink, LinkError, NewTuple, Outbox, ReadingsBus,
     RejectedRecord, StoreError,
@@ -44,8 +45,8 @@ use crate::{EdgeConfig, EdgeMonitor};
 use edgemeter_env::{Bug, CrashPoint, WallClock};
 use edgemeter_wire::sealed::{open_reply, seal_request};
 use edgemeter_wire::{
-    Ack, BatchReply, EdgeKey, HeartbeatReply, HeartbeatRequest, PostalCode, ReplyOutcome, TupleAck,
-    TupleOut, TupleOutcome,
+    Ack, Backlog, BatchReply, EdgeKey, HeartbeatReply, HeartbeatRequest, PostalCode, ReplyOutcome,
+    TupleAck, TupleOut, TupleOutcome,
 };
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -119,10 +120,16 @@ enum BusEvent {
 }
 
 enum Completion {
-    Heartbeat(Result<Vec<u8>, LinkError>),
+    Heartbeat {
+        result: Result<Vec<u8>, LinkError>,
+        /// The version it was sent in.
+        form: Form,
+    },
     Data {
         request_id: u64,
         result: Result<Vec<u8>, LinkError>,
+        /// From the send to the reply (or the failure).
+        round_trip: Duration,
     },
 }
 
@@ -164,6 +171,7 @@ where
     let mut edge = EdgeLoop {
         windows: Windows::new(config.windows),
         heartbeat: Heartbeat::new(now, config.heartbeat_interval, config.heartbeat_misses_max),
+        heartbeat_form: HeartbeatForm::default(),
         uplink: Uplink::new(
             config.edge_id.clone(),
             config.batch_tuples_max,
@@ -302,6 +310,8 @@ struct EdgeLoop<L, O, C> {
     end_wanted_tx: watch::Sender<bool>,
     windows: Windows,
     heartbeat: Heartbeat,
+    /// Whether heartbeats carry the backlog (version 3) or not.
+    heartbeat_form: HeartbeatForm,
     uplink: Uplink,
     /// Per partition, the offset after the newest record read.
     consumed_next: BTreeMap<i32, i64>,
@@ -547,7 +557,10 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             record.offset,
         );
         match added {
-            Added::Counted => None,
+            Added::Counted => {
+                bump(&self.monitor.counted, 1);
+                None
+            }
             Added::Duplicate => {
                 bump(&self.monitor.duplicates, 1);
                 None
@@ -581,6 +594,9 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
 
     fn reject(&mut self, record: &BusRecord, kind: &'static str, reason: String) -> RejectedRecord {
         bump(&self.monitor.rejected, 1);
+        if kind != "late" {
+            bump(&self.monitor.rejected_invalid, 1);
+        }
         if self.logged_kinds.insert(kind) {
             warn!(
                 kind,
@@ -676,13 +692,30 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     /// Sends a due heartbeat, then batches while connected and allowed.
     async fn send_due(&mut self, now: Instant) {
         if self.heartbeat.poll_send(now) {
-            let body = HeartbeatRequest::EdgeV2 {
-                edge_id: self.config.edge_id.clone(),
-            }
-            .encode();
-            let call = self.call(Channel::Heartbeat, &body, self.config.heartbeat_timeout);
-            self.requests
-                .push(Box::pin(async move { Completion::Heartbeat(call.await) }));
+            // Read for every heartbeat, sent with it or not: the same read
+            // serves `/metrics` (it costs six rows, see the outbox).
+            let backlog = self.read_backlog();
+            let edge_id = self.config.edge_id.clone();
+            let form = self.heartbeat_form.poll_form(now);
+            let body = match (form, backlog) {
+                (Form::WithBacklog, Some(backlog)) => HeartbeatRequest::EdgeV3 { edge_id, backlog },
+                // An outbox that cannot be read has no backlog to report.
+                _ => HeartbeatRequest::EdgeV2 { edge_id },
+            };
+            let form = if body.backlog().is_some() {
+                Form::WithBacklog
+            } else {
+                Form::WithoutBacklog
+            };
+            let call = self.call(
+                Channel::Heartbeat,
+                &body.encode(),
+                self.config.heartbeat_timeout,
+            );
+            self.requests.push(Box::pin(async move {
+                let result = call.await;
+                Completion::Heartbeat { result, form }
+            }));
         }
         if self.heartbeat.state() != LinkState::Connected {
             return;
@@ -706,6 +739,37 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 return;
             }
         }
+    }
+
+    /// Reads the outbox's counts, publishes them on the monitor and returns
+    /// them as a heartbeat reports them; `None` when SQLite fails (counted
+    /// as a store error; the read is tried again at the next heartbeat).
+    fn read_backlog(&mut self) -> Option<Backlog> {
+        let counts = match self.outbox.status() {
+            Ok(counts) => counts,
+            Err(error) => {
+                bump(&self.monitor.store_errors, 1);
+                warn!(%error, "the outbox's counts could not be read; the heartbeat goes without them");
+                return None;
+            }
+        };
+        let gauges = OutboxGauges {
+            queued: counts.queued,
+            sent: counts.sent,
+            acked: counts.acked,
+            oldest_unacked_queued_ms: counts.oldest_unacked_queued_ms,
+        };
+        self.monitor.set_outbox(gauges);
+        let mut backlog = Backlog {
+            queued: counts.queued,
+            sent: counts.sent,
+            oldest_unacked_age_ms: gauges.oldest_unacked_age_ms(self.clock.now_ms()),
+        };
+        if backlog.unacked() == 0 {
+            // The wire refuses an age with nothing pending.
+            backlog.oldest_unacked_age_ms = 0;
+        }
+        Some(backlog)
     }
 
     /// Reads the refill's next tuples and ships them again. Returns false
@@ -822,9 +886,14 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     fn push_data(&mut self, request_id: u64, body: Vec<u8>) {
         bump(&self.monitor.batches_sent, 1);
         let call = self.call(Channel::Data, &body, self.config.request_timeout);
+        let started = Instant::now();
         self.requests.push(Box::pin(async move {
             let result = call.await;
-            Completion::Data { request_id, result }
+            Completion::Data {
+                request_id,
+                result,
+                round_trip: started.elapsed(),
+            }
         }));
     }
 
@@ -872,10 +941,17 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     async fn handle_completion(&mut self, done: Completion) {
         let now = Instant::now();
         match done {
-            Completion::Heartbeat(result) => {
+            Completion::Heartbeat { result, form } => {
+                let answered = result.is_ok();
                 let reply = result
                     .ok()
                     .and_then(|bytes| HeartbeatReply::decode(&bytes).ok());
+                if answered && self.heartbeat_form.handle_reply(now, form, reply.is_some()) {
+                    warn!(
+                        retry_s = crate::heartbeat::BACKLOG_RETRY_INTERVAL.as_secs(),
+                        "the cloud does not take heartbeats with the backlog (a cloud of the previous version?); sending version-2 heartbeats, and version 3 again later"
+                    );
+                }
                 if let Some(epoch) = reply.and_then(|reply| reply.epoch) {
                     self.note_epoch(epoch);
                 }
@@ -890,7 +966,14 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                     }
                 }
             }
-            Completion::Data { request_id, result } => {
+            Completion::Data {
+                request_id,
+                result,
+                round_trip,
+            } => {
+                if result.is_ok() {
+                    self.monitor.round_trips.observe(round_trip);
+                }
                 let batch = self.uplink.complete(request_id);
                 self.handle_data_reply(batch, result, now).await;
             }

@@ -163,6 +163,10 @@ pub struct StatusCounts {
     pub late: u64,
     /// Tuples the cloud reported holding other values for.
     pub conflicts: u64,
+    /// When the oldest tuple not yet acknowledged (flag 0 or 1) was
+    /// queued, in ms since the epoch; `None` when every tuple is
+    /// acknowledged. Its age is how far the cloud is behind this edge.
+    pub oldest_unacked_queued_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,5 +243,10 @@ pub trait Outbox: Send + 'static {
     /// one bounded chunk per call; returns how many went.
     fn delete_acked_before(&mut self, cutoff_ms: i64) -> Result<usize, StoreError>;
 
+    /// The counts of tuples at each flag, of rejected records, late
+    /// readings and conflicts, and the oldest unacknowledged tuple's
+    /// queue time. Cheap enough to call every second: it must cost what
+    /// is pending, never a scan of the table (the edge reports it in every
+    /// heartbeat and on `/metrics`).
     fn status(&mut self) -> Result<StatusCounts, StoreError>;
 }

@@ -486,3 +486,101 @@ async fn a_replaced_key_is_used_from_the_next_request() {
     assert_eq!(cloud.cache().len(), oracle.len());
     edge.abort();
 }
+
+/// A cloud of the previous version, as far as heartbeats go: it refuses a
+/// version-3 heartbeat as malformed, with the error reply that cloud sent,
+/// and answers everything else as this cloud does.
+struct PreviousCloudLink {
+    cloud: Arc<TestCloud>,
+    refused: AtomicU64,
+}
+
+impl CloudLink for PreviousCloudLink {
+    async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
+        match channel {
+            Channel::Heartbeat if body.starts_with(b"EMH\x03") => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                Ok(edgemeter_wire::legacy::error_reply(
+                    "invalid: not a heartbeat",
+                ))
+            }
+            Channel::Heartbeat => Ok(self.cloud.handle_heartbeat(&body).await),
+            Channel::Data => Ok(self.cloud.handle_data(&body).await),
+        }
+    }
+}
+
+/// Goal: an edge of this version reports its backlog in its heartbeats to
+/// this cloud, and still delivers everything exactly once to a cloud of
+/// the previous version, which refuses those heartbeats: it falls back to
+/// version 2 after one refusal instead of taking the cloud for dead. The
+/// monitor shows the outbox drained and the round trips measured. Method:
+/// the same data through both clouds, then each cloud's view of the edge.
+#[tokio::test(start_paused = true)]
+async fn the_backlog_reaches_this_cloud_and_an_older_cloud_still_gets_everything() {
+    let (households, oracle) = data_slice(5, 3);
+    for previous in [false, true] {
+        let log = SharedLog::new(MemLog::new(3, 1_000_000));
+        publish(&log, &households);
+        let cloud = Arc::new(Cloud::new(
+            CloudConfig::default(),
+            MemoryCache::new(),
+            SystemClock,
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("edge.db");
+        let monitor = Arc::new(EdgeMonitor::new());
+        let older = Arc::new(PreviousCloudLink {
+            cloud: cloud.clone(),
+            refused: AtomicU64::new(0),
+        });
+        let outbox = SqliteOutbox::open(&db).unwrap();
+        let edge = if previous {
+            tokio::spawn(run_edge(
+                config(),
+                log.consumer("edge-test"),
+                older.clone(),
+                outbox,
+                SystemClock,
+                monitor.clone(),
+                std::future::pending(),
+            ))
+        } else {
+            tokio::spawn(run_edge(
+                config(),
+                log.consumer("edge-test"),
+                lossy_link(&cloud, 0),
+                outbox,
+                SystemClock,
+                monitor.clone(),
+                std::future::pending(),
+            ))
+        };
+        let mut reader = SqliteOutbox::open(&db).unwrap();
+        wait_until_all_acked(&mut reader, oracle.len()).await;
+        // A few heartbeats more, so that one reads the drained outbox.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let gauges = monitor.snapshot().outbox.expect("the outbox was read");
+        assert_eq!(
+            (gauges.queued, gauges.sent, gauges.acked),
+            (0, 0, oracle.len() as u64)
+        );
+        assert_eq!(gauges.oldest_unacked_queued_ms, None);
+        assert!(monitor.round_trips.snapshot().count > 0);
+        assert_eq!(cloud.counters().tuples_stored, oracle.len() as u64);
+        let views = cloud.edge_views();
+        assert_eq!(views.len(), 1);
+        assert!(views[0].alive);
+        if previous {
+            assert_eq!(views[0].backlog, None, "an older cloud hears no backlog");
+            assert_eq!(
+                older.refused.load(Ordering::Relaxed),
+                1,
+                "one refusal, then version 2 until the retry interval"
+            );
+        } else {
+            assert_eq!(views[0].backlog, Some(edgemeter_wire::Backlog::default()));
+        }
+        edge.abort();
+    }
+}

@@ -40,6 +40,29 @@
 //! is shipped again (`acked_not_under`), and acknowledged tuples are kept
 //! for the edge's retention, then deleted in chunks (`delete_acked_before`).
 //!
+//! The counts `status` reports (tuples at each flag, rejected records, late
+//! readings, conflicts) are kept in the table `outbox_counts`, changed by
+//! each write in its own transaction by what that write moved, so they are
+//! exact (a rolled-back write moves nothing) and a reopen finds them as
+//! committed. Reading them costs six rows, not a scan: the edge reads them
+//! for every heartbeat and for `/metrics`. What a write moved is known from
+//! its statements' change counts and, where a row's old flag matters, one
+//! read of the rows it is about to write (pages it writes next anyway).
+//! Triggers would keep the table with less code, but a trigger on the flag
+//! makes SQLite copy every updated rowid into an ephemeral table first
+//! (`every_write_runs_without_an_ephemeral_table` caught it), and a count
+//! from ids (`sqlite_sequence` minus pending minus deleted) needs a
+//! persistent count of deleted rows anyway. Every read-write open counts
+//! the tables once and writes the counts afresh (one scan per start, in
+//! the transaction that creates the table if it is missing), so a database
+//! written meanwhile by a binary that did not keep them (an older one,
+//! after a downgrade, or a hand edit) starts exact again, and a database
+//! made before the table gets it. The scan costs about 0.2 s per million
+//! rows with the file in the page cache (a week of 50 households is 3.5M). A read-only `status` of a database
+//! without the table counts by scanning, as before. The
+//! oldest unacknowledged tuple is the first entry of the partial index
+//! `power_averages_unacked` (ids are assigned in queue order).
+//!
 //! The flag's CHECK is written as comparisons, not `sent IN (0, 1, 2)`:
 //! SQLite builds an ephemeral table for an IN list of three or more on every
 //! execution of every statement that writes the row, which was a fifth of
@@ -96,6 +119,56 @@ const ADDED_COLUMNS: [(&str, &str); 2] = [
 /// [`ACKED_NOT_UNDER_SQL`]), so it is dropped where it exists.
 const DROP_ACKED_INDEX_SQL: &str = "DROP INDEX IF EXISTS power_averages_acked";
 
+/// Keys of `outbox_counts`. The three flags are their own keys, so that a
+/// trigger addresses a flag's count by the row's `sent` directly.
+const COUNT_QUEUED: i64 = 0;
+const COUNT_SENT: i64 = 1;
+const COUNT_ACKED: i64 = 2;
+const COUNT_REJECTED: i64 = 3;
+const COUNT_LATE: i64 = 4;
+const COUNT_CONFLICTS: i64 = 5;
+const _: () = assert!(COUNT_QUEUED == 0 && COUNT_SENT == 1 && COUNT_ACKED == 2);
+
+/// The counts table, one row per count, created and filled in one
+/// transaction by [`ensure_counts`].
+const COUNTS_TABLE_SQL: &str = "
+CREATE TABLE outbox_counts (
+    what INTEGER PRIMARY KEY,
+    rows INTEGER NOT NULL CHECK (rows >= 0)
+);";
+
+/// Adds to one count, in the write's transaction.
+const COUNTS_ADD_SQL: &str = "UPDATE outbox_counts SET rows = rows + ?2 WHERE what = ?1";
+
+/// The flag and conflict of one row, read before a write that moves it.
+const ROW_FLAGS_SQL: &str = "SELECT sent, conflict FROM power_averages WHERE id = ?1";
+
+/// The flag and conflict of the row a planted REPLACE is about to delete.
+const REPLACED_FLAGS_SQL: &str =
+    "SELECT sent, conflict FROM power_averages WHERE window_start = ?1 AND node_id = ?2";
+
+/// How many of a run of ids [`MARK_SENT_RUN_SQL`] moves from flag 0.
+const QUEUED_IN_RUN_SQL: &str = "SELECT COUNT(*) FROM power_averages NOT INDEXED
+     WHERE id BETWEEN ?1 AND ?2 AND sent = 0";
+
+/// Fills the counts table from the tables: at every read-write open.
+const COUNTS_FILL_SQL: &str = "
+INSERT OR REPLACE INTO outbox_counts (what, rows) VALUES
+    (0, (SELECT COUNT(*) FROM power_averages WHERE sent = 0)),
+    (1, (SELECT COUNT(*) FROM power_averages WHERE sent = 1)),
+    (2, (SELECT COUNT(*) FROM power_averages WHERE sent = 2)),
+    (3, (SELECT COUNT(*) FROM rejected)),
+    (4, (SELECT COUNT(*) FROM rejected WHERE kind = 'late')),
+    (5, (SELECT COUNT(*) FROM power_averages WHERE conflict != 0));";
+
+/// What `status` reads: six rows of the counts table.
+const COUNTS_READ_SQL: &str = "SELECT what, rows FROM outbox_counts";
+
+/// The queue time of the oldest unacknowledged tuple: the first entry of
+/// the partial index of unacknowledged rows, one index step.
+const OLDEST_UNACKED_SQL: &str =
+    "SELECT queued_at FROM power_averages WHERE sent < 2 ORDER BY id LIMIT 1";
+
 const INSERT_TUPLE_SQL: &str =
     "INSERT INTO power_averages (node_id, window_start, average, samples, queued_at)
      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (node_id, window_start) DO NOTHING";
@@ -122,8 +195,15 @@ const MARK_SENT_SQL: &str =
 const MARK_SENT_RUN_SQL: &str = "UPDATE power_averages NOT INDEXED SET sent = 1, sent_at = ?1
      WHERE id BETWEEN ?2 AND ?3 AND sent < 2";
 
+/// A tuple's first answer, for a row at flag `?6` (1, then 0): the change
+/// count then says which count the row left, with no read before the write
+/// (a read per acknowledged tuple was a fifth of a backlog drain's edge
+/// work).
 const MARK_ACKED_SQL: &str = "UPDATE power_averages SET sent = 2, postal_code = ?1, acked_at = ?2,
-     acked_epoch = ?4, conflict = ?5 WHERE id = ?3 AND sent < 2";
+     acked_epoch = ?4, conflict = ?5 WHERE id = ?3 AND sent = ?6";
+
+/// What an answer for a row no longer below flag 2 is checked against.
+const STORED_ANSWER_SQL: &str = "SELECT postal_code, conflict FROM power_averages WHERE id = ?1";
 
 /// An answer for a tuple already at flag 2 (shipped again after the cloud
 /// forgot, or a resend): the epoch it now stands under, and a conflict
@@ -146,15 +226,31 @@ const ACKED_NOT_UNDER_SQL: &str = "SELECT id, node_id, window_start, average, sa
 /// and a week's backlog of 50 households (3.5M rows) goes in minutes.
 pub const RETENTION_CHUNK_ROWS: usize = 4_096;
 
-/// Deletes expired acknowledged tuples among the oldest acknowledged
-/// ones: the id range ends at the [`RETENTION_CHUNK_ROWS`]th acknowledged
-/// row whatever its age, so a sweep with nothing to delete reads one chunk
-/// of the table from its start, plus the pending rows among them (at most
-/// `store_pending_max`).
-const DELETE_ACKED_BEFORE_SQL: &str = "DELETE FROM power_averages
-     WHERE id <= (SELECT MAX(id) FROM (SELECT id FROM power_averages NOT INDEXED
+/// The rows the retention sweep deletes: expired acknowledged tuples among
+/// the oldest acknowledged ones. The id range ends at the
+/// [`RETENTION_CHUNK_ROWS`]th acknowledged row whatever its age, so a sweep
+/// with nothing to delete reads one chunk of the table from its start,
+/// plus the pending rows among them (at most `store_pending_max`). A macro, so that the delete and the count of the conflicts it
+/// deletes ([`CONFLICTS_ACKED_BEFORE_SQL`]) cannot name different rows.
+macro_rules! acked_before_where {
+    () => {
+        "id <= (SELECT MAX(id) FROM (SELECT id FROM power_averages NOT INDEXED
                                        WHERE sent = 2 ORDER BY id LIMIT 4096))
-       AND sent = 2 AND acked_at < ?1";
+       AND sent = 2 AND acked_at < ?1"
+    };
+}
+
+/// Deletes the rows of `acked_before_where!`.
+const DELETE_ACKED_BEFORE_SQL: &str =
+    concat!("DELETE FROM power_averages WHERE ", acked_before_where!());
+
+/// The conflicting tuples among those [`DELETE_ACKED_BEFORE_SQL`] deletes,
+/// counted first in its transaction: the same rows, so the same pages.
+const CONFLICTS_ACKED_BEFORE_SQL: &str = concat!(
+    "SELECT COUNT(*) FROM power_averages WHERE ",
+    acked_before_where!(),
+    " AND conflict != 0"
+);
 
 /// The backlog in id order: flags 0 and 1, or 0 only. `sent < 2` is the
 /// partial index's own condition, so the index serves the query in id
@@ -230,6 +326,9 @@ pub struct StoredTuple {
 
 pub struct SqliteOutbox {
     connection: Connection,
+    /// Whether the database has `outbox_counts` (always, once opened for
+    /// writing; a read-only open of an older database may lack it).
+    has_counts: bool,
     planted: PlantedBugs,
     /// Whether the store of closed windows switches to FULL (off only with
     /// a planted bug).
@@ -300,8 +399,10 @@ impl SqliteOutbox {
         connection
             .execute_batch(DROP_ACKED_INDEX_SQL)
             .map_err(unavailable)?;
+        ensure_counts(&connection).map_err(unavailable)?;
         Ok(SqliteOutbox {
             connection,
+            has_counts: true,
             planted,
             sync_stores: !synchronous_off && !planted.has(Bug::CommitBeforeSync),
         })
@@ -335,8 +436,10 @@ impl SqliteOutbox {
             .busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(unavailable)?;
         refuse_foreign(&connection)?;
+        let has_counts = has_table(&connection, "outbox_counts").map_err(unavailable)?;
         Ok(SqliteOutbox {
             connection,
+            has_counts,
             planted: PlantedBugs::NONE,
             sync_stores: true,
         })
@@ -445,6 +548,7 @@ impl SqliteOutbox {
         tuples: &[NewTuple],
         now_ms: i64,
         replace: bool,
+        deltas: &mut CountDeltas,
     ) -> rusqlite::Result<usize> {
         let sql = if replace {
             REPLACE_TUPLE_SQL
@@ -455,6 +559,19 @@ impl SqliteOutbox {
         let mut inserted = 0;
         for tuple in tuples {
             assert!(tuple.samples > 0 && tuple.average_w.is_finite());
+            if replace {
+                // The planted REPLACE deletes the stored row first.
+                let replaced: Option<(i64, i64)> = connection
+                    .prepare_cached(REPLACED_FLAGS_SQL)?
+                    .query_row(params![tuple.window_start_ms, tuple.node_id], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                    .optional()?;
+                if let Some((flag, conflict)) = replaced {
+                    deltas.add(flag, -1);
+                    deltas.add(COUNT_CONFLICTS, -i64::from(conflict != 0));
+                }
+            }
             inserted += insert.execute(params![
                 tuple.node_id,
                 tuple.window_start_ms,
@@ -463,6 +580,7 @@ impl SqliteOutbox {
                 now_ms
             ])?;
         }
+        deltas.add(COUNT_QUEUED, inserted as i64);
         Ok(inserted)
     }
 
@@ -470,17 +588,22 @@ impl SqliteOutbox {
         connection: &Connection,
         rejected: &[RejectedRecord],
         now_ms: i64,
+        deltas: &mut CountDeltas,
     ) -> rusqlite::Result<()> {
         let mut insert = connection.prepare_cached(INSERT_REJECTED_SQL)?;
         for record in rejected {
-            insert.execute(params![
+            let inserted = insert.execute(params![
                 record.partition,
                 record.offset,
                 record.payload,
                 record.kind,
                 record.reason,
                 now_ms
-            ])?;
+            ])? as i64;
+            deltas.add(COUNT_REJECTED, inserted);
+            if record.kind == "late" {
+                deltas.add(COUNT_LATE, inserted);
+            }
         }
         Ok(())
     }
@@ -491,37 +614,109 @@ impl SqliteOutbox {
         epoch: Option<i64>,
         now_ms: i64,
         outcome: &mut AckOutcome,
+        deltas: &mut CountDeltas,
     ) -> rusqlite::Result<()> {
         let ack = &answer.ack;
         let conflict = answer.outcome == TupleOutcome::Conflict;
-        let mut update = connection.prepare_cached(MARK_ACKED_SQL)?;
-        let first = update.execute(params![
-            ack.postal_code.as_str(),
-            now_ms,
-            ack.tuple_id,
-            epoch,
-            i64::from(conflict)
-        ])? == 1;
-        if !first {
-            let mut again = connection.prepare_cached(MARK_ACKED_AGAIN_SQL)?;
-            again.execute(params![epoch, i64::from(conflict), ack.tuple_id])?;
-        }
         outcome.value_conflicts += usize::from(conflict);
-        if first {
-            outcome.acked += 1;
-            return Ok(());
+        // Flag 1 first: a batch is marked sent before it goes out, so that
+        // is where nearly every first answer finds its row.
+        let mut update = connection.prepare_cached(MARK_ACKED_SQL)?;
+        for flag in [COUNT_SENT, COUNT_QUEUED] {
+            let moved = update.execute(params![
+                ack.postal_code.as_str(),
+                now_ms,
+                ack.tuple_id,
+                epoch,
+                i64::from(conflict),
+                flag
+            ])?;
+            if moved == 1 {
+                deltas.moved(flag, COUNT_ACKED);
+                // A row below flag 2 has no conflict recorded: the flag and
+                // the conflict are written together, by this statement.
+                deltas.add(COUNT_CONFLICTS, i64::from(conflict));
+                outcome.acked += 1;
+                return Ok(());
+            }
         }
-        let mut stored =
-            connection.prepare_cached("SELECT postal_code FROM power_averages WHERE id = ?1")?;
-        let code: Option<Option<String>> = stored
-            .query_row([ack.tuple_id], |row| row.get(0))
+        let stored: Option<(Option<String>, i64)> = connection
+            .prepare_cached(STORED_ANSWER_SQL)?
+            .query_row([ack.tuple_id], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
-        match code.flatten() {
+        let Some((code, had_conflict)) = stored else {
+            // Deleted by the retention sweep since it was shipped.
+            outcome.conflicting += 1;
+            return Ok(());
+        };
+        // At flag 2 already: the epoch moves, and a conflict, once
+        // recorded, stays.
+        let mut again = connection.prepare_cached(MARK_ACKED_AGAIN_SQL)?;
+        again.execute(params![epoch, i64::from(conflict), ack.tuple_id])?;
+        deltas.add(COUNT_CONFLICTS, i64::from(conflict && had_conflict == 0));
+        match code {
             Some(code) if code == ack.postal_code.as_str() => outcome.repeated += 1,
             _ => outcome.conflicting += 1,
         }
         Ok(())
     }
+}
+
+/// What one write moved, by `outbox_counts` key, written to the table
+/// before the write commits.
+#[derive(Debug, Default)]
+struct CountDeltas([i64; 6]);
+
+impl CountDeltas {
+    fn add(&mut self, what: i64, by: i64) {
+        self.0[what as usize] += by;
+    }
+
+    /// A row that left flag `from` for flag `to`.
+    fn moved(&mut self, from: i64, to: i64) {
+        if from != to {
+            self.add(from, -1);
+            self.add(to, 1);
+        }
+    }
+
+    fn apply(&self, connection: &Connection) -> rusqlite::Result<()> {
+        let mut add = connection.prepare_cached(COUNTS_ADD_SQL)?;
+        for (what, by) in self.0.iter().enumerate() {
+            // A count that would go below 0 fails the table's CHECK, and
+            // the write with it: counts that drifted (a hand edit) are
+            // reported, never stored wrong; the next open rebuilds them.
+            if *by != 0 && add.execute(params![what as i64, by])? != 1 {
+                return Err(rusqlite::Error::QueryReturnedNoRows);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn has_table(connection: &Connection, name: &str) -> rusqlite::Result<bool> {
+    connection.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [name],
+        |row| row.get(0),
+    )
+}
+
+/// Creates `outbox_counts` if the database lacks it and fills it from the
+/// tables, in one transaction (see the module doc for why at every open).
+fn ensure_counts(connection: &Connection) -> rusqlite::Result<()> {
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let made = has_table(connection, "outbox_counts")
+        .and_then(|present| match present {
+            true => Ok(()),
+            false => connection.execute_batch(COUNTS_TABLE_SQL),
+        })
+        .and_then(|()| connection.execute_batch(COUNTS_FILL_SQL))
+        .and_then(|()| connection.execute_batch("COMMIT"));
+    if made.is_err() && !connection.is_autocommit() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    made
 }
 
 /// Adds each of [`ADDED_COLUMNS`] the table lacks (a database made before
@@ -593,8 +788,10 @@ impl Outbox for SqliteOutbox {
             self.set_synchronous(SYNCHRONOUS_STORE)?;
         }
         let inserted = self.write(|connection| {
-            let inserted = Self::insert_tuples(connection, tuples, now_ms, replace)?;
-            Self::insert_rejected(connection, rejected, now_ms)?;
+            let mut deltas = CountDeltas::default();
+            let inserted = Self::insert_tuples(connection, tuples, now_ms, replace, &mut deltas)?;
+            Self::insert_rejected(connection, rejected, now_ms, &mut deltas)?;
+            deltas.apply(connection)?;
             Ok(inserted)
         });
         if self.sync_stores {
@@ -621,16 +818,27 @@ impl Outbox for SqliteOutbox {
 
     fn mark_sent(&mut self, tuple_ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
         self.write(|connection| {
+            // Only rows at flag 0 move; a resend stays at 1.
+            let mut deltas = CountDeltas::default();
             if let Some((first, last)) = consecutive_run(tuple_ids) {
+                let queued: i64 = connection
+                    .prepare_cached(QUEUED_IN_RUN_SQL)?
+                    .query_row([first, last], |row| row.get(0))?;
                 let mut update = connection.prepare_cached(MARK_SENT_RUN_SQL)?;
                 update.execute(params![now_ms, first, last])?;
-                return Ok(());
+                deltas.add(COUNT_QUEUED, -queued);
+                deltas.add(COUNT_SENT, queued);
+                return deltas.apply(connection);
             }
+            let mut flags = connection.prepare_cached(ROW_FLAGS_SQL)?;
             let mut update = connection.prepare_cached(MARK_SENT_SQL)?;
             for id in tuple_ids {
-                update.execute(params![now_ms, id])?;
+                let flag: Option<i64> = flags.query_row([id], |row| row.get(0)).optional()?;
+                if update.execute(params![now_ms, id])? == 1 {
+                    deltas.moved(flag.expect("an updated row exists"), COUNT_SENT);
+                }
             }
-            Ok(())
+            deltas.apply(connection)
         })
     }
 
@@ -645,10 +853,12 @@ impl Outbox for SqliteOutbox {
         let epoch = epoch.map(|epoch| epoch as i64);
         let outcome = self.write(|connection| {
             let mut outcome = AckOutcome::default();
+            let mut deltas = CountDeltas::default();
             for answer in acks {
                 assert!(PostalCode::parse(answer.ack.postal_code.as_str()).is_some());
-                Self::ack_one(connection, answer, epoch, now_ms, &mut outcome)?;
+                Self::ack_one(connection, answer, epoch, now_ms, &mut outcome, &mut deltas)?;
             }
+            deltas.apply(connection)?;
             Ok(outcome)
         })?;
         assert_eq!(
@@ -672,15 +882,86 @@ impl Outbox for SqliteOutbox {
 
     fn delete_acked_before(&mut self, cutoff_ms: i64) -> Result<usize, StoreError> {
         let deleted = self.write(|connection| {
-            connection
+            let conflicts: i64 = connection
+                .prepare_cached(CONFLICTS_ACKED_BEFORE_SQL)?
+                .query_row([cutoff_ms], |row| row.get(0))?;
+            let deleted = connection
                 .prepare_cached(DELETE_ACKED_BEFORE_SQL)?
-                .execute([cutoff_ms])
+                .execute([cutoff_ms])?;
+            let mut deltas = CountDeltas::default();
+            deltas.add(COUNT_ACKED, -(deleted as i64));
+            deltas.add(COUNT_CONFLICTS, -conflicts);
+            deltas.apply(connection)?;
+            Ok(deleted)
         })?;
         assert!(deleted <= RETENTION_CHUNK_ROWS);
         Ok(deleted)
     }
 
     fn status(&mut self) -> Result<StatusCounts, StoreError> {
+        let mut counts = if self.has_counts {
+            self.kept_counts()?
+        } else {
+            self.scanned_counts()?
+        };
+        counts.oldest_unacked_queued_ms = self
+            .connection
+            .prepare_cached(OLDEST_UNACKED_SQL)
+            .and_then(|mut oldest| oldest.query_row([], |row| row.get(0)).optional())
+            .map_err(unavailable)?;
+        // Not a hard assertion: a hand edit of the database can break it
+        // until the next open rebuilds the counts.
+        debug_assert_eq!(
+            counts.oldest_unacked_queued_ms.is_some(),
+            counts.queued + counts.sent > 0,
+            "an unacknowledged tuple exists exactly when one is counted"
+        );
+        Ok(counts)
+    }
+}
+
+impl SqliteOutbox {
+    /// The counts from `outbox_counts`: six rows, whatever the table holds.
+    fn kept_counts(&self) -> Result<StatusCounts, StoreError> {
+        let mut counts = StatusCounts::default();
+        let mut statement = self
+            .connection
+            .prepare_cached(COUNTS_READ_SQL)
+            .map_err(unavailable)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, u64>(1)?)))
+            .map_err(unavailable)?;
+        let mut seen = 0;
+        for row in rows {
+            let (what, rows) = row.map_err(unavailable)?;
+            let slot = match what {
+                COUNT_QUEUED => &mut counts.queued,
+                COUNT_SENT => &mut counts.sent,
+                COUNT_ACKED => &mut counts.acked,
+                COUNT_REJECTED => &mut counts.rejected,
+                COUNT_LATE => &mut counts.late,
+                COUNT_CONFLICTS => &mut counts.conflicts,
+                other => {
+                    return Err(StoreError::Unavailable(format!(
+                        "outbox_counts has an unknown row {other}"
+                    )))
+                }
+            };
+            *slot = rows;
+            seen += 1;
+        }
+        if seen != 6 {
+            return Err(StoreError::Unavailable(format!(
+                "outbox_counts has {seen} rows, not 6"
+            )));
+        }
+        debug_assert!(counts.late <= counts.rejected);
+        Ok(counts)
+    }
+
+    /// The counts by scanning the tables: for a read-only look at a
+    /// database made before `outbox_counts`, and for tests.
+    fn scanned_counts(&self) -> Result<StatusCounts, StoreError> {
         let mut counts = StatusCounts::default();
         let mut statement = self
             .connection
@@ -696,26 +977,14 @@ impl Outbox for SqliteOutbox {
                 (_, count) => counts.acked += count,
             }
         }
-        counts.rejected = self
-            .connection
-            .query_row("SELECT COUNT(*) FROM rejected", [], |row| row.get(0))
-            .map_err(unavailable)?;
-        counts.late = self
-            .connection
-            .query_row(
-                "SELECT COUNT(*) FROM rejected WHERE kind = 'late'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(unavailable)?;
-        counts.conflicts = self
-            .connection
-            .query_row(
-                "SELECT COUNT(*) FROM power_averages WHERE conflict != 0",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(unavailable)?;
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            self.connection
+                .query_row(sql, [], |row| row.get(0))
+                .map_err(unavailable)
+        };
+        counts.rejected = count("SELECT COUNT(*) FROM rejected")?;
+        counts.late = count("SELECT COUNT(*) FROM rejected WHERE kind = 'late'")?;
+        counts.conflicts = count("SELECT COUNT(*) FROM power_averages WHERE conflict != 0")?;
         Ok(counts)
     }
 }
@@ -847,6 +1116,7 @@ mod tests {
                 rejected: 0,
                 late: 0,
                 conflicts: 0,
+                oldest_unacked_queued_ms: Some(1),
             }
         );
         assert_eq!(
@@ -1107,6 +1377,11 @@ mod tests {
             MARK_ACKED_SQL,
             MARK_ACKED_AGAIN_SQL,
             DELETE_ACKED_BEFORE_SQL,
+            COUNTS_ADD_SQL,
+            ROW_FLAGS_SQL,
+            REPLACED_FLAGS_SQL,
+            QUEUED_IN_RUN_SQL,
+            CONFLICTS_ACKED_BEFORE_SQL,
         ] {
             let mut explain = outbox
                 .connection
@@ -1308,6 +1583,195 @@ mod tests {
             )
             .unwrap();
         assert!(plan.contains("power_averages_unacked"), "{plan}");
+    }
+
+    /// The counts by scanning, to hold the kept counts against.
+    fn scanned(outbox: &SqliteOutbox) -> StatusCounts {
+        let mut counts = outbox.scanned_counts().unwrap();
+        counts.oldest_unacked_queued_ms = outbox
+            .connection
+            .query_row(
+                "SELECT MIN(queued_at) FROM power_averages WHERE sent < 2",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        counts
+    }
+
+    /// Goal: the counts `status` reads from `outbox_counts` are exactly
+    /// what a scan of the tables finds, after every kind of write (stores
+    /// with repeats and rejected records, late ones among them, a store
+    /// rolled back on a full disk, flag changes with resends, acks with
+    /// repeats and conflicts, retention deletes) and after a reopen, read
+    /// and write alike; and reading them touches neither table's rows.
+    /// Method: each step followed by the comparison with a scan, and the
+    /// read's query plans.
+    #[test]
+    fn the_kept_counts_stay_exact_and_cost_no_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.db");
+        let mut outbox = SqliteOutbox::open(&path).unwrap();
+        let check = |outbox: &mut SqliteOutbox, step: &str| {
+            let kept = outbox.status().unwrap();
+            assert_eq!(kept, scanned(outbox), "after {step}");
+            kept
+        };
+        assert_eq!(check(&mut outbox, "open"), StatusCounts::default());
+        let tuples: Vec<NewTuple> = (0..40)
+            .map(|index| tuple("h", index * 5_000, 1.0))
+            .collect();
+        let rejected = |offset: i64, kind: &'static str| RejectedRecord {
+            partition: 1,
+            offset,
+            payload: b"x".to_vec(),
+            kind,
+            reason: "test".into(),
+        };
+        let records = [
+            rejected(1, "not_json"),
+            rejected(2, "late"),
+            rejected(2, "late"),
+        ];
+        outbox.store_closed(&tuples[..30], &records, 7).unwrap();
+        let counts = check(&mut outbox, "a store");
+        assert_eq!((counts.queued, counts.rejected, counts.late), (30, 2, 1));
+        assert_eq!(counts.oldest_unacked_queued_ms, Some(7));
+        outbox
+            .store_closed(&tuples[20..], &[rejected(3, "late")], 8)
+            .unwrap();
+        assert_eq!(check(&mut outbox, "a store with repeats").queued, 40);
+        let size: u64 = outbox
+            .connection
+            .query_row("PRAGMA page_count", [], |row| row.get(0))
+            .unwrap();
+        outbox.set_page_limit(size).unwrap();
+        let many: Vec<NewTuple> = (0..3_000)
+            .map(|index| tuple(&format!("full-{index}"), index * 5_000, 1.0))
+            .collect();
+        assert!(outbox
+            .store_closed(&many, &[rejected(9, "late")], 9)
+            .is_err());
+        outbox.set_page_limit(1 << 30).unwrap();
+        assert_eq!(check(&mut outbox, "a rolled-back store").queued, 40);
+        // The planted REPLACE deletes a stored row before its insert.
+        outbox.planted = PlantedBugs::NONE.with(Bug::ReplaceStoredTuple);
+        outbox.store_closed(&tuples[..2], &[], 9).unwrap();
+        outbox.planted = PlantedBugs::NONE;
+        assert_eq!(check(&mut outbox, "a planted replace").queued, 40);
+
+        let ids: Vec<i64> = outbox.all_tuples().unwrap().iter().map(|t| t.id).collect();
+        outbox.mark_sent(&ids[..25], 10).unwrap();
+        outbox.mark_sent(&[ids[3], ids[30], ids[32]], 11).unwrap();
+        let counts = check(&mut outbox, "marking sent, with resends");
+        assert_eq!((counts.queued, counts.sent), (13, 27));
+        let answers: Vec<TupleAck> = ids[..20]
+            .iter()
+            .enumerate()
+            .map(|(index, id)| {
+                let outcome = if index % 7 == 0 {
+                    TupleOutcome::Conflict
+                } else {
+                    TupleOutcome::Stored
+                };
+                answer(*id, outcome)
+            })
+            .collect();
+        outbox.mark_acked(&answers, Some(3), 100).unwrap();
+        outbox.mark_acked(&answers[..5], Some(4), 101).unwrap();
+        let counts = check(&mut outbox, "acks, with repeats and conflicts");
+        assert_eq!((counts.sent, counts.acked, counts.conflicts), (7, 20, 3));
+        assert_eq!(counts.oldest_unacked_queued_ms, Some(7));
+        outbox
+            .mark_acked(&[answer(ids[25], TupleOutcome::Stored)], Some(3), 900)
+            .unwrap();
+        assert_eq!(outbox.delete_acked_before(500).unwrap(), 20);
+        let counts = check(&mut outbox, "a retention sweep");
+        assert_eq!((counts.acked, counts.conflicts), (1, 0));
+        drop(outbox);
+
+        let mut reader = SqliteOutbox::open_read_only(&path).unwrap();
+        assert!(reader.has_counts);
+        let read = check(&mut reader, "a read-only reopen");
+        let mut outbox = SqliteOutbox::open(&path).unwrap();
+        assert_eq!(check(&mut outbox, "a reopen"), read);
+        let rest: Vec<TupleAck> = ids
+            .iter()
+            .filter(|id| **id != ids[25] && **id > ids[19])
+            .map(|id| answer(*id, TupleOutcome::Stored))
+            .collect();
+        outbox.mark_acked(&rest, Some(3), 1_000).unwrap();
+        let counts = check(&mut outbox, "everything acknowledged");
+        assert_eq!((counts.queued, counts.sent, counts.acked), (0, 0, 20));
+        assert_eq!(counts.oldest_unacked_queued_ms, None);
+
+        for (sql, uses) in [
+            (COUNTS_READ_SQL, "outbox_counts"),
+            (OLDEST_UNACKED_SQL, "power_averages_unacked"),
+        ] {
+            let plan: Vec<String> = outbox
+                .connection
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([], |row| row.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().all(|step| step.contains(uses)),
+                "{sql}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|step| step.contains("rejected")
+                    || (uses == "outbox_counts" && step.contains("power_averages"))),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+
+    /// Goal: a database made before `outbox_counts` gets it, filled with
+    /// what it holds, at its first read-write open; a read-only open of
+    /// such a database still counts, by scanning; rows written by a binary
+    /// that did not keep the counts are counted at the next open. Method:
+    /// the table dropped by hand from a database with rows, then rows
+    /// changed by hand.
+    #[test]
+    fn an_older_database_gains_its_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut outbox = SqliteOutbox::open(&path).unwrap();
+        let ids = stored_ids(&mut outbox, 5);
+        outbox.mark_sent(&ids[..2], 2).unwrap();
+        let expected = outbox.status().unwrap();
+        outbox
+            .connection
+            .execute_batch("DROP TABLE outbox_counts")
+            .unwrap();
+        drop(outbox);
+        let mut reader = SqliteOutbox::open_read_only(&path).unwrap();
+        assert!(!reader.has_counts);
+        assert_eq!(reader.status().unwrap(), expected);
+        drop(reader);
+        let mut outbox = SqliteOutbox::open(&path).unwrap();
+        assert_eq!(outbox.status().unwrap(), expected);
+        outbox.mark_sent(&ids[2..3], 3).unwrap();
+        assert_eq!(outbox.status().unwrap(), scanned(&outbox));
+        // A binary that does not keep the counts (a downgrade) writes:
+        // the next open counts again.
+        outbox
+            .connection
+            .execute_batch(
+                "UPDATE power_averages SET sent = 2, postal_code = '01067' WHERE sent = 0;
+                 INSERT INTO rejected (partition, offset, raw, kind, reason, rejected_at)
+                 VALUES (0, 1, x'00', 'late', 'by hand', 0);",
+            )
+            .unwrap();
+        assert_ne!(outbox.status().unwrap(), scanned(&outbox));
+        drop(outbox);
+        let mut outbox = SqliteOutbox::open(&path).unwrap();
+        let counts = outbox.status().unwrap();
+        assert_eq!(counts, scanned(&outbox));
+        assert_eq!((counts.queued, counts.acked, counts.late), (0, 2, 1));
     }
 
     fn answer(tuple_id: i64, outcome: TupleOutcome) -> TupleAck {

@@ -1,13 +1,27 @@
 //! Heartbeats: the original's bare `heartbeat`, ours, which names the edge
-//! so the cloud can tell which edge went quiet, and ours in version 2,
-//! whose reply also carries the cloud store's epoch.
+//! so the cloud can tell which edge went quiet, ours in version 2, whose
+//! reply also carries the cloud store's epoch, and ours in version 3, which
+//! also tells the cloud the edge's backlog.
 //!
-//! Requests:
+//! Requests (big-endian):
 //! ```text
 //! "heartbeat"                                 the original's; reply "ack"
 //! "EMH" 0x01 | edge_id (u8 len + bytes)       reply "ack"
 //! "EMH" 0x02 | edge_id (u8 len + bytes)       reply below
+//! "EMH" 0x03 | edge_id (u8 len + bytes) | queued u64 | sent u64 |
+//!   oldest_unacked_age_ms u64                 reply below (version 2's)
 //! ```
+//! `queued` and `sent` are the edge's tuples at flags 0 and 1, and
+//! `oldest_unacked_age_ms` how long ago the oldest of them was queued (0
+//! when there is none). Version 3 is answered with the version-2 reply:
+//! the reply has nothing new to say.
+//!
+//! Compatibility: a cloud of this version answers all four forms. A cloud
+//! of the previous version refuses version 3 as malformed, with an error
+//! reply; an edge of this version then falls back to version 2 (and tries
+//! version 3 again now and then, see `edgemeter-edge`'s `heartbeat`), so
+//! the cloud can be upgraded after its edges, and only the dashboard's
+//! backlog waits for it.
 //! Version-2 reply (big-endian):
 //! ```text
 //! "EMK" 0x02 | epoch u64
@@ -21,6 +35,7 @@ use crate::frame::{check_size, invalid, put_id, DecodeError, Reader};
 
 pub const HEARTBEAT_MAGIC: [u8; 4] = *b"EMH\x01";
 pub const HEARTBEAT_MAGIC_V2: [u8; 4] = *b"EMH\x02";
+pub const HEARTBEAT_MAGIC_V3: [u8; 4] = *b"EMH\x03";
 pub const HEARTBEAT_REPLY_MAGIC_V2: [u8; 4] = *b"EMK\x02";
 pub const LEGACY_HEARTBEAT: &[u8] = b"heartbeat";
 pub const HEARTBEAT_REPLY: &[u8] = b"ack";
@@ -33,6 +48,28 @@ pub enum HeartbeatRequest {
     Edge { edge_id: String },
     /// Version 2: answered with a [`HeartbeatReply`].
     EdgeV2 { edge_id: String },
+    /// Version 3: version 2 with the edge's backlog; answered with a
+    /// [`HeartbeatReply`].
+    EdgeV3 { edge_id: String, backlog: Backlog },
+}
+
+/// What an edge still holds for the cloud, as it reports in its heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Tuples queued, not sent yet (flag 0).
+    pub queued: u64,
+    /// Tuples sent and not acknowledged yet (flag 1).
+    pub sent: u64,
+    /// How long ago the oldest unacknowledged tuple was queued, in ms; 0
+    /// when there is none.
+    pub oldest_unacked_age_ms: u64,
+}
+
+impl Backlog {
+    /// Every tuple not acknowledged yet.
+    pub fn unacked(&self) -> u64 {
+        self.queued.saturating_add(self.sent)
+    }
 }
 
 impl HeartbeatRequest {
@@ -49,6 +86,14 @@ impl HeartbeatRequest {
                 put_id(&mut out, edge_id);
                 out
             }
+            HeartbeatRequest::EdgeV3 { edge_id, backlog } => {
+                let mut out = HEARTBEAT_MAGIC_V3.to_vec();
+                put_id(&mut out, edge_id);
+                out.extend_from_slice(&backlog.queued.to_be_bytes());
+                out.extend_from_slice(&backlog.sent.to_be_bytes());
+                out.extend_from_slice(&backlog.oldest_unacked_age_ms.to_be_bytes());
+                out
+            }
         }
     }
 
@@ -59,29 +104,55 @@ impl HeartbeatRequest {
         }
         let mut reader = Reader::new(bytes);
         let magic = reader.take(4).ok();
-        let version_two = if magic == Some(&HEARTBEAT_MAGIC[..]) {
-            false
-        } else if magic == Some(&HEARTBEAT_MAGIC_V2[..]) {
-            true
-        } else {
-            return Err(invalid("not a heartbeat"));
+        let version = match magic {
+            Some(magic) if magic == HEARTBEAT_MAGIC => 1,
+            Some(magic) if magic == HEARTBEAT_MAGIC_V2 => 2,
+            Some(magic) if magic == HEARTBEAT_MAGIC_V3 => 3,
+            _ => return Err(invalid("not a heartbeat")),
         };
         let edge_id = reader.id()?;
+        let request = match version {
+            1 => HeartbeatRequest::Edge { edge_id },
+            2 => HeartbeatRequest::EdgeV2 { edge_id },
+            _ => {
+                let backlog = Backlog {
+                    queued: reader.u64()?,
+                    sent: reader.u64()?,
+                    oldest_unacked_age_ms: reader.u64()?,
+                };
+                if backlog.unacked() == 0 && backlog.oldest_unacked_age_ms != 0 {
+                    return Err(invalid("an age of the oldest tuple with no tuple pending"));
+                }
+                HeartbeatRequest::EdgeV3 { edge_id, backlog }
+            }
+        };
         reader.finish()?;
-        Ok(if version_two {
-            HeartbeatRequest::EdgeV2 { edge_id }
-        } else {
-            HeartbeatRequest::Edge { edge_id }
-        })
+        Ok(request)
+    }
+
+    /// The backlog a request reports (version 3 only).
+    pub fn backlog(&self) -> Option<Backlog> {
+        match self {
+            HeartbeatRequest::EdgeV3 { backlog, .. } => Some(*backlog),
+            _ => None,
+        }
+    }
+
+    /// Whether the request expects a [`HeartbeatReply`] rather than `ack`.
+    pub fn wants_epoch(&self) -> bool {
+        matches!(
+            self,
+            HeartbeatRequest::EdgeV2 { .. } | HeartbeatRequest::EdgeV3 { .. }
+        )
     }
 
     /// The edge a request names, if any.
     pub fn edge_id(&self) -> Option<&str> {
         match self {
             HeartbeatRequest::Legacy => None,
-            HeartbeatRequest::Edge { edge_id } | HeartbeatRequest::EdgeV2 { edge_id } => {
-                Some(edge_id)
-            }
+            HeartbeatRequest::Edge { edge_id }
+            | HeartbeatRequest::EdgeV2 { edge_id }
+            | HeartbeatRequest::EdgeV3 { edge_id, .. } => Some(edge_id),
         }
     }
 }
@@ -131,6 +202,79 @@ mod tests {
         assert_eq!(HeartbeatRequest::decode(&ours.encode()).unwrap(), ours);
         assert!(HeartbeatRequest::decode(b"heartbeat!").is_err());
         assert!(HeartbeatRequest::decode(b"").is_err());
+    }
+
+    /// Goal: version 3 round-trips with its backlog, extremes included;
+    /// the older forms still decode as themselves beside it; a request cut
+    /// short anywhere, or with a byte more, is refused, and so is an age
+    /// with nothing pending. Method: encode, decode, and every prefix.
+    #[test]
+    fn version_three_carries_the_backlog_and_the_old_forms_still_parse() {
+        let backlogs = [
+            Backlog::default(),
+            Backlog {
+                queued: 3,
+                sent: 1_024,
+                oldest_unacked_age_ms: 61_000,
+            },
+            Backlog {
+                queued: u64::MAX,
+                sent: u64::MAX,
+                oldest_unacked_age_ms: u64::MAX,
+            },
+        ];
+        for backlog in backlogs {
+            let request = HeartbeatRequest::EdgeV3 {
+                edge_id: "edge-7".into(),
+                backlog,
+            };
+            let encoded = request.encode();
+            assert_eq!(&encoded[..4], b"EMH\x03");
+            assert_eq!(encoded.len(), 4 + 1 + 6 + 24);
+            let decoded = HeartbeatRequest::decode(&encoded).unwrap();
+            assert_eq!(decoded, request);
+            assert_eq!(decoded.backlog(), Some(backlog));
+            assert_eq!(decoded.edge_id(), Some("edge-7"));
+            assert!(decoded.wants_epoch());
+            for cut in 0..encoded.len() {
+                assert!(
+                    HeartbeatRequest::decode(&encoded[..cut]).is_err(),
+                    "{cut} bytes decoded"
+                );
+            }
+            let mut trailing = encoded.clone();
+            trailing.push(0);
+            assert!(HeartbeatRequest::decode(&trailing).is_err());
+        }
+        let mut ageless = HeartbeatRequest::EdgeV3 {
+            edge_id: "e".into(),
+            backlog: Backlog::default(),
+        }
+        .encode();
+        *ageless.last_mut().unwrap() = 1;
+        assert!(HeartbeatRequest::decode(&ageless).is_err());
+        // The older forms, byte for byte as older edges send them.
+        assert_eq!(
+            HeartbeatRequest::decode(b"heartbeat").unwrap(),
+            HeartbeatRequest::Legacy
+        );
+        let v1 = HeartbeatRequest::decode(b"EMH\x01\x06edge-7").unwrap();
+        assert_eq!(
+            v1,
+            HeartbeatRequest::Edge {
+                edge_id: "edge-7".into()
+            }
+        );
+        assert!(!v1.wants_epoch() && v1.backlog().is_none());
+        let v2 = HeartbeatRequest::decode(b"EMH\x02\x06edge-7").unwrap();
+        assert_eq!(
+            v2,
+            HeartbeatRequest::EdgeV2 {
+                edge_id: "edge-7".into()
+            }
+        );
+        assert!(v2.wants_epoch() && v2.backlog().is_none());
+        assert!(HeartbeatRequest::decode(b"EMH\x04\x06edge-7").is_err());
     }
 
     /// Goal: version 2 round-trips on both sides, "unknown" travels as 0,

@@ -30,7 +30,7 @@ pub use batch::{
     Ack, BatchReply, BatchRequest, ReplyOutcome, TupleAck, TupleOut, TupleOutcome, WireVersion,
 };
 pub use frame::{DecodeError, FRAME_BYTES_MAX};
-pub use heartbeat::{HeartbeatReply, HeartbeatRequest};
+pub use heartbeat::{Backlog, HeartbeatReply, HeartbeatRequest};
 pub use legacy::LegacyDataRequest;
 pub use postal::PostalCode;
 pub use reading::{Reading, ReadingForm, RecordError, POWER_W_MAX};

@@ -242,6 +242,11 @@ pub struct EdgeArgs {
     /// tuples are deleted and cannot be.
     #[arg(long, value_name = "D", default_value = "7d", value_parser = parse_duration)]
     pub ack_retention: Duration,
+
+    /// Serve Prometheus metrics on `http://ADDR/metrics` (e.g.
+    /// 127.0.0.1:9464; port 0: a free port). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -435,6 +440,13 @@ mod tests {
         assert_eq!(edge.ports.data_port, 63271);
         assert_eq!(edge.edge_id, "edge-1");
         assert_eq!(edge.readings, ReadingForm::EdgeMeter);
+        assert_eq!(edge.metrics, None, "metrics are off unless asked for");
+        let with_metrics =
+            parse("edgemeter edge --kafka k:1 --cloud c --db e.db --metrics 127.0.0.1:9464");
+        let Command::Edge(with_metrics) = with_metrics.unwrap().command else {
+            panic!("not edge")
+        };
+        assert_eq!(with_metrics.metrics.as_deref(), Some("127.0.0.1:9464"));
         let original = parse("edgemeter edge --kafka k:1 --cloud c --db e.db --readings original");
         let Command::Edge(original) = original.unwrap().command else {
             panic!("not edge")

@@ -1,12 +1,13 @@
 //! Serves the dashboard crate's REST API and page over HTTP for `cloud` and
-//! `demo`, on the cloud's own cache and its view of the edges, to at most
-//! [`HTTP_CONNECTIONS_MAX`] connections at once.
+//! `demo`, on the cloud's own cache and its view of the edges, and the
+//! cloud's `GET /metrics` beside them, to at most [`HTTP_CONNECTIONS_MAX`]
+//! connections at once.
 
 use crate::cli::HttpArgs;
 use crate::command_error::CommandError;
 use crate::shutdown::Shutdown;
 use edgemeter_cloud::{Cache, Cloud};
-use edgemeter_dashboard::{default_web_dir, liveness_links, router, DashboardState};
+use edgemeter_dashboard::{default_web_dir, router, view_links, DashboardState};
 use edgemeter_env::WallClock;
 use std::io;
 use std::net::SocketAddr;
@@ -72,15 +73,19 @@ pub fn serve<C: Cache, W: WallClock>(
 ) -> Result<(), CommandError> {
     let liveness = {
         let cloud = cloud.clone();
-        liveness_links(move || cloud.edge_liveness())
+        view_links(move || cloud.edge_views())
     };
     let state = DashboardState::new(cloud.cache().clone(), liveness)
         .with_price_eur_per_kwh(args.price_eur_per_kwh)
         .map_err(|error| CommandError::config(format!("--price-eur-per-kwh: {error}")))?
         .with_web_dir(web_dir(args));
+    let metrics = crate::metrics::registry(crate::metrics::CloudMetrics {
+        read: Arc::new(move || (cloud.counters(), cloud.edges_connected())),
+    });
+    let app = router(state).merge(crate::metrics::router(metrics));
     tokio::spawn(async move {
         let listener = BoundedListener::new(listener, HTTP_CONNECTIONS_MAX);
-        let served = axum::serve(listener, router(state))
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.wait())
             .await;
         if let Err(error) = served {

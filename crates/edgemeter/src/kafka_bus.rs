@@ -30,14 +30,27 @@
 //! moment (`fetch_watermarks`), off the async threads and within
 //! [`WATERMARKS_QUERY_TIMEOUT`]. Any error or timeout is "not confirmed":
 //! a broker that does not answer must never look like a finished stream.
+//!
+//! The consumer's lag ([`ConsumerLag`], `edgemeter_consumer_lag_records`)
+//! comes from librdkafka's own statistics, every
+//! [`STATISTICS_INTERVAL`]: per partition, `consumer_lag`, the high
+//! watermark minus the group's committed offset, the lag Kafka's own tools
+//! show for a group. Committed, not read: the edge commits only what
+//! SQLite holds and never past an open window, so this is what a restarted
+//! edge would read again, and it falls to 0 only once the stream's last
+//! windows are stored. The statistics come with the consumer's own polls,
+//! so the lag costs no broker query of ours.
 
 use edgemeter_edge::{BusError, BusRecord, ReadingsBus};
 use futures::{FutureExt, Stream, StreamExt};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -85,6 +98,69 @@ const DRAIN_EMPTY_LOOKS_MAX: usize = 2;
 /// that has returned looking down for minutes.
 const STALE_ERRORS_MAX: usize = 1_000;
 
+/// How often librdkafka reports its statistics, which carry the consumer
+/// lag. Parsing them costs a few hundred microseconds for a few partitions;
+/// every 2 s keeps the lag gauge fresher than a 15 s scrape interval needs.
+pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The edge's consumer lag in records, summed over the partitions it reads,
+/// as librdkafka's last statistics reported it; unknown until a partition
+/// has both a high watermark and a committed offset.
+#[derive(Debug)]
+pub struct ConsumerLag {
+    /// The lag, or -1 while unknown.
+    records: AtomicI64,
+}
+
+impl Default for ConsumerLag {
+    fn default() -> Self {
+        ConsumerLag {
+            records: AtomicI64::new(-1),
+        }
+    }
+}
+
+impl ConsumerLag {
+    pub fn records(&self) -> Option<u64> {
+        u64::try_from(self.records.load(Ordering::Relaxed)).ok()
+    }
+
+    /// Takes the lag of `topic`'s partitions from one statistics report:
+    /// the sum over partitions whose lag is known (librdkafka reports -1
+    /// for the others, and partition -1 is its internal one).
+    fn handle_statistics(&self, topic: &str, statistics: &Statistics) {
+        let Some(found) = statistics.topics.get(topic) else {
+            return;
+        };
+        let known: Vec<i64> = found
+            .partitions
+            .iter()
+            .filter(|(partition, stats)| **partition >= 0 && stats.consumer_lag >= 0)
+            .map(|(_, stats)| stats.consumer_lag)
+            .collect();
+        if !known.is_empty() {
+            let total = known
+                .iter()
+                .fold(0_i64, |sum, lag| sum.saturating_add(*lag));
+            self.records.store(total, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The consumer's context: librdkafka's statistics go to [`ConsumerLag`].
+pub struct LagContext {
+    topic: String,
+    lag: Arc<ConsumerLag>,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        self.lag.handle_statistics(&self.topic, &statistics);
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
 /// The environment variable that switches on librdkafka's own debug
 /// contexts (e.g. `cgrp,fetch`), logged through tracing at debug level.
 pub const KAFKA_DEBUG_ENV: &str = "EDGEMETER_KAFKA_DEBUG";
@@ -121,8 +197,8 @@ impl std::error::Error for BrokerSetupError {}
 
 /// Fetches the cluster's metadata to prove the broker answers. Runs the
 /// blocking call off the async threads.
-pub async fn check_broker(
-    client: Arc<impl Consumer + Send + Sync + 'static>,
+pub async fn check_broker<X: ConsumerContext + 'static>(
+    client: Arc<impl Consumer<X> + Send + Sync + 'static>,
     brokers: &str,
     topic: &str,
 ) -> Result<(), BrokerSetupError> {
@@ -161,7 +237,8 @@ pub async fn check_broker(
 
 /// The readings stream of one edge.
 pub struct KafkaBus {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<LagContext>>,
+    lag: Arc<ConsumerLag>,
     topic: String,
     /// Partitions this bus reads, by number.
     assigned: BTreeSet<i32>,
@@ -178,7 +255,12 @@ impl KafkaBus {
         edge_id: &str,
         topic: &str,
     ) -> Result<KafkaBus, BrokerSetupError> {
-        let consumer: StreamConsumer = client_config(brokers)
+        let lag = Arc::new(ConsumerLag::default());
+        let context = LagContext {
+            topic: topic.to_owned(),
+            lag: lag.clone(),
+        };
+        let consumer: StreamConsumer<LagContext> = client_config(brokers)
             .set("group.id", group_id(edge_id))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -187,7 +269,11 @@ impl KafkaBus {
             // Hand over fetched records quickly instead of batching for 500 ms.
             .set("fetch.wait.max.ms", "100")
             .set("reconnect.backoff.max.ms", "2000")
-            .create()
+            .set(
+                "statistics.interval.ms",
+                STATISTICS_INTERVAL.as_millis().to_string(),
+            )
+            .create_with_context(context)
             .map_err(|error| BrokerSetupError {
                 brokers: brokers.to_owned(),
                 reason: error.to_string(),
@@ -196,6 +282,7 @@ impl KafkaBus {
         check_broker(consumer.clone(), brokers, topic).await?;
         let mut bus = KafkaBus {
             consumer,
+            lag,
             topic: topic.to_owned(),
             assigned: BTreeSet::new(),
             next_refresh: Instant::now(),
@@ -203,6 +290,12 @@ impl KafkaBus {
         };
         bus.refresh_partitions().await;
         Ok(bus)
+    }
+
+    /// The consumer's lag, kept up to date by librdkafka's statistics for
+    /// as long as the bus is polled.
+    pub fn consumer_lag(&self) -> Arc<ConsumerLag> {
+        self.lag.clone()
     }
 
     /// Starts reading partitions of the topic that appeared since the last
@@ -249,8 +342,8 @@ impl KafkaBus {
 }
 
 /// The partition numbers of `topic`, from the broker's metadata.
-fn partitions_of(
-    consumer: &impl Consumer,
+fn partitions_of<X: ConsumerContext>(
+    consumer: &impl Consumer<X>,
     topic: &str,
 ) -> Result<BTreeSet<i32>, rdkafka::error::KafkaError> {
     let metadata = consumer.fetch_metadata(Some(topic), PARTITIONS_LOOKUP_TIMEOUT)?;
@@ -265,8 +358,8 @@ fn partitions_of(
 /// Whether the consumer has read every partition in `partitions` to the
 /// high watermark the broker reports now. Blocking: the broker queries
 /// share `deadline`, and running past it is an error.
-fn read_to_end(
-    consumer: &impl Consumer,
+fn read_to_end<X: ConsumerContext>(
+    consumer: &impl Consumer<X>,
     topic: &str,
     partitions: &BTreeSet<i32>,
     deadline: std::time::Instant,

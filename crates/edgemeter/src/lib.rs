@@ -13,6 +13,7 @@
 //! - [`mosaik_link`]: the same households as a mosaik simulator (stepped by
 //!   a co-simulation instead of the clock).
 //! - [`speed`]: the replay's pacing factor.
+//! - [`metrics`]: `GET /metrics` for both, in the Prometheus text format.
 //! - [`status_socket`]: the running edge's live state for `edgemeter status`,
 //!   on a Unix socket next to its database.
 //! - [`cloud_handler`]: serves `edgemeter_cloud::Cloud` through [`nng_server`].
@@ -43,6 +44,7 @@ pub mod kafka_producer;
 pub mod key_reload;
 pub mod keys;
 pub mod log_output;
+pub mod metrics;
 pub mod mosaik_link;
 pub mod nng_link;
 pub mod nng_server;

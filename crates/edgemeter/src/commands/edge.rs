@@ -1,6 +1,7 @@
 //! `edgemeter edge`: consumes Kafka, keeps 5-second averages in SQLite and
 //! ships them to the cloud over NNG, and serves its live state to
-//! `edgemeter status` on `<db>.status.sock`.
+//! `edgemeter status` on `<db>.status.sock` and, with `--metrics ADDR`, to
+//! Prometheus on `http://ADDR/metrics`.
 
 use crate::cli::EdgeArgs;
 use crate::command_error::CommandError;
@@ -33,6 +34,10 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
     // Bound before the slow steps, so that a second edge on this database
     // or a path too long for a socket fails at once.
     let status_socket = StatusSocket::bind(&args.db)?;
+    let metrics_listener = match &args.metrics {
+        Some(address) => Some(crate::metrics::bind(address).await?),
+        None => None,
+    };
     let bus = KafkaBus::connect(&args.kafka, &args.edge_id, &args.topic).await?;
     let link = Arc::new(NngLink::dial(
         &args.cloud,
@@ -40,6 +45,14 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
         args.ports.data_port,
     )?);
     let monitor = Arc::new(EdgeMonitor::new());
+    if let Some((listener, address)) = metrics_listener {
+        let registry = crate::metrics::registry(crate::metrics::EdgeMetrics {
+            monitor: monitor.clone(),
+            lag: Some(bus.consumer_lag()),
+        });
+        crate::metrics::serve(listener, registry, shutdown.clone());
+        tracing::info!(%address, "metrics at http://{address}/metrics");
+    }
     let reporter = tokio::spawn(report(monitor.clone(), shutdown.clone()));
     // Served only from here on, so that every answer is the running edge's
     // own state; a `status` that asks earlier waits in the listen backlog.

@@ -118,6 +118,7 @@ mod tests {
             rejected: 4,
             late: 1,
             conflicts: 5,
+            oldest_unacked_queued_ms: Some(7),
         }
     }
 
