@@ -61,7 +61,10 @@ pub async fn run_watchdog(
     shutdown: Shutdown,
 ) {
     assert!(interval >= WATCHDOG_CHECK_INTERVAL_MIN);
-    let mut checks = tokio::time::interval(interval);
+    // The first check one interval after the start, not at once: at once
+    // the loop has had no time to turn, and the check would warn of a
+    // stall on every start.
+    let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     // A late check must not be followed by a burst that pings for checks
     // whose progress was never seen.
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -159,7 +162,7 @@ mod tests {
                 shutdown,
             ))
         };
-        // The first tick fires at once; let it pass with no progress.
+        // No check before one interval has passed.
         tokio::time::sleep(interval / 2).await;
         assert_eq!(pings.load(Ordering::Relaxed), 0, "pinged without progress");
         for expected in 1..=3 {
