@@ -107,4 +107,10 @@ bash ci/chaos.sh --cycles 3 --seed 1
 step "Debian packages and systemd units"
 bash ci/deb.sh
 
+# The deployment guide, run: both packages installed, configured and
+# started under a real systemd (PID 1 of a namespace of its own), the
+# meters played, every tuple acknowledged on both /metrics; then removed.
+step "the deployment guide on this machine (packages, services, metrics)"
+bash ci/deb-install.sh
+
 step "all checks passed"
