@@ -10,7 +10,8 @@
 # meters (`edgemeter households` into tansu) and requires:
 # - both services `active` under systemd, which only says so after their
 #   READY=1 (Type=notify), and still active after 40 s, past the cloud's
-#   30 s watchdog, so the watchdog pings come;
+#   30 s watchdog, so the watchdog pings come, and no watchdog check
+#   logged a stalled loop;
 # - their logs in the journal;
 # - every tuple acknowledged, seen on the edge's /metrics, the cloud's
 #   /metrics and `edgemeter status` run as the service user;
@@ -39,12 +40,14 @@ command -v unshare >/dev/null 2>&1 || skip "unshare is missing"
 if dpkg-query -W -f='${Status}\n' edgemeter-edge edgemeter-cloud 2>/dev/null | grep -q "installed"; then
     skip "an edgemeter package is installed on this machine; leaving it alone"
 fi
-edge_deb="$(ls target/debian/edgemeter-edge_*.deb 2>/dev/null | tail -n1)"
-cloud_deb="$(ls target/debian/edgemeter-cloud_*.deb 2>/dev/null | tail -n1)"
-[ -f "$edge_deb" ] && [ -f "$cloud_deb" ] || fail "no packages in target/debian: run bash ci/deb.sh first"
+# Where ci/deb.sh left the packages and the release binary.
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+edge_deb="$(ls "$target"/debian/edgemeter-edge_*.deb 2>/dev/null | tail -n1 || true)"
+cloud_deb="$(ls "$target"/debian/edgemeter-cloud_*.deb 2>/dev/null | tail -n1 || true)"
+[ -f "$edge_deb" ] && [ -f "$cloud_deb" ] || fail "no packages in $target/debian: run bash ci/deb.sh first"
 TANSU="${TANSU_BIN:-$HOME/.cargo/bin/tansu}"
 [ -x "$TANSU" ] || fail "tansu is missing at $TANSU"
-HOUSEHOLDS_BIN="$PWD/target/release/edgemeter"
+HOUSEHOLDS_BIN="$target/release/edgemeter"
 [ -x "$HOUSEHOLDS_BIN" ] || fail "no release binary: run bash ci/deb.sh first"
 
 work="$(mktemp -d)"
@@ -192,6 +195,10 @@ for unit in edgemeter-cloud edgemeter-edge; do
 done
 inside journalctl -u edgemeter-cloud --no-pager | grep -q "cloud serving" || fail "no cloud log in the journal"
 inside journalctl -u edgemeter-edge --no-pager | grep -q "cloud connected" || fail "no edge log in the journal"
+# The loops turned all along: no watchdog check found them stalled.
+if inside journalctl --no-pager | grep "made no progress since the last watchdog check"; then
+    fail "a watchdog check found a main loop stalled"
+fi
 inside systemctl reload edgemeter-edge
 wait_for 10 "the reload is logged" sh -c "nsenter -t $systemd_pid -m -p journalctl -u edgemeter-edge --no-pager | grep -q 'SIGHUP: key file reloaded'"
 main_pid="$(inside systemctl show -p MainPID --value edgemeter-edge)"

@@ -103,4 +103,4 @@ for role in edge cloud; do
     fi
 done
 
-step "packages built and checked: $(ls target/debian/*.deb | tr '\n' ' ')"
+step "packages built and checked: $(ls "${CARGO_TARGET_DIR:-target}"/debian/*.deb | tr '\n' ' ')"

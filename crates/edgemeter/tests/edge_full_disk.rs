@@ -14,53 +14,12 @@
 mod common;
 
 use common::cluster::{self, assert_end_state, Cluster};
-use common::{edge_status, try_edge_status, tuples_in, wait_until, Process};
-use std::os::unix::process::CommandExt;
+use common::{
+    edge_status, edge_that_survives_file_limits, limit_file_size, try_edge_status, tuples_in,
+    wait_until,
+};
 use std::process::Command;
 use std::time::Duration;
-
-/// Starts `edgemeter edge` as [`Cluster::edge`] does, with SIGXFSZ ignored.
-fn edge_that_survives_file_limits(cluster: &Cluster) -> Process {
-    let args = cluster.edge_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Process::spawn_with(
-        "edge",
-        std::path::Path::new(env!("CARGO_BIN_EXE_edgemeter")),
-        &args,
-        cluster.dir.path(),
-        |command: &mut Command| {
-            // SAFETY: signal(2) is async-signal-safe, and an ignored
-            // disposition survives exec.
-            unsafe {
-                command.pre_exec(|| {
-                    if libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        },
-    )
-}
-
-/// Sets the soft file-size limit of process `pid`: `Some(bytes)` or none.
-fn limit_file_size(pid: u32, bytes: Option<u64>) {
-    let pid = libc::pid_t::try_from(pid).expect("a pid");
-    let mut current = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit(2) reads and writes only the structs passed to it.
-    let read = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut current) };
-    assert_eq!(read, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let wanted = libc::rlimit {
-        rlim_cur: bytes.unwrap_or(current.rlim_max),
-        rlim_max: current.rlim_max,
-    };
-    // SAFETY: as above.
-    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &wanted, std::ptr::null_mut()) };
-    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
 
 fn status_text(db: &std::path::Path) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_edgemeter"))
@@ -77,7 +36,7 @@ fn a_full_disk_pauses_consumption_status_says_so_and_nothing_is_lost() {
     let oracle = cluster::oracle();
     let cluster = Cluster::start();
     let _cloud = cluster.cloud();
-    let mut edge = edge_that_survives_file_limits(&cluster);
+    let mut edge = edge_that_survives_file_limits(&cluster, &[]);
     wait_until(
         "the edge to report itself consuming",
         Duration::from_secs(60),

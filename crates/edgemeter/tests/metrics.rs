@@ -19,37 +19,23 @@
 mod common;
 
 use common::cluster::{oracle, Cluster, DURATION_MS, EDGE_ID};
-use common::{ask, free_port, wait_until, Process};
+use common::{
+    ask, edge_that_survives_file_limits, free_port, limit_file_size, wait_until, Process,
+};
 use edgemeter::metrics::{CLOUD_METRICS, EDGE_METRICS};
 use edgemeter_wire::sealed::seal_request;
 use edgemeter_wire::{BatchRequest, EdgeKey, Reading, TupleOut, WireVersion};
 use prometheus_parse::{Sample, Value};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::time::Duration;
 
 /// Long enough for any step on a loaded two-core machine.
 const STEP_WITHIN: Duration = Duration::from_secs(180);
 
-/// One plain HTTP/1.0 GET; the body, if the answer is 200.
+/// One plain HTTP/1.0 GET; the body, if the answer is 200 and, for
+/// `/metrics`, in the text exposition format.
 fn http_get(port: u16, path: &str) -> Result<String, String> {
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|error| error.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|error| error.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .map_err(|error| error.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|error| error.to_string())?;
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("no end of headers")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(head.lines().next().unwrap_or("").to_owned());
-    }
+    let (head, body) = common::http_get(port, path)?;
     if path == "/metrics"
         && !head
             .to_ascii_lowercase()
@@ -57,7 +43,7 @@ fn http_get(port: u16, path: &str) -> Result<String, String> {
     {
         return Err(format!("not the text format: {head}"));
     }
-    Ok(body.to_owned())
+    Ok(body)
 }
 
 /// One scrape, parsed.
@@ -161,46 +147,10 @@ fn publish(broker: &str, records: &[(&str, Vec<u8>)]) {
 /// Starts the cluster's edge with `--metrics` and SIGXFSZ ignored, so that
 /// a file-size limit is an error it sees, as on a full disk.
 fn edge_with_metrics(cluster: &Cluster, metrics_port: u16) -> Process {
-    let mut args = cluster.edge_args();
-    args.extend(["--metrics".to_owned(), format!("127.0.0.1:{metrics_port}")]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Process::spawn_with(
-        "edge",
-        std::path::Path::new(env!("CARGO_BIN_EXE_edgemeter")),
-        &args,
-        cluster.dir.path(),
-        |command: &mut Command| {
-            // SAFETY: signal(2) is async-signal-safe, and an ignored
-            // disposition survives exec.
-            unsafe {
-                command.pre_exec(|| {
-                    if libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        },
+    edge_that_survives_file_limits(
+        cluster,
+        &["--metrics".to_owned(), format!("127.0.0.1:{metrics_port}")],
     )
-}
-
-/// Sets the soft file-size limit of process `pid`: `Some(bytes)` or none.
-fn limit_file_size(pid: u32, bytes: Option<u64>) {
-    let pid = libc::pid_t::try_from(pid).expect("a pid");
-    let mut current = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit(2) reads and writes only the structs passed to it.
-    let read = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut current) };
-    assert_eq!(read, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let wanted = libc::rlimit {
-        rlim_cur: bytes.unwrap_or(current.rlim_max),
-        rlim_max: current.rlim_max,
-    };
-    // SAFETY: as above.
-    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &wanted, std::ptr::null_mut()) };
-    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
 
 /// The it-edge row of the dashboard's `/api/edges`.

@@ -24,7 +24,6 @@ use edgemeter_wire::{
     BatchReply, BatchRequest, HeartbeatRequest, ReplyOutcome, TupleOut, WireVersion,
 };
 use redis::Commands;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 /// The bound on the refill after a FLUSHALL.
@@ -44,22 +43,8 @@ fn tuple_keys(cluster: &Cluster) -> usize {
 
 /// One plain HTTP/1.0 GET; the body as JSON.
 fn get_json(port: u16, path: &str) -> Result<serde_json::Value, String> {
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|error| error.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|error| error.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .map_err(|error| error.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|error| error.to_string())?;
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("no end of headers")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(head.lines().next().unwrap_or("").to_owned());
-    }
-    serde_json::from_str(body).map_err(|error| error.to_string())
+    let (_, body) = common::http_get(port, path)?;
+    serde_json::from_str(&body).map_err(|error| error.to_string())
 }
 
 /// The tuples `/api/states` counts over all 16 states.

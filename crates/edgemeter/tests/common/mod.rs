@@ -5,7 +5,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -361,4 +363,70 @@ pub fn start_cloud(redis: &RedisServer, dir: &Path, extra: &[&str]) -> (Process,
             .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok())
     });
     (cloud, heartbeat_port, data_port)
+}
+
+/// One plain HTTP/1.0 GET on loopback: the response's head and body, if
+/// its status is 200.
+pub fn http_get(port: u16, path: &str) -> Result<(String, String), String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|error| error.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|error| error.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(|error| error.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|error| error.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no end of headers")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(head.lines().next().unwrap_or("").to_owned());
+    }
+    Ok((head.to_owned(), body.to_owned()))
+}
+
+/// Starts the cluster's edge with `extra` arguments and SIGXFSZ ignored,
+/// so that a file-size limit ([`limit_file_size`]) is an error it sees, as
+/// on a full disk, not a signal that kills it.
+pub fn edge_that_survives_file_limits(cluster: &cluster::Cluster, extra: &[String]) -> Process {
+    let mut args = cluster.edge_args();
+    args.extend(extra.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Process::spawn_with(
+        "edge",
+        Path::new(env!("CARGO_BIN_EXE_edgemeter")),
+        &args,
+        cluster.dir.path(),
+        |command: &mut Command| {
+            // SAFETY: signal(2) is async-signal-safe, and an ignored
+            // disposition survives exec.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    )
+}
+
+/// Sets the soft file-size limit of process `pid`: `Some(bytes)` or none.
+pub fn limit_file_size(pid: u32, bytes: Option<u64>) {
+    let pid = libc::pid_t::try_from(pid).expect("a pid");
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit(2) reads and writes only the structs passed to it.
+    let read = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut current) };
+    assert_eq!(read, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let wanted = libc::rlimit {
+        rlim_cur: bytes.unwrap_or(current.rlim_max),
+        rlim_max: current.rlim_max,
+    };
+    // SAFETY: as above.
+    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &wanted, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
