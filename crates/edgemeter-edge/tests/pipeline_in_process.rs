@@ -64,6 +64,22 @@ fn publish(log: &SharedLog, households: &[Household]) {
     }
 }
 
+/// A cloud that serves only `edge-test`, sealed with `key`.
+fn strict_cloud(key: edgemeter_wire::EdgeKey) -> Arc<TestCloud> {
+    let auth = edgemeter_cloud::CloudAuth {
+        allow_unauthenticated: false,
+        ..edgemeter_cloud::CloudAuth::open().with_key("edge-test", key)
+    };
+    Arc::new(Cloud::new(
+        CloudConfig {
+            auth,
+            ..CloudConfig::default()
+        },
+        MemoryCache::new(),
+        SystemClock,
+    ))
+}
+
 fn lossy_link(cloud: &Arc<TestCloud>, lose_every: u64) -> Arc<LossyLink> {
     Arc::new(LossyLink {
         cloud: cloud.clone(),
@@ -384,24 +400,12 @@ async fn closed_windows_are_stored_in_few_bounded_transactions() {
 
 #[tokio::test(start_paused = true)]
 async fn an_authenticated_edge_ships_to_a_strict_cloud() {
-    use edgemeter_cloud::CloudAuth;
     use edgemeter_wire::EdgeKey;
     let (households, oracle) = data_slice(2, 3);
     let log = SharedLog::new(MemLog::new(3, 1_000_000));
     publish(&log, &households);
     let key = EdgeKey::from_bytes([42; 32]);
-    let auth = CloudAuth {
-        allow_unauthenticated: false,
-        ..CloudAuth::open().with_key("edge-test", key.clone())
-    };
-    let cloud = Arc::new(Cloud::new(
-        CloudConfig {
-            auth,
-            ..CloudConfig::default()
-        },
-        MemoryCache::new(),
-        SystemClock,
-    ));
+    let cloud = strict_cloud(key.clone());
     let link = lossy_link(&cloud, 0);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("edge.db");
@@ -432,24 +436,12 @@ async fn an_authenticated_edge_ships_to_a_strict_cloud() {
 /// the edge), then send B on the channel.
 #[tokio::test(start_paused = true)]
 async fn a_replaced_key_is_used_from_the_next_request() {
-    use edgemeter_cloud::CloudAuth;
     use edgemeter_wire::EdgeKey;
     let (households, oracle) = data_slice(2, 3);
     let log = SharedLog::new(MemLog::new(3, 1_000_000));
     publish(&log, &households);
     let (old, new) = (EdgeKey::from_bytes([1; 32]), EdgeKey::from_bytes([2; 32]));
-    let auth = CloudAuth {
-        allow_unauthenticated: false,
-        ..CloudAuth::open().with_key("edge-test", new.clone())
-    };
-    let cloud = Arc::new(Cloud::new(
-        CloudConfig {
-            auth,
-            ..CloudConfig::default()
-        },
-        MemoryCache::new(),
-        SystemClock,
-    ));
+    let cloud = strict_cloud(new.clone());
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("edge.db");
     let (updates, receiver) = tokio::sync::watch::channel(Some(old.clone()));
