@@ -14,10 +14,10 @@
 //! is a change too, since the cloud may have lost its store while the edge
 //! was down.
 //!
-//! A pass reads the acknowledged rows above its cursor once, through the
-//! outbox's index of acknowledged rows: after a loss that is what is
-//! shipped again; after an edge restart with nothing to refill it is one
-//! read of the retained rows (`ack_retention` bounds them), in batches.
+//! A pass reads the acknowledged rows above its cursor once, in row id
+//! order: after a loss that is what is shipped again; after an edge
+//! restart with nothing to refill it is one read of the retained rows
+//! (`ack_retention` bounds them), in batches.
 //!
 //! Epochs have no order: a reply that was stored before a loss can arrive
 //! after the heartbeat that named the new epoch. The rule stays simple,
