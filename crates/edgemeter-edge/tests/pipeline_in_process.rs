@@ -7,13 +7,13 @@
 
 mod common;
 
+use common::data_slice;
 use edgemeter_cloud::{Cloud, CloudConfig, MemoryCache};
-use edgemeter_data::{oracle_windows, Household, OracleWindow};
+use edgemeter_data::Household;
 use edgemeter_edge::{run_edge, Channel, CloudLink, EdgeConfig, EdgeMonitor, LinkError, Outbox};
 use edgemeter_env::SystemClock;
 use edgemeter_memlog::{MemLog, SharedLog};
 use edgemeter_store::SqliteOutbox;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,19 +41,6 @@ impl CloudLink for LossyLink {
         }
         Ok(reply)
     }
-}
-
-/// The first `minutes` of the first `count` households of the shipped data,
-/// and the oracle's windows for them.
-fn data_slice(
-    minutes: i64,
-    count: usize,
-) -> (Vec<Household>, BTreeMap<(String, i64), OracleWindow>) {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/gem-house-1h");
-    let (mut households, _) = edgemeter_data::load_dir(&data, Some(minutes * 60 * 1000)).unwrap();
-    households.truncate(count);
-    let oracle = oracle_windows(&households);
-    (households, oracle)
 }
 
 /// Publishes every reading in time order, keyed by household.

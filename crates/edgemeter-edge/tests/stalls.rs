@@ -7,7 +7,10 @@
 //! of stall take milliseconds and the runs are the same each time.
 
 use edgemeter_cloud::{Cloud, CloudConfig, MemoryCache};
-use edgemeter_data::{oracle_windows, Household, OracleWindow};
+mod common;
+
+use common::data_slice;
+use edgemeter_data::OracleWindow;
 use edgemeter_edge::{
     run_edge, BusError, BusRecord, Channel, CloudLink, EdgeConfig, EdgeMonitor, LinkError, Outbox,
     ReadingsBus, DEFAULT_IDLE_FLUSH,
@@ -47,18 +50,6 @@ fn link() -> Arc<DirectLink> {
             SystemClock,
         )),
     })
-}
-
-/// The first `minutes` of the first `count` households, and their oracle.
-fn data_slice(
-    minutes: i64,
-    count: usize,
-) -> (Vec<Household>, BTreeMap<(String, i64), OracleWindow>) {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/gem-house-1h");
-    let (mut households, _) = edgemeter_data::load_dir(&data, Some(minutes * 60 * 1000)).unwrap();
-    households.truncate(count);
-    let oracle = oracle_windows(&households);
-    (households, oracle)
 }
 
 /// The production settings, with the idle flush the test names.

@@ -7,7 +7,6 @@
 mod common;
 
 use common::cluster::{assert_end_state, oracle, Cluster};
-use std::time::Duration;
 
 #[test]
 fn every_window_arrives_once_with_the_oracle_average() {
@@ -15,13 +14,6 @@ fn every_window_arrives_once_with_the_oracle_average() {
     let cluster = Cluster::start();
     let _cloud = cluster.cloud();
     let _edge = cluster.edge();
-    let mut households = cluster.households("max");
-    let status = households.wait_exit(Duration::from_secs(180));
-    assert!(
-        status.success(),
-        "households failed: {status}\n{}",
-        households.log_tail()
-    );
-    cluster.wait_for_acked(expected.len() as u64, Duration::from_secs(180));
+    cluster.replay_until_acked("max", expected.len() as u64);
     assert_end_state(&cluster, &expected);
 }

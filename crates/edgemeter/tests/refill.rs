@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::cluster::{assert_end_state, oracle, Cluster, EDGE_ID};
+use common::cluster::{assert_end_state, oracle, Cluster};
 use common::{ask, start_cloud, wait_until, RedisServer};
 use edgemeter_wire::{
     BatchReply, BatchRequest, HeartbeatRequest, ReplyOutcome, TupleOut, WireVersion,
@@ -29,16 +29,9 @@ use std::time::{Duration, Instant};
 /// The bound on the refill after a FLUSHALL.
 const REFILL_WITHIN: Duration = Duration::from_secs(90);
 
-/// Tuples under the edge's keys in Redis, walked with SCAN.
+/// Tuples under the edge's keys in Redis.
 fn tuple_keys(cluster: &Cluster) -> usize {
-    let mut connection = cluster.redis.connection();
-    let pattern = format!("em:tuple:{EDGE_ID}:*");
-    let keys: Vec<String> = connection
-        .scan_match::<_, String>(&pattern)
-        .expect("scan")
-        .collect::<Result<_, _>>()
-        .expect("scan keys");
-    keys.len()
+    cluster.tuple_keys().len()
 }
 
 /// One plain HTTP/1.0 GET; the body as JSON.
@@ -64,14 +57,7 @@ fn a_flushed_redis_is_refilled_from_the_edge_within_90_s() {
     let cluster = Cluster::start();
     let _cloud = cluster.cloud();
     let edge = cluster.edge();
-    let mut households = cluster.households("max");
-    let status = households.wait_exit(Duration::from_secs(180));
-    assert!(
-        status.success(),
-        "households failed: {status}\n{}",
-        households.log_tail()
-    );
-    cluster.wait_for_acked(expected.len() as u64, Duration::from_secs(180));
+    cluster.replay_until_acked("max", expected.len() as u64);
     assert_eq!(tuple_keys(&cluster), expected.len());
     assert_eq!(states_tuples(cluster.http_port), Ok(expected.len() as u64));
 

@@ -1,7 +1,12 @@
 //! Helpers shared by the edge's integration tests.
 
-use edgemeter_data::Household;
+// Each test file uses some of these helpers, never all.
+#![allow(dead_code)]
+
+use edgemeter_data::{oracle_windows, Household, OracleWindow};
 use edgemeter_memlog::SharedLog;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -27,4 +32,17 @@ pub fn spawn_paced_publisher(
                 .unwrap();
         }
     })
+}
+
+/// The first `minutes` of the first `count` households of the shipped data,
+/// and the oracle's windows for them.
+pub fn data_slice(
+    minutes: i64,
+    count: usize,
+) -> (Vec<Household>, BTreeMap<(String, i64), OracleWindow>) {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/gem-house-1h");
+    let (mut households, _) = edgemeter_data::load_dir(&data, Some(minutes * 60 * 1000)).unwrap();
+    households.truncate(count);
+    let oracle = oracle_windows(&households);
+    (households, oracle)
 }

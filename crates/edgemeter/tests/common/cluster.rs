@@ -149,6 +149,30 @@ impl Cluster {
             self.acked() >= count
         });
     }
+
+    /// Replays the households at `speed` to their end, then waits until
+    /// the edge has acknowledged `count` tuples.
+    pub fn replay_until_acked(&self, speed: &str, count: u64) {
+        let mut households = self.households(speed);
+        let status = households.wait_exit(Duration::from_secs(180));
+        assert!(
+            status.success(),
+            "households failed: {status}\n{}",
+            households.log_tail()
+        );
+        self.wait_for_acked(count, Duration::from_secs(180));
+    }
+
+    /// The keys of this edge's tuples in Redis, walked with SCAN.
+    pub fn tuple_keys(&self) -> Vec<String> {
+        let mut connection = self.redis.connection();
+        let pattern = format!("em:tuple:{EDGE_ID}:*");
+        connection
+            .scan_match::<_, String>(&pattern)
+            .expect("scan")
+            .collect::<Result<_, _>>()
+            .expect("scan keys")
+    }
 }
 
 /// The averages the pipeline must produce, computed from the CSV directly.
@@ -191,14 +215,9 @@ pub fn assert_end_state(cluster: &Cluster, oracle: &BTreeMap<(String, i64), Orac
         codes.insert(key, code);
     }
 
-    let mut connection = cluster.redis.connection();
-    let pattern = format!("em:tuple:{EDGE_ID}:*");
-    let keys: Vec<String> = connection
-        .scan_match::<_, String>(&pattern)
-        .expect("scan")
-        .collect::<Result<_, _>>()
-        .expect("scan keys");
+    let keys = cluster.tuple_keys();
     assert_eq!(keys.len(), oracle.len(), "one Redis entry per tuple");
+    let mut connection = cluster.redis.connection();
     for key in &keys {
         let value: Vec<u8> = redis::cmd("GET")
             .arg(key)
