@@ -61,13 +61,30 @@ fn make_venv() -> PathBuf {
     )
 }
 
+/// Runs a scenario of `ci/mosaik` on the cluster's broker over the first
+/// [`HOUSEHOLDS`] households for [`UNTIL_S`], with `args` of its own.
 fn run_scenario(cluster: &Cluster, script: &str, args: &[&str]) {
     let script = repository().join("ci/mosaik").join(script);
     let script = script.to_str().expect("UTF-8 path").to_owned();
     // mosaik listens on 5555 unless told otherwise: two worlds at once, or
     // anything else on that port, would collide.
     let port = common::free_port().to_string();
-    let mut all = vec![script.as_str(), "--mosaik-port", port.as_str()];
+    let kafka = cluster.tansu.address();
+    let data = data_dir();
+    let (households, until) = (HOUSEHOLDS.to_string(), UNTIL_S.to_string());
+    let mut all = vec![
+        script.as_str(),
+        "--mosaik-port",
+        port.as_str(),
+        "--kafka",
+        &kafka,
+        "--data",
+        data.to_str().expect("UTF-8 path"),
+        "--households",
+        &households,
+        "--until",
+        &until,
+    ];
     all.extend_from_slice(args);
     let mut scenario = Process::spawn("scenario", &python(), &all, cluster.dir.path());
     let status = scenario.wait_exit(Duration::from_secs(240));
@@ -170,23 +187,10 @@ fn the_originals_record_form_from_a_mosaik_scenario_feeds_the_edge() {
     let _cloud = cluster.cloud();
     let _edge = edge_with(&cluster, &["--readings", "original"]);
     let published = cluster.dir.path().join("published.jsonl");
-    let until = UNTIL_S.to_string();
-    let households = HOUSEHOLDS.to_string();
     run_scenario(
         &cluster,
         "original_form.py",
-        &[
-            "--kafka",
-            &cluster.tansu.address(),
-            "--data",
-            data_dir().to_str().expect("UTF-8 path"),
-            "--households",
-            &households,
-            "--until",
-            &until,
-            "--published",
-            published.to_str().expect("UTF-8 path"),
-        ],
+        &["--published", published.to_str().expect("UTF-8 path")],
     );
     let (expected, records) = oracle_of_published(&published);
     assert!(
@@ -236,23 +240,10 @@ fn a_real_mosaik_world_drives_the_households_simulator() {
     let cluster = Cluster::start();
     let _cloud = cluster.cloud();
     let _edge = cluster.edge();
-    let until = UNTIL_S.to_string();
-    let households = HOUSEHOLDS.to_string();
     run_scenario(
         &cluster,
         "cosim.py",
-        &[
-            "--edgemeter",
-            env!("CARGO_BIN_EXE_edgemeter"),
-            "--kafka",
-            &cluster.tansu.address(),
-            "--data",
-            data_dir().to_str().expect("UTF-8 path"),
-            "--households",
-            &households,
-            "--until",
-            &until,
-        ],
+        &["--edgemeter", env!("CARGO_BIN_EXE_edgemeter")],
     );
     assert_edge_matches(&cluster, &cosim_oracle());
 }
