@@ -72,7 +72,19 @@ pub struct EdgeConfig {
     pub ack_retention: Duration,
     pub planted: PlantedBugs,
     pub crash_points: CrashPoints,
+    /// Names this edge process to the cloud (heartbeat version 4, batch
+    /// version 3): a random non-zero u64, drawn once per process start, so
+    /// that the cloud's instance lease tells a second process with the
+    /// same `edge_id` from this one, and a restart from a resend. This
+    /// crate reads no randomness: the `edge` command draws it from the OS,
+    /// the simulation from its seed (a new one per start). The default,
+    /// [`DEFAULT_INSTANCE`], is for tests and the in-process demo, where
+    /// one process runs one edge.
+    pub instance: u64,
 }
+
+/// The instance of an [`EdgeConfig::new`] config; see [`EdgeConfig::instance`].
+pub const DEFAULT_INSTANCE: u64 = 1;
 
 impl EdgeConfig {
     pub fn new(edge_id: impl Into<String>) -> EdgeConfig {
@@ -101,6 +113,7 @@ impl EdgeConfig {
             ack_retention: Duration::from_secs(7 * 24 * 3600),
             planted: PlantedBugs::NONE,
             crash_points: CrashPoints::none(),
+            instance: DEFAULT_INSTANCE,
         }
     }
 }

@@ -15,11 +15,19 @@
 //!    rebuild one from the tail of its readings;
 //! 2. flag 1 in SQLite -> request -> reply -> flag 2 and postal code in SQLite;
 //! 3. the cloud stores by tuple identity, so a resend after any crash is harmless;
-//! 4. every reply and heartbeat names the cloud store's epoch, recorded on
-//!    each acknowledged tuple; when it changes (the store lost its data),
-//!    the tuples acknowledged under another epoch are shipped again
+//! 4. every reply and heartbeat names the cloud store's epochs, one per
+//!    store bucket, and each acknowledged tuple records its bucket's; when
+//!    one changes (that bucket lost its data), the tuples acknowledged
+//!    under none of the current epochs are shipped again
 //!    ([`crate::refill`]), and acknowledged tuples are kept for
-//!    `ack_retention`, then deleted in chunks.
+//!    `ack_retention`, then deleted in chunks;
+//! 5. one edge id, one process: the cloud's store leases the id to the
+//!    instance that heartbeats ([`EdgeConfig::instance`]). A refused edge
+//!    (another live instance holds the id) stops reading the bus,
+//!    committing offsets and shipping, keeps heartbeating, says so in its
+//!    monitor and in one error line a minute, and resumes once accepted:
+//!    two processes committing to one consumer group would interleave its
+//!    offsets.
 //!
 //! Windows close on event time (see [`crate::windows`]). The one exception
 //! is the end of the stream: every open window is flushed only when the
@@ -45,8 +53,8 @@ use crate::{EdgeConfig, EdgeMonitor};
 use edgemeter_env::{Bug, CrashPoint, WallClock};
 use edgemeter_wire::sealed::{open_reply, seal_request};
 use edgemeter_wire::{
-    Ack, Backlog, BatchReply, EdgeKey, HeartbeatReply, HeartbeatRequest, PostalCode, ReplyOutcome,
-    TupleAck, TupleOut, TupleOutcome,
+    store_bucket, Ack, Backlog, BatchReply, BucketHeartbeatReply, EdgeKey, HeartbeatReply,
+    HeartbeatRequest, PostalCode, ReplyOutcome, TupleAck, TupleOut, TupleOutcome, STORE_BUCKETS,
 };
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -86,6 +94,10 @@ const BUS_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// 2 s per query); this is the backstop so that a bus which hangs cannot
 /// hold up commits for longer.
 pub const END_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a refused edge repeats its error line: once a minute keeps an
+/// operator informed without flooding the log with one line a heartbeat.
+pub const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The idle flush of the planted bug `flush-on-silence`: the old default.
 const PLANTED_SILENCE_FLUSH: Duration = Duration::from_secs(10);
@@ -158,12 +170,15 @@ where
     // Set while the edge would flush if the bus confirmed the end: the bus
     // task asks the broker after each empty poll only then.
     let (end_wanted_tx, end_wanted_rx) = watch::channel(false);
+    // Set while the cloud refuses this instance: the bus task polls nothing.
+    let (bus_paused_tx, bus_paused_rx) = watch::channel(false);
     let bus_task = tokio::spawn(drive_bus(
         bus,
         config.poll_records_max,
         records_tx,
         commits_rx,
         end_wanted_rx,
+        bus_paused_rx,
     ));
     let _abort_bus = AbortOnDrop(bus_task);
     let now = Instant::now();
@@ -184,6 +199,8 @@ where
         monitor,
         commits_tx,
         end_wanted_tx,
+        bus_paused_tx,
+        refusal: Refusal::default(),
         consumed_next: BTreeMap::new(),
         committed: BTreeMap::new(),
         pending: PendingStore::default(),
@@ -219,6 +236,16 @@ impl PendingStore {
     }
 }
 
+/// Whether the cloud refuses this instance (another live one holds the edge
+/// id), and the log line's pacing.
+#[derive(Debug, Default)]
+struct Refusal {
+    /// Since when the heartbeats have been refused; `None` while accepted.
+    since: Option<Instant>,
+    /// When the refusal was last logged.
+    logged_at: Option<Instant>,
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -235,15 +262,23 @@ async fn drive_bus<B: ReadingsBus>(
     records_tx: mpsc::Sender<BusEvent>,
     mut commits_rx: watch::Receiver<BTreeMap<i32, i64>>,
     end_wanted_rx: watch::Receiver<bool>,
+    mut paused_rx: watch::Receiver<bool>,
 ) {
     let mut backoff = BUS_BACKOFF_MIN;
     let mut down_logged = false;
     loop {
+        let paused = *paused_rx.borrow_and_update();
         let permit = tokio::select! {
-            permit = records_tx.reserve() => match permit {
+            permit = records_tx.reserve(), if !paused => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
+            changed = paused_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
             changed = commits_rx.changed() => {
                 if changed.is_err() {
                     return;
@@ -308,6 +343,10 @@ struct EdgeLoop<L, O, C> {
     commits_tx: watch::Sender<BTreeMap<i32, i64>>,
     /// Tells the bus task to ask [`ReadingsBus::at_end`] after empty polls.
     end_wanted_tx: watch::Sender<bool>,
+    /// Stops the bus task's polls while the cloud refuses this instance.
+    bus_paused_tx: watch::Sender<bool>,
+    /// Whether the cloud refuses this instance.
+    refusal: Refusal,
     windows: Windows,
     heartbeat: Heartbeat,
     /// Whether heartbeats carry the backlog (version 3) or not.
@@ -351,7 +390,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             self.monitor.note_loop_turn();
             self.send_due(Instant::now()).await;
             let wake = self.next_wake();
-            let consuming = self.store_retry_at.is_none();
+            let consuming = self.store_retry_at.is_none() && self.refusal.since.is_none();
             tokio::select! {
                 _ = &mut shutdown => {
                     info!(edge = %self.config.edge_id, "edge stopping");
@@ -665,7 +704,12 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     }
 
     /// Commits, per partition, up to the first offset an open window needs.
+    /// Nothing while the cloud refuses this instance: another process holds
+    /// the edge id and commits to the same group.
     fn commit_offsets(&mut self) {
+        if self.refusal.since.is_some() {
+            return;
+        }
         let mut offsets = BTreeMap::new();
         for (&partition, &next) in &self.consumed_next {
             let target = self
@@ -698,14 +742,21 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             let edge_id = self.config.edge_id.clone();
             let form = self.heartbeat_form.poll_form(now);
             let body = match (form, backlog) {
+                // The lease must be renewed whatever the outbox says: an
+                // outbox that cannot be read reports an empty backlog.
+                (Form::WithInstance, backlog) => HeartbeatRequest::EdgeV4 {
+                    edge_id,
+                    instance: self.config.instance,
+                    backlog: backlog.unwrap_or_default(),
+                },
                 (Form::WithBacklog, Some(backlog)) => HeartbeatRequest::EdgeV3 { edge_id, backlog },
                 // An outbox that cannot be read has no backlog to report.
                 _ => HeartbeatRequest::EdgeV2 { edge_id },
             };
-            let form = if body.backlog().is_some() {
-                Form::WithBacklog
-            } else {
-                Form::WithoutBacklog
+            let form = match &body {
+                HeartbeatRequest::EdgeV4 { .. } => Form::WithInstance,
+                HeartbeatRequest::EdgeV3 { .. } => Form::WithBacklog,
+                _ => Form::WithoutBacklog,
             };
             let call = self.call(
                 Channel::Heartbeat,
@@ -717,7 +768,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 Completion::Heartbeat { result, form }
             }));
         }
-        if self.heartbeat.state() != LinkState::Connected {
+        if self.heartbeat.state() != LinkState::Connected || self.refusal.since.is_some() {
             return;
         }
         for _ in 0..self.config.inflight_batches_max {
@@ -781,7 +832,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         let limit = self.uplink.batch_tuples_max();
         let tuples = match self
             .outbox
-            .acked_not_under(scan.epoch, scan.after_id, limit)
+            .acked_not_under(&scan.epochs, scan.after_id, limit)
         {
             Ok(tuples) => tuples,
             Err(error) => {
@@ -794,7 +845,10 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         self.refill.handle_scanned(scan, &ids, limit);
         self.monitor.set_refill_scanning(self.refill.is_scanning());
         if !self.refill.is_scanning() {
-            info!(epoch = scan.epoch, "refill pass scanned to its end");
+            info!(
+                passes = self.refill.passes(),
+                "refill pass scanned to its end"
+            );
         }
         if tuples.is_empty() {
             return false;
@@ -812,19 +866,38 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         true
     }
 
-    /// An epoch the cloud named: a change starts a refill pass.
-    fn note_epoch(&mut self, epoch: u64) {
-        if self.config.planted.has(Bug::NoReshipAfterEpochChange) && self.refill.epoch().is_some() {
+    /// Epochs the cloud named for some store buckets (0: not known now):
+    /// a change in any starts a refill pass.
+    fn note_epochs(&mut self, named: impl IntoIterator<Item = (u16, u64)>) {
+        if self.config.planted.has(Bug::NoReshipAfterEpochChange) && self.refill.knows_epochs() {
             return;
         }
-        let before = self.refill.epoch();
-        if self.refill.handle_epoch(epoch) {
-            bump(&self.monitor.refill_passes, 1);
-            self.monitor.set_refill_scanning(true);
-            match before {
-                None => info!(epoch, "cloud store epoch learned; checking what to ship again"),
-                Some(before) => warn!(before, epoch, "cloud store epoch changed (it lost its data?); shipping acknowledged tuples again"),
-            }
+        let before = self.refill.knows_epochs();
+        let changed = self.refill.handle_epochs(named);
+        self.log_epoch_change(before, changed);
+    }
+
+    /// The one epoch a cloud of the previous version names: every bucket's.
+    fn note_epoch(&mut self, epoch: u64) {
+        if self.config.planted.has(Bug::NoReshipAfterEpochChange) && self.refill.knows_epochs() {
+            return;
+        }
+        let before = self.refill.knows_epochs();
+        let changed = self.refill.handle_epoch(epoch);
+        self.log_epoch_change(before, changed);
+    }
+
+    fn log_epoch_change(&mut self, knew_before: bool, changed: bool) {
+        if !changed {
+            return;
+        }
+        bump(&self.monitor.refill_passes, 1);
+        self.monitor.set_refill_scanning(true);
+        let passes = self.refill.passes();
+        if knew_before {
+            warn!(passes, "a cloud store epoch changed (a bucket lost its data?); shipping acknowledged tuples of the changed buckets again");
+        } else {
+            info!("cloud store epochs learned; checking what to ship again");
         }
     }
 
@@ -877,7 +950,8 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                     outcome: TupleOutcome::Stored,
                 })
                 .collect();
-            let _ = self.outbox.mark_acked(&acks, None, self.clock.now_ms());
+            let unknown = vec![None; acks.len()];
+            let _ = self.outbox.mark_acked(&acks, &unknown, self.clock.now_ms());
         }
         self.push_data(request_id, body);
         true
@@ -942,29 +1016,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         let now = Instant::now();
         match done {
             Completion::Heartbeat { result, form } => {
-                let answered = result.is_ok();
-                let reply = result
-                    .ok()
-                    .and_then(|bytes| HeartbeatReply::decode(&bytes).ok());
-                if answered && self.heartbeat_form.handle_reply(now, form, reply.is_some()) {
-                    warn!(
-                        retry_s = crate::heartbeat::BACKLOG_RETRY_INTERVAL.as_secs(),
-                        "the cloud does not take heartbeats with the backlog (a cloud of the previous version?); sending version-2 heartbeats, and version 3 again later"
-                    );
-                }
-                if let Some(epoch) = reply.and_then(|reply| reply.epoch) {
-                    self.note_epoch(epoch);
-                }
-                let success = reply.is_some();
-                if let Some(state) = self.heartbeat.handle_result(now, success) {
-                    let connected = state == LinkState::Connected;
-                    self.monitor.set_connected(connected);
-                    if connected {
-                        info!(edge = %self.config.edge_id, "cloud connected");
-                    } else {
-                        warn!(edge = %self.config.edge_id, "cloud disconnected");
-                    }
-                }
+                self.handle_heartbeat_reply(now, form, result)
             }
             Completion::Data {
                 request_id,
@@ -976,6 +1028,105 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 }
                 let batch = self.uplink.complete(request_id);
                 self.handle_data_reply(batch, result, now).await;
+            }
+        }
+    }
+
+    /// A heartbeat's answer: the link's state, the form of the next one,
+    /// the store epochs it names, and whether this instance is refused.
+    fn handle_heartbeat_reply(
+        &mut self,
+        now: Instant,
+        form: Form,
+        result: Result<Vec<u8>, LinkError>,
+    ) {
+        let answered = result.is_ok();
+        let bytes = result.unwrap_or_default();
+        let understood = if form == Form::WithInstance {
+            match BucketHeartbeatReply::decode(&bytes) {
+                Ok(BucketHeartbeatReply::Accepted { epochs }) => {
+                    self.set_refused(now, false);
+                    self.uplink.set_instance(Some(self.config.instance));
+                    self.note_epochs((0..STORE_BUCKETS as u16).zip(epochs));
+                    true
+                }
+                Ok(BucketHeartbeatReply::Refused) => {
+                    self.set_refused(now, true);
+                    true
+                }
+                Err(_) => false,
+            }
+        } else {
+            match HeartbeatReply::decode(&bytes) {
+                Ok(reply) => {
+                    // A cloud that knows one epoch holds no lease to refuse.
+                    self.set_refused(now, false);
+                    self.uplink.set_instance(None);
+                    if let Some(epoch) = reply.epoch {
+                        self.note_epoch(epoch);
+                    }
+                    true
+                }
+                Err(_) => false,
+            }
+        };
+        if answered {
+            if let Some(older) = self.heartbeat_form.handle_reply(now, form, understood) {
+                warn!(
+                    ?older,
+                    retry_s = crate::heartbeat::BACKLOG_RETRY_INTERVAL.as_secs(),
+                    "the cloud does not take this heartbeat version (a cloud of a previous version?); sending an older one, and the newest again later"
+                );
+            }
+        }
+        if let Some(state) = self.heartbeat.handle_result(now, understood) {
+            let connected = state == LinkState::Connected;
+            self.monitor.set_connected(connected);
+            if connected {
+                info!(edge = %self.config.edge_id, "cloud connected");
+            } else {
+                warn!(edge = %self.config.edge_id, "cloud disconnected");
+            }
+        }
+    }
+
+    /// Enters or leaves the refused state: the bus task's polls, the
+    /// commits and the shipping stop while refused (heartbeats go on); one
+    /// error line a minute says so.
+    fn set_refused(&mut self, now: Instant, refused: bool) {
+        match (self.refusal.since, refused) {
+            (None, false) => {}
+            (Some(since), false) => {
+                info!(
+                    edge = %self.config.edge_id,
+                    refused_ms = now.duration_since(since).as_millis() as u64,
+                    "the cloud accepts this edge process again; consuming and shipping resume"
+                );
+                self.refusal = Refusal::default();
+                self.bus_paused_tx.send_replace(false);
+                self.monitor.set_refused(false);
+                // Offsets held back while refused go out now.
+                self.commit_offsets();
+            }
+            (since, true) => {
+                if since.is_none() {
+                    self.refusal.since = Some(now);
+                    self.bus_paused_tx.send_replace(true);
+                    self.monitor.set_refused(true);
+                }
+                let due = self
+                    .refusal
+                    .logged_at
+                    .is_none_or(|at| now.duration_since(at) >= REFUSED_LOG_INTERVAL);
+                if due {
+                    self.refusal.logged_at = Some(now);
+                    error!(
+                        edge = %self.config.edge_id,
+                        instance = format!("{:016x}", self.config.instance),
+                        "the cloud refused this edge process: another live process holds edge id {}; not consuming, committing or shipping until it is accepted (two edges started with one id?)",
+                        self.config.edge_id
+                    );
+                }
             }
         }
     }
@@ -1000,17 +1151,39 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 return;
             }
         };
-        let (acks, epoch) = match reply {
+        let (acks, epochs) = match reply {
             Ok(BatchReply {
                 request_id: echoed,
                 outcome: ReplyOutcome::StoredUnder { epoch, acks },
                 ..
-            }) if echoed == request_id && acks_match(&batch.tuples, &acks) => (acks, Some(epoch)),
+            }) if echoed == request_id && acks_match(&batch.tuples, &acks) => {
+                let all = BTreeMap::from_iter((0..STORE_BUCKETS as u16).map(|b| (b, epoch)));
+                (acks, all)
+            }
+            Ok(BatchReply {
+                request_id: echoed,
+                outcome: ReplyOutcome::StoredInBuckets { epochs, acks },
+                ..
+            }) if echoed == request_id
+                && acks_match(&batch.tuples, &acks)
+                && names_every_bucket(&batch.tuples, &epochs) =>
+            {
+                (acks, epochs)
+            }
             Ok(BatchReply {
                 outcome: ReplyOutcome::RetryLater(reason),
                 ..
             }) => {
                 warn!(request_id, %reason, "cloud asked to retry the batch later");
+                return self.uplink.failed(batch, now);
+            }
+            Ok(BatchReply {
+                outcome: ReplyOutcome::Refused(reason),
+                ..
+            }) => {
+                // The heartbeat decides when this ends; the batch waits.
+                self.set_refused(now, true);
+                debug!(request_id, %reason, "cloud refused the batch: another instance holds the edge id");
                 return self.uplink.failed(batch, now);
             }
             other => {
@@ -1022,13 +1195,20 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             .crash_points
             .reached(CrashPoint::EdgeBeforeMarkAcked)
             .await;
-        match self.outbox.mark_acked(&acks, epoch, self.clock.now_ms()) {
+        // Each tuple stands under its own bucket's epoch.
+        let tuple_epochs: Vec<Option<u64>> = batch
+            .tuples
+            .iter()
+            .map(|tuple| epochs.get(&store_bucket(&tuple.node_id)).copied())
+            .collect();
+        match self
+            .outbox
+            .mark_acked(&acks, &tuple_epochs, self.clock.now_ms())
+        {
             Ok(outcome) => {
                 self.count_acked(request_id, &outcome);
                 self.uplink.succeeded();
-                if let Some(epoch) = epoch {
-                    self.note_epoch(epoch);
-                }
+                self.note_epochs(epochs);
             }
             Err(error) => {
                 self.store_failed(&error);
@@ -1082,6 +1262,16 @@ fn open_sealed_reply(reply: &[u8], key: &EdgeKey, tag: &[u8; 32]) -> Result<Vec<
         error!(%error, reply = %text, "cloud reply failed authentication");
         LinkError::Unreachable(format!("reply refused: {error}"))
     })
+}
+
+/// A version-3 reply must name the epoch of every bucket the batch's
+/// tuples are in (and may name no other).
+fn names_every_bucket(tuples: &[TupleOut], epochs: &BTreeMap<u16, u64>) -> bool {
+    let buckets: BTreeSet<u16> = tuples
+        .iter()
+        .map(|tuple| store_bucket(&tuple.node_id))
+        .collect();
+    epochs.keys().copied().eq(buckets)
 }
 
 /// A reply must acknowledge exactly the batch's tuples, in order.

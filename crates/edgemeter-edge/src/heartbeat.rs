@@ -2,59 +2,81 @@
 //! heartbeats alone. A state machine with no IO: the driver tells it when a
 //! heartbeat succeeded or failed and asks it when the next one is due.
 //!
-//! [`HeartbeatForm`] picks the heartbeat's version: version 3, which
-//! reports the edge's backlog, unless the cloud answered the last one with
-//! something other than a heartbeat reply (a cloud of the previous version
-//! refuses version 3 as malformed). Then version 2, which every cloud of
-//! the previous version answers, until [`BACKLOG_RETRY_INTERVAL`] has
-//! passed and version 3 is tried again (the cloud may have been upgraded).
+//! [`HeartbeatForm`] picks the heartbeat's version: version 4, which names
+//! the edge process (the cloud's instance lease) and is answered with every
+//! store bucket's epoch, unless the cloud answered the last one with
+//! something other than its reply (a cloud of a previous version refuses
+//! it as malformed). Then the version below, one at a time (3, which still
+//! reports the backlog, then 2, which every older cloud answers), until
+//! [`BACKLOG_RETRY_INTERVAL`] has passed and version 4 is tried again (the
+//! cloud may have been upgraded).
 
 use tokio::time::{Duration, Instant};
 
-/// How long the edge sends version-2 heartbeats after a cloud refused a
-/// version-3 one before it tries version 3 again. Each try costs one
-/// missed heartbeat against an old cloud, far below the misses that mark
-/// it disconnected; ten minutes keeps the dashboard's backlog at most that
-/// late after the cloud is upgraded.
+/// How long the edge sends an older heartbeat version after a cloud refused
+/// a newer one before it tries version 4 again. Each try costs one missed
+/// heartbeat against an old cloud, far below the misses that mark it
+/// disconnected; ten minutes keeps the dashboard's backlog and the bucket
+/// epochs at most that late after the cloud is upgraded.
 pub const BACKLOG_RETRY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// A heartbeat's version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {
-    /// Version 3: with the backlog.
+    /// Version 4: the instance and the backlog; bucket epochs back.
+    WithInstance,
+    /// Version 3: the backlog, for a cloud that refused version 4.
     WithBacklog,
-    /// Version 2: without, for a cloud that refused version 3.
+    /// Version 2: neither, for a cloud that refused version 3.
     WithoutBacklog,
+}
+
+impl Form {
+    /// The next older form, if any.
+    fn older(self) -> Option<Form> {
+        match self {
+            Form::WithInstance => Some(Form::WithBacklog),
+            Form::WithBacklog => Some(Form::WithoutBacklog),
+            Form::WithoutBacklog => None,
+        }
+    }
 }
 
 /// Which heartbeat version to send, from how the cloud answered.
 #[derive(Debug, Default)]
 pub struct HeartbeatForm {
-    /// Until when version 2 is sent, after a refusal of version 3.
-    without_backlog_until: Option<Instant>,
+    /// The older form sent after a refusal, and until when.
+    fallback: Option<(Form, Instant)>,
 }
 
 impl HeartbeatForm {
     pub fn poll_form(&self, now: Instant) -> Form {
-        match self.without_backlog_until {
-            Some(until) if now < until => Form::WithoutBacklog,
-            _ => Form::WithBacklog,
+        match self.fallback {
+            Some((form, until)) if now < until => form,
+            _ => Form::WithInstance,
         }
     }
 
     /// Records how the cloud answered a heartbeat sent in `form`:
-    /// `understood` is whether the reply was a heartbeat reply. Returns
-    /// true when this answer switched the edge to version 2.
-    pub fn handle_reply(&mut self, now: Instant, form: Form, understood: bool) -> bool {
-        if form != Form::WithBacklog {
-            return false;
-        }
+    /// `understood` is whether the reply was that version's reply. Returns
+    /// the older form the edge switched to, if this answer switched it.
+    pub fn handle_reply(&mut self, now: Instant, form: Form, understood: bool) -> Option<Form> {
         if understood {
-            self.without_backlog_until = None;
-            return false;
+            // The newest form understood ends the fallback; an older one
+            // understood keeps it until the retry is due.
+            if form == Form::WithInstance {
+                self.fallback = None;
+            }
+            return None;
         }
-        self.without_backlog_until = Some(now + BACKLOG_RETRY_INTERVAL);
-        true
+        // A refusal of a form other than the one in force now (a reply that
+        // was in flight) changes nothing.
+        if form != self.poll_form(now) {
+            return None;
+        }
+        let older = form.older()?;
+        self.fallback = Some((older, now + BACKLOG_RETRY_INTERVAL));
+        Some(older)
     }
 }
 
@@ -132,27 +154,42 @@ impl Heartbeat {
 mod tests {
     use super::*;
 
-    /// Goal: version 3 until a cloud answers it with something else, then
-    /// version 2 for the retry interval, then version 3 again, which an
-    /// upgraded cloud keeps; answers to version 2 change nothing.
+    /// Goal: version 4 until a cloud answers it with something else, then
+    /// version 3, then (refused too) version 2, each for the retry
+    /// interval, then version 4 again, which an upgraded cloud keeps;
+    /// answers to older versions understood keep the fallback, and a late
+    /// refusal of a form no longer in force changes nothing.
     #[test]
-    fn a_cloud_that_refuses_the_backlog_gets_version_two_for_a_while() {
+    fn a_cloud_that_refuses_newer_heartbeats_gets_older_ones_for_a_while() {
         let start = Instant::now();
         let mut form = HeartbeatForm::default();
+        assert_eq!(form.poll_form(start), Form::WithInstance);
+        assert_eq!(form.handle_reply(start, Form::WithInstance, true), None);
+        assert_eq!(
+            form.handle_reply(start, Form::WithInstance, false),
+            Some(Form::WithBacklog)
+        );
         assert_eq!(form.poll_form(start), Form::WithBacklog);
-        assert!(!form.handle_reply(start, Form::WithBacklog, true));
-        assert!(form.handle_reply(start, Form::WithBacklog, false));
-        assert_eq!(form.poll_form(start), Form::WithoutBacklog);
-        assert!(!form.handle_reply(start, Form::WithoutBacklog, false));
-        assert!(!form.handle_reply(start, Form::WithoutBacklog, true));
+        assert_eq!(form.handle_reply(start, Form::WithBacklog, true), None);
+        assert_eq!(form.poll_form(start), Form::WithBacklog, "kept");
+        assert_eq!(
+            form.handle_reply(start, Form::WithInstance, false),
+            None,
+            "a late refusal of version 4"
+        );
+        assert_eq!(
+            form.handle_reply(start, Form::WithBacklog, false),
+            Some(Form::WithoutBacklog)
+        );
+        assert_eq!(form.handle_reply(start, Form::WithoutBacklog, false), None);
         let almost = start + BACKLOG_RETRY_INTERVAL - Duration::from_millis(1);
         assert_eq!(form.poll_form(almost), Form::WithoutBacklog);
         let retry = start + BACKLOG_RETRY_INTERVAL;
-        assert_eq!(form.poll_form(retry), Form::WithBacklog);
-        assert!(!form.handle_reply(retry, Form::WithBacklog, true));
+        assert_eq!(form.poll_form(retry), Form::WithInstance);
+        assert_eq!(form.handle_reply(retry, Form::WithInstance, true), None);
         assert_eq!(
             form.poll_form(retry + BACKLOG_RETRY_INTERVAL * 5),
-            Form::WithBacklog
+            Form::WithInstance
         );
     }
 

@@ -76,6 +76,9 @@ const NO_OLDEST: i64 = i64::MIN;
 pub struct EdgeMonitor {
     connected: AtomicBool,
     consuming: AtomicBool,
+    /// Set while the cloud refuses this edge process (another live one
+    /// holds the edge id): nothing is consumed, committed or shipped.
+    refused: AtomicBool,
     /// Set while every record of the last finished minute was rejected
     /// (see [`crate::intake`]).
     intake_alarm: AtomicBool,
@@ -126,6 +129,8 @@ pub struct EdgeMonitor {
 pub struct EdgeCounters {
     pub connected: bool,
     pub consuming: bool,
+    /// The cloud refuses this edge process: another live one holds its id.
+    pub refused: bool,
     /// Every record of the last minute with records was rejected: the edge
     /// consumes but stores nothing.
     pub intake_alarm: bool,
@@ -189,6 +194,15 @@ impl EdgeMonitor {
         self.consuming.store(consuming, Ordering::Relaxed);
     }
 
+    /// Whether the cloud refuses this edge process now.
+    pub fn refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_refused(&self, refused: bool) {
+        self.refused.store(refused, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_intake_alarm(&self, alarm: bool) {
         self.intake_alarm.store(alarm, Ordering::Relaxed);
     }
@@ -240,6 +254,7 @@ impl EdgeMonitor {
         EdgeCounters {
             connected: self.connected(),
             consuming: self.consuming.load(Ordering::Relaxed),
+            refused: self.refused(),
             intake_alarm: self.intake_alarm.load(Ordering::Relaxed),
             readings: load(&self.readings),
             counted: load(&self.counted),

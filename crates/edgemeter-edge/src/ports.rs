@@ -2,7 +2,7 @@
 //! outbox store. The real implementations (rdkafka, NNG, rusqlite) and the
 //! simulated ones (turmoil) live outside this crate and plug in here.
 
-use edgemeter_wire::{TupleAck, TupleOut};
+use edgemeter_wire::{TupleAck, TupleOut, STORE_BUCKETS};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -218,23 +218,27 @@ pub trait Outbox: Send + 'static {
     fn mark_sent(&mut self, tuple_ids: &[i64], now_ms: i64) -> Result<(), StoreError>;
 
     /// Sets flag 2, the postal code and the acknowledged time, and on every
-    /// tuple answered (new or already at flag 2) the store epoch it was
-    /// acknowledged under (`None`: a cloud that names none) and whether the
-    /// cloud reported a conflict for it. A tuple at flag 2 keeps the postal
-    /// code it has; a conflict, once recorded, stays.
+    /// tuple answered (new or already at flag 2) the epoch it was
+    /// acknowledged under, `epochs[i]` for `acks[i]` (its store bucket's
+    /// epoch; `None`: a cloud that names none), and whether the cloud
+    /// reported a conflict for it. A tuple at flag 2 keeps the postal code
+    /// it has; a conflict, once recorded, stays.
     fn mark_acked(
         &mut self,
         acks: &[TupleAck],
-        epoch: Option<u64>,
+        epochs: &[Option<u64>],
         now_ms: i64,
     ) -> Result<AckOutcome, StoreError>;
 
     /// Up to `limit` tuples at flag 2 with `id > after_id` whose recorded
-    /// epoch is not `epoch` (or none), by id: what a cloud that lost its
-    /// store must be sent again.
+    /// epoch is none of `epochs` (the store buckets' current epochs, 0 for
+    /// one not known), or none at all, by id: what the buckets that lost
+    /// their data must be sent again. Epochs are random and distinct per
+    /// bucket, so a tuple of a bucket that kept its data has its epoch in
+    /// the set.
     fn acked_not_under(
         &mut self,
-        epoch: u64,
+        epochs: &[u64; STORE_BUCKETS],
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<TupleOut>, StoreError>;

@@ -10,6 +10,12 @@
 //! Batches that ship acknowledged tuples again to a cloud that lost them
 //! ([`crate::refill`] keeps their own cursor) share the in-flight window,
 //! the retry queue and the backoff with new ones: [`Uplink::start_reship`].
+//!
+//! Batches go out in version 3 (with the edge's instance; the reply names
+//! each store bucket's epoch) once the cloud answered a version-4
+//! heartbeat, else in version 2 ([`Uplink::set_instance`]). A batch queued
+//! for a resend is encoded again if the version changed meanwhile, so a
+//! cloud replaced by an older one is not sent a version it refuses forever.
 
 use edgemeter_wire::{BatchRequest, TupleOut, WireVersion};
 use std::collections::{BTreeMap, VecDeque};
@@ -21,12 +27,14 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// One batch as sent: its tuples and its encoded request, kept so a resend
-/// sends the same bytes.
+/// sends the same bytes (unless the version changed, see the module doc).
 #[derive(Debug, Clone)]
 pub struct PendingBatch {
     pub request_id: u64,
     pub tuples: Vec<TupleOut>,
     pub body: Vec<u8>,
+    /// The version `body` is in.
+    pub version: WireVersion,
     /// Acknowledged tuples shipped again after the cloud lost its store.
     pub reship: bool,
 }
@@ -47,6 +55,8 @@ pub struct Uplink {
     retry: VecDeque<PendingBatch>,
     backoff: Duration,
     paused_until: Option<Instant>,
+    /// The instance version-3 batches carry; `None`: version 2.
+    instance: Option<u64>,
 }
 
 impl Uplink {
@@ -66,7 +76,35 @@ impl Uplink {
             retry: VecDeque::new(),
             backoff: BACKOFF_MIN,
             paused_until: None,
+            instance: None,
         }
+    }
+
+    /// Sends version-3 batches naming `instance` (non-zero) from now on, or
+    /// version 2 with `None`.
+    pub fn set_instance(&mut self, instance: Option<u64>) {
+        assert_ne!(instance, Some(0), "instance 0 is no instance");
+        self.instance = instance;
+    }
+
+    /// The version new batches go out in.
+    pub fn version(&self) -> WireVersion {
+        match self.instance {
+            Some(_) => WireVersion::V3,
+            None => WireVersion::V2,
+        }
+    }
+
+    fn encode(&self, request_id: u64, tuples: Vec<TupleOut>) -> (WireVersion, BatchRequest) {
+        let version = self.version();
+        let request = BatchRequest {
+            version,
+            edge_id: self.edge_id.clone(),
+            instance: self.instance.unwrap_or(0),
+            request_id,
+            tuples,
+        };
+        (version, request)
     }
 
     pub fn cursor(&self) -> i64 {
@@ -98,7 +136,14 @@ impl Uplink {
 
     /// The next failed batch to send again, now in flight.
     pub fn take_retry(&mut self) -> Option<&PendingBatch> {
-        let batch = self.retry.pop_front()?;
+        let mut batch = self.retry.pop_front()?;
+        if batch.version != self.version() {
+            let tuples = std::mem::take(&mut batch.tuples);
+            let (version, request) = self.encode(batch.request_id, tuples);
+            batch.body = request.encode();
+            batch.version = version;
+            batch.tuples = request.tuples;
+        }
         let request_id = batch.request_id;
         assert!(self.in_flight.insert(request_id, batch).is_none());
         self.in_flight.get(&request_id)
@@ -130,18 +175,13 @@ impl Uplink {
     fn launch(&mut self, tuples: Vec<TupleOut>, reship: bool) -> &PendingBatch {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
-        let request = BatchRequest {
-            version: WireVersion::V2,
-            edge_id: self.edge_id.clone(),
-            instance: 0,
-            request_id,
-            tuples,
-        };
+        let (version, request) = self.encode(request_id, tuples);
         let body = request.encode();
         let batch = PendingBatch {
             request_id,
             tuples: request.tuples,
             body,
+            version,
             reship,
         };
         assert!(self.in_flight.insert(request_id, batch).is_none());
@@ -285,5 +325,31 @@ mod tests {
             uplink.pause(now);
         }
         assert_eq!(uplink.poll_timeout(), Some(now + BACKOFF_MAX));
+    }
+
+    /// Goal: batches go out in version 2 until the edge has an instance to
+    /// name, then in version 3 with it; a batch queued for a resend is
+    /// encoded again in the version in force, with its request id and
+    /// tuples unchanged. Method: decode what the uplink sends.
+    #[test]
+    fn the_version_follows_the_instance_and_resends_are_encoded_again() {
+        let now = Instant::now();
+        let mut uplink = Uplink::new("e".into(), 4, 2);
+        let first = uplink.start_batch(vec![tuple(1)]).unwrap().clone();
+        assert_eq!(first.version, WireVersion::V2);
+        let decoded = BatchRequest::decode(&first.body).unwrap();
+        assert_eq!((decoded.version, decoded.instance), (WireVersion::V2, 0));
+        uplink.set_instance(Some(77));
+        let batch = uplink.complete(first.request_id);
+        uplink.failed(batch, now);
+        let resent = uplink.take_retry().unwrap().clone();
+        let decoded = BatchRequest::decode(&resent.body).unwrap();
+        assert_eq!((decoded.version, decoded.instance), (WireVersion::V3, 77));
+        assert_eq!(decoded.request_id, first.request_id);
+        assert_eq!(decoded.tuples, first.tuples);
+        let second = uplink.start_reship(vec![tuple(1)]).clone();
+        assert_eq!(BatchRequest::decode(&second.body).unwrap().instance, 77);
+        uplink.set_instance(None);
+        assert_eq!(uplink.version(), WireVersion::V2);
     }
 }

@@ -14,6 +14,8 @@ use edgemeter_edge::{run_edge, Channel, CloudLink, EdgeConfig, EdgeMonitor, Link
 use edgemeter_env::SystemClock;
 use edgemeter_memlog::{MemLog, SharedLog};
 use edgemeter_store::SqliteOutbox;
+use edgemeter_wire::store_bucket;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -260,18 +262,18 @@ impl Outbox for CappedOutbox {
     fn mark_acked(
         &mut self,
         acks: &[edgemeter_wire::TupleAck],
-        epoch: Option<u64>,
+        epochs: &[Option<u64>],
         now_ms: i64,
     ) -> Result<edgemeter_edge::AckOutcome, edgemeter_edge::StoreError> {
-        self.inner.mark_acked(acks, epoch, now_ms)
+        self.inner.mark_acked(acks, epochs, now_ms)
     }
     fn acked_not_under(
         &mut self,
-        epoch: u64,
+        epochs: &[u64; edgemeter_wire::STORE_BUCKETS],
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<edgemeter_wire::TupleOut>, edgemeter_edge::StoreError> {
-        self.inner.acked_not_under(epoch, after_id, limit)
+        self.inner.acked_not_under(epochs, after_id, limit)
     }
     fn delete_acked_before(&mut self, cutoff_ms: i64) -> Result<usize, edgemeter_edge::StoreError> {
         self.inner.delete_acked_before(cutoff_ms)
@@ -466,39 +468,58 @@ async fn a_replaced_key_is_used_from_the_next_request() {
     edge.abort();
 }
 
-/// A cloud of the previous version, as far as heartbeats go: it refuses a
-/// version-3 heartbeat as malformed, with the error reply that cloud sent,
-/// and answers everything else as this cloud does.
+/// A cloud of a previous version, as far as the wire goes: it refuses the
+/// heartbeat versions from `refused_from` up (4: the cloud before store
+/// buckets; 3: the one before the backlog) as malformed, with the error
+/// reply those clouds sent, and a version-3 batch with the version-1
+/// rejection they sent; it answers everything else as this cloud does.
 struct PreviousCloudLink {
     cloud: Arc<TestCloud>,
+    refused_from: u8,
     refused: AtomicU64,
 }
 
 impl CloudLink for PreviousCloudLink {
     async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
+        let version = body.get(3).copied().unwrap_or(0);
         match channel {
-            Channel::Heartbeat if body.starts_with(b"EMH\x03") => {
+            Channel::Heartbeat if body.starts_with(b"EMH") && version >= self.refused_from => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 Ok(edgemeter_wire::legacy::error_reply(
                     "invalid: not a heartbeat",
                 ))
             }
             Channel::Heartbeat => Ok(self.cloud.handle_heartbeat(&body).await),
+            Channel::Data if body.starts_with(b"EMQ\x03") => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                Ok(edgemeter_wire::BatchReply {
+                    version: edgemeter_wire::WireVersion::V1,
+                    request_id: 0,
+                    outcome: edgemeter_wire::ReplyOutcome::Rejected(
+                        "not a version-1 or version-2 batch request".into(),
+                    ),
+                }
+                .encode())
+            }
             Channel::Data => Ok(self.cloud.handle_data(&body).await),
         }
     }
 }
 
 /// Goal: an edge of this version reports its backlog in its heartbeats to
-/// this cloud, and still delivers everything exactly once to a cloud of
-/// the previous version, which refuses those heartbeats: it falls back to
-/// version 2 after one refusal instead of taking the cloud for dead. The
-/// monitor shows the outbox drained and the round trips measured. Method:
-/// the same data through both clouds, then each cloud's view of the edge.
+/// this cloud, and still delivers everything exactly once to clouds of the
+/// previous versions, which refuse its newest heartbeats: it falls back one
+/// version per refusal (4 to 3 for the cloud before store buckets, then 3
+/// to 2 for the one before the backlog) instead of taking the cloud for
+/// dead, and never sends such a cloud a version-3 batch. The monitor shows
+/// the outbox drained and the round trips measured. Method: the same data
+/// through the three clouds, then each cloud's view of the edge.
 #[tokio::test(start_paused = true)]
 async fn the_backlog_reaches_this_cloud_and_an_older_cloud_still_gets_everything() {
     let (households, oracle) = data_slice(5, 3);
-    for previous in [false, true] {
+    // 0: this cloud; 4 and 3: the versions a previous cloud refuses from.
+    for refused_from in [0u8, 4, 3] {
+        let previous = refused_from != 0;
         let log = SharedLog::new(MemLog::new(3, 1_000_000));
         publish(&log, &households);
         let cloud = Arc::new(Cloud::new(
@@ -511,6 +532,7 @@ async fn the_backlog_reaches_this_cloud_and_an_older_cloud_still_gets_everything
         let monitor = Arc::new(EdgeMonitor::new());
         let older = Arc::new(PreviousCloudLink {
             cloud: cloud.clone(),
+            refused_from,
             refused: AtomicU64::new(0),
         });
         let outbox = SqliteOutbox::open(&db).unwrap();
@@ -550,16 +572,221 @@ async fn the_backlog_reaches_this_cloud_and_an_older_cloud_still_gets_everything
         let views = cloud.edge_views();
         assert_eq!(views.len(), 1);
         assert!(views[0].alive);
-        if previous {
-            assert_eq!(views[0].backlog, None, "an older cloud hears no backlog");
+        if refused_from == 3 {
+            assert_eq!(views[0].backlog, None, "the oldest cloud hears no backlog");
+            assert_eq!(
+                older.refused.load(Ordering::Relaxed),
+                2,
+                "one refusal per version, then version 2 until the retry interval"
+            );
+        } else if previous {
+            assert_eq!(views[0].backlog, Some(edgemeter_wire::Backlog::default()));
             assert_eq!(
                 older.refused.load(Ordering::Relaxed),
                 1,
-                "one refusal, then version 2 until the retry interval"
+                "one refusal of version 4, and no version-3 batch"
             );
         } else {
             assert_eq!(views[0].backlog, Some(edgemeter_wire::Backlog::default()));
         }
         edge.abort();
     }
+}
+
+/// A wall clock that follows tokio's (paused) time, so that the cloud's
+/// instance lease expires as the test's time moves.
+#[derive(Clone)]
+struct TokioClock(tokio::time::Instant);
+
+impl edgemeter_env::WallClock for TokioClock {
+    fn now_ms(&self) -> i64 {
+        1_700_000_000_000 + self.0.elapsed().as_millis() as i64
+    }
+}
+
+type LeaseCloud = Cloud<MemoryCache, TokioClock>;
+
+/// Every request straight to the cloud.
+struct DirectLink(Arc<LeaseCloud>);
+
+impl CloudLink for DirectLink {
+    async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
+        Ok(match channel {
+            Channel::Heartbeat => self.0.handle_heartbeat(&body).await,
+            Channel::Data => self.0.handle_data(&body).await,
+        })
+    }
+}
+
+fn lease_cloud() -> Arc<LeaseCloud> {
+    let clock = TokioClock(tokio::time::Instant::now());
+    Arc::new(Cloud::new(
+        CloudConfig::default(),
+        MemoryCache::new(),
+        clock,
+    ))
+}
+
+/// Waits until every acknowledged tuple stands under one of the cloud's
+/// current bucket epochs: the refill is done.
+async fn wait_until_refilled(reader: &SqliteOutbox, cloud: &LeaseCloud) {
+    let mut waited = Duration::ZERO;
+    loop {
+        let epochs = cloud.cache().epochs();
+        let left = reader.acked_not_under_count(&epochs).unwrap();
+        if !epochs.contains(&0) && left == 0 {
+            return;
+        }
+        assert!(waited < Duration::from_secs(600), "{left} not refilled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+}
+
+/// Goal: the loss of some store buckets (a shard restarted empty) makes
+/// the edge ship again exactly the tuples of those buckets, and nothing of
+/// the others; the cloud ends holding every tuple once. Method: drain a
+/// slice through a cloud, lose the buckets of a third of the households,
+/// wait for the refill, then count what was reshipped, what the cloud saw
+/// again and what it holds.
+#[tokio::test(start_paused = true)]
+async fn losing_some_buckets_reships_exactly_their_tuples() {
+    let (households, oracle) = data_slice(10, 3);
+    let log = SharedLog::new(MemLog::new(3, 1_000_000));
+    publish(&log, &households);
+    let cloud = lease_cloud();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edge.db");
+    let monitor = Arc::new(EdgeMonitor::new());
+    let edge = tokio::spawn(run_edge(
+        config(),
+        log.consumer("edge-test"),
+        Arc::new(DirectLink(cloud.clone())),
+        SqliteOutbox::open(&db).unwrap(),
+        SystemClock,
+        monitor.clone(),
+        std::future::pending(),
+    ));
+    let mut reader = SqliteOutbox::open(&db).unwrap();
+    wait_until_all_acked(&mut reader, oracle.len()).await;
+    wait_until_refilled(&reader, &cloud).await;
+    let lost: BTreeSet<u16> = households
+        .iter()
+        .step_by(3)
+        .map(|household| store_bucket(&household.node_id))
+        .collect();
+    let in_lost = |node_id: &str| lost.contains(&store_bucket(node_id));
+    let lost_tuples = reader
+        .all_tuples()
+        .unwrap()
+        .iter()
+        .filter(|tuple| in_lost(&tuple.node_id))
+        .count() as u64;
+    assert!(
+        lost_tuples > 0 && lost_tuples < oracle.len() as u64,
+        "{lost_tuples}"
+    );
+    let (reshipped, counters) = (monitor.snapshot().tuples_reshipped, cloud.counters());
+    cloud.cache().lose_buckets(&lost);
+    assert_eq!(
+        cloud.cache().len() as u64,
+        oracle.len() as u64 - lost_tuples
+    );
+    // A heartbeat or two renews the lost buckets' epochs, then the refill runs.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until_refilled(&reader, &cloud).await;
+    assert_eq!(
+        cloud.cache().len(),
+        oracle.len(),
+        "the cloud holds every tuple again"
+    );
+    assert_eq!(
+        monitor.snapshot().tuples_reshipped - reshipped,
+        lost_tuples,
+        "exactly the lost buckets' tuples were shipped again"
+    );
+    let after = cloud.counters();
+    assert_eq!(after.tuples_stored - counters.tuples_stored, lost_tuples);
+    assert_eq!(
+        after.tuples_repeated, counters.tuples_repeated,
+        "no tuple of a kept bucket reached the cloud again"
+    );
+    for tuple in reader.all_tuples().unwrap() {
+        let epoch = cloud.cache().epochs()[usize::from(store_bucket(&tuple.node_id))];
+        assert_eq!(tuple.acked_epoch, Some(epoch), "{}", tuple.node_id);
+    }
+    edge.abort();
+}
+
+/// Goal: one edge id, one process: a second process with the id of a live
+/// edge (its own database and consumer group) is refused by the cloud, and
+/// while refused it ships nothing, commits no offset and says so in its
+/// monitor, yet keeps heartbeating; once the first edge is gone for one
+/// lease it is accepted, consumes, and the cloud still holds each tuple
+/// once. Method: two edges on one cloud whose lease follows tokio's time.
+#[tokio::test(start_paused = true)]
+async fn a_second_process_with_a_live_edge_id_is_refused_until_the_lease_expires() {
+    let (households, oracle) = data_slice(5, 3);
+    let log = SharedLog::new(MemLog::new(3, 1_000_000));
+    publish(&log, &households);
+    let cloud = lease_cloud();
+    let dir = tempfile::tempdir().unwrap();
+    let (first_db, second_db) = (dir.path().join("first.db"), dir.path().join("second.db"));
+    let mut first_config = config();
+    first_config.instance = 0x1111;
+    let first = tokio::spawn(run_edge(
+        first_config,
+        log.consumer("edge-test"),
+        Arc::new(DirectLink(cloud.clone())),
+        SqliteOutbox::open(&first_db).unwrap(),
+        SystemClock,
+        Arc::new(EdgeMonitor::new()),
+        std::future::pending(),
+    ));
+    let mut first_reader = SqliteOutbox::open(&first_db).unwrap();
+    wait_until_all_acked(&mut first_reader, oracle.len()).await;
+
+    let mut second_config = config();
+    second_config.instance = 0x2222;
+    let monitor = Arc::new(EdgeMonitor::new());
+    let second = tokio::spawn(run_edge(
+        second_config,
+        log.consumer("second-group"),
+        Arc::new(DirectLink(cloud.clone())),
+        SqliteOutbox::open(&second_db).unwrap(),
+        SystemClock,
+        monitor.clone(),
+        std::future::pending(),
+    ));
+    let heartbeats = cloud.counters().heartbeats;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused = monitor.snapshot();
+    assert!(refused.refused, "{refused:?}");
+    assert_eq!(refused.batches_sent, 0, "a refused edge ships nothing");
+    assert!(
+        cloud.counters().heartbeats > heartbeats + 20,
+        "both keep heartbeating"
+    );
+    let committed: i64 = (0..3)
+        .map(|partition| log.with(|log| log.committed("second-group", partition)))
+        .sum();
+    assert_eq!(committed, 0, "a refused edge commits no offset");
+    assert!(cloud.counters().instances_refused > 0);
+
+    first.abort();
+    let _ = first.await;
+    let mut second_reader = SqliteOutbox::open(&second_db).unwrap();
+    wait_until_all_acked(&mut second_reader, oracle.len()).await;
+    let accepted = monitor.snapshot();
+    assert!(
+        !accepted.refused && accepted.batches_sent > 0,
+        "{accepted:?}"
+    );
+    let committed: i64 = (0..3)
+        .map(|partition| log.with(|log| log.committed("second-group", partition)))
+        .sum();
+    assert!(committed > 0, "commits resume once accepted");
+    assert_eq!(cloud.cache().len(), oracle.len(), "each tuple once");
+    assert_eq!(cloud.counters().conflicts, 0);
+    second.abort();
 }

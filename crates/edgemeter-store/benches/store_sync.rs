@@ -52,7 +52,9 @@ fn run(planted: PlantedBugs, windows: usize, stores: usize) -> (f64, f64) {
                 outcome: TupleOutcome::Stored,
             })
             .collect();
-        outbox.mark_acked(&acks, Some(1), 2).expect("marks acked");
+        outbox
+            .mark_acked(&acks, &vec![Some(1); acks.len()], 2)
+            .expect("marks acked");
     }
     let seconds = started.elapsed().as_secs_f64();
     (stores as f64 / seconds, (stores * windows) as f64 / seconds)

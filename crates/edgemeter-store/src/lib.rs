@@ -32,13 +32,17 @@
 //! wrote three times the WAL frames (`the_unique_index_grows_at_its_end`).
 //!
 //! Two columns serve a cloud that forgets (added to older databases by
-//! [`SqliteOutbox::open`] when missing): `acked_epoch`, the cloud store's
-//! epoch each tuple was last acknowledged under (NULL for tuples
-//! acknowledged before epochs existed), and `conflict`, set when the cloud
-//! answered that it holds another average or sample count for the tuple.
-//! A tuple acknowledged under another epoch than the cloud's current one
-//! is shipped again (`acked_not_under`), and acknowledged tuples are kept
-//! for the edge's retention, then deleted in chunks (`delete_acked_before`).
+//! [`SqliteOutbox::open`] when missing): `acked_epoch`, the epoch of the
+//! cloud store's bucket each tuple was last acknowledged under (NULL for
+//! tuples acknowledged before epochs existed), and `conflict`, set when the
+//! cloud answered that it holds another average or sample count for the
+//! tuple. The store has one epoch per bucket (`edgemeter_wire::bucket`),
+//! random and distinct, so a tuple acknowledged under none of the current
+//! bucket epochs is one whose bucket lost it: it is shipped again
+//! (`acked_not_under`), and a tuple of an untouched bucket, whose epoch is
+//! in the set, is not. No bucket column is needed. Acknowledged tuples are
+//! kept for the edge's retention, then deleted in chunks
+//! (`delete_acked_before`).
 //!
 //! The counts `status` reports (tuples at each flag, rejected records, late
 //! readings, conflicts) are kept in the table `outbox_counts`, changed by
@@ -72,8 +76,8 @@ use edgemeter_edge::{
     AckOutcome, NewTuple, Outbox, RejectedRecord, StatusCounts, StoreError, StoreOutcome,
 };
 use edgemeter_env::{Bug, PlantedBugs};
-use edgemeter_wire::{PostalCode, TupleAck, TupleOut, TupleOutcome};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use edgemeter_wire::{PostalCode, TupleAck, TupleOut, TupleOutcome, STORE_BUCKETS};
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
 
 const SCHEMA: &str = "
@@ -211,15 +215,34 @@ const STORED_ANSWER_SQL: &str = "SELECT postal_code, conflict FROM power_average
 const MARK_ACKED_AGAIN_SQL: &str = "UPDATE power_averages SET acked_epoch = ?1,
      conflict = MAX(conflict, ?2) WHERE id = ?3 AND sent = 2";
 
-/// The acknowledged tuples not acknowledged under the cloud's current
-/// epoch, by id from a cursor. The scan walks the table in row id order
-/// (`NOT INDEXED`: the row id itself, never an index): the rows it skips are
-/// the pending ones, at most `store_pending_max`, and those already under
-/// the epoch, which a refill pass must read anyway. The limit is applied by
-/// the reader, as in `UNACKED_AFTER_SQL`.
+/// The acknowledged tuples acknowledged under none of the cloud's current
+/// bucket epochs (`?1` to `?16`, 0 for a bucket not known: no tuple is
+/// recorded under 0), by id from the cursor `?17`. The scan walks the
+/// table in row id order (`NOT INDEXED`: the row id itself, never an
+/// index): the rows it skips are the pending ones, at most
+/// `store_pending_max`, and those still under their bucket's epoch, which a
+/// refill pass must read anyway. The limit is applied by the reader, as in
+/// `UNACKED_AFTER_SQL`. The list always has 16 parameters, so the statement
+/// is planned once; SQLite builds its ephemeral table of 16 values once per
+/// scan (a scan reads up to a batch of tuples), not per row written.
 const ACKED_NOT_UNDER_SQL: &str = "SELECT id, node_id, window_start, average, samples
      FROM power_averages NOT INDEXED
-     WHERE id > ?2 AND sent = 2 AND acked_epoch IS NOT ?1 ORDER BY id";
+     WHERE id > ?17 AND sent = 2 AND (acked_epoch IS NULL OR acked_epoch NOT IN
+       (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16))
+     ORDER BY id";
+
+/// How many tuples [`ACKED_NOT_UNDER_SQL`] would return from the start.
+const ACKED_NOT_UNDER_COUNT_SQL: &str = "SELECT COUNT(*) FROM power_averages NOT INDEXED
+     WHERE sent = 2 AND (acked_epoch IS NULL OR acked_epoch NOT IN
+       (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16))";
+
+const _: () = assert!(STORE_BUCKETS == 16, "the refill statements list 16 epochs");
+
+/// The bucket epochs as SQLite parameters: their bits as signed integers,
+/// as `acked_epoch` stores them.
+fn epoch_parameters(epochs: &[u64; STORE_BUCKETS]) -> [i64; STORE_BUCKETS] {
+    epochs.map(|epoch| epoch as i64)
+}
 
 /// The most rows one retention sweep deletes: a chunk is one short
 /// transaction (a few ms), so the sweep never holds up the edge's writes,
@@ -469,15 +492,17 @@ impl SqliteOutbox {
             .map_err(unavailable)
     }
 
-    /// How many acknowledged tuples were not acknowledged under `epoch`:
-    /// what is left to ship again to a cloud whose store has that epoch.
-    /// For the simulation's wait after the heal and for tests.
-    pub fn acked_not_under_count(&self, epoch: u64) -> Result<u64, StoreError> {
+    /// How many acknowledged tuples were acknowledged under none of
+    /// `epochs` (the store buckets' current epochs, 0 for one not known):
+    /// what is left to ship again to a cloud whose buckets have them. For
+    /// the simulation's wait after the heal and for tests; it reads the
+    /// whole table.
+    pub fn acked_not_under_count(&self, epochs: &[u64; STORE_BUCKETS]) -> Result<u64, StoreError> {
         self.connection
-            .prepare_cached(
-                "SELECT COUNT(*) FROM power_averages WHERE sent = 2 AND acked_epoch IS NOT ?1",
-            )
-            .and_then(|mut count| count.query_row([epoch as i64], |row| row.get(0)))
+            .prepare_cached(ACKED_NOT_UNDER_COUNT_SQL)
+            .and_then(|mut count| {
+                count.query_row(params_from_iter(epoch_parameters(epochs)), |row| row.get(0))
+            })
             .map_err(unavailable)
     }
 
@@ -845,17 +870,18 @@ impl Outbox for SqliteOutbox {
     fn mark_acked(
         &mut self,
         acks: &[TupleAck],
-        epoch: Option<u64>,
+        epochs: &[Option<u64>],
         now_ms: i64,
     ) -> Result<AckOutcome, StoreError> {
-        assert_ne!(epoch, Some(0), "epoch 0 is the wire's unknown");
-        // SQLite integers are signed: the epoch is stored as its bits.
-        let epoch = epoch.map(|epoch| epoch as i64);
+        assert_eq!(acks.len(), epochs.len(), "one epoch per answer");
+        assert!(!epochs.contains(&Some(0)), "epoch 0 is the wire's unknown");
         let outcome = self.write(|connection| {
             let mut outcome = AckOutcome::default();
             let mut deltas = CountDeltas::default();
-            for answer in acks {
+            for (answer, epoch) in acks.iter().zip(epochs) {
                 assert!(PostalCode::parse(answer.ack.postal_code.as_str()).is_some());
+                // SQLite integers are signed: the epoch is stored as its bits.
+                let epoch = epoch.map(|epoch| epoch as i64);
                 Self::ack_one(connection, answer, epoch, now_ms, &mut outcome, &mut deltas)?;
             }
             deltas.apply(connection)?;
@@ -870,12 +896,12 @@ impl Outbox for SqliteOutbox {
 
     fn acked_not_under(
         &mut self,
-        epoch: u64,
+        epochs: &[u64; STORE_BUCKETS],
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<TupleOut>, StoreError> {
-        let tuples =
-            self.tuples_out(ACKED_NOT_UNDER_SQL, params![epoch as i64, after_id], limit)?;
+        let parameters = epoch_parameters(epochs).into_iter().chain([after_id]);
+        let tuples = self.tuples_out(ACKED_NOT_UNDER_SQL, params_from_iter(parameters), limit)?;
         assert!(tuples.iter().all(|tuple| tuple.tuple_id > after_id));
         Ok(tuples)
     }
@@ -1009,7 +1035,7 @@ mod tests {
                     outcome: TupleOutcome::Stored,
                 })
                 .collect();
-            self.mark_acked(&answers, None, now_ms)
+            self.mark_acked(&answers, &vec![None; answers.len()], now_ms)
         }
     }
 
@@ -1677,13 +1703,15 @@ mod tests {
                 answer(*id, outcome)
             })
             .collect();
-        outbox.mark_acked(&answers, Some(3), 100).unwrap();
-        outbox.mark_acked(&answers[..5], Some(4), 101).unwrap();
+        outbox
+            .mark_acked(&answers, &under(answers.len(), 3), 100)
+            .unwrap();
+        outbox.mark_acked(&answers[..5], &under(5, 4), 101).unwrap();
         let counts = check(&mut outbox, "acks, with repeats and conflicts");
         assert_eq!((counts.sent, counts.acked, counts.conflicts), (7, 20, 3));
         assert_eq!(counts.oldest_unacked_queued_ms, Some(7));
         outbox
-            .mark_acked(&[answer(ids[25], TupleOutcome::Stored)], Some(3), 900)
+            .mark_acked(&[answer(ids[25], TupleOutcome::Stored)], &under(1, 3), 900)
             .unwrap();
         assert_eq!(outbox.delete_acked_before(500).unwrap(), 20);
         let counts = check(&mut outbox, "a retention sweep");
@@ -1700,7 +1728,9 @@ mod tests {
             .filter(|id| **id != ids[25] && **id > ids[19])
             .map(|id| answer(*id, TupleOutcome::Stored))
             .collect();
-        outbox.mark_acked(&rest, Some(3), 1_000).unwrap();
+        outbox
+            .mark_acked(&rest, &under(rest.len(), 3), 1_000)
+            .unwrap();
         let counts = check(&mut outbox, "everything acknowledged");
         assert_eq!((counts.queued, counts.sent, counts.acked), (0, 0, 20));
         assert_eq!(counts.oldest_unacked_queued_ms, None);
@@ -1774,6 +1804,19 @@ mod tests {
         assert_eq!((counts.queued, counts.acked, counts.late), (0, 2, 1));
     }
 
+    /// One epoch for each of `count` answers.
+    fn under(count: usize, epoch: u64) -> Vec<Option<u64>> {
+        vec![Some(epoch); count]
+    }
+
+    /// A set of current bucket epochs: `known` in the first buckets, the
+    /// rest not known (0).
+    fn current(known: &[u64]) -> [u64; STORE_BUCKETS] {
+        let mut epochs = [0; STORE_BUCKETS];
+        epochs[..known.len()].copy_from_slice(known);
+        epochs
+    }
+
     fn answer(tuple_id: i64, outcome: TupleOutcome) -> TupleAck {
         TupleAck {
             ack: Ack {
@@ -1800,48 +1843,71 @@ mod tests {
             .iter()
             .map(|id| answer(*id, TupleOutcome::Stored))
             .collect();
-        outbox.mark_acked(&under_seven, Some(7), 2).unwrap();
+        // One batch across buckets: each answer under its own bucket's epoch.
+        outbox
+            .mark_acked(&under_seven, &[Some(7), Some(8), Some(7)], 2)
+            .unwrap();
         let big = u64::MAX - 1;
         let conflict = [answer(ids[4], TupleOutcome::Conflict)];
-        let outcome = outbox.mark_acked(&conflict, Some(big), 3).unwrap();
+        let outcome = outbox
+            .mark_acked(&conflict, &under(conflict.len(), big), 3)
+            .unwrap();
         assert_eq!((outcome.acked, outcome.value_conflicts), (1, 1));
-        let scanned = |outbox: &mut SqliteOutbox, epoch, after, limit| -> Vec<i64> {
+        let scanned = |outbox: &mut SqliteOutbox, epochs: &[u64], after, limit| -> Vec<i64> {
             outbox
-                .acked_not_under(epoch, after, limit)
+                .acked_not_under(&current(epochs), after, limit)
                 .unwrap()
                 .iter()
                 .map(|tuple| tuple.tuple_id)
                 .collect()
         };
-        assert_eq!(scanned(&mut outbox, 7, 0, 10), [ids[0], ids[4]]);
-        assert_eq!(scanned(&mut outbox, big, 0, 10), &ids[..4]);
-        assert_eq!(scanned(&mut outbox, big, ids[1], 2), [ids[2], ids[3]]);
-        assert_eq!(outbox.acked_not_under_count(7).unwrap(), 2);
+        // None recorded (ids[0]) is always shipped; the others when their
+        // epoch is in none of the buckets.
+        assert_eq!(scanned(&mut outbox, &[7, 8], 0, 10), [ids[0], ids[4]]);
+        assert_eq!(
+            scanned(&mut outbox, &[8, big], 0, 10),
+            [ids[0], ids[1], ids[3]]
+        );
+        assert_eq!(scanned(&mut outbox, &[7], 0, 10), [ids[0], ids[2], ids[4]]);
+        assert_eq!(scanned(&mut outbox, &[big], 0, 10), &ids[..4]);
+        assert_eq!(scanned(&mut outbox, &[big], ids[1], 2), [ids[2], ids[3]]);
+        assert_eq!(scanned(&mut outbox, &[], 0, 10), &ids[..5], "nothing known");
+        assert_eq!(outbox.acked_not_under_count(&current(&[7, 8])).unwrap(), 2);
+        assert_eq!(outbox.acked_not_under_count(&current(&[])).unwrap(), 5);
         // Shipped again, under a new epoch: a repeat that moves the epoch,
         // and the conflict stays although this answer has none.
         let again: Vec<TupleAck> = [ids[0], ids[4]]
             .iter()
             .map(|id| answer(*id, TupleOutcome::Stored))
             .collect();
-        let outcome = outbox.mark_acked(&again, Some(7), 4).unwrap();
+        let outcome = outbox
+            .mark_acked(&again, &under(again.len(), 7), 4)
+            .unwrap();
         assert_eq!((outcome.acked, outcome.repeated), (0, 2));
-        assert_eq!(outbox.acked_not_under_count(7).unwrap(), 0);
-        assert!(scanned(&mut outbox, 7, 0, 10).is_empty());
+        assert_eq!(outbox.acked_not_under_count(&current(&[7, 8])).unwrap(), 0);
+        assert!(scanned(&mut outbox, &[7, 8], 0, 10).is_empty());
         let rows = outbox.all_tuples().unwrap();
         assert_eq!(rows[4].acked_epoch, Some(7));
+        assert_eq!(rows[2].acked_epoch, Some(8));
         assert!(rows[4].conflict && !rows[3].conflict);
         assert_eq!(rows[5].acked_epoch, None, "never acknowledged");
         assert_eq!(outbox.status().unwrap().conflicts, 1);
+        let parameters: Vec<i64> = (0..17).collect();
         let plan: String = outbox
             .connection
             .query_row(
                 &format!("EXPLAIN QUERY PLAN {ACKED_NOT_UNDER_SQL}"),
-                [7, 0],
+                params_from_iter(parameters),
                 |row| row.get(3),
             )
             .unwrap();
         // The row id range, not an index and not a full scan.
         assert!(plan.contains("USING INTEGER PRIMARY KEY"), "{plan}");
+        let statement = outbox
+            .connection
+            .prepare_cached(ACKED_NOT_UNDER_SQL)
+            .unwrap();
+        assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
     }
 
     /// Goal: a database made before the epoch and conflict columns gains
@@ -1866,7 +1932,10 @@ mod tests {
         let rows = outbox.all_tuples().unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].acked_epoch, rows[0].conflict), (None, false));
-        assert_eq!(outbox.acked_not_under(7, 0, 10).unwrap().len(), 1);
+        assert_eq!(
+            outbox.acked_not_under(&current(&[7]), 0, 10).unwrap().len(),
+            1
+        );
         drop(outbox);
         assert!(
             SqliteOutbox::open(&path).is_ok(),
@@ -1887,11 +1956,13 @@ mod tests {
             .iter()
             .map(|id| answer(*id, TupleOutcome::Stored))
             .collect();
-        outbox.mark_acked(&answers, Some(3), 100).unwrap();
+        outbox
+            .mark_acked(&answers, &under(answers.len(), 3), 100)
+            .unwrap();
         outbox
             .mark_acked(
                 &[answer(ids[count as usize], TupleOutcome::Stored)],
-                Some(3),
+                &under(1, 3),
                 900,
             )
             .unwrap();

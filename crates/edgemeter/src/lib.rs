@@ -16,6 +16,7 @@
 //! - [`metrics`]: `GET /metrics` for both, in the Prometheus text format.
 //! - [`status_socket`]: the running edge's live state for `edgemeter status`,
 //!   on a Unix socket next to its database.
+//! - [`edge_lock`]: one edge per database, an exclusive lock file beside it.
 //! - [`cloud_handler`]: serves `edgemeter_cloud::Cloud` through [`nng_server`].
 //! - [`service_manager`]: readiness, stopping and watchdog pings to systemd
 //!   (nothing without `NOTIFY_SOCKET`).
@@ -38,6 +39,7 @@ pub mod command_error;
 pub mod commands;
 pub mod dashboard_server;
 pub mod data_dir;
+pub mod edge_lock;
 pub mod households;
 pub mod kafka_bus;
 pub mod kafka_producer;

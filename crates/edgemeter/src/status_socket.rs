@@ -239,6 +239,7 @@ pub fn live_state(edge_id: &str, counters: &EdgeCounters) -> serde_json::Value {
         "edge_id": edge_id,
         "pid": std::process::id(),
         "consuming": counters.consuming,
+        "refused": counters.refused,
         "intake_alarm": counters.intake_alarm,
         "connected": counters.connected,
         "store_errors": counters.store_errors,

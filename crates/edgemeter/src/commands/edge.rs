@@ -30,6 +30,9 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
         key_updates,
         shutdown.clone(),
     );
+    // Before the database is opened (opening it may write): a second edge
+    // on it stops here, naming the first one's pid.
+    let lock = crate::edge_lock::EdgeLock::acquire(&args.db)?;
     let outbox = SqliteOutbox::open(&args.db).map_err(CommandError::store(&args.db))?;
     // Bound before the slow steps, so that a second edge on this database
     // or a path too long for a socket fails at once.
@@ -91,6 +94,12 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
     // The original's records are unkeyed: no per-household order to rely on.
     config.windows.household_order = args.readings == edgemeter_wire::ReadingForm::EdgeMeter;
     config.ack_retention = args.ack_retention;
+    config.instance = draw_instance();
+    tracing::info!(
+        instance = format!("{:016x}", config.instance),
+        lock = %lock.path().display(),
+        "edge process instance drawn; the cloud leases the edge id to it"
+    );
     let outcome = run_edge(
         config,
         bus,
@@ -116,7 +125,21 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
     status_server.abort();
     let _ = status_server.await;
     tracing::info!(counters = ?monitor.snapshot(), "edge stopped");
+    // Held to here: the lock goes with the process, after everything else.
+    drop(lock);
     outcome.map_err(CommandError::from)
+}
+
+/// This process's instance: random from the OS, non-zero (0 is "none" on
+/// the wire), so a restart is a new instance and the cloud's lease tells it
+/// from a second process with the same id.
+fn draw_instance() -> u64 {
+    loop {
+        let instance: u64 = rand::random();
+        if instance != 0 {
+            return instance;
+        }
+    }
 }
 
 /// Logs the edge's counters every [`REPORT_INTERVAL`] while they change.
