@@ -632,3 +632,142 @@ async fn serve_connection(world: &SharedCache, mut stream: TcpStream) -> io::Res
         write_frame(&mut stream, &reply.encode()).await?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgemeter_cloud::{postal_code_for, state_of};
+
+    fn tuple(node_id: &str, window: i64) -> CloudTuple {
+        let postal_code = postal_code_for(node_id);
+        CloudTuple {
+            key: format!("tuple:edge-1:{node_id}:{window}"),
+            edge_id: "edge-1".into(),
+            node_id: node_id.into(),
+            window_start_ms: Some(window),
+            average_w: 2.5,
+            samples: 3,
+            postal_code,
+            state: state_of(postal_code).unwrap(),
+            received_ms: window,
+        }
+    }
+
+    /// Households covering at least two buckets, by bucket.
+    fn households() -> BTreeMap<u16, Vec<String>> {
+        let mut by_bucket: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+        for index in 0..40 {
+            let node_id = format!("h{index}");
+            by_bucket
+                .entry(store_bucket(&node_id))
+                .or_default()
+                .push(node_id);
+        }
+        assert!(by_bucket.len() > 2);
+        by_bucket
+    }
+
+    /// Goal: a shard loss empties exactly the lost buckets: their tuples,
+    /// partial totals and epochs go, every other bucket keeps all it has,
+    /// the epoch included, and the totals still add up to what is held; a
+    /// write to a lost bucket sets a new epoch there only. Method: the
+    /// model's own calls, then its readers against the held tuples.
+    #[test]
+    fn a_shard_loss_empties_exactly_its_buckets() {
+        let mut world = CacheWorld::default();
+        let by_bucket = households();
+        let tuples: Vec<CloudTuple> = by_bucket
+            .values()
+            .flatten()
+            .flat_map(|node_id| [tuple(node_id, 0), tuple(node_id, 5_000)])
+            .collect();
+        let stored = world.store(tuples.clone(), 7);
+        assert_eq!(stored.inserted as usize, tuples.len());
+        assert_eq!(stored.epochs.len(), by_bucket.len());
+        let before = world.epochs();
+        let lost: BTreeSet<u16> = by_bucket.keys().copied().step_by(2).collect();
+        world.lose_buckets(&lost);
+        assert_eq!(world.losses, 1);
+        let kept = |tuple: &CloudTuple| !lost.contains(&store_bucket(&tuple.node_id));
+        let held: Vec<&CloudTuple> = tuples.iter().filter(|tuple| kept(tuple)).collect();
+        assert_eq!(world.data.tuples.len(), held.len());
+        assert!(world.data.tuples.iter().all(kept));
+        let after = world.epochs();
+        for bucket in 0..STORE_BUCKETS {
+            let gone = lost.contains(&(bucket as u16));
+            assert_eq!(after[bucket] == 0, gone || before[bucket] == 0, "{bucket}");
+            if !gone {
+                assert_eq!(after[bucket], before[bucket]);
+            }
+        }
+        let totals = world.state_totals();
+        assert_eq!(
+            totals.iter().map(|t| t.tuples).sum::<u64>(),
+            held.len() as u64
+        );
+        assert_eq!(world.edges()[0].tuples, held.len() as u64);
+        let again = world.store(tuples.clone(), 9);
+        assert_eq!(again.inserted as usize, tuples.len() - held.len());
+        for (bucket, epoch) in &again.epochs {
+            if lost.contains(bucket) {
+                assert_eq!(*epoch, bucket_epoch_candidate(9, *bucket));
+            } else {
+                assert_eq!(*epoch, before[usize::from(*bucket)]);
+            }
+        }
+    }
+
+    /// Goal: the model's lease is the cache's: the holder renews, another
+    /// instance is refused until the lease runs out, an older edge is never
+    /// refused, and a shard loss of the edge id's bucket drops the lease;
+    /// every heartbeat names all 16 epochs. Method: heartbeats at chosen
+    /// times.
+    #[test]
+    fn the_lease_admits_one_instance_and_goes_with_its_bucket() {
+        let mut world = CacheWorld::default();
+        let lease_ms = INSTANCE_LEASE.as_millis() as i64;
+        let beat = |world: &mut CacheWorld, instance, now_ms| {
+            world.heartbeat("edge-1".into(), instance, now_ms, 3)
+        };
+        let first = beat(&mut world, 1, 0);
+        assert!(!first.refused && !first.epochs.contains(&0));
+        assert!(beat(&mut world, 2, 10).refused);
+        assert!(!beat(&mut world, 0, 20).refused);
+        assert!(!beat(&mut world, 1, 1_000).refused);
+        assert!(beat(&mut world, 2, 1_000 + lease_ms - 1).refused);
+        assert!(!beat(&mut world, 2, 1_000 + lease_ms).refused);
+        assert!(beat(&mut world, 1, 1_000 + lease_ms + 1).refused);
+        world.lose_buckets(&BTreeSet::from([store_bucket("edge-1")]));
+        assert!(
+            !beat(&mut world, 1, 1_000 + lease_ms + 2).refused,
+            "the lease went with the shard"
+        );
+    }
+
+    /// Goal: the requests and replies that carry bucket epochs and leases
+    /// round-trip through the model's codec.
+    #[test]
+    fn heartbeat_and_store_messages_round_trip() {
+        let request = RedisRequest::Heartbeat {
+            edge_id: "e".into(),
+            instance: u64::MAX,
+            now_ms: -1,
+            candidate_epoch: 5,
+        };
+        assert_eq!(RedisRequest::decode(&request.encode()).unwrap(), request);
+        let mut epochs = [0; STORE_BUCKETS];
+        epochs[3] = 9;
+        let reply = RedisReply::Heartbeat(HeartbeatRecord {
+            epochs,
+            refused: true,
+        });
+        assert_eq!(RedisReply::decode(&reply.encode()).unwrap(), reply);
+        let stored = RedisReply::Stored(StoreResult {
+            inserted: 1,
+            existing: 2,
+            epochs: BTreeMap::from([(0, 4), (15, u64::MAX)]),
+            conflicts: vec![(1, 2.5, 3)],
+        });
+        assert_eq!(RedisReply::decode(&stored.encode()).unwrap(), stored);
+    }
+}
