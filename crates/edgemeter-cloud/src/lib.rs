@@ -5,8 +5,11 @@
 //! # Layout
 //! - [`service`]: [`Cloud`], which turns request bytes into reply bytes:
 //!   heartbeats, batches and the original's requests.
-//! - [`cache`]: the cache trait and the stored tuple.
-//! - [`memory_cache`]: an in-memory cache for `demo` and tests.
+//! - [`cache`]: the cache trait and the stored tuple; the store's buckets'
+//!   epochs and each edge id's instance lease, which every cloud node reads
+//!   from the shared store so that they agree.
+//! - [`memory_cache`]: an in-memory cache for `demo` and tests, kept per
+//!   bucket so that tests can lose some buckets as a shard restart does.
 //! - [`postal`]: postal codes and states, fixed per household.
 //! - [`heartbeats`]: which edges are alive, and the backlog each reports (no IO).
 //!

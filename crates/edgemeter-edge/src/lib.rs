@@ -5,11 +5,12 @@
 //! # Layout
 //! - [`ports`]: the IO boundary: readings bus, cloud link, outbox store.
 //! - [`windows`]: 5-second event-time windows per household (no IO).
-//! - [`heartbeat`]: the connected/disconnected state machine (no IO).
+//! - [`heartbeat`]: the connected/disconnected state machine and which
+//!   heartbeat version to send (no IO).
 //! - [`intake`]: whether consumed records become readings (no IO).
 //! - [`uplink`]: in-flight batches, resends, the outbox cursor, backoff (no IO).
-//! - [`refill`]: the cloud store's epoch and the scan that ships tuples
-//!   again to a cloud that lost them (no IO).
+//! - [`refill`]: the cloud store's epochs, one per store bucket, and the
+//!   scan that ships again the tuples of the buckets a cloud lost (no IO).
 //! - [`edge`]: the driver that wires them to the ports: [`run_edge`].
 //! - [`config`], [`monitor`]: settings and shared counters.
 //!
