@@ -27,10 +27,12 @@ pub const MEMORY_TUPLES_MAX: usize = 5_000_000;
 /// The recent-tuples list keeps this many, as the Redis list is trimmed.
 pub const RECENT_TUPLES_MAX: usize = 1_000;
 
-/// The most edge records (and so leases) kept. Past it, a heartbeat from a
-/// new edge id is answered and leased but its record is not kept, as the
-/// cloud's heartbeat tracker does (`EDGES_MAX`); a peer inventing ids
-/// cannot grow the cache.
+/// The most per-bucket edge entries kept (an edge has one in its id's
+/// bucket and one in each bucket it shipped to). Past it, a heartbeat or
+/// tuple of a new edge id is answered (and stored) but its entry, and so
+/// its heartbeat time, counts and lease, is not kept, as the cloud's
+/// heartbeat tracker does (`EDGES_MAX`): a peer inventing ids cannot grow
+/// the cache, and an edge beyond the bound is never refused.
 pub const MEMORY_EDGES_MAX: usize = 10_000;
 
 #[derive(Debug, Default)]
