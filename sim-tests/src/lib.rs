@@ -101,5 +101,6 @@ pub fn default_options(data: &dataset::DataSet) -> faults::DrawOptions {
         households_available: data.households.len(),
         data_span_ms: data.span_ms,
         faults: true,
+        topology: None,
     }
 }

@@ -98,7 +98,9 @@ fn halve(fault: &mut Fault) -> bool {
         Fault::Crash { down_ms, .. }
         | Fault::CrashAtPoint { down_ms, .. }
         | Fault::CacheLoss { down_ms }
+        | Fault::CrashNodeInFlight { down_ms, .. }
         | Fault::PowerLoss { down_ms, .. } => down_ms,
+        Fault::LoseShard { .. } => return false,
     };
     if *length < 200 {
         return false;
@@ -109,11 +111,11 @@ fn halve(fault: &mut Fault) -> bool {
 
 fn host_pair() -> impl Strategy<Value = (Host, Host)> {
     prop_oneof![
-        Just((Host::Edge, Host::Cloud)),
-        Just((Host::Cloud, Host::Edge)),
-        Just((Host::Edge, Host::Broker)),
-        Just((Host::Broker, Host::Edge)),
-        Just((Host::Cloud, Host::Redis)),
+        Just((Host::Edge(0), Host::Cloud(0))),
+        Just((Host::Cloud(0), Host::Edge(0))),
+        Just((Host::Edge(0), Host::Broker)),
+        Just((Host::Broker, Host::Edge(0))),
+        Just((Host::Cloud(0), Host::Redis)),
     ]
 }
 
@@ -133,7 +135,7 @@ fn fault() -> impl Strategy<Value = Fault> {
             }
         ),
         (
-            prop_oneof![Just(Host::Edge), Just(Host::Cloud)],
+            prop_oneof![Just(Host::Edge(0)), Just(Host::Cloud(0))],
             10u64..8_000
         )
             .prop_map(|(host, down_ms)| Fault::Crash { host, down_ms }),
@@ -142,7 +144,8 @@ fn fault() -> impl Strategy<Value = Fault> {
         (100u64..30_000).prop_map(|duration_ms| Fault::BrokerOutage { duration_ms }),
         (10u64..8_000, 0u8..=100).prop_map(|(down_ms, kept_percent)| Fault::PowerLoss {
             down_ms,
-            kept_percent
+            kept_percent,
+            edge: 0,
         }),
     ]
 }
