@@ -3,8 +3,8 @@
 //! bad input gets an error reply.
 
 use edgemeter_cloud::{
-    postal_code_for, Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, MemoryCache,
-    StateTotals,
+    postal_code_for, Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, HeartbeatRecord,
+    MemoryCache, StateTotals,
 };
 use edgemeter_cloud::{Cloud, CloudConfig};
 use edgemeter_env::SystemClock;
@@ -28,6 +28,7 @@ fn batch_of(
     BatchRequest {
         version,
         edge_id: edge_id.into(),
+        instance: if version == WireVersion::V3 { 1 } else { 0 },
         request_id,
         tuples: windows
             .iter()
@@ -126,7 +127,13 @@ impl Cache for DownCache {
     async fn store(&self, _: &[CloudTuple], _: u64) -> Result<CacheWrite, CacheError> {
         Err(CacheError::Unavailable("connection refused".into()))
     }
-    async fn record_heartbeat(&self, _: &str, _: i64, _: u64) -> Result<u64, CacheError> {
+    async fn record_heartbeat(
+        &self,
+        _: &str,
+        _: u64,
+        _: i64,
+        _: u64,
+    ) -> Result<HeartbeatRecord, CacheError> {
         Err(CacheError::Unavailable("connection refused".into()))
     }
     async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
@@ -169,7 +176,13 @@ impl Cache for StalledCache {
     async fn store(&self, _: &[CloudTuple], _: u64) -> Result<CacheWrite, CacheError> {
         std::future::pending().await
     }
-    async fn record_heartbeat(&self, _: &str, _: i64, _: u64) -> Result<u64, CacheError> {
+    async fn record_heartbeat(
+        &self,
+        _: &str,
+        _: u64,
+        _: i64,
+        _: u64,
+    ) -> Result<HeartbeatRecord, CacheError> {
         std::future::pending().await
     }
     async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {

@@ -17,6 +17,15 @@
 //!   Redis that lost its data (FLUSHALL, a restart without persistence, a
 //!   failover to an empty replica) has none, so the next call sets a new
 //!   one, and the edges ship again what they acknowledged under the old.
+//!   This single Redis keeps ONE epoch for all the store buckets
+//!   ([`edgemeter_wire::bucket`]): it loses all of them at once (a FLUSHALL
+//!   or a restart), so every bucket's epoch changes together, which is the
+//!   per-bucket rule with one shard. (A stop-gap until the cluster layout,
+//!   where each bucket's hash tag has its own epoch.)
+//! - `em:lease:<edge id>`: the instance holding the edge id, a decimal
+//!   u64 set with `PX` [`INSTANCE_LEASE`] by each accepted heartbeat; a
+//!   heartbeat of another instance while it exists is refused
+//!   ([`HEARTBEAT_SCRIPT`], one atomic step).
 //!
 //! A batch is stored by ONE Lua script, so it is atomic and costs one round
 //! trip: each tuple is inserted only if its key is new, and only new tuples
@@ -32,9 +41,10 @@
 //! "retry later".
 
 use edgemeter_cloud::{
-    Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, GermanState, StateTotals,
-    StoredConflict, EPOCH_KEY,
+    Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, GermanState, HeartbeatRecord,
+    StateTotals, StoredConflict, EPOCH_KEY, INSTANCE_LEASE,
 };
+use edgemeter_wire::{store_bucket, STORE_BUCKETS};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use std::collections::BTreeMap;
@@ -194,6 +204,29 @@ end
 return { inserted, epoch, conflicts, stored_values }
 "#;
 
+/// Records a heartbeat, applies the instance lease and sets and reads the
+/// epoch, atomically. ARGV: prefix, edge id, now ms, instance (decimal, "0"
+/// for an older edge that names none: recorded, never refused, the lease
+/// left alone), lease ms, candidate epoch. Returns the epoch (a string)
+/// and 1 when refused, else 0.
+const HEARTBEAT_SCRIPT: &str = r#"
+local prefix, edge, now, instance = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+redis.call('HSET', prefix .. 'edge:' .. edge, 'last_heartbeat_ms', now)
+redis.call('SADD', prefix .. 'edges', edge)
+local refused = 0
+if instance ~= '0' then
+  local lease_key = prefix .. 'lease:' .. edge
+  local holder = redis.call('GET', lease_key)
+  if holder and holder ~= instance then
+    refused = 1
+  else
+    redis.call('SET', lease_key, instance, 'PX', ARGV[5])
+  end
+end
+redis.call('SET', prefix .. 'epoch', ARGV[6], 'NX')
+return { redis.call('GET', prefix .. 'epoch'), refused }
+"#;
+
 /// A Redis that could not be reached at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSetupError {
@@ -219,6 +252,7 @@ impl std::error::Error for RedisSetupError {}
 pub struct RedisCache {
     connection: ConnectionManager,
     store_script: Script,
+    heartbeat_script: Script,
     url: String,
 }
 
@@ -238,6 +272,7 @@ impl RedisCache {
         let cache = RedisCache {
             connection,
             store_script: Script::new(STORE_SCRIPT),
+            heartbeat_script: Script::new(HEARTBEAT_SCRIPT),
             url: url.to_owned(),
         };
         cache
@@ -320,33 +355,6 @@ fn edge_key(edge_id: &str) -> String {
     RedisCache::key(&format!("edge:{edge_id}"))
 }
 
-impl RedisCache {
-    /// The store's epoch, set to `candidate_epoch` if it has none.
-    async fn epoch(&self, candidate_epoch: u64) -> Result<u64, CacheError> {
-        self.epoch_after(redis::pipe(), candidate_epoch).await
-    }
-
-    /// Runs `pipe` (commands whose replies are ignored) and then sets the
-    /// store's epoch to `candidate_epoch` if it has none and reads it, all
-    /// as one atomic transaction.
-    async fn epoch_after(
-        &self,
-        mut pipe: redis::Pipeline,
-        candidate_epoch: u64,
-    ) -> Result<u64, CacheError> {
-        let epoch_key = RedisCache::key(EPOCH_KEY);
-        pipe.atomic()
-            .set_nx(&epoch_key, candidate_epoch.to_string())
-            .ignore()
-            .get(&epoch_key);
-        let mut connection = self.connection.clone();
-        let (epoch,): (String,) = self
-            .call(async move { pipe.query_async(&mut connection).await })
-            .await?;
-        self.parse_epoch(&epoch)
-    }
-}
-
 impl Cache for RedisCache {
     async fn store(
         &self,
@@ -355,10 +363,7 @@ impl Cache for RedisCache {
     ) -> Result<CacheWrite, CacheError> {
         assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
         if tuples.is_empty() {
-            return Ok(CacheWrite {
-                epoch: self.epoch(candidate_epoch).await?,
-                ..CacheWrite::default()
-            });
+            return Ok(CacheWrite::default());
         }
         // Each tuple names its group: one household of one edge, whose
         // fields and sum go to the script once.
@@ -432,10 +437,15 @@ impl Cache for RedisCache {
                 StoredConflict { index, stored }
             })
             .collect();
+        // One epoch for every bucket of this Redis (see the module doc).
+        let epoch = self.parse_epoch(&epoch)?;
         Ok(CacheWrite {
             inserted,
             existing: tuples.len() - inserted,
-            epoch: self.parse_epoch(&epoch)?,
+            epochs: tuples
+                .iter()
+                .map(|tuple| (store_bucket(&tuple.node_id), epoch))
+                .collect(),
             conflicts,
         })
     }
@@ -443,16 +453,28 @@ impl Cache for RedisCache {
     async fn record_heartbeat(
         &self,
         edge_id: &str,
+        instance: u64,
         now_ms: i64,
         candidate_epoch: u64,
-    ) -> Result<u64, CacheError> {
+    ) -> Result<HeartbeatRecord, CacheError> {
         assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
-        let mut pipe = redis::pipe();
-        pipe.hset(edge_key(edge_id), "last_heartbeat_ms", now_ms)
-            .ignore()
-            .sadd(RedisCache::key("edges"), edge_id)
-            .ignore();
-        self.epoch_after(pipe, candidate_epoch).await
+        let mut invocation = self.heartbeat_script.prepare_invoke();
+        invocation
+            .arg(KEY_PREFIX)
+            .arg(edge_id)
+            .arg(now_ms)
+            .arg(instance.to_string())
+            .arg(INSTANCE_LEASE.as_millis() as u64)
+            .arg(candidate_epoch.to_string());
+        let mut connection = self.connection.clone();
+        let (epoch, refused): (String, u8) = self
+            .call(async move { invocation.invoke_async(&mut connection).await })
+            .await?;
+        let epoch = self.parse_epoch(&epoch)?;
+        Ok(HeartbeatRecord {
+            epochs: [epoch; STORE_BUCKETS],
+            refused: refused == 1,
+        })
     }
 
     async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {

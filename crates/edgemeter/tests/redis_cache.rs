@@ -13,6 +13,7 @@ use edgemeter::redis_cache::{
 use edgemeter_cloud::{
     postal_code_for, state_of, tuple_key, Cache, CacheError, CloudTuple, GermanState,
 };
+use edgemeter_wire::STORE_BUCKETS;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -197,9 +198,9 @@ async fn recent_tuples_keep_batch_order_across_households() {
 async fn heartbeats_are_recorded_per_edge() {
     let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
-    cache.record_heartbeat("edge-b", 2_000, 1).await.unwrap();
-    cache.record_heartbeat("edge-a", 1_000, 1).await.unwrap();
-    cache.record_heartbeat("edge-a", 3_000, 1).await.unwrap();
+    cache.record_heartbeat("edge-b", 0, 2_000, 1).await.unwrap();
+    cache.record_heartbeat("edge-a", 0, 1_000, 1).await.unwrap();
+    cache.record_heartbeat("edge-a", 0, 3_000, 1).await.unwrap();
     let edges = cache.edges().await.unwrap();
     assert_eq!(edges.len(), 2);
     assert_eq!(
@@ -431,13 +432,19 @@ async fn the_epoch_is_set_once_per_store_and_conflicts_are_reported() {
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
     let batch = interleaved(4, 2, |index| index as f64 + 0.5);
     let first = cache.store(&batch, 11).await.unwrap();
-    assert_eq!((first.epoch, first.inserted), (11, 4));
-    assert_eq!(cache.record_heartbeat("edge-a", 1, 12).await.unwrap(), 11);
+    assert_eq!(first.inserted, 4);
+    assert!(!first.epochs.is_empty() && first.epochs.values().all(|&epoch| epoch == 11));
+    let record = cache.record_heartbeat("edge-a", 0, 1, 12).await.unwrap();
+    assert_eq!(
+        record.epochs, [11; STORE_BUCKETS],
+        "one epoch for every bucket"
+    );
     let mut resent = batch.clone();
     resent[1].average_w += 1.0;
     resent[3].samples += 1;
     let again = cache.store(&resent, 13).await.unwrap();
-    assert_eq!((again.epoch, again.inserted, again.existing), (11, 0, 4));
+    assert_eq!((again.inserted, again.existing), (0, 4));
+    assert_eq!(again.epochs, first.epochs);
     let conflicts: Vec<(usize, Option<(f64, u32)>)> = again
         .conflicts
         .iter()
@@ -460,8 +467,39 @@ async fn the_epoch_is_set_once_per_store_and_conflicts_are_reported() {
         .unwrap();
     assert_eq!(stored, "11");
     let _: () = redis::cmd("FLUSHALL").query_async(&mut raw).await.unwrap();
-    assert_eq!(cache.record_heartbeat("edge-a", 2, 14).await.unwrap(), 14);
+    let record = cache.record_heartbeat("edge-a", 0, 2, 14).await.unwrap();
+    assert_eq!(record.epochs, [14; STORE_BUCKETS]);
     let refilled = cache.store(&batch, 15).await.unwrap();
-    assert_eq!((refilled.epoch, refilled.inserted), (14, 4));
+    assert_eq!(refilled.inserted, 4);
+    assert!(refilled.epochs.values().all(|&epoch| epoch == 14));
     assert!(refilled.conflicts.is_empty());
+}
+
+/// Goal: the instance lease in Redis: the first instance takes the edge
+/// id, a second is refused while the first renews, an older edge
+/// (instance 0) is never refused, and once the lease expires (Redis's own
+/// `PX`, so real time) the second is accepted and the first refused.
+/// Method: real redis-server; the wait is one lease plus a margin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instance_lease_admits_one_process_per_edge_id() {
+    let redis = RedisServer::start();
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    let refused = |instance| {
+        let cache = cache.clone();
+        async move {
+            cache
+                .record_heartbeat("edge-a", instance, 1, 1)
+                .await
+                .unwrap()
+                .refused
+        }
+    };
+    assert!(!refused(11).await, "the first instance takes the id");
+    assert!(refused(22).await, "a second is refused");
+    assert!(!refused(11).await, "the holder renews");
+    assert!(!refused(0).await, "an older edge is never refused");
+    assert!(refused(22).await, "still refused");
+    tokio::time::sleep(edgemeter_cloud::INSTANCE_LEASE + Duration::from_millis(300)).await;
+    assert!(!refused(22).await, "accepted once the lease ran out");
+    assert!(refused(11).await, "the old holder is refused now");
 }
