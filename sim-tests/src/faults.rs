@@ -46,9 +46,6 @@ pub const SHARDS_MAX: usize = 3;
 const EDGE_HOSTS: [&str; EDGES_MAX] = ["edge", "edge-2", "edge-3"];
 const CLOUD_HOSTS: [&str; NODES_MAX] = [crate::link::CLOUD_HOST, "cloud-2", "cloud-3"];
 
-/// The store's buckets (`edgemeter_wire::STORE_BUCKETS`).
-const STORE_BUCKETS: usize = 16;
-
 /// One simulated machine. Edges and cloud nodes are numbered from 0; the
 /// first of each keeps the name the single-edge, single-node world had
 /// (`edge`, `cloud`), so that a schedule, a trace or a log line of such a
@@ -161,7 +158,7 @@ impl Topology {
 
     /// The buckets shard `shard` owns.
     pub fn buckets_of(&self, shard: usize) -> Vec<u16> {
-        (0..STORE_BUCKETS as u16)
+        (0..edgemeter_wire::STORE_BUCKETS as u16)
             .filter(|bucket| self.shard_of(*bucket) == shard)
             .collect()
     }
@@ -403,7 +400,7 @@ const NODE_INFLIGHT_CRASH: Kind = Kind {
     per_minute: (0.2, 1.0),
 };
 const SHARD_LOSS: Kind = Kind {
-    on_probability: 0.35,
+    on_probability: 0.5,
     per_minute: (0.1, 0.6),
 };
 

@@ -62,3 +62,36 @@ fn a_node_crashed_with_requests_in_flight_loses_nothing() {
     );
     assert_eq!(summary.cloud_crashes, summary.inflight_crashes);
 }
+
+/// A shard's loss must take tuples with it (else the test proves
+/// nothing), and the edges must ship exactly those again: `run` checks the
+/// cloud holds every window once at the end.
+#[test]
+fn a_lost_shard_is_refilled() {
+    let topology = Topology {
+        edges: 2,
+        nodes: 1,
+        shards: 3,
+    };
+    let lose = |at_ms, shard| FaultEvent {
+        at_ms,
+        fault: Fault::LoseShard { shard },
+    };
+    let mut shape = small_shape(None);
+    shape.households = 3;
+    shape.topology = Some(topology);
+    let scenario = Scenario {
+        faults: vec![lose(30_000, 0), lose(40_000, 1), lose(50_000, 2)],
+        ..Scenario::calm(23, &shape)
+    };
+    let traced = run_one(&scenario, data(), Tracing::Memory);
+    let lost: Vec<&str> = traced
+        .trace
+        .lines()
+        .filter(|line| line.contains("cache shard lost") && !line.contains("tuples_lost=0"))
+        .collect();
+    assert!(!lost.is_empty(), "no shard loss took a tuple");
+    let summary = run(23, topology, scenario.faults.clone());
+    assert_eq!(summary.shard_losses, 3);
+    assert_eq!(summary.cache_losses, 0, "a shard loss is not a cache loss");
+}
