@@ -47,7 +47,7 @@ pub async fn run_cloud(config: CloudConfig, epoch_ms: i64) -> turmoil::Result {
     let heartbeat = TcpListener::bind(("0.0.0.0", HEARTBEAT_PORT)).await?;
     let data = TcpListener::bind(("0.0.0.0", DATA_PORT)).await?;
     info!("cloud serving heartbeats and data");
-    tokio::task::spawn_local(serve(heartbeat, cloud.clone(), Channel::Heartbeat));
+    tokio::task::spawn_local(serve(heartbeat, cloud.clone(), Channel::Heartbeat(0)));
     serve(data, cloud, Channel::Data).await
 }
 
@@ -95,7 +95,7 @@ async fn serve_pipe(stream: TcpStream, cloud: Arc<SimCloud>, channel: Channel) {
         tokio::task::spawn_local(async move {
             let body = &frame[8..];
             let reply = match channel {
-                Channel::Heartbeat => cloud.handle_heartbeat(body).await,
+                Channel::Heartbeat(_) => cloud.handle_heartbeat(body).await,
                 Channel::Data => cloud.handle_data(body).await,
             };
             let mut tagged = frame[..8].to_vec();

@@ -12,7 +12,7 @@
 
 use crate::bus::{SimBus, EDGE_GROUP};
 use crate::clock::SimClock;
-use crate::link::{LinkStats, SimLink};
+use crate::link::{LinkStats, SimLink, CLOUD_HOST};
 use edgemeter_edge::{run_edge, EdgeConfig, EdgeMonitor};
 use edgemeter_env::PlantedBugs;
 use edgemeter_store::{OpenOptions, SqliteOutbox};
@@ -65,7 +65,10 @@ pub async fn run_edge_host(setup: EdgeSetup) -> turmoil::Result {
             format!("integrity_check failed: {error}"),
         ),
     }
-    let link = Arc::new(SimLink::start(setup.link_stats.clone()));
+    let link = Arc::new(SimLink::start(
+        vec![CLOUD_HOST.to_owned()],
+        setup.link_stats.clone(),
+    ));
     info!("edge process started on its outbox");
     run_edge(
         setup.config.clone(),
