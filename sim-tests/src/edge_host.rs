@@ -71,7 +71,10 @@ pub async fn run_edge_host(setup: EdgeSetup) -> turmoil::Result {
             format!("integrity_check failed: {error}"),
         ),
     }
-    let link = Arc::new(SimLink::start(setup.link_stats.clone()));
+    let link = Arc::new(SimLink::start(
+        setup.nodes.clone(),
+        setup.link_stats.clone(),
+    ));
     info!("edge process started on its outbox");
     run_edge(
         setup.config.clone(),

@@ -30,7 +30,7 @@
 //! end, so it never causes a flush. A reading whose window was closed
 //! anyway is kept in table `rejected` as kind `late`, never dropped.
 
-use crate::heartbeat::{Form, Heartbeat, HeartbeatForm, LinkState};
+use crate::heartbeat::{Form, HeartbeatForm, LinkState, NodeChange, NodeHeartbeats};
 use crate::intake::{IntakeChange, IntakeHealth};
 use crate::monitor::bump;
 use crate::monitor::OutboxGauges;
@@ -121,6 +121,8 @@ enum BusEvent {
 
 enum Completion {
     Heartbeat {
+        /// The cloud node it went to.
+        node: usize,
         result: Result<Vec<u8>, LinkError>,
         /// The version it was sent in.
         form: Form,
@@ -170,8 +172,15 @@ where
     info!(edge = %config.edge_id, "edge starting");
     let mut edge = EdgeLoop {
         windows: Windows::new(config.windows),
-        heartbeat: Heartbeat::new(now, config.heartbeat_interval, config.heartbeat_misses_max),
-        heartbeat_form: HeartbeatForm::default(),
+        heartbeats: NodeHeartbeats::new(
+            now,
+            config.heartbeat_interval,
+            config.heartbeat_misses_max,
+            link.nodes(),
+        ),
+        heartbeat_forms: (0..link.nodes())
+            .map(|_| HeartbeatForm::default())
+            .collect(),
         uplink: Uplink::new(
             config.edge_id.clone(),
             config.batch_tuples_max,
@@ -309,9 +318,11 @@ struct EdgeLoop<L, O, C> {
     /// Tells the bus task to ask [`ReadingsBus::at_end`] after empty polls.
     end_wanted_tx: watch::Sender<bool>,
     windows: Windows,
-    heartbeat: Heartbeat,
-    /// Whether heartbeats carry the backlog (version 3) or not.
-    heartbeat_form: HeartbeatForm,
+    /// One heartbeat per cloud node; the edge ships while any node answers.
+    heartbeats: NodeHeartbeats,
+    /// Per node, whether its heartbeats carry the backlog (version 3) or
+    /// not: during an upgrade the nodes may run different versions.
+    heartbeat_forms: Vec<HeartbeatForm>,
     uplink: Uplink,
     /// Per partition, the offset after the newest record read.
     consumed_next: BTreeMap<i32, i64>,
@@ -381,7 +392,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     fn next_wake(&self) -> Instant {
         let now = Instant::now();
         let mut wake = now + Duration::from_secs(3600);
-        if let Some(due) = self.heartbeat.poll_timeout() {
+        if let Some(due) = self.heartbeats.poll_timeout() {
             wake = wake.min(due);
         }
         if let Some(until) = self.uplink.poll_timeout() {
@@ -689,14 +700,16 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         self.commits_tx.send_replace(self.committed.clone());
     }
 
-    /// Sends a due heartbeat, then batches while connected and allowed.
+    /// Sends the due heartbeats, then batches while connected and allowed.
     async fn send_due(&mut self, now: Instant) {
-        if self.heartbeat.poll_send(now) {
+        // At most one turn per node: `poll_send` marks each it hands out in
+        // flight, and a node in flight is not due.
+        while let Some(node) = self.heartbeats.poll_send(now) {
             // Read for every heartbeat, sent with it or not: the same read
             // serves `/metrics` (it costs six rows, see the outbox).
             let backlog = self.read_backlog();
             let edge_id = self.config.edge_id.clone();
-            let form = self.heartbeat_form.poll_form(now);
+            let form = self.heartbeat_forms[node].poll_form(now);
             let body = match (form, backlog) {
                 (Form::WithBacklog, Some(backlog)) => HeartbeatRequest::EdgeV3 { edge_id, backlog },
                 // An outbox that cannot be read has no backlog to report.
@@ -708,16 +721,16 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 Form::WithoutBacklog
             };
             let call = self.call(
-                Channel::Heartbeat,
+                Channel::Heartbeat(node),
                 &body.encode(),
                 self.config.heartbeat_timeout,
             );
             self.requests.push(Box::pin(async move {
                 let result = call.await;
-                Completion::Heartbeat { result, form }
+                Completion::Heartbeat { node, result, form }
             }));
         }
-        if self.heartbeat.state() != LinkState::Connected {
+        if self.heartbeats.state() != LinkState::Connected {
             return;
         }
         for _ in 0..self.config.inflight_batches_max {
@@ -941,13 +954,14 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     async fn handle_completion(&mut self, done: Completion) {
         let now = Instant::now();
         match done {
-            Completion::Heartbeat { result, form } => {
+            Completion::Heartbeat { node, result, form } => {
                 let answered = result.is_ok();
                 let reply = result
                     .ok()
                     .and_then(|bytes| HeartbeatReply::decode(&bytes).ok());
-                if answered && self.heartbeat_form.handle_reply(now, form, reply.is_some()) {
+                if answered && self.heartbeat_forms[node].handle_reply(now, form, reply.is_some()) {
                     warn!(
+                        node = %self.link.node_name(node),
                         retry_s = crate::heartbeat::BACKLOG_RETRY_INTERVAL.as_secs(),
                         "the cloud does not take heartbeats with the backlog (a cloud of the previous version?); sending version-2 heartbeats, and version 3 again later"
                     );
@@ -956,15 +970,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                     self.note_epoch(epoch);
                 }
                 let success = reply.is_some();
-                if let Some(state) = self.heartbeat.handle_result(now, success) {
-                    let connected = state == LinkState::Connected;
-                    self.monitor.set_connected(connected);
-                    if connected {
-                        info!(edge = %self.config.edge_id, "cloud connected");
-                    } else {
-                        warn!(edge = %self.config.edge_id, "cloud disconnected");
-                    }
-                }
+                self.note_heartbeat(now, node, success);
             }
             Completion::Data {
                 request_id,
@@ -976,6 +982,32 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 }
                 let batch = self.uplink.complete(request_id);
                 self.handle_data_reply(batch, result, now).await;
+            }
+        }
+    }
+
+    /// Records node `node`'s heartbeat outcome; logs which node went away
+    /// or came back, and the edge's own change.
+    fn note_heartbeat(&mut self, now: Instant, node: usize, success: bool) {
+        let change = self.heartbeats.handle_result(now, node, success);
+        // With one node its change is the edge's: the edge's line says it,
+        // as before there were several.
+        if let Some(node_change) = change.node.filter(|_| self.heartbeats.nodes() > 1) {
+            let name = self.link.node_name(node);
+            let connected = self.heartbeats.connected_nodes();
+            match node_change {
+                NodeChange::Answers => info!(node = %name, connected, "cloud node answers"),
+                NodeChange::WentAway => warn!(node = %name, connected, "cloud node went away"),
+                NodeChange::CameBack => info!(node = %name, connected, "cloud node came back"),
+            }
+        }
+        if let Some(state) = change.edge {
+            let connected = state == LinkState::Connected;
+            self.monitor.set_connected(connected);
+            if connected {
+                info!(edge = %self.config.edge_id, "cloud connected");
+            } else {
+                warn!(edge = %self.config.edge_id, "cloud disconnected");
             }
         }
     }

@@ -32,7 +32,7 @@ struct LossyLink {
 impl CloudLink for LossyLink {
     async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
         let reply = match channel {
-            Channel::Heartbeat => return Ok(self.cloud.handle_heartbeat(&body).await),
+            Channel::Heartbeat(_) => return Ok(self.cloud.handle_heartbeat(&body).await),
             Channel::Data => self.cloud.handle_data(&body).await,
         };
         let count = self.requests.fetch_add(1, Ordering::Relaxed);
@@ -477,13 +477,13 @@ struct PreviousCloudLink {
 impl CloudLink for PreviousCloudLink {
     async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
         match channel {
-            Channel::Heartbeat if body.starts_with(b"EMH\x03") => {
+            Channel::Heartbeat(_) if body.starts_with(b"EMH\x03") => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 Ok(edgemeter_wire::legacy::error_reply(
                     "invalid: not a heartbeat",
                 ))
             }
-            Channel::Heartbeat => Ok(self.cloud.handle_heartbeat(&body).await),
+            Channel::Heartbeat(_) => Ok(self.cloud.handle_heartbeat(&body).await),
             Channel::Data => Ok(self.cloud.handle_data(&body).await),
         }
     }
