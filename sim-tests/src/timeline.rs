@@ -64,11 +64,13 @@ pub enum Action {
 
 /// The actions of `faults`, each with its time, in the order to apply them.
 /// Actions at or after `heal_at_ms` are dropped: the heal ends everything.
-/// `topology` says which hosts a broker outage cuts off.
+/// `topology` says which hosts a broker outage cuts off; actions naming a
+/// host or shard outside it are dropped ([`fits`]).
 pub fn timeline(faults: &[FaultEvent], heal_at_ms: u64, topology: &Topology) -> Vec<(u64, Action)> {
     let mut actions: Vec<(u64, usize, Action)> = faults
         .iter()
         .flat_map(|event| actions_of(event, topology))
+        .filter(|(_, action)| fits(action, topology))
         .filter(|(at, _)| *at < heal_at_ms)
         .enumerate()
         .map(|(order, (at, action))| (at, order, action))
@@ -78,6 +80,33 @@ pub fn timeline(faults: &[FaultEvent], heal_at_ms: u64, topology: &Topology) -> 
         .into_iter()
         .map(|(at, _, action)| (at, action))
         .collect()
+}
+
+/// Whether `action` names only hosts (and shards) `topology` has. A
+/// schedule from a file, or one the shrinker narrowed, may name an edge,
+/// node or shard the seed does not run: such actions are left out.
+pub fn fits(action: &Action, topology: &Topology) -> bool {
+    let host_fits = |host: &Host| match host {
+        Host::Edge(index) => usize::from(*index) < topology.edges,
+        Host::Cloud(index) => usize::from(*index) < topology.nodes,
+        Host::Broker | Host::Households | Host::Redis => true,
+    };
+    match action {
+        Action::Block { from, to } | Action::Unblock { from, to } => {
+            host_fits(from) && host_fits(to)
+        }
+        Action::Hold { host, peer } | Action::Release { host, peer } => {
+            host_fits(host) && host_fits(peer)
+        }
+        Action::Crash { host, .. } => host_fits(host),
+        Action::PowerLoss { edge, .. } => host_fits(&Host::Edge(*edge)),
+        Action::ArmInFlight { node, .. } => host_fits(&Host::Cloud(*node)),
+        Action::LoseShard { shard } => usize::from(*shard) < topology.shards,
+        Action::Arm { .. }
+        | Action::LoseCache { .. }
+        | Action::SpikeStart { .. }
+        | Action::SpikeEnd { .. } => true,
+    }
 }
 
 /// Blocks `from` -> `to` at `at` for `duration_ms`.
@@ -310,5 +339,52 @@ mod tests {
             ]
         );
         assert_eq!(timeline(&faults, 1_000, &topology).len(), 16);
+    }
+
+    /// Goal: a schedule that names an edge, node or shard the topology does
+    /// not have runs without them instead of failing the harness.
+    #[test]
+    fn actions_outside_the_topology_are_dropped() {
+        let at = |at_ms, fault| FaultEvent { at_ms, fault };
+        let faults = vec![
+            at(
+                1,
+                Fault::Crash {
+                    host: Host::Edge(2),
+                    down_ms: 5,
+                },
+            ),
+            at(
+                2,
+                Fault::CrashNodeInFlight {
+                    node: 1,
+                    down_ms: 5,
+                },
+            ),
+            at(3, Fault::LoseShard { shard: 1 }),
+            at(
+                4,
+                Fault::Crash {
+                    host: Host::Cloud(0),
+                    down_ms: 5,
+                },
+            ),
+        ];
+        assert_eq!(
+            timeline(&faults, 1_000, &Topology::SINGLE),
+            vec![(
+                4,
+                Action::Crash {
+                    host: Host::Cloud(0),
+                    down_ms: 5
+                }
+            )]
+        );
+        let wide = Topology {
+            edges: 3,
+            nodes: 2,
+            shards: 2,
+        };
+        assert_eq!(timeline(&faults, 1_000, &wide).len(), 4);
     }
 }
