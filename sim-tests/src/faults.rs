@@ -1,15 +1,17 @@
 //! The fault schedule: what goes wrong in one seed, and when.
 //!
 //! A [`Scenario`] is explicit data (JSON on disk): the data slice, the
-//! network profile, and a list of timed [`FaultEvent`]s. `run` draws one per
+//! [`Topology`] (how many edges, cloud nodes and cache shards), the network
+//! profile, and a list of timed [`FaultEvent`]s. `run` draws one per
 //! seed with [`Scenario::draw`]; `replay --schedule FILE` and the shrinking
 //! test run one given as data. Drawing is swarm testing (Groce et al.,
 //! ISSTA 2012): each seed first picks which kinds of fault are on at all and
 //! how hard they hit, then draws events of those kinds only, so seeds differ
 //! in character instead of all being the same average mix.
 //!
-//! Everything comes from one `SmallRng` seeded from the seed; turmoil's own
-//! RNG is seeded from the seed too (in `world`).
+//! The faults come from one `SmallRng` seeded from the seed, the topology
+//! from another (so that a seed's faults do not move with its topology);
+//! turmoil's own RNG is seeded from the seed too (in `world`).
 
 use edgemeter_env::CrashPoint;
 use rand::rngs::SmallRng;
