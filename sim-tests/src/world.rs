@@ -126,6 +126,10 @@ pub struct Summary {
     /// Over every edge.
     pub edge_tuples: usize,
     pub acked: usize,
+    /// Acknowledged tuples over every edge when the heal began: how far
+    /// delivery got under the faults (a node down while another is up must
+    /// not hold it back).
+    pub acked_at_heal: u64,
     pub cloud_tuples: usize,
     pub link_requests: u64,
     pub link_resends: u64,
@@ -213,6 +217,7 @@ pub struct World {
     heal_at_ms: u64,
     heal_bound_ms: u64,
     healed: bool,
+    acked_at_heal: u64,
     converged_at_ms: Option<u64>,
     next_poll_ms: u64,
     tally: Tally,
@@ -383,6 +388,7 @@ impl World {
             hosts: topology.hosts(),
             heal_bound_ms: 0,
             healed: false,
+            acked_at_heal: 0,
             converged_at_ms: None,
             next_poll_ms: 0,
             tally: Tally::default(),
@@ -830,6 +836,9 @@ impl World {
     /// restarted now.
     fn heal(&mut self) {
         self.healed = true;
+        self.acked_at_heal = (0..self.edges.len())
+            .map(|edge| self.acked_rows(edge))
+            .sum();
         self.next_action = self.actions.len();
         self.blocked.clear();
         self.held.clear();
@@ -1020,6 +1029,7 @@ impl World {
             power_losses: self.tally.power_losses,
             edge_tuples: rows().count(),
             acked: rows().filter(|row| row.sent == 2).count(),
+            acked_at_heal: self.acked_at_heal,
             cloud_tuples,
             link_requests: load(&self.link_stats.requests),
             link_resends: load(&self.link_stats.resends),

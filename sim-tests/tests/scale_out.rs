@@ -95,3 +95,44 @@ fn a_lost_shard_is_refilled() {
     assert_eq!(summary.shard_losses, 3);
     assert_eq!(summary.cache_losses, 0, "a shard loss is not a cache loss");
 }
+
+/// Goal: with two nodes, one node down stalls nothing: the edges ship to
+/// the other. Method: node 0 crashes with requests in flight early and
+/// stays down until the heal; by the heal most windows must be
+/// acknowledged. The same schedule on one node is the contrast that shows
+/// the measure can fail: there nothing is acknowledged while it is down.
+#[test]
+fn one_node_down_stalls_nothing_while_another_is_up() {
+    let crash = vec![FaultEvent {
+        at_ms: 5_000,
+        fault: Fault::CrashNodeInFlight {
+            node: 0,
+            down_ms: 120_000,
+        },
+    }];
+    let two = Topology {
+        edges: 2,
+        nodes: 2,
+        shards: 1,
+    };
+    let one = Topology { nodes: 1, ..two };
+    let with_two = run(24, two, crash.clone());
+    let with_one = run(24, one, crash);
+    assert_eq!(with_two.inflight_crashes, 1);
+    assert_eq!(with_one.inflight_crashes, 1);
+    let windows = with_two.windows as u64;
+    println!(
+        "acknowledged at the heal of {windows}: {} with two nodes, {} with one",
+        with_two.acked_at_heal, with_one.acked_at_heal
+    );
+    assert!(
+        with_two.acked_at_heal * 4 >= windows * 3,
+        "two nodes: {} of {windows} acknowledged at the heal",
+        with_two.acked_at_heal
+    );
+    assert!(
+        with_one.acked_at_heal * 4 < windows,
+        "one node: {} of {windows} acknowledged at the heal",
+        with_one.acked_at_heal
+    );
+}
