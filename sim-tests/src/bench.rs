@@ -65,6 +65,7 @@ pub fn measure(data: &DataSet, seeds: u64, tick_ms: u64) -> BenchReport {
         households_available: data.households.len(),
         data_span_ms: data.span_ms,
         faults: true,
+        topology: None,
     };
     let scenario = Scenario::draw(BENCH_SEED, &full);
     let started = Instant::now();

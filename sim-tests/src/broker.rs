@@ -1,7 +1,9 @@
-//! The `broker` host: a Kafka-like topic served over turmoil TCP. Storage is
-//! `edgemeter-memlog`'s [`MemLog`] (partitions, offsets, group commits); this
-//! file owns the small framed protocol around it (produce, fetch, commit,
-//! committed offsets, end offsets) and the server loop.
+//! The `broker` host: Kafka-like topics served over turmoil TCP, one per
+//! edge (each site consumes its own topic, as `edgemeter edge --topic`
+//! does). Storage is one `edgemeter-memlog` [`MemLog`] per topic
+//! (partitions, offsets, group commits); this file owns the small framed
+//! protocol around them (produce, fetch, commit, committed offsets, end
+//! offsets, each naming its topic) and the server loop.
 //!
 //! The log lives in a [`BrokerState`] created by the harness outside the
 //! host, so it outlasts anything that happens to the other hosts, and the
@@ -24,12 +26,15 @@ use turmoil::net::{TcpListener, TcpStream};
 pub const BROKER_HOST: &str = "broker";
 pub const BROKER_PORT: u16 = 9092;
 
-/// Partitions of `power_topic`, as the deployment creates it.
+/// Partitions of each topic, as the deployment creates `power_topic`.
 pub const TOPIC_PARTITIONS: u32 = 3;
 
-/// The most records the log holds. 50 households × 1 hour is about 90,000
-/// readings; this leaves room for a day of them and bounds memory if a
-/// producer runs away.
+/// The most topics the broker holds: one per edge.
+pub const TOPICS_MAX: usize = crate::faults::EDGES_MAX;
+
+/// The most records one topic's log holds. 50 households × 1 hour is about
+/// 90,000 readings; this leaves room for a day of them and bounds memory if
+/// a producer runs away.
 pub const LOG_RECORDS_MAX: usize = 5_000_000;
 
 /// The most records one fetch returns, whatever the consumer asks.
@@ -40,9 +45,9 @@ pub const FETCH_RECORDS_MAX: usize = 4096;
 /// round trip.
 pub const FETCH_WAIT_MAX: Duration = Duration::from_millis(300);
 
-/// Connections served at once. The simulation has two clients (households
-/// and edge), each reconnecting after faults; stale connections close on
-/// [`CONNECTION_IDLE_MAX`].
+/// Connections served at once. The simulation has up to four clients (the
+/// households and each edge), each reconnecting after faults; stale
+/// connections close on [`CONNECTION_IDLE_MAX`].
 pub const BROKER_CONNECTIONS_MAX: usize = 64;
 
 /// A connection with no request for this long is closed. turmoil streams
@@ -52,32 +57,41 @@ pub const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(30);
 /// One request to the broker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerRequest {
-    /// Appends `records` (key, value) as the producer's sequence numbers
-    /// `first_sequence..`. Sequences already appended are skipped.
+    /// Appends `records` (topic, key, value) as the producer's sequence
+    /// numbers `first_sequence..`. Sequences already appended are skipped.
+    /// One producer serves every topic, as one Kafka producer can.
     Produce {
         producer_id: u64,
         first_sequence: u64,
-        records: Vec<(Vec<u8>, Vec<u8>)>,
+        records: Vec<ProducedRecord>,
     },
     /// Answers once `min_records` are there or `wait_ms` has passed, as a
     /// Kafka fetch with `fetch.min.bytes` and `fetch.max.wait.ms` does.
     Fetch {
+        topic: u32,
         positions: Vec<(i32, i64)>,
         records_max: u32,
         min_records: u32,
         wait_ms: u32,
     },
     Commit {
+        topic: u32,
         group: String,
         offsets: Vec<(i32, i64)>,
     },
     Committed {
+        topic: u32,
         group: String,
     },
     /// Each partition's end offset (high watermark): the offset the next
     /// record appended to it will get.
-    EndOffsets,
+    EndOffsets {
+        topic: u32,
+    },
 }
+
+/// One record to produce: its topic, key and value.
+pub type ProducedRecord = (u32, Vec<u8>, Vec<u8>);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerReply {
@@ -116,11 +130,12 @@ impl BrokerRequest {
             } => {
                 writer.u8(1).u64(*producer_id).u64(*first_sequence);
                 writer.count(records.len());
-                for (key, value) in records {
-                    writer.bytes(key).bytes(value);
+                for (topic, key, value) in records {
+                    writer.u32(*topic).bytes(key).bytes(value);
                 }
             }
             BrokerRequest::Fetch {
+                topic,
                 positions,
                 records_max,
                 min_records,
@@ -128,20 +143,25 @@ impl BrokerRequest {
             } => {
                 writer
                     .u8(2)
+                    .u32(*topic)
                     .u32(*records_max)
                     .u32(*min_records)
                     .u32(*wait_ms);
                 put_offsets(&mut writer, positions);
             }
-            BrokerRequest::Commit { group, offsets } => {
-                writer.u8(3).str(group);
+            BrokerRequest::Commit {
+                topic,
+                group,
+                offsets,
+            } => {
+                writer.u8(3).u32(*topic).str(group);
                 put_offsets(&mut writer, offsets);
             }
-            BrokerRequest::Committed { group } => {
-                writer.u8(4).str(group);
+            BrokerRequest::Committed { topic, group } => {
+                writer.u8(4).u32(*topic).str(group);
             }
-            BrokerRequest::EndOffsets => {
-                writer.u8(5);
+            BrokerRequest::EndOffsets { topic } => {
+                writer.u8(5).u32(*topic);
             }
         }
         writer.finish()
@@ -155,7 +175,7 @@ impl BrokerRequest {
                 let first_sequence = reader.u64()?;
                 let count = reader.count()?;
                 let records = (0..count)
-                    .map(|_| Ok((reader.bytes()?, reader.bytes()?)))
+                    .map(|_| Ok((reader.u32()?, reader.bytes()?, reader.bytes()?)))
                     .collect::<io::Result<_>>()?;
                 BrokerRequest::Produce {
                     producer_id,
@@ -164,11 +184,13 @@ impl BrokerRequest {
                 }
             }
             2 => {
+                let topic = reader.u32()?;
                 let records_max = reader.u32()?;
                 let min_records = reader.u32()?;
                 let wait_ms = reader.u32()?;
                 let positions = get_offsets(&mut reader)?;
                 BrokerRequest::Fetch {
+                    topic,
                     positions,
                     records_max,
                     min_records,
@@ -176,14 +198,22 @@ impl BrokerRequest {
                 }
             }
             3 => {
+                let topic = reader.u32()?;
                 let group = reader.string()?;
                 let offsets = get_offsets(&mut reader)?;
-                BrokerRequest::Commit { group, offsets }
+                BrokerRequest::Commit {
+                    topic,
+                    group,
+                    offsets,
+                }
             }
             4 => BrokerRequest::Committed {
+                topic: reader.u32()?,
                 group: reader.string()?,
             },
-            5 => BrokerRequest::EndOffsets,
+            5 => BrokerRequest::EndOffsets {
+                topic: reader.u32()?,
+            },
             kind => return Err(invalid(format!("unknown broker request {kind}"))),
         };
         reader.finish()?;
@@ -256,7 +286,8 @@ impl BrokerReply {
 /// The broker's storage, shared between the host and the harness.
 #[derive(Debug)]
 pub struct BrokerData {
-    pub log: MemLog,
+    /// One log per topic, by topic number.
+    pub logs: Vec<MemLog>,
     /// producer id -> next sequence number expected.
     producers: BTreeMap<u64, u64>,
 }
@@ -267,17 +298,16 @@ pub struct BrokerState {
     appended: Arc<Notify>,
 }
 
-impl Default for BrokerState {
-    fn default() -> Self {
-        BrokerState::new()
-    }
-}
-
 impl BrokerState {
-    pub fn new() -> BrokerState {
+    /// A broker with `topics` empty topics (numbered from 0).
+    pub fn new(topics: usize) -> BrokerState {
+        assert!((1..=TOPICS_MAX).contains(&topics), "{topics} topics");
+        let logs = (0..topics)
+            .map(|_| MemLog::new(TOPIC_PARTITIONS, LOG_RECORDS_MAX))
+            .collect();
         BrokerState {
             data: Arc::new(Mutex::new(BrokerData {
-                log: MemLog::new(TOPIC_PARTITIONS, LOG_RECORDS_MAX),
+                logs,
                 producers: BTreeMap::new(),
             })),
             appended: Arc::new(Notify::new()),
@@ -288,12 +318,13 @@ impl BrokerState {
         f(&mut self.data.lock().expect("broker lock"))
     }
 
-    /// True when `group` has committed every record of every partition.
-    pub fn fully_committed(&self, group: &str) -> bool {
+    /// True when `group` has committed every record of every partition of
+    /// `topic`.
+    pub fn fully_committed(&self, topic: u32, group: &str) -> bool {
         self.with(|data| {
-            (0..data.log.partition_count() as i32).all(|partition| {
-                data.log.committed(group, partition) == data.log.end_offset(partition)
-            })
+            let log = &data.logs[topic as usize];
+            (0..log.partition_count() as i32)
+                .all(|partition| log.committed(group, partition) == log.end_offset(partition))
         })
     }
 
@@ -301,7 +332,7 @@ impl BrokerState {
         &self,
         producer_id: u64,
         first_sequence: u64,
-        records: &[(Vec<u8>, Vec<u8>)],
+        records: &[ProducedRecord],
     ) -> BrokerReply {
         let reply = self.with(|data| {
             let next = data.producers.entry(producer_id).or_insert(0);
@@ -311,8 +342,11 @@ impl BrokerState {
                 ));
             }
             let skip = (*next - first_sequence) as usize;
-            for (key, value) in records.iter().skip(skip) {
-                if let Err(full) = data.log.append(key, value.clone()) {
+            for (topic, key, value) in records.iter().skip(skip) {
+                let Some(log) = data.logs.get_mut(*topic as usize) else {
+                    return BrokerReply::Error(format!("no topic {topic}"));
+                };
+                if let Err(full) = log.append(key, value.clone()) {
                     return BrokerReply::Error(format!("log full at {} records", full.records_max));
                 }
                 *next += 1;
@@ -325,34 +359,42 @@ impl BrokerState {
         reply
     }
 
-    fn fetch_now(&self, positions: &[(i32, i64)], records_max: usize) -> Vec<BusRecord> {
-        self.with(|data| {
-            let mut out = Vec::new();
-            for (partition, offset) in positions {
-                let room = records_max - out.len();
-                if room == 0 {
-                    break;
-                }
-                out.extend(data.log.fetch(*partition, *offset, room));
-            }
-            out
+    /// Runs `f` on `topic`'s log, or answers that there is no such topic.
+    fn with_log(&self, topic: u32, f: impl FnOnce(&mut MemLog) -> BrokerReply) -> BrokerReply {
+        self.with(|data| match data.logs.get_mut(topic as usize) {
+            Some(log) => f(log),
+            None => BrokerReply::Error(format!("no topic {topic}")),
         })
     }
 
+    fn fetch_now(
+        &self,
+        log: &MemLog,
+        positions: &[(i32, i64)],
+        records_max: usize,
+    ) -> Vec<BusRecord> {
+        let mut out = Vec::new();
+        for (partition, offset) in positions {
+            let room = records_max - out.len();
+            if room == 0 {
+                break;
+            }
+            out.extend(log.fetch(*partition, *offset, room));
+        }
+        out
+    }
+
     /// Records past `positions`, counted without copying them.
-    fn available(&self, positions: &[(i32, i64)]) -> usize {
-        self.with(|data| {
-            positions
-                .iter()
-                .map(|(partition, offset)| {
-                    (data.log.end_offset(*partition) - offset).max(0) as usize
-                })
-                .sum()
-        })
+    fn available(log: &MemLog, positions: &[(i32, i64)]) -> usize {
+        positions
+            .iter()
+            .map(|(partition, offset)| (log.end_offset(*partition) - offset).max(0) as usize)
+            .sum()
     }
 
     async fn fetch(
         &self,
+        topic: u32,
         positions: &[(i32, i64)],
         records_max: u32,
         min_records: u32,
@@ -363,24 +405,33 @@ impl BrokerState {
         let wait = Duration::from_millis(u64::from(wait_ms)).min(FETCH_WAIT_MAX);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            // Any topic's append wakes every waiting fetch; each then counts
+            // its own topic again, which costs little at three topics.
             let notified = self.appended.notified();
-            if self.available(positions) >= min_records {
+            let enough = self.with(|data| {
+                data.logs
+                    .get(topic as usize)
+                    .is_none_or(|log| BrokerState::available(log, positions) >= min_records)
+            });
+            if enough {
                 break;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 break;
             }
         }
-        BrokerReply::Records(self.fetch_now(positions, records_max))
+        self.with_log(topic, |log| {
+            BrokerReply::Records(self.fetch_now(log, positions, records_max))
+        })
     }
 
-    fn commit(&self, group: &str, offsets: &[(i32, i64)]) -> BrokerReply {
-        self.with(|data| {
+    fn commit(&self, topic: u32, group: &str, offsets: &[(i32, i64)]) -> BrokerReply {
+        self.with_log(topic, |log| {
             for (partition, offset) in offsets {
-                let end = data.log.end_offset(*partition);
-                if *partition < 0 || *partition >= data.log.partition_count() as i32 {
+                if *partition < 0 || *partition >= log.partition_count() as i32 {
                     return BrokerReply::Error(format!("no partition {partition}"));
                 }
+                let end = log.end_offset(*partition);
                 if *offset < 0 || *offset > end {
                     return BrokerReply::Error(format!(
                         "commit of offset {offset} outside 0..={end} on partition {partition}"
@@ -388,25 +439,25 @@ impl BrokerState {
                 }
             }
             for (partition, offset) in offsets {
-                data.log.commit(group, *partition, *offset);
+                log.commit(group, *partition, *offset);
             }
             BrokerReply::Done
         })
     }
 
-    fn committed(&self, group: &str) -> BrokerReply {
-        self.with(|data| {
-            let offsets = (0..data.log.partition_count() as i32)
-                .map(|partition| (partition, data.log.committed(group, partition)))
+    fn committed(&self, topic: u32, group: &str) -> BrokerReply {
+        self.with_log(topic, |log| {
+            let offsets = (0..log.partition_count() as i32)
+                .map(|partition| (partition, log.committed(group, partition)))
                 .collect();
             BrokerReply::Offsets(offsets)
         })
     }
 
-    fn end_offsets(&self) -> BrokerReply {
-        self.with(|data| {
-            let offsets = (0..data.log.partition_count() as i32)
-                .map(|partition| (partition, data.log.end_offset(partition)))
+    fn end_offsets(&self, topic: u32) -> BrokerReply {
+        self.with_log(topic, |log| {
+            let offsets = (0..log.partition_count() as i32)
+                .map(|partition| (partition, log.end_offset(partition)))
                 .collect();
             BrokerReply::Offsets(offsets)
         })
@@ -420,17 +471,22 @@ impl BrokerState {
                 records,
             } => self.produce(producer_id, first_sequence, &records),
             BrokerRequest::Fetch {
+                topic,
                 positions,
                 records_max,
                 min_records,
                 wait_ms,
             } => {
-                self.fetch(&positions, records_max, min_records, wait_ms)
+                self.fetch(topic, &positions, records_max, min_records, wait_ms)
                     .await
             }
-            BrokerRequest::Commit { group, offsets } => self.commit(&group, &offsets),
-            BrokerRequest::Committed { group } => self.committed(&group),
-            BrokerRequest::EndOffsets => self.end_offsets(),
+            BrokerRequest::Commit {
+                topic,
+                group,
+                offsets,
+            } => self.commit(topic, &group, &offsets),
+            BrokerRequest::Committed { topic, group } => self.committed(topic, &group),
+            BrokerRequest::EndOffsets { topic } => self.end_offsets(topic),
         }
     }
 }
@@ -483,20 +539,25 @@ mod tests {
             BrokerRequest::Produce {
                 producer_id: 1,
                 first_sequence: 5,
-                records: vec![(b"k".to_vec(), b"v".to_vec())],
+                records: vec![(1, b"k".to_vec(), b"v".to_vec())],
             },
             BrokerRequest::Fetch {
+                topic: 2,
                 positions: vec![(0, 3), (1, 0)],
                 records_max: 10,
                 min_records: 4,
                 wait_ms: 100,
             },
             BrokerRequest::Commit {
+                topic: 1,
                 group: "edge".into(),
                 offsets: vec![(2, 9)],
             },
-            BrokerRequest::Committed { group: "g".into() },
-            BrokerRequest::EndOffsets,
+            BrokerRequest::Committed {
+                topic: 0,
+                group: "g".into(),
+            },
+            BrokerRequest::EndOffsets { topic: 2 },
         ];
         for request in requests {
             assert_eq!(BrokerRequest::decode(&request.encode()).unwrap(), request);
@@ -521,10 +582,10 @@ mod tests {
 
     #[test]
     fn a_resent_produce_is_not_appended_twice_and_bad_commits_are_refused() {
-        let state = BrokerState::new();
+        let state = BrokerState::new(2);
         let records = vec![
-            (b"a".to_vec(), b"1".to_vec()),
-            (b"a".to_vec(), b"2".to_vec()),
+            (0, b"a".to_vec(), b"1".to_vec()),
+            (1, b"a".to_vec(), b"2".to_vec()),
         ];
         assert_eq!(
             state.produce(7, 0, &records),
@@ -534,21 +595,34 @@ mod tests {
             state.produce(7, 0, &records),
             BrokerReply::Produced { next_sequence: 2 }
         );
-        assert_eq!(state.with(|data| data.log.total_records()), 2);
+        let totals = state.with(|data| {
+            data.logs
+                .iter()
+                .map(MemLog::total_records)
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(totals, [1, 1], "one record on each topic");
+        assert!(
+            matches!(
+                state.produce(7, 2, &[(5, b"a".to_vec(), b"3".to_vec())]),
+                BrokerReply::Error(_)
+            ),
+            "no topic 5"
+        );
         assert!(matches!(
             state.produce(7, 5, &records),
             BrokerReply::Error(_)
         ));
         assert!(matches!(
-            state.commit("g", &[(0, 99)]),
+            state.commit(0, "g", &[(0, 99)]),
             BrokerReply::Error(_)
         ));
-        assert!(!state.fully_committed("g"));
-        let ends = state.end_offsets();
+        assert!(!state.fully_committed(0, "g"));
+        let ends = state.end_offsets(1);
         let BrokerReply::Offsets(ends) = ends else {
             panic!("end offsets answer with offsets: {ends:?}")
         };
-        assert_eq!(ends.iter().map(|(_, end)| end).sum::<i64>(), 2);
+        assert_eq!(ends.iter().map(|(_, end)| end).sum::<i64>(), 1);
         assert_eq!(ends.len(), TOPIC_PARTITIONS as usize);
     }
 }

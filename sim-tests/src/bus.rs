@@ -1,7 +1,7 @@
 //! `SimBus`: the edge's [`ReadingsBus`] over the simulated broker. It plays
-//! the part rdkafka plays in deployment: a consumer in a group that starts at
-//! the group's committed offsets, keeps its own fetch positions, and commits
-//! on request.
+//! the part rdkafka plays in deployment: a consumer of one topic (its
+//! edge's) in a group that starts at the group's committed offsets, keeps
+//! its own fetch positions, and commits on request.
 //!
 //! Each call is one framed request on one connection, under a timeout; any
 //! error or timeout drops the connection, and the next call reconnects. A
@@ -39,11 +39,21 @@ const _: () = assert!(FETCH_WAIT_MAX.as_millis() * 2 < BUS_CALL_TIMEOUT.as_milli
 /// consumer tuned for throughput behaves and keeps the simulation fast.
 pub const FETCH_MIN_RECORDS: u32 = 256;
 
-/// The consumer group the edge reads in.
+/// The consumer group the first edge reads in; edge `n` (from 0) reads in
+/// [`edge_group`]`(n)`, its own, as each deployed edge has one.
 pub const EDGE_GROUP: &str = "edgemeter-edge";
+
+/// The consumer group of edge `index` (from 0).
+pub fn edge_group(index: usize) -> String {
+    match index {
+        0 => EDGE_GROUP.to_owned(),
+        _ => format!("{EDGE_GROUP}-{}", index + 1),
+    }
+}
 
 #[derive(Debug)]
 pub struct SimBus {
+    topic: u32,
     group: String,
     connection: Option<TcpStream>,
     /// partition -> next offset to fetch; `None` until the group's committed
@@ -52,8 +62,9 @@ pub struct SimBus {
 }
 
 impl SimBus {
-    pub fn new(group: &str) -> SimBus {
+    pub fn new(topic: u32, group: &str) -> SimBus {
         SimBus {
+            topic,
             group: group.to_owned(),
             connection: None,
             positions: None,
@@ -83,6 +94,7 @@ impl SimBus {
             return Ok(positions.clone());
         }
         let request = BrokerRequest::Committed {
+            topic: self.topic,
             group: self.group.clone(),
         };
         match self.request(&request).await? {
@@ -99,6 +111,7 @@ impl SimBus {
     async fn fetch(&mut self, records_max: usize) -> io::Result<Vec<BusRecord>> {
         let positions = self.positions().await?;
         let request = BrokerRequest::Fetch {
+            topic: self.topic,
             positions: positions.into_iter().collect(),
             records_max: records_max.min(u32::MAX as usize) as u32,
             min_records: FETCH_MIN_RECORDS,
@@ -129,7 +142,10 @@ impl SimBus {
     /// Whether every fetch position has reached its partition's end offset.
     async fn read_to_end(&mut self) -> io::Result<bool> {
         let positions = self.positions().await?;
-        let ends = match self.request(&BrokerRequest::EndOffsets).await? {
+        let ends = match self
+            .request(&BrokerRequest::EndOffsets { topic: self.topic })
+            .await?
+        {
             BrokerReply::Offsets(ends) => ends,
             other => return Err(io::Error::other(format!("unexpected reply {other:?}"))),
         };
@@ -156,6 +172,7 @@ impl ReadingsBus for SimBus {
 
     async fn commit(&mut self, next_offsets: &BTreeMap<i32, i64>) -> Result<(), BusError> {
         let request = BrokerRequest::Commit {
+            topic: self.topic,
             group: self.group.clone(),
             offsets: next_offsets.iter().map(|(p, o)| (*p, *o)).collect(),
         };

@@ -1,6 +1,9 @@
-//! The checker: at the end of every seed, compares what the edge's SQLite
+//! The checker: at the end of every seed, compares what each edge's SQLite
 //! and the cloud's cache hold with the oracle computed from the CSV, and
-//! names every violation in Jepsen's words.
+//! names every violation in Jepsen's words. With several edges the
+//! invariant is the same over their union: each edge is checked against
+//! the oracle of its own households, and the cloud holds each edge's
+//! acknowledged tuples exactly once, keyed by edge ([`check_union`]).
 //!
 //! - **lost**: an input window that never became a tuple; a tuple never
 //!   acknowledged (not at flag 2 with a postal code when the run ends); an
@@ -105,7 +108,27 @@ impl Findings {
     }
 }
 
-/// Everything the checker looks at.
+/// One edge's share of the evidence: its id, the oracle of the households
+/// it serves, and its SQLite's rows.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeEvidence<'a> {
+    pub edge_id: &'a str,
+    pub oracle: &'a BTreeMap<(String, i64), OracleWindow>,
+    pub edge_rows: &'a [StoredTuple],
+}
+
+/// The evidence of a run with any number of edges sharing one cloud.
+#[derive(Debug)]
+pub struct UnionEvidence<'a> {
+    pub edges: &'a [EdgeEvidence<'a>],
+    /// What the cloud holds (every node's: they share the store), in the
+    /// order it was first stored.
+    pub cloud: &'a [CloudTuple],
+    pub state_totals: Option<&'a [StateTotals]>,
+    pub edge_records: Option<&'a [EdgeRecord]>,
+}
+
+/// Everything the checker looks at, for a run with one edge.
 #[derive(Debug)]
 pub struct Evidence<'a> {
     pub edge_id: &'a str,
@@ -124,17 +147,47 @@ pub struct Evidence<'a> {
 /// checker looks at every tuple of a seed and copies none of their ids.
 type WindowKey<'a> = (&'a str, i64);
 
+/// Checks a run with one edge: [`check_union`] over that edge alone.
 pub fn check(evidence: &Evidence<'_>) -> Findings {
+    let edges = [EdgeEvidence {
+        edge_id: evidence.edge_id,
+        oracle: evidence.oracle,
+        edge_rows: evidence.edge_rows,
+    }];
+    check_union(&UnionEvidence {
+        edges: &edges,
+        cloud: evidence.cloud,
+        state_totals: evidence.state_totals,
+        edge_records: evidence.edge_records,
+    })
+}
+
+/// Each edge's windows against its oracle, then the cloud against every
+/// edge. A window's identity in the cloud is (edge, household, window): a
+/// tuple under an edge that never stored it is unexpected, even when
+/// another edge did store that household's window.
+pub fn check_union(evidence: &UnionEvidence<'_>) -> Findings {
     let mut findings = Findings::default();
-    let edge = edge_by_window(evidence, &mut findings);
-    check_against_oracle(evidence, &edge, &mut findings);
-    check_delivery(&edge, &mut findings);
-    check_postal_codes(&edge, &mut findings);
-    check_cloud(evidence, &edge, &mut findings);
+    let mut by_edge: BTreeMap<&str, EdgeWindows<'_>> = BTreeMap::new();
+    for edge in evidence.edges {
+        let windows = edge_by_window(edge, &mut findings);
+        check_against_oracle(edge, &windows, &mut findings);
+        check_delivery(edge.edge_id, &windows, &mut findings);
+        check_postal_codes(edge.edge_id, &windows, &mut findings);
+        if by_edge.insert(edge.edge_id, windows).is_some() {
+            findings.add(Kind::Duplicated, || {
+                format!("edge id {} given to two edges", edge.edge_id)
+            });
+        }
+    }
+    check_cloud(evidence, &by_edge, &mut findings);
     check_state_totals(evidence, &mut findings);
     check_edge_counts(evidence, &mut findings);
     findings
 }
+
+/// One edge's stored tuples by window.
+type EdgeWindows<'a> = BTreeMap<WindowKey<'a>, &'a StoredTuple>;
 
 /// How far a kept sum of averages may be from the held tuples' sum: the
 /// cloud adds in its own order, and float addition is not associative.
@@ -143,7 +196,7 @@ const SUM_TOLERANCE_RELATIVE: f64 = 1e-9;
 
 /// The kept totals per state must be what the held tuples add up to: a
 /// total above them counted a tuple twice, anything else changed.
-fn check_state_totals(evidence: &Evidence<'_>, findings: &mut Findings) {
+fn check_state_totals(evidence: &UnionEvidence<'_>, findings: &mut Findings) {
     let Some(state_totals) = evidence.state_totals else {
         return;
     };
@@ -184,7 +237,7 @@ fn check_state_totals(evidence: &Evidence<'_>, findings: &mut Findings) {
 }
 
 /// The kept tuple count per edge must be the tuples held for it.
-fn check_edge_counts(evidence: &Evidence<'_>, findings: &mut Findings) {
+fn check_edge_counts(evidence: &UnionEvidence<'_>, findings: &mut Findings) {
     let Some(edge_records) = evidence.edge_records else {
         return;
     };
@@ -225,16 +278,17 @@ fn short(node_id: &str) -> &str {
     &node_id[..node_id.len().min(8)]
 }
 
-fn edge_by_window<'a>(
-    evidence: &Evidence<'a>,
-    findings: &mut Findings,
-) -> BTreeMap<WindowKey<'a>, &'a StoredTuple> {
+fn edge_by_window<'a>(evidence: &EdgeEvidence<'a>, findings: &mut Findings) -> EdgeWindows<'a> {
     let mut edge = BTreeMap::new();
     for row in evidence.edge_rows {
         let key = (row.node_id.as_str(), row.window_start_ms);
         if edge.insert(key, row).is_some() {
             findings.add(Kind::Duplicated, || {
-                format!("window {} stored twice at the edge", describe(&key))
+                format!(
+                    "window {} stored twice at {}",
+                    describe(&key),
+                    evidence.edge_id
+                )
             });
         }
     }
@@ -245,8 +299,8 @@ fn edge_by_window<'a>(
 /// household and window, so one pass finds every window lost, invented or
 /// changed without a lookup per window.
 fn check_against_oracle(
-    evidence: &Evidence<'_>,
-    edge: &BTreeMap<WindowKey<'_>, &StoredTuple>,
+    evidence: &EdgeEvidence<'_>,
+    edge: &EdgeWindows<'_>,
     findings: &mut Findings,
 ) {
     let mut expected = evidence.oracle.iter().peekable();
@@ -294,12 +348,12 @@ fn check_against_oracle(
     }
 }
 
-fn check_delivery(edge: &BTreeMap<WindowKey<'_>, &StoredTuple>, findings: &mut Findings) {
+fn check_delivery(edge_id: &str, edge: &EdgeWindows<'_>, findings: &mut Findings) {
     for (key, row) in edge {
         if row.conflict {
             findings.add(Kind::Changed, || {
                 format!(
-                    "tuple {} ({}): the cloud answered that it holds other values",
+                    "tuple {} ({}) of {edge_id}: the cloud answered that it holds other values",
                     row.id,
                     describe(key)
                 )
@@ -308,7 +362,7 @@ fn check_delivery(edge: &BTreeMap<WindowKey<'_>, &StoredTuple>, findings: &mut F
         if row.sent != 2 || row.postal_code.is_none() {
             findings.add(Kind::Lost, || {
                 format!(
-                    "tuple {} ({}) never acknowledged: flag {}",
+                    "tuple {} ({}) of {edge_id} never acknowledged: flag {}",
                     row.id,
                     describe(key),
                     row.sent
@@ -318,7 +372,7 @@ fn check_delivery(edge: &BTreeMap<WindowKey<'_>, &StoredTuple>, findings: &mut F
     }
 }
 
-fn check_postal_codes(edge: &BTreeMap<WindowKey<'_>, &StoredTuple>, findings: &mut Findings) {
+fn check_postal_codes(edge_id: &str, edge: &EdgeWindows<'_>, findings: &mut Findings) {
     for (key, row) in edge {
         let Some(code) = &row.postal_code else {
             continue;
@@ -327,7 +381,7 @@ fn check_postal_codes(edge: &BTreeMap<WindowKey<'_>, &StoredTuple>, findings: &m
         if code != fixed.as_str() {
             findings.add(Kind::Changed, || {
                 format!(
-                    "tuple {} ({}) has postal code {code}, household's code is {fixed}",
+                    "tuple {} ({}) of {edge_id} has postal code {code}, household's code is {fixed}",
                     row.id,
                     describe(key)
                 )
@@ -337,11 +391,11 @@ fn check_postal_codes(edge: &BTreeMap<WindowKey<'_>, &StoredTuple>, findings: &m
 }
 
 fn check_cloud(
-    evidence: &Evidence<'_>,
-    edge: &BTreeMap<WindowKey<'_>, &StoredTuple>,
+    evidence: &UnionEvidence<'_>,
+    by_edge: &BTreeMap<&str, EdgeWindows<'_>>,
     findings: &mut Findings,
 ) {
-    let mut held: BTreeMap<WindowKey<'_>, &CloudTuple> = BTreeMap::new();
+    let mut held: BTreeMap<(&str, WindowKey<'_>), &CloudTuple> = BTreeMap::new();
     for tuple in evidence.cloud {
         let Some(window) = tuple.window_start_ms else {
             findings.add(Kind::Unexpected, || {
@@ -349,41 +403,48 @@ fn check_cloud(
             });
             continue;
         };
-        if tuple.edge_id != evidence.edge_id {
+        let Some(edge) = by_edge.get(tuple.edge_id.as_str()) else {
             findings.add(Kind::Unexpected, || {
                 format!("cloud key {} from unknown edge", tuple.key)
             });
             continue;
-        }
+        };
         let key = (tuple.node_id.as_str(), window);
-        if held.insert(key, tuple).is_some() {
+        if held.insert((tuple.edge_id.as_str(), key), tuple).is_some() {
             findings.add(Kind::Duplicated, || {
                 format!(
-                    "window {} held twice in the cloud (key {})",
+                    "window {} of {} held twice in the cloud (key {})",
                     describe(&key),
+                    tuple.edge_id,
                     tuple.key
                 )
             });
         }
         let Some(row) = edge.get(&key) else {
             findings.add(Kind::Unexpected, || {
-                format!("cloud holds {} which the edge never stored", describe(&key))
+                format!(
+                    "cloud holds {} under {}, which that edge never stored",
+                    describe(&key),
+                    tuple.edge_id
+                )
             });
             continue;
         };
         compare_cloud_with_edge(&key, tuple, row, findings);
     }
-    for (key, row) in edge {
-        if row.sent != 2 || held.contains_key(key) {
-            continue;
+    for (edge_id, edge) in by_edge {
+        for (key, row) in edge {
+            if row.sent != 2 || held.contains_key(&(*edge_id, *key)) {
+                continue;
+            }
+            findings.add(Kind::Lost, || {
+                format!(
+                    "tuple {} ({}) of {edge_id} acknowledged but not in the cloud",
+                    row.id,
+                    describe(key)
+                )
+            });
         }
-        findings.add(Kind::Lost, || {
-            format!(
-                "tuple {} ({}) acknowledged but not in the cloud",
-                row.id,
-                describe(key)
-            )
-        });
     }
 }
 
@@ -668,5 +729,63 @@ mod tests {
             vec![Kind::Changed],
             "held tuples no record counts"
         );
+    }
+
+    /// Goal: over several edges, each edge answers for its own households
+    /// and the cloud holds each edge's tuples under that edge: a faithful
+    /// union is clean; a tuple held under the other edge is unexpected, and
+    /// the edge that acknowledged it has lost it. Method: two edges of one
+    /// household each (the same household id, so only the edge tells the
+    /// two apart), then one cloud tuple moved to the other edge.
+    #[test]
+    fn the_union_of_two_edges_is_checked_per_edge() {
+        let oracle_one = oracle();
+        let oracle_two: BTreeMap<(String, i64), OracleWindow> =
+            oracle().into_iter().take(1).collect();
+        let rows_one = [row(1, 0, 100.0), row(2, 5_000, 200.0)];
+        let rows_two = [row(1, 0, 100.0)];
+        let under = |edge: &str, window: i64, average_w: f64| CloudTuple {
+            edge_id: edge.to_owned(),
+            key: format!("tuple:{edge}:{NODE}:{window}"),
+            ..cloud(window, average_w, "")
+        };
+        let edges = [
+            EdgeEvidence {
+                edge_id: "edge-1",
+                oracle: &oracle_one,
+                edge_rows: &rows_one,
+            },
+            EdgeEvidence {
+                edge_id: "edge-2",
+                oracle: &oracle_two,
+                edge_rows: &rows_two,
+            },
+        ];
+        let faithful = [
+            under("edge-1", 0, 100.0),
+            under("edge-1", 5_000, 200.0),
+            under("edge-2", 0, 100.0),
+        ];
+        let union = |held: &[CloudTuple]| {
+            kinds(&check_union(&UnionEvidence {
+                edges: &edges,
+                cloud: held,
+                state_totals: None,
+                edge_records: None,
+            }))
+        };
+        assert_eq!(union(&faithful), Vec::<Kind>::new());
+        let moved = [
+            under("edge-1", 0, 100.0),
+            under("edge-2", 5_000, 200.0),
+            under("edge-2", 0, 100.0),
+        ];
+        assert_eq!(union(&moved), vec![Kind::Lost, Kind::Unexpected]);
+        let unknown = [
+            faithful[0].clone(),
+            faithful[1].clone(),
+            under("edge-3", 0, 100.0),
+        ];
+        assert_eq!(union(&unknown), vec![Kind::Lost, Kind::Unexpected]);
     }
 }

@@ -1,6 +1,13 @@
-//! The `cloud` host: the production [`Cloud`] served over turmoil TCP, as
-//! the NNG REP sockets serve it in deployment. This file only moves bytes:
-//! every decision is `Cloud::handle_heartbeat` / `Cloud::handle_data`.
+//! A cloud node host (`cloud`, `cloud-2`, ...): the production [`Cloud`]
+//! served over turmoil TCP, as the NNG REP sockets serve it in deployment.
+//! This file only moves bytes: every decision is `Cloud::handle_heartbeat`
+//! / `Cloud::handle_data`. Every node reaches the one `redis` host, as
+//! deployed nodes share one store: no node holds state of its own that
+//! another would need.
+//!
+//! Each node counts the data requests it holds (read off a pipe, not yet
+//! answered) in an [`InFlight`] the harness reads between steps, to crash
+//! a node exactly while batches are outstanding.
 //!
 //! Each accepted pipe gets a reader loop that starts one handler task per
 //! request (so many requests are served at once, as NNG's asynchronous REP
@@ -14,7 +21,7 @@ use crate::clock::SimClock;
 use crate::link::{DATA_PORT, HEARTBEAT_PORT};
 use crate::net::{read_frame, write_frame};
 use edgemeter_cloud::{Cloud, CloudConfig};
-use edgemeter_edge::Channel;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
@@ -40,31 +47,74 @@ pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_millis(500);
 
 type SimCloud = Cloud<SimCache, SimClock>;
 
-/// The cloud host's software.
-pub async fn run_cloud(config: CloudConfig, epoch_ms: i64) -> turmoil::Result {
+/// The data requests one node holds: read off a pipe and not yet answered.
+/// Shared with the harness; each holder is a [`Held`] guard, so that a
+/// handler dropped by a crash of its host counts out too.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<AtomicU64>);
+
+impl InFlight {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn hold(&self) -> Held {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Held(self.0.clone())
+    }
+}
+
+/// One data request in flight on a node, until dropped.
+struct Held(Arc<AtomicU64>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let before = self.0.fetch_sub(1, Ordering::Relaxed);
+        assert!(before > 0, "a request counted out twice");
+    }
+}
+
+/// Which port a request came in on: the node serves one heartbeat port and
+/// one data port.
+#[derive(Debug, Clone, Copy)]
+enum Port {
+    Heartbeat,
+    Data,
+}
+
+/// The cloud node's software.
+pub async fn run_cloud(config: CloudConfig, epoch_ms: i64, in_flight: InFlight) -> turmoil::Result {
     let cloud = Arc::new(Cloud::new(config, SimCache::new(), SimClock::new(epoch_ms)));
     tokio::task::spawn_local(cloud.clone().watch_heartbeats(std::future::pending()));
     let heartbeat = TcpListener::bind(("0.0.0.0", HEARTBEAT_PORT)).await?;
     let data = TcpListener::bind(("0.0.0.0", DATA_PORT)).await?;
     info!("cloud serving heartbeats and data");
-    tokio::task::spawn_local(serve(heartbeat, cloud.clone(), Channel::Heartbeat));
-    serve(data, cloud, Channel::Data).await
+    let context = Served { cloud, in_flight };
+    tokio::task::spawn_local(serve(heartbeat, context.clone(), Port::Heartbeat));
+    serve(data, context, Port::Data).await
 }
 
-async fn serve(listener: TcpListener, cloud: Arc<SimCloud>, channel: Channel) -> turmoil::Result {
+/// What every pipe of a node shares.
+#[derive(Clone)]
+struct Served {
+    cloud: Arc<SimCloud>,
+    in_flight: InFlight,
+}
+
+async fn serve(listener: TcpListener, served: Served, channel: Port) -> turmoil::Result {
     let slots = Arc::new(Semaphore::new(CLOUD_PIPES_MAX));
     loop {
         let permit = slots.clone().acquire_owned().await.expect("never closed");
         let (stream, _) = listener.accept().await?;
-        let cloud = cloud.clone();
+        let served = served.clone();
         tokio::task::spawn_local(async move {
-            serve_pipe(stream, cloud, channel).await;
+            serve_pipe(stream, served, channel).await;
             drop(permit);
         });
     }
 }
 
-async fn serve_pipe(stream: TcpStream, cloud: Arc<SimCloud>, channel: Channel) {
+async fn serve_pipe(stream: TcpStream, served: Served, channel: Port) {
     let (mut reader, mut writer) = stream.into_split();
     let (replies, mut queued) = mpsc::channel::<Vec<u8>>(REPLIES_QUEUE_MAX);
     tokio::task::spawn_local(async move {
@@ -91,13 +141,17 @@ async fn serve_pipe(stream: TcpStream, cloud: Arc<SimCloud>, channel: Channel) {
             .acquire_owned()
             .await
             .expect("never closed");
-        let (cloud, replies) = (cloud.clone(), replies.clone());
+        let (cloud, replies) = (served.cloud.clone(), replies.clone());
+        let held = matches!(channel, Port::Data).then(|| served.in_flight.hold());
         tokio::task::spawn_local(async move {
             let body = &frame[8..];
             let reply = match channel {
-                Channel::Heartbeat => cloud.handle_heartbeat(body).await,
-                Channel::Data => cloud.handle_data(body).await,
+                Port::Heartbeat => cloud.handle_heartbeat(body).await,
+                Port::Data => cloud.handle_data(body).await,
             };
+            // Answered: the reply may still be lost with the pipe, which is
+            // the edge's resend to handle, not a request the node holds.
+            drop(held);
             let mut tagged = frame[..8].to_vec();
             tagged.extend_from_slice(&reply);
             let _ = replies.send(tagged).await;

@@ -1,8 +1,9 @@
-//! The `edge` host: the production `run_edge` with the simulated bus, link
-//! and clock, and the real SQLite outbox in a per-seed directory on a
-//! simulated disk (`edgemeter-simdisk`): a process crash leaves every write
-//! in place, as the page cache does; a power loss keeps only what SQLite
-//! synced (and a seeded share of the rest).
+//! An edge host (`edge`, `edge-2`, ...): the production `run_edge` with the
+//! simulated bus (on the edge's own topic and consumer group), link (to
+//! every cloud node) and clock, and the real SQLite outbox in a per-edge
+//! directory on its own simulated disk (`edgemeter-simdisk`): a process
+//! crash leaves every write in place, as the page cache does; a power loss
+//! keeps only what SQLite synced (and a seeded share of the rest).
 //!
 //! Each start (the first, and every restart after a crash or power loss)
 //! opens the outbox again, checks it with `PRAGMA integrity_check` (any
@@ -10,7 +11,7 @@
 //! edge from what it finds there, which is exactly the recovery path the
 //! production binary takes.
 
-use crate::bus::{SimBus, EDGE_GROUP};
+use crate::bus::SimBus;
 use crate::clock::SimClock;
 use crate::link::{LinkStats, SimLink};
 use edgemeter_edge::{run_edge, EdgeConfig, EdgeMonitor};
@@ -28,6 +29,11 @@ pub type CorruptionLog = Arc<Mutex<Vec<String>>>;
 pub struct EdgeSetup {
     pub config: EdgeConfig,
     pub db_path: PathBuf,
+    /// The broker topic this edge consumes, and its consumer group.
+    pub topic: u32,
+    pub group: String,
+    /// The cloud nodes' host names, in `--cloud` order.
+    pub nodes: Vec<String>,
     pub planted: PlantedBugs,
     pub epoch_ms: i64,
     pub monitor: Arc<EdgeMonitor>,
@@ -65,11 +71,14 @@ pub async fn run_edge_host(setup: EdgeSetup) -> turmoil::Result {
             format!("integrity_check failed: {error}"),
         ),
     }
-    let link = Arc::new(SimLink::start(setup.link_stats.clone()));
+    let link = Arc::new(SimLink::start(
+        setup.nodes.clone(),
+        setup.link_stats.clone(),
+    ));
     info!("edge process started on its outbox");
     run_edge(
         setup.config.clone(),
-        SimBus::new(EDGE_GROUP),
+        SimBus::new(setup.topic, &setup.group),
         link,
         outbox,
         SimClock::new(setup.epoch_ms),

@@ -1,15 +1,17 @@
 //! The fault schedule: what goes wrong in one seed, and when.
 //!
 //! A [`Scenario`] is explicit data (JSON on disk): the data slice, the
-//! network profile, and a list of timed [`FaultEvent`]s. `run` draws one per
+//! [`Topology`] (how many edges, cloud nodes and cache shards), the network
+//! profile, and a list of timed [`FaultEvent`]s. `run` draws one per
 //! seed with [`Scenario::draw`]; `replay --schedule FILE` and the shrinking
 //! test run one given as data. Drawing is swarm testing (Groce et al.,
 //! ISSTA 2012): each seed first picks which kinds of fault are on at all and
 //! how hard they hit, then draws events of those kinds only, so seeds differ
 //! in character instead of all being the same average mix.
 //!
-//! Everything comes from one `SmallRng` seeded from the seed; turmoil's own
-//! RNG is seeded from the seed too (in `world`).
+//! The faults come from one `SmallRng` seeded from the seed, the topology
+//! from another (so that a seed's faults do not move with its topology);
+//! turmoil's own RNG is seeded from the seed too (in `world`).
 
 use edgemeter_env::CrashPoint;
 use rand::rngs::SmallRng;
@@ -22,33 +24,145 @@ pub const FAULTS_PER_KIND_MAX: usize = 40;
 /// Mixed into the seed so the schedule's RNG differs from turmoil's.
 const SCHEDULE_SALT: u64 = 0x5eed_fa17_0000_0001;
 
+/// Mixed into the seed for the topology's own RNG: drawing the topology
+/// takes nothing from the schedule's, so that a seed's faults are drawn
+/// from the same numbers whatever its topology.
+const TOPOLOGY_SALT: u64 = 0x5eed_fa17_0000_0002;
+
+/// The share of seeds, in percent, with two or more edges, cloud nodes,
+/// cache shards (each drawn on its own; half of those have three). About
+/// a fifth of the seeds then have one of each, as the world had before,
+/// and a few percent three of each. Edges and nodes are hosts ticked at
+/// every step: these shares keep the default sweep's wall time within a
+/// few tens of percent of the single-edge world's.
+const SEVERAL_PERCENT: u32 = 40;
+
+/// The most edges, cloud nodes and cache shards a scenario has. Each edge
+/// and node is a host that turmoil ticks every step, so every one costs
+/// wall time on every seed that has it; three of each show everything two
+/// do (a peer that is neither the first nor the one faulted) and stay cheap.
+pub const EDGES_MAX: usize = 3;
+pub const NODES_MAX: usize = 3;
+pub const SHARDS_MAX: usize = 3;
+
+const EDGE_HOSTS: [&str; EDGES_MAX] = ["edge", "edge-2", "edge-3"];
+const CLOUD_HOSTS: [&str; NODES_MAX] = [crate::link::CLOUD_HOST, "cloud-2", "cloud-3"];
+
+/// One simulated machine. Edges and cloud nodes are numbered from 0; the
+/// first of each keeps the name the single-edge, single-node world had
+/// (`edge`, `cloud`), so that a schedule, a trace or a log line of such a
+/// seed reads as before. In JSON a host is its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "String", try_from = "String")]
 pub enum Host {
     Broker,
     Households,
-    Edge,
-    Cloud,
+    Edge(u8),
+    Cloud(u8),
     Redis,
 }
 
 impl Host {
-    pub const ALL: [Host; 5] = [
-        Host::Broker,
-        Host::Redis,
-        Host::Cloud,
-        Host::Edge,
-        Host::Households,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Host::Broker => crate::broker::BROKER_HOST,
             Host::Households => "households",
-            Host::Edge => "edge",
-            Host::Cloud => crate::link::CLOUD_HOST,
+            Host::Edge(index) => EDGE_HOSTS[usize::from(index)],
+            Host::Cloud(index) => CLOUD_HOSTS[usize::from(index)],
             Host::Redis => crate::redis::REDIS_HOST,
         }
+    }
+
+    /// The host named `name`, if any (of any topology up to the maxima).
+    pub fn from_name(name: &str) -> Option<Host> {
+        let fixed = [Host::Broker, Host::Households, Host::Redis];
+        let edges = (0..EDGES_MAX as u8).map(Host::Edge);
+        let nodes = (0..NODES_MAX as u8).map(Host::Cloud);
+        fixed
+            .into_iter()
+            .chain(edges)
+            .chain(nodes)
+            .find(|host| host.name() == name)
+    }
+}
+
+impl From<Host> for String {
+    fn from(host: Host) -> String {
+        host.name().to_owned()
+    }
+}
+
+impl TryFrom<String> for Host {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Host, String> {
+        Host::from_name(&name).ok_or_else(|| format!("no host named {name:?}"))
+    }
+}
+
+/// How many edges, cloud nodes and cache shards a seed runs. Part of the
+/// scenario (a schedule names hosts of its topology); a scenario without
+/// one is the single-edge, single-node, single-shard world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    pub edges: usize,
+    pub nodes: usize,
+    pub shards: usize,
+}
+
+impl Default for Topology {
+    fn default() -> Topology {
+        Topology::SINGLE
+    }
+}
+
+impl Topology {
+    pub const SINGLE: Topology = Topology {
+        edges: 1,
+        nodes: 1,
+        shards: 1,
+    };
+
+    /// Every host of this topology, in a fixed order (the heal walks its
+    /// pairs, the liveness check its hosts).
+    pub fn hosts(&self) -> Vec<Host> {
+        let mut hosts = vec![Host::Broker, Host::Redis];
+        hosts.extend(self.node_hosts());
+        hosts.extend(self.edge_hosts());
+        hosts.push(Host::Households);
+        hosts
+    }
+
+    pub fn edge_hosts(&self) -> impl Iterator<Item = Host> {
+        (0..self.edges as u8).map(Host::Edge)
+    }
+
+    pub fn node_hosts(&self) -> impl Iterator<Item = Host> {
+        (0..self.nodes as u8).map(Host::Cloud)
+    }
+
+    /// Within 1..=the maxima, and no more edges than households (each edge
+    /// serves at least one).
+    pub fn clamped(self, households: usize) -> Topology {
+        Topology {
+            edges: self.edges.clamp(1, EDGES_MAX.min(households.max(1))),
+            nodes: self.nodes.clamp(1, NODES_MAX),
+            shards: self.shards.clamp(1, SHARDS_MAX),
+        }
+    }
+
+    /// The shard that owns `bucket`: buckets are dealt round-robin, so
+    /// each shard owns a fixed subset of the store's buckets, as the slots
+    /// of a Redis Cluster are split among its primaries.
+    pub fn shard_of(&self, bucket: u16) -> usize {
+        usize::from(bucket) % self.shards
+    }
+
+    /// The buckets shard `shard` owns.
+    pub fn buckets_of(&self, shard: usize) -> Vec<u16> {
+        (0..edgemeter_wire::STORE_BUCKETS as u16)
+            .filter(|bucket| self.shard_of(*bucket) == shard)
+            .collect()
     }
 }
 
@@ -92,10 +206,37 @@ pub enum Fault {
         peer: Host,
         duration_ms: u64,
     },
-    /// The edge host loses power: its disk keeps what was synced and about
+    /// An edge host loses power: its disk keeps what was synced and about
     /// `kept_percent` of the unsynced sectors (`edgemeter-simdisk`), its
     /// process dies, and it boots again after `down_ms`.
-    PowerLoss { down_ms: u64, kept_percent: u8 },
+    PowerLoss {
+        down_ms: u64,
+        kept_percent: u8,
+        /// Which edge (0 when the scenario has one).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        edge: u8,
+    },
+    /// Armed at the event's time: cloud node `node` is crashed at the
+    /// first step at which it has data requests in flight (read from the
+    /// pipe and not yet answered), and restarts after `down_ms`. The edges
+    /// see their pipe to it break with batches outstanding and must resend
+    /// them to another node (or to it once it is back). Disarmed unfired
+    /// after [`INFLIGHT_ARM_MS_MAX`].
+    CrashNodeInFlight { node: u8, down_ms: u64 },
+    /// Cache shard `shard` is restarted empty, like a Redis Cluster primary
+    /// that failed over to a replica that had not received its recent
+    /// writes (or restarted without persistence): the keys and epochs of
+    /// the buckets it owns are gone, the other shards keep theirs.
+    LoseShard { shard: u8 },
+}
+
+/// How long an armed [`Fault::CrashNodeInFlight`] waits for its node to
+/// have requests in flight. A node with no edge talking to it (all its
+/// links cut, say) never has any; past this the crash is dropped.
+pub const INFLIGHT_ARM_MS_MAX: u64 = 30_000;
+
+fn is_zero(value: &u8) -> bool {
+    *value == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +282,10 @@ pub struct Scenario {
     /// (keys and unauthenticated requests both allowed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forgeries_at_ms: Vec<u64>,
+    /// Edges, cloud nodes, cache shards; absent in a schedule of the
+    /// single-edge world.
+    #[serde(default)]
+    pub topology: Topology,
 }
 
 /// What `run` asks for; the rest is drawn per seed.
@@ -156,6 +301,8 @@ pub struct DrawOptions {
     pub data_span_ms: i64,
     /// Off: a clean network and no faults (the baseline).
     pub faults: bool,
+    /// A fixed topology for every seed; `None`: drawn per seed.
+    pub topology: Option<Topology>,
 }
 
 /// One kind of fault in the swarm: how often a seed turns it on, and how
@@ -250,6 +397,14 @@ const EDGE_POWER_LOSS: Kind = Kind {
     on_probability: 0.3,
     per_minute: (0.2, 1.2),
 };
+const NODE_INFLIGHT_CRASH: Kind = Kind {
+    on_probability: 0.35,
+    per_minute: (0.2, 1.0),
+};
+const SHARD_LOSS: Kind = Kind {
+    on_probability: 0.5,
+    per_minute: (0.1, 0.6),
+};
 
 impl Scenario {
     /// A fault-free scenario for `seed` with the given shape.
@@ -273,10 +428,15 @@ impl Scenario {
             },
             faults: Vec::new(),
             forgeries_at_ms: Vec::new(),
+            topology: options
+                .topology
+                .unwrap_or_else(|| draw_topology(seed))
+                .clamped(options.households),
         }
     }
 
-    /// The seed's scenario: its slice of data, its swarm of faults.
+    /// The seed's scenario: its slice of data, its topology, its swarm of
+    /// faults.
     pub fn draw(seed: u64, options: &DrawOptions) -> Scenario {
         let mut scenario = Scenario::calm(seed, options);
         if !options.faults {
@@ -285,23 +445,25 @@ impl Scenario {
         let mut rng =
             SmallRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ SCHEDULE_SALT);
         scenario.network = draw_network(&mut rng);
+        let topology = scenario.topology;
         let mut draw = Drawer {
             rng,
             duration_ms: options.duration_ms.max(1) as u64,
             events: Vec::new(),
+            topology,
         };
-        draw.partitions(&PARTITION_EDGE_CLOUD, Host::Edge, Host::Cloud);
-        draw.partitions(&PARTITION_EDGE_BROKER, Host::Edge, Host::Broker);
-        draw.partitions(&PARTITION_CLOUD_REDIS, Host::Cloud, Host::Redis);
+        draw.partitions(&PARTITION_EDGE_CLOUD, Role::Edge, Role::Cloud);
+        draw.partitions(&PARTITION_EDGE_BROKER, Role::Edge, Role::Broker);
+        draw.partitions(&PARTITION_CLOUD_REDIS, Role::Cloud, Role::Redis);
         draw.each(&BROKER_OUTAGE, |rng| Fault::BrokerOutage {
             duration_ms: short_or_long(rng),
         });
         draw.each(&EDGE_CRASH, |rng| Fault::Crash {
-            host: Host::Edge,
+            host: Role::Edge.pick(rng, &topology),
             down_ms: rng.gen_range(10..8_000),
         });
         draw.each(&CLOUD_CRASH, |rng| Fault::Crash {
-            host: Host::Cloud,
+            host: Role::Cloud.pick(rng, &topology),
             down_ms: rng.gen_range(10..8_000),
         });
         draw.each(&POINT_CRASH, |rng| {
@@ -321,7 +483,7 @@ impl Scenario {
         // Drawn after the older kinds, so that those keep their draws.
         draw.households_outages(options);
         draw.each(&STALL_EDGE_BROKER, |rng| Fault::Stall {
-            host: Host::Edge,
+            host: Role::Edge.pick(rng, &topology),
             peer: Host::Broker,
             duration_ms: short_or_long(rng),
         });
@@ -339,11 +501,73 @@ impl Scenario {
             } else {
                 rng.gen_range(0..=100)
             },
+            edge: Role::Edge.index(rng, topology.edges),
         });
+        // The scale-out kinds come after every older one, for the same
+        // reason. A shard loss needs two shards at least: with one, it is
+        // the cache loss above without the restart.
+        draw.each(&NODE_INFLIGHT_CRASH, |rng| Fault::CrashNodeInFlight {
+            node: Role::Cloud.index(rng, topology.nodes),
+            down_ms: rng.gen_range(10..8_000),
+        });
+        if topology.shards > 1 {
+            draw.each(&SHARD_LOSS, |rng| Fault::LoseShard {
+                shard: rng.gen_range(0..topology.shards as u8),
+            });
+        }
         let mut events = draw.events;
         events.sort_by_key(|event| event.at_ms);
         scenario.faults = events;
         scenario
+    }
+}
+
+fn draw_topology(seed: u64) -> Topology {
+    let mut rng = SmallRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ TOPOLOGY_SALT);
+    let mut count = || {
+        let roll = rng.gen_range(0..100);
+        if roll >= SEVERAL_PERCENT {
+            1
+        } else if roll >= SEVERAL_PERCENT / 2 {
+            2
+        } else {
+            3
+        }
+    };
+    Topology {
+        edges: count(),
+        nodes: count(),
+        shards: count(),
+    }
+}
+
+/// Which kind of host a fault of the swarm hits; the one of them is drawn
+/// only when the topology has several, so that a seed of the single-edge
+/// world draws exactly the numbers it drew before there were several.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Edge,
+    Cloud,
+    Broker,
+    Redis,
+}
+
+impl Role {
+    fn index(self, rng: &mut SmallRng, count: usize) -> u8 {
+        if count > 1 {
+            rng.gen_range(0..count as u8)
+        } else {
+            0
+        }
+    }
+
+    fn pick(self, rng: &mut SmallRng, topology: &Topology) -> Host {
+        match self {
+            Role::Edge => Host::Edge(self.index(rng, topology.edges)),
+            Role::Cloud => Host::Cloud(self.index(rng, topology.nodes)),
+            Role::Broker => Host::Broker,
+            Role::Redis => Host::Redis,
+        }
     }
 }
 
@@ -380,6 +604,7 @@ struct Drawer {
     rng: SmallRng,
     duration_ms: u64,
     events: Vec<FaultEvent>,
+    topology: Topology,
 }
 
 /// The time `event` cuts the households off from the broker, if it does.
@@ -436,7 +661,7 @@ impl Drawer {
             .unwrap_or(edgemeter_edge::DEFAULT_IDLE_FLUSH.as_millis() as u64);
         let outage_ms_max = households_outage_ms_max(idle_flush_ms);
         let start = self.events.len();
-        self.partitions(&PARTITION_HOUSEHOLDS_BROKER, Host::Households, Host::Broker);
+        self.households_partitions();
         self.each(&STALL_HOUSEHOLDS_BROKER, |rng| Fault::Stall {
             host: Host::Households,
             peer: Host::Broker,
@@ -473,21 +698,36 @@ impl Drawer {
         }
     }
 
-    fn partitions(&mut self, kind: &Kind, a: Host, b: Host) {
-        self.each(kind, |rng| {
-            let (from, to) = if rng.gen_bool(0.5) { (a, b) } else { (b, a) };
-            let direction = if rng.gen_bool(0.5) {
-                Direction::Both
-            } else {
-                Direction::Oneway
-            };
-            Fault::Partition {
-                from,
-                to,
-                direction,
-                duration_ms: short_or_long(rng),
-            }
+    /// Partitions between the households and the broker (both single).
+    fn households_partitions(&mut self) {
+        self.each(&PARTITION_HOUSEHOLDS_BROKER, |rng| {
+            partition(rng, Host::Households, Host::Broker)
         });
+    }
+
+    fn partitions(&mut self, kind: &Kind, a: Role, b: Role) {
+        let topology = self.topology;
+        self.each(kind, |rng| {
+            let (a, b) = (a.pick(rng, &topology), b.pick(rng, &topology));
+            partition(rng, a, b)
+        });
+    }
+}
+
+/// A partition between `a` and `b`: either way round, one-way or both,
+/// blip or long.
+fn partition(rng: &mut SmallRng, a: Host, b: Host) -> Fault {
+    let (from, to) = if rng.gen_bool(0.5) { (a, b) } else { (b, a) };
+    let direction = if rng.gen_bool(0.5) {
+        Direction::Both
+    } else {
+        Direction::Oneway
+    };
+    Fault::Partition {
+        from,
+        to,
+        direction,
+        duration_ms: short_or_long(rng),
     }
 }
 
@@ -495,14 +735,6 @@ pub fn crash_point_named(name: &str) -> Option<CrashPoint> {
     CrashPoint::ALL
         .into_iter()
         .find(|point| point.name() == name)
-}
-
-/// The host a crash point belongs to.
-pub fn host_of(point: CrashPoint) -> Host {
-    match point {
-        CrashPoint::CloudAfterCacheWrite => Host::Cloud,
-        _ => Host::Edge,
-    }
 }
 
 #[cfg(test)]
@@ -519,6 +751,7 @@ mod tests {
             households_available: 50,
             data_span_ms: 3_600_000,
             faults: true,
+            topology: None,
         }
     }
 

@@ -1,7 +1,9 @@
 //! The `households` host: replays the CSV readings into the broker in
 //! simulated time, each reading at its own timestamp (the data's first
 //! reading of the slice is simulated time zero), as `edgemeter households
-//! --speed 1` does against Kafka.
+//! --speed 1` does against Kafka. Each reading goes to the topic of the
+//! edge that serves its household (one producer for every site, as one
+//! replay process feeds every site's topic in the end-to-end test).
 //!
 //! The producer is idempotent: each reading has a sequence number, a batch
 //! whose reply was lost is sent again with the same numbers, and the broker
@@ -9,7 +11,7 @@
 //! unreachable wait and go out together once it answers, so the log always
 //! holds every reading exactly once, in order per household.
 
-use crate::broker::{BrokerReply, BrokerRequest, BROKER_HOST, BROKER_PORT};
+use crate::broker::{BrokerReply, BrokerRequest, ProducedRecord, BROKER_HOST, BROKER_PORT};
 use crate::net::{call, connect};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,11 +52,14 @@ pub struct ReplayProgress {
     pub published: AtomicU64,
 }
 
-/// The households host's software.
+/// The households host's software. `topics[i]` is the topic of
+/// `readings[i]`.
 pub async fn run_households(
     readings: Arc<Vec<Publication>>,
+    topics: Arc<Vec<u32>>,
     progress: Arc<ReplayProgress>,
 ) -> turmoil::Result {
+    assert_eq!(readings.len(), topics.len());
     let origin = Instant::now();
     let mut connection = None;
     let mut reachable = true;
@@ -66,11 +71,12 @@ pub async fn run_households(
         }
         sleep_until(origin + readings[cursor].due + PRODUCE_LINGER).await;
         let now = origin.elapsed();
-        let batch: Vec<(Vec<u8>, Vec<u8>)> = readings[cursor..]
+        let batch: Vec<ProducedRecord> = readings[cursor..]
             .iter()
+            .zip(&topics[cursor..])
             .take(PRODUCE_RECORDS_MAX)
-            .take_while(|reading| reading.due <= now)
-            .map(|reading| (reading.key.clone(), reading.value.clone()))
+            .take_while(|(reading, _)| reading.due <= now)
+            .map(|(reading, topic)| (*topic, reading.key.clone(), reading.value.clone()))
             .collect();
         let request = BrokerRequest::Produce {
             producer_id: PRODUCER_ID,

@@ -1,23 +1,29 @@
 //! `sim-tests` runs EdgeMeter's production edge and cloud over a turmoil
 //! simulation with seeded faults, and checks at the end of every seed that
 //! each 5-second window with readings became exactly one tuple, delivered
-//! once, unchanged, with its household's postal code.
+//! once, unchanged, with its household's postal code. A seed runs 1 to 3
+//! edges (each with its own households, topic, outbox and key), 1 to 3
+//! cloud nodes on one shared cache, and a cache of 1 to 3 shards over the
+//! store's buckets ([`faults::Topology`]); the invariant holds over the
+//! union of the edges.
 //!
 //! # Layout
 //! - Hosts (each the software of one simulated machine):
-//!   [`broker`] (a Kafka-like log over `edgemeter-memlog`), [`households`]
-//!   (replays the CSV in simulated time), [`edge_host`] (the production
-//!   `run_edge`), [`cloud_host`] (the production `Cloud`), [`redis`] (the
-//!   cache, which outlives cloud crashes and can be lost on its own),
+//!   [`broker`] (Kafka-like topics, one per edge, over `edgemeter-memlog`),
+//!   [`households`] (replays the CSV in simulated time, each reading to its
+//!   edge's topic), [`edge_host`] (the production `run_edge`, one host per
+//!   edge), [`cloud_host`] (the production `Cloud`, one host per node),
+//!   [`redis`] (the cache, which outlives cloud crashes and can be lost on
+//!   its own, whole or one shard's buckets),
 //!   [`forger`] (unsealed requests in the keyed edge's name, on seeds that
 //!   draw forgeries).
 //! - IO swapped in for the production traits: [`bus`] (`ReadingsBus`),
 //!   [`link`] (`CloudLink`, with NNG REQ resend semantics), [`cache`]
 //!   (`Cache`), [`clock`] (`WallClock`); [`net`] and [`codec`] frame bytes.
 //! - The harness: [`faults`] (the schedule as data, drawn per seed by swarm
-//!   testing), [`timeline`] (schedule to actions), [`world`] (one seed:
-//!   build, step, fault, heal, converge), [`checker`] (lost, unexpected,
-//!   duplicated, changed), [`dataset`] (input slice and oracle), [`trace`]
+//!   testing, and the topology), [`timeline`] (schedule to actions),
+//!   [`world`] (one seed: build, step, fault, heal, converge), [`checker`]
+//!   (lost, unexpected, duplicated, changed, over every edge), [`dataset`] (input slice and oracle), [`trace`]
 //!   (per-seed log stamped with simulated time), [`panics`], [`runner`]
 //!   (one seed, or many on several cores), [`shrink`] (minimal failing
 //!   schedules).
@@ -101,5 +107,6 @@ pub fn default_options(data: &dataset::DataSet) -> faults::DrawOptions {
         households_available: data.households.len(),
         data_span_ms: data.span_ms,
         faults: true,
+        topology: None,
     }
 }

@@ -1,9 +1,17 @@
-//! `SimLink`: the edge's [`CloudLink`] over turmoil TCP, behaving like an NNG
-//! REQ socket: one pipe (connection) per cloud port, dialled and redialled
-//! on its own, many requests in flight on it, replies matched by request id.
+//! `SimLink`: the edge's [`CloudLink`] over turmoil TCP to one or more cloud
+//! hosts, behaving like the NNG REQ sockets of `NngLink`: one heartbeat
+//! socket per node and one data socket dialing every node. A socket has one
+//! pipe (connection) per node it dials, each dialled and redialled on its
+//! own; many requests are in flight on it, replies matched by request id.
+//!
+//! As NNG's REQ does, the data socket spreads requests over the pipes that
+//! are up (round robin over the nodes, in node order), and when a pipe
+//! breaks every request waiting on it goes again at once on another live
+//! pipe, or on the first pipe to come up when none is. Any cloud node
+//! answers any request, so a node that crashes costs a resend, not a stall.
 //!
 //! As in NNG (nng_req(7)), a request is sent again when its pipe breaks
-//! (on the new pipe) and when its resend timer fires. turmoil's TCP never
+//! (on another pipe, or the redialled one) and when its resend timer fires. turmoil's TCP never
 //! retransmits, so a pipe that lost a segment stalls for good; a request
 //! written on the pipe and unanswered for [`RESEND_INTERVAL`] (even one its
 //! caller gave up on) therefore marks the pipe stalled: the pipe redials and
@@ -31,16 +39,16 @@ pub const CLOUD_HOST: &str = "cloud";
 pub const HEARTBEAT_PORT: u16 = 63270;
 pub const DATA_PORT: u16 = 63271;
 
-/// Requests queued for one pipe and not yet taken up. The edge keeps at
+/// Requests queued for one socket and not yet taken up. The edge keeps at
 /// most `inflight_batches_max` data requests and one heartbeat in flight,
 /// so this never fills in practice; when it does, callers wait.
 pub const LINK_CALLS_MAX: usize = 64;
 
-/// Requests one pipe tracks at once. A request beyond it waits in the call
+/// Requests one socket tracks at once. A request beyond it waits in the call
 /// queue, so memory stays bounded whatever the caller does.
 pub const PENDING_REQUESTS_MAX: usize = 256;
 
-/// Replies and pipe events queued from a pipe's reader to its driver.
+/// Replies and pipe events queued from a socket's pipe readers to its driver.
 pub const PIPE_EVENTS_MAX: usize = 64;
 
 /// How long a request waits for its reply before it is sent again. NNG's
@@ -71,10 +79,13 @@ struct Call {
     reply: oneshot::Sender<Vec<u8>>,
 }
 
-/// The edge's link to the cloud host.
+/// The edge's link to the cloud hosts.
 #[derive(Debug, Clone)]
 pub struct SimLink {
-    heartbeat: mpsc::Sender<Call>,
+    /// The cloud hosts, in the order the edge numbers them.
+    nodes: Vec<String>,
+    /// One heartbeat pipe per node, by node index.
+    heartbeat: Vec<mpsc::Sender<Call>>,
     data: mpsc::Sender<Call>,
 }
 
@@ -87,22 +98,41 @@ impl std::fmt::Debug for Call {
 }
 
 impl SimLink {
-    /// Starts both pipes on the current host. Must run inside a turmoil host.
-    pub fn start(stats: Arc<LinkStats>) -> SimLink {
-        let (heartbeat, heartbeat_calls) = mpsc::channel(LINK_CALLS_MAX);
+    /// Starts the pipes to the cloud hosts `nodes` (turmoil host names) on
+    /// the current host. Must run inside a turmoil host.
+    pub fn start(nodes: Vec<String>, stats: Arc<LinkStats>) -> SimLink {
+        assert!(!nodes.is_empty(), "a link needs a cloud node");
+        let mut heartbeat = Vec::with_capacity(nodes.len());
+        for node in &nodes {
+            let (calls_tx, calls) = mpsc::channel(LINK_CALLS_MAX);
+            let hosts = vec![node.clone()];
+            let socket = Socket::new("heartbeat", hosts, HEARTBEAT_PORT, calls, stats.clone());
+            tokio::task::spawn_local(socket.run());
+            heartbeat.push(calls_tx);
+        }
         let (data, data_calls) = mpsc::channel(LINK_CALLS_MAX);
-        tokio::task::spawn_local(
-            Pipe::new("heartbeat", HEARTBEAT_PORT, heartbeat_calls, stats.clone()).run(),
-        );
-        tokio::task::spawn_local(Pipe::new("data", DATA_PORT, data_calls, stats).run());
-        SimLink { heartbeat, data }
+        let socket = Socket::new("data", nodes.clone(), DATA_PORT, data_calls, stats);
+        tokio::task::spawn_local(socket.run());
+        SimLink {
+            nodes,
+            heartbeat,
+            data,
+        }
     }
 }
 
 impl CloudLink for SimLink {
+    fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn node_name(&self, node: usize) -> String {
+        self.nodes[node].clone()
+    }
+
     async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
         let calls = match channel {
-            Channel::Heartbeat => &self.heartbeat,
+            Channel::Heartbeat(node) => &self.heartbeat[node],
             Channel::Data => &self.data,
         };
         let (reply, replied) = oneshot::channel();
@@ -118,15 +148,20 @@ impl CloudLink for SimLink {
 struct Pending {
     body: Vec<u8>,
     reply: oneshot::Sender<Vec<u8>>,
+    /// The pipe it was last written on, while that pipe lives; `None`
+    /// while it waits for a live pipe.
+    pipe: Option<usize>,
 }
 
 enum PipeEvent {
     Reply {
+        pipe: usize,
         generation: u64,
         request_id: u64,
         body: Vec<u8>,
     },
     Closed {
+        pipe: usize,
         generation: u64,
         reason: String,
     },
@@ -143,53 +178,101 @@ impl Drop for Connected {
     }
 }
 
-/// One NNG pipe: dials, sends, matches replies, resends.
+/// One NNG pipe: the connection to one node.
 struct Pipe {
+    /// The cloud host it dials.
+    host: String,
+    connected: Option<Connected>,
+    /// Counts the pipe's connections: an event of an older one is stale.
+    generation: u64,
+    /// Requests written on the current connection and not answered yet,
+    /// by id, with when they were written; kept after their caller gives
+    /// up, since a missing reply is how a stalled pipe shows.
+    awaiting: BTreeMap<u64, Instant>,
+    dial_at: Instant,
+    redial: Duration,
+}
+
+impl Pipe {
+    /// When this pipe needs its socket's attention: its next dial while it
+    /// is down, else the earliest resend deadline of what it awaits.
+    fn next_wake(&self) -> Option<Instant> {
+        // Resend timers only matter on a live pipe: without one, the next
+        // dial resends everything. (Counting them while disconnected would
+        // wake the task in a loop and stall simulated time.)
+        if self.connected.is_none() {
+            return Some(self.dial_at);
+        }
+        self.awaiting
+            .values()
+            .min()
+            .map(|sent_at| *sent_at + RESEND_INTERVAL)
+    }
+
+    fn overdue(&self, now: Instant) -> bool {
+        self.awaiting
+            .values()
+            .any(|sent_at| *sent_at + RESEND_INTERVAL <= now)
+    }
+}
+
+/// One NNG REQ socket: its pipes, one per node it dials, and the requests
+/// in flight over them. Sends, matches replies, resends.
+struct Socket {
     name: &'static str,
     port: u16,
     calls: mpsc::Receiver<Call>,
     pending: BTreeMap<u64, Pending>,
-    /// Requests written on the current pipe and not answered yet, by id,
-    /// with when they were written; kept after their caller gives up, since
-    /// a missing reply is how a stalled pipe shows.
-    awaiting: BTreeMap<u64, Instant>,
     next_request_id: u64,
-    connected: Option<Connected>,
-    generation: u64,
+    /// By node index.
+    pipes: Vec<Pipe>,
+    /// The pipe to try first for the next request: round robin, so that
+    /// requests spread over the live pipes as NNG spreads them.
+    next_pipe: usize,
     events_tx: mpsc::Sender<PipeEvent>,
     events_rx: mpsc::Receiver<PipeEvent>,
-    dial_at: Instant,
-    redial: Duration,
     stats: Arc<LinkStats>,
 }
 
-impl Pipe {
+impl Socket {
     fn new(
         name: &'static str,
+        hosts: Vec<String>,
         port: u16,
         calls: mpsc::Receiver<Call>,
         stats: Arc<LinkStats>,
-    ) -> Pipe {
+    ) -> Socket {
+        assert!(!hosts.is_empty(), "a socket dials at least one node");
         let (events_tx, events_rx) = mpsc::channel(PIPE_EVENTS_MAX);
-        Pipe {
+        let now = Instant::now();
+        let pipes = hosts
+            .into_iter()
+            .map(|host| Pipe {
+                host,
+                connected: None,
+                generation: 0,
+                awaiting: BTreeMap::new(),
+                dial_at: now,
+                redial: REDIAL_MIN,
+            })
+            .collect();
+        Socket {
             name,
             port,
             calls,
             pending: BTreeMap::new(),
-            awaiting: BTreeMap::new(),
             next_request_id: 1,
-            connected: None,
-            generation: 0,
+            pipes,
+            next_pipe: 0,
             events_tx,
             events_rx,
-            dial_at: Instant::now(),
-            redial: REDIAL_MIN,
             stats,
         }
     }
 
     async fn run(mut self) {
         loop {
+            self.send_unassigned().await;
             let wake = self.next_wake();
             let room = self.pending.len() < PENDING_REQUESTS_MAX;
             tokio::select! {
@@ -204,19 +287,21 @@ impl Pipe {
     }
 
     fn next_wake(&self) -> Instant {
-        // Resend timers only matter on a live pipe: without one, the next
-        // dial resends everything. (Counting them while disconnected would
-        // wake the task in a loop and stall simulated time.)
-        if self.connected.is_none() {
-            return self.dial_at;
-        }
         let idle = Instant::now() + Duration::from_secs(3600);
-        let earliest = self
-            .awaiting
-            .values()
-            .min()
-            .map(|sent_at| *sent_at + RESEND_INTERVAL);
-        earliest.map_or(idle, |stalled_at| stalled_at.min(idle))
+        self.pipes
+            .iter()
+            .filter_map(Pipe::next_wake)
+            .fold(idle, Instant::min)
+    }
+
+    /// The next live pipe in round-robin order, if any is up.
+    fn pick_pipe(&mut self) -> Option<usize> {
+        let count = self.pipes.len();
+        let picked = (0..count)
+            .map(|step| (self.next_pipe + step) % count)
+            .find(|&pipe| self.pipes[pipe].connected.is_some())?;
+        self.next_pipe = (picked + 1) % count;
+        Some(picked)
     }
 
     async fn take_call(&mut self, call: Call) {
@@ -226,53 +311,91 @@ impl Pipe {
         let pending = Pending {
             body: call.body,
             reply: call.reply,
+            pipe: None,
         };
         self.pending.insert(request_id, pending);
-        if self.connected.is_some() {
-            self.send(request_id).await;
+        if let Some(pipe) = self.pick_pipe() {
+            self.send(request_id, pipe).await;
         }
     }
 
-    /// Writes one pending request on the current pipe.
-    async fn send(&mut self, request_id: u64) {
-        let Some(pending) = self.pending.get(&request_id) else {
+    /// Sends every request that waits for a pipe on the live pipes, as NNG
+    /// resends a broken pipe's requests on the others. Only a socket with
+    /// several pipes has such requests while one is up: a lone pipe's
+    /// requests go out when it is redialled.
+    async fn send_unassigned(&mut self) {
+        if self.pipes.iter().all(|pipe| pipe.connected.is_none()) {
+            return;
+        }
+        let waiting: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.pipe.is_none())
+            .map(|(&request_id, _)| request_id)
+            .collect();
+        for request_id in waiting {
+            let Some(pipe) = self.pick_pipe() else {
+                return;
+            };
+            self.stats.resends.fetch_add(1, Ordering::Relaxed);
+            debug!(target: "sim::link", socket = self.name, node = %self.pipes[pipe].host, request_id, "request resent on another pipe");
+            self.send(request_id, pipe).await;
+        }
+    }
+
+    /// Writes one pending request on pipe `pipe`.
+    async fn send(&mut self, request_id: u64, pipe: usize) {
+        let Some(pending) = self.pending.get_mut(&request_id) else {
             return;
         };
         let mut frame = Vec::with_capacity(8 + pending.body.len());
         frame.extend_from_slice(&request_id.to_be_bytes());
         frame.extend_from_slice(&pending.body);
-        let Some(connected) = self.connected.as_mut() else {
+        let target = &mut self.pipes[pipe];
+        let Some(connected) = target.connected.as_mut() else {
             return;
         };
-        self.awaiting.insert(request_id, Instant::now());
+        pending.pipe = Some(pipe);
+        target.awaiting.insert(request_id, Instant::now());
         let written =
             tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut connected.writer, &frame)).await;
         match written {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => self.break_pipe(&error.to_string()),
-            Err(_) => self.break_pipe("write timed out"),
+            Ok(Err(error)) => self.break_pipe(pipe, &error.to_string()),
+            Err(_) => self.break_pipe(pipe, "write timed out"),
         }
     }
 
     fn handle_event(&mut self, event: PipeEvent) {
         match event {
             PipeEvent::Reply {
+                pipe,
                 generation,
                 request_id,
                 body,
             } => {
-                if generation != self.generation {
+                if generation != self.pipes[pipe].generation {
                     return;
                 }
-                self.awaiting.remove(&request_id);
+                self.pipes[pipe].awaiting.remove(&request_id);
                 if let Some(pending) = self.pending.remove(&request_id) {
+                    // It may have gone again on another pipe meanwhile: that
+                    // pipe waits for it no more.
+                    if let Some(other) = pending.pipe {
+                        self.pipes[other].awaiting.remove(&request_id);
+                    }
                     self.stats.replies.fetch_add(1, Ordering::Relaxed);
                     let _ = pending.reply.send(body);
                 }
             }
-            PipeEvent::Closed { generation, reason } => {
-                if generation == self.generation && self.connected.is_some() {
-                    self.break_pipe(&reason);
+            PipeEvent::Closed {
+                pipe,
+                generation,
+                reason,
+            } => {
+                let current = &self.pipes[pipe];
+                if generation == current.generation && current.connected.is_some() {
+                    self.break_pipe(pipe, &reason);
                 }
             }
         }
@@ -281,73 +404,96 @@ impl Pipe {
     async fn handle_timer(&mut self) {
         let now = Instant::now();
         self.pending.retain(|_, pending| !pending.reply.is_closed());
-        if self.connected.is_none() {
-            if now >= self.dial_at {
-                self.dial().await;
+        for pipe in 0..self.pipes.len() {
+            let target = &self.pipes[pipe];
+            if target.connected.is_none() {
+                if now >= target.dial_at {
+                    self.dial(pipe).await;
+                }
+                continue;
             }
-            return;
-        }
-        let overdue = self
-            .awaiting
-            .values()
-            .any(|sent_at| *sent_at + RESEND_INTERVAL <= now);
-        if overdue {
-            // A reply this late means the pipe lost a segment (turmoil never
-            // retransmits): redial, and every pending request goes again.
-            self.break_pipe("resend timer fired");
-            self.dial().await;
+            if target.overdue(now) {
+                // A reply this late means the pipe lost a segment (turmoil
+                // never retransmits): redial, and its requests go again.
+                self.break_pipe(pipe, "resend timer fired");
+                self.dial(pipe).await;
+            }
         }
     }
 
-    async fn dial(&mut self) {
+    async fn dial(&mut self, pipe: usize) {
         self.stats.dials.fetch_add(1, Ordering::Relaxed);
-        match connect(CLOUD_HOST, self.port).await {
+        let host = self.pipes[pipe].host.clone();
+        match connect(&host, self.port).await {
             Ok(stream) => {
-                self.generation += 1;
+                let target = &mut self.pipes[pipe];
+                target.generation += 1;
                 let (reader, writer) = stream.into_split();
                 let reader = tokio::task::spawn_local(read_replies(
                     reader,
-                    self.generation,
+                    pipe,
+                    target.generation,
                     self.events_tx.clone(),
                 ));
-                self.connected = Some(Connected { writer, reader });
-                self.redial = REDIAL_MIN;
-                info!(target: "sim::link", pipe = self.name, pending = self.pending.len(), "pipe connected");
-                let ids: Vec<u64> = self.pending.keys().copied().collect();
+                target.connected = Some(Connected { writer, reader });
+                target.redial = REDIAL_MIN;
+                info!(target: "sim::link", socket = self.name, node = %host, pending = self.pending.len(), "pipe connected");
+                // What waits for a pipe goes on this one: were another up,
+                // it would have gone there already.
+                let ids: Vec<u64> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, pending)| pending.pipe.is_none())
+                    .map(|(&request_id, _)| request_id)
+                    .collect();
                 for request_id in ids {
-                    if self.connected.is_none() {
+                    if self.pipes[pipe].connected.is_none() {
                         break;
                     }
                     self.stats.resends.fetch_add(1, Ordering::Relaxed);
-                    debug!(target: "sim::link", pipe = self.name, request_id, "request resent");
-                    self.send(request_id).await;
+                    debug!(target: "sim::link", socket = self.name, node = %host, request_id, "request resent");
+                    self.send(request_id, pipe).await;
                 }
             }
             Err(_) => {
-                self.dial_at = Instant::now() + self.redial;
-                self.redial = (self.redial * 2).min(REDIAL_MAX);
+                let target = &mut self.pipes[pipe];
+                target.dial_at = Instant::now() + target.redial;
+                target.redial = (target.redial * 2).min(REDIAL_MAX);
             }
         }
     }
 
-    fn break_pipe(&mut self, reason: &str) {
-        self.awaiting.clear();
-        if self.connected.take().is_some() {
+    /// Pipe `pipe` is gone: what waited on it waits for a live pipe.
+    fn break_pipe(&mut self, pipe: usize, reason: &str) {
+        let target = &mut self.pipes[pipe];
+        target.awaiting.clear();
+        target.dial_at = Instant::now();
+        if target.connected.take().is_some() {
             self.stats.breaks.fetch_add(1, Ordering::Relaxed);
-            info!(target: "sim::link", pipe = self.name, pending = self.pending.len(), reason, "pipe broken");
+            info!(target: "sim::link", socket = self.name, node = %target.host, pending = self.pending.len(), reason, "pipe broken");
         }
-        self.dial_at = Instant::now();
+        for pending in self.pending.values_mut() {
+            if pending.pipe == Some(pipe) {
+                pending.pipe = None;
+            }
+        }
     }
 }
 
 /// Reads reply frames off one pipe until it fails, then reports that.
-async fn read_replies(mut reader: OwnedReadHalf, generation: u64, events: mpsc::Sender<PipeEvent>) {
+async fn read_replies(
+    mut reader: OwnedReadHalf,
+    pipe: usize,
+    generation: u64,
+    events: mpsc::Sender<PipeEvent>,
+) {
     let reason = loop {
         match read_frame(&mut reader).await {
             Ok(Some(frame)) if frame.len() >= 8 => {
                 let request_id = u64::from_be_bytes(frame[..8].try_into().expect("eight bytes"));
                 let body = frame[8..].to_vec();
                 let event = PipeEvent::Reply {
+                    pipe,
                     generation,
                     request_id,
                     body,
@@ -361,5 +507,11 @@ async fn read_replies(mut reader: OwnedReadHalf, generation: u64, events: mpsc::
             Err(error) => break error.to_string(),
         }
     };
-    let _ = events.send(PipeEvent::Closed { generation, reason }).await;
+    let _ = events
+        .send(PipeEvent::Closed {
+            pipe,
+            generation,
+            reason,
+        })
+        .await;
 }

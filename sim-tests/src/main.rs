@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use edgemeter_env::Bug;
 use indicatif::{ProgressBar, ProgressStyle};
 use sim_tests::dataset::{default_data_dir, DataSet};
-use sim_tests::faults::{DrawOptions, Scenario};
+use sim_tests::faults::{DrawOptions, Scenario, Topology};
 use sim_tests::runner::{run_many, run_one, SeedRun, Tracing};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -127,6 +127,16 @@ struct Shape {
     /// Run without faults (a calm network, no crashes).
     #[arg(long)]
     no_faults: bool,
+    /// Edges for every seed (1-3); with any of --edges, --nodes, --shards
+    /// the topology is fixed (the others 1), else drawn per seed.
+    #[arg(long)]
+    edges: Option<usize>,
+    /// Cloud nodes for every seed (1-3).
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Cache shards for every seed (1-3).
+    #[arg(long)]
+    shards: Option<usize>,
     /// The household CSV directory.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -164,6 +174,19 @@ impl Shape {
             households_available: data.households.len(),
             data_span_ms: data.span_ms,
             faults: !self.no_faults,
+            topology: self.topology(),
+        })
+    }
+
+    /// The fixed topology the flags ask for, if any.
+    fn topology(&self) -> Option<Topology> {
+        if self.edges.is_none() && self.nodes.is_none() && self.shards.is_none() {
+            return None;
+        }
+        Some(Topology {
+            edges: self.edges.unwrap_or(1),
+            nodes: self.nodes.unwrap_or(1),
+            shards: self.shards.unwrap_or(1),
         })
     }
 
@@ -193,6 +216,12 @@ impl Shape {
         }
         if self.no_faults {
             flags.push_str(" --no-faults");
+        }
+        if let Some(topology) = self.topology() {
+            flags.push_str(&format!(
+                " --edges {} --nodes {} --shards {}",
+                topology.edges, topology.nodes, topology.shards
+            ));
         }
         if let Some(dir) = &self.data {
             flags.push_str(&format!(" --data {}", dir.display()));
@@ -288,6 +317,7 @@ fn print_summary(results: &[SeedRun], shape: &Shape, wall_s: f64) {
         sim_ms as f64 / 1000.0,
         sim_ms as f64 / 1000.0 / wall_s.max(1e-9)
     );
+    print_scale_out(results);
     for (kind, count) in &totals {
         println!("  {kind}: {count}");
     }
@@ -312,6 +342,29 @@ fn print_summary(results: &[SeedRun], shape: &Shape, wall_s: f64) {
         );
         println!("  replay: {}", replay_command(run.scenario.seed, shape));
     }
+}
+
+/// How many seeds ran the scale-out shapes and faults, so that a sweep
+/// says what it covered (a seed counts once per line).
+fn print_scale_out(results: &[SeedRun]) {
+    let count = |keep: &dyn Fn(&sim_tests::world::Summary) -> bool| {
+        results
+            .iter()
+            .filter_map(|run| run.summary.as_ref())
+            .filter(|summary| keep(summary))
+            .count()
+    };
+    println!(
+        "  seeds with several edges: {}, several cloud nodes: {}, several cache shards: {}",
+        count(&|s| s.edges > 1),
+        count(&|s| s.nodes > 1),
+        count(&|s| s.shards > 1)
+    );
+    println!(
+        "  seeds with a cloud node crashed with requests in flight: {}, with a shard loss: {}",
+        count(&|s| s.inflight_crashes > 0),
+        count(&|s| s.shard_losses > 0)
+    );
 }
 
 fn replay(

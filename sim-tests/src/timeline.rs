@@ -1,9 +1,10 @@
 //! Turns a scenario's fault events into a timeline of primitive actions
 //! (block a direction, unblock it, crash a host, arm a crash point, lose the
-//! cache, raise or restore latency, hold or release a link), sorted by time
+//! cache or one shard of it, arm a cloud node's crash with requests in
+//! flight, raise or restore latency, hold or release a link), sorted by time
 //! with a stable order for ties. Pure data: no simulation here, so it is easy to test and to read.
 
-use crate::faults::{crash_point_named, Direction, Fault, FaultEvent, Host};
+use crate::faults::{crash_point_named, Direction, Fault, FaultEvent, Host, Topology};
 use edgemeter_env::CrashPoint;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,17 +47,30 @@ pub enum Action {
         peer: Host,
     },
     PowerLoss {
+        edge: u8,
         down_ms: u64,
         kept_percent: u8,
+    },
+    /// Cloud node `node` is crashed at the first step it has data
+    /// requests in flight.
+    ArmInFlight {
+        node: u8,
+        down_ms: u64,
+    },
+    LoseShard {
+        shard: u8,
     },
 }
 
 /// The actions of `faults`, each with its time, in the order to apply them.
 /// Actions at or after `heal_at_ms` are dropped: the heal ends everything.
-pub fn timeline(faults: &[FaultEvent], heal_at_ms: u64) -> Vec<(u64, Action)> {
+/// `topology` says which hosts a broker outage cuts off; actions naming a
+/// host or shard outside it are dropped ([`fits`]).
+pub fn timeline(faults: &[FaultEvent], heal_at_ms: u64, topology: &Topology) -> Vec<(u64, Action)> {
     let mut actions: Vec<(u64, usize, Action)> = faults
         .iter()
-        .flat_map(actions_of)
+        .flat_map(|event| actions_of(event, topology))
+        .filter(|(_, action)| fits(action, topology))
         .filter(|(at, _)| *at < heal_at_ms)
         .enumerate()
         .map(|(order, (at, action))| (at, order, action))
@@ -68,6 +82,33 @@ pub fn timeline(faults: &[FaultEvent], heal_at_ms: u64) -> Vec<(u64, Action)> {
         .collect()
 }
 
+/// Whether `action` names only hosts (and shards) `topology` has. A
+/// schedule from a file, or one the shrinker narrowed, may name an edge,
+/// node or shard the seed does not run: such actions are left out.
+pub fn fits(action: &Action, topology: &Topology) -> bool {
+    let host_fits = |host: &Host| match host {
+        Host::Edge(index) => usize::from(*index) < topology.edges,
+        Host::Cloud(index) => usize::from(*index) < topology.nodes,
+        Host::Broker | Host::Households | Host::Redis => true,
+    };
+    match action {
+        Action::Block { from, to } | Action::Unblock { from, to } => {
+            host_fits(from) && host_fits(to)
+        }
+        Action::Hold { host, peer } | Action::Release { host, peer } => {
+            host_fits(host) && host_fits(peer)
+        }
+        Action::Crash { host, .. } => host_fits(host),
+        Action::PowerLoss { edge, .. } => host_fits(&Host::Edge(*edge)),
+        Action::ArmInFlight { node, .. } => host_fits(&Host::Cloud(*node)),
+        Action::LoseShard { shard } => usize::from(*shard) < topology.shards,
+        Action::Arm { .. }
+        | Action::LoseCache { .. }
+        | Action::SpikeStart { .. }
+        | Action::SpikeEnd { .. } => true,
+    }
+}
+
 /// Blocks `from` -> `to` at `at` for `duration_ms`.
 fn block(from: Host, to: Host, at: u64, duration_ms: u64) -> [(u64, Action); 2] {
     [
@@ -77,7 +118,7 @@ fn block(from: Host, to: Host, at: u64, duration_ms: u64) -> [(u64, Action); 2] 
 }
 
 /// One fault event as primitive actions, unsorted.
-fn actions_of(event: &FaultEvent) -> Vec<(u64, Action)> {
+fn actions_of(event: &FaultEvent, topology: &Topology) -> Vec<(u64, Action)> {
     let at = event.at_ms;
     match &event.fault {
         Fault::Partition {
@@ -92,8 +133,9 @@ fn actions_of(event: &FaultEvent) -> Vec<(u64, Action)> {
             }
             actions
         }
-        Fault::BrokerOutage { duration_ms } => [Host::Edge, Host::Households]
-            .into_iter()
+        Fault::BrokerOutage { duration_ms } => topology
+            .edge_hosts()
+            .chain([Host::Households])
             .flat_map(|other| {
                 let mut actions = block(Host::Broker, other, at, *duration_ms).to_vec();
                 actions.extend(block(other, Host::Broker, at, *duration_ms));
@@ -123,13 +165,23 @@ fn actions_of(event: &FaultEvent) -> Vec<(u64, Action)> {
         Fault::PowerLoss {
             down_ms,
             kept_percent,
+            edge,
         } => vec![(
             at,
             Action::PowerLoss {
+                edge: *edge,
                 down_ms: *down_ms,
                 kept_percent: *kept_percent,
             },
         )],
+        Fault::CrashNodeInFlight { node, down_ms } => vec![(
+            at,
+            Action::ArmInFlight {
+                node: *node,
+                down_ms: *down_ms,
+            },
+        )],
+        Fault::LoseShard { shard } => vec![(at, Action::LoseShard { shard: *shard })],
         Fault::LatencySpike {
             max_ms,
             duration_ms,
@@ -173,8 +225,8 @@ mod tests {
             FaultEvent {
                 at_ms: 100,
                 fault: Fault::Partition {
-                    from: Host::Edge,
-                    to: Host::Cloud,
+                    from: Host::Edge(0),
+                    to: Host::Cloud(0),
                     direction: Direction::Both,
                     duration_ms: 50,
                 },
@@ -191,15 +243,15 @@ mod tests {
                 },
             },
         ];
-        let actions = timeline(&faults, 1_000);
+        let actions = timeline(&faults, 1_000, &Topology::SINGLE);
         assert_eq!(actions[0], (10, Action::LoseCache { down_ms: 5 }));
         assert_eq!(
             actions[1],
             (
                 100,
                 Action::Block {
-                    from: Host::Edge,
-                    to: Host::Cloud
+                    from: Host::Edge(0),
+                    to: Host::Cloud(0)
                 }
             )
         );
@@ -208,8 +260,8 @@ mod tests {
             (
                 100,
                 Action::Block {
-                    from: Host::Cloud,
-                    to: Host::Edge
+                    from: Host::Cloud(0),
+                    to: Host::Edge(0)
                 }
             )
         );
@@ -219,8 +271,8 @@ mod tests {
             (
                 150,
                 Action::Unblock {
-                    from: Host::Edge,
-                    to: Host::Cloud
+                    from: Host::Edge(0),
+                    to: Host::Cloud(0)
                 }
             )
         );
@@ -246,13 +298,93 @@ mod tests {
             peer: Host::Broker,
         };
         assert_eq!(
-            timeline(&faults, 1_000),
+            timeline(&faults, 1_000, &Topology::SINGLE),
             vec![(40, held.clone()), (60, released)]
         );
         assert_eq!(
-            timeline(&faults, 50),
+            timeline(&faults, 50, &Topology::SINGLE),
             vec![(40, held)],
             "the heal releases it"
         );
+    }
+
+    /// Goal: a broker outage cuts the broker off from every edge of the
+    /// topology and from the households, and from nothing else.
+    #[test]
+    fn a_broker_outage_cuts_off_every_edge() {
+        let faults = vec![FaultEvent {
+            at_ms: 10,
+            fault: Fault::BrokerOutage { duration_ms: 5 },
+        }];
+        let topology = Topology {
+            edges: 3,
+            nodes: 2,
+            shards: 1,
+        };
+        let mut cut: Vec<Host> = timeline(&faults, 1_000, &topology)
+            .into_iter()
+            .filter_map(|(at, action)| match action {
+                Action::Block { from, to } if at == 10 && to == Host::Broker => Some(from),
+                _ => None,
+            })
+            .collect();
+        cut.sort();
+        assert_eq!(
+            cut,
+            [
+                Host::Households,
+                Host::Edge(0),
+                Host::Edge(1),
+                Host::Edge(2)
+            ]
+        );
+        assert_eq!(timeline(&faults, 1_000, &topology).len(), 16);
+    }
+
+    /// Goal: a schedule that names an edge, node or shard the topology does
+    /// not have runs without them instead of failing the harness.
+    #[test]
+    fn actions_outside_the_topology_are_dropped() {
+        let at = |at_ms, fault| FaultEvent { at_ms, fault };
+        let faults = vec![
+            at(
+                1,
+                Fault::Crash {
+                    host: Host::Edge(2),
+                    down_ms: 5,
+                },
+            ),
+            at(
+                2,
+                Fault::CrashNodeInFlight {
+                    node: 1,
+                    down_ms: 5,
+                },
+            ),
+            at(3, Fault::LoseShard { shard: 1 }),
+            at(
+                4,
+                Fault::Crash {
+                    host: Host::Cloud(0),
+                    down_ms: 5,
+                },
+            ),
+        ];
+        assert_eq!(
+            timeline(&faults, 1_000, &Topology::SINGLE),
+            vec![(
+                4,
+                Action::Crash {
+                    host: Host::Cloud(0),
+                    down_ms: 5
+                }
+            )]
+        );
+        let wide = Topology {
+            edges: 3,
+            nodes: 2,
+            shards: 2,
+        };
+        assert_eq!(timeline(&faults, 1_000, &wide).len(), 4);
     }
 }

@@ -1,34 +1,44 @@
-//! One seed, start to finish: builds the turmoil simulation (five hosts),
-//! drives it step by step while applying the fault timeline, heals, waits
-//! for convergence within [`heal_bound`], and hands the evidence to the
+//! One seed, start to finish: builds the turmoil simulation (a broker, a
+//! cache, the households, and the scenario's edges and cloud nodes), drives
+//! it step by step while applying the fault timeline, heals, waits for
+//! convergence within [`heal_bound`], and hands the evidence to the
 //! checker.
 //!
 //! The harness owns the step loop (as s2's simulator and turmoil's cluster
 //! example do): faults are applied between steps, and a host frozen at a
 //! crash point is crashed at the next step, so the crash lands exactly
-//! between the two effects the point separates. The broker log, the cache
-//! and the edge's SQLite file live outside the hosts, so each survives the
-//! crashes it must survive and the harness can read them. The SQLite file
-//! sits on a simulated disk (`edgemeter-simdisk`): a power loss of the edge
-//! host rolls it back to what was synced before the process dies.
+//! between the two effects the point separates; a cloud node armed to crash
+//! with requests in flight is crashed at the first step boundary at which
+//! it holds some. The broker's logs, the cache and each edge's SQLite file
+//! live outside the hosts, so each survives the crashes it must survive and
+//! the harness can read them. Each edge's SQLite sits on its own simulated
+//! disk (`edgemeter-simdisk`): a power loss of that edge's host rolls it
+//! back to what was synced before the process dies.
+//!
+//! Several edges ([`EdgeSite`]) each serve their own share of the slice's
+//! households, read their own topic in their own consumer group, and ship
+//! under their own id and key; several cloud nodes ([`NodeSite`]) run the
+//! production `Cloud` on one shared cache, as deployed nodes share one
+//! store.
 
 use crate::broker::{run_broker, BrokerState, BROKER_HOST};
-use crate::bus::EDGE_GROUP;
-use crate::checker::{check, Evidence, Findings, Kind};
-use crate::cloud_host::run_cloud;
+use crate::bus::edge_group;
+use crate::checker::{check_union, EdgeEvidence, Findings, Kind, UnionEvidence};
+use crate::cloud_host::{run_cloud, InFlight};
 use crate::dataset::{DataSet, Slice};
 use crate::edge_host::{run_edge_host, CorruptionLog, EdgeSetup};
-use crate::faults::{host_of, Host, Scenario};
+use crate::faults::{Host, Scenario, Topology, INFLIGHT_ARM_MS_MAX};
 use crate::forger::{run_forger, ForgerPlan, FORGER_HOST};
 use crate::households::{run_households, ReplayProgress};
 use crate::link::LinkStats;
 use crate::redis::{run_redis, CacheWorld, SharedCache};
 use crate::timeline::{timeline, Action};
 use edgemeter_cloud::{CloudAuth, CloudConfig};
+use edgemeter_data::OracleWindow;
 use edgemeter_edge::{EdgeConfig, EdgeMonitor};
 use edgemeter_env::{Bug, CrashPoint, CrashPoints, PlantedBugs};
 use edgemeter_simdisk::SimDisk;
-use edgemeter_store::SqliteOutbox;
+use edgemeter_store::{SqliteOutbox, StoredTuple};
 use edgemeter_wire::EdgeKey;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -60,26 +70,37 @@ pub const CONVERGENCE_POLL: Duration = Duration::from_millis(500);
 /// takes 200 ms).
 pub const SETTLE: Duration = Duration::from_secs(2);
 
-/// The edge's id, part of every tuple's identity in the cloud.
+/// The first edge's id, part of every tuple's identity in the cloud; edge
+/// `n` (from 0) is [`edge_id`]`(n)`.
 pub const EDGE_ID: &str = "edge-1";
+
+/// The id of edge `index` (from 0): `edge-1`, `edge-2`, ...
+pub fn edge_id(index: usize) -> String {
+    format!("edge-{}", index + 1)
+}
 
 /// Segments a simulated TCP socket buffers; turmoil's default of 64 is
 /// tight for a pipe carrying many in-flight batches.
 pub const TCP_SEGMENTS_MAX: usize = 1024;
 
 /// The links turmoil's random failures (`fail_rate`) apply to: the ones
-/// the system must ride out whatever the length of a failure. The
+/// the system must ride out whatever the length of a failure (every edge
+/// to every cloud node and to the broker, every node to the cache). The
 /// households' link to the broker is faulted only by explicit, bounded
 /// events (broker outages, partitions, stalls; see
 /// `faults::households_outage_ms_max`): the edge cannot tell a producer
 /// cut off for longer than its idle flush from a finished stream, and
 /// closing windows then is the documented cost of such a stall, not a bug.
 /// Random failures have no bound on their length, so they stay off there.
-pub const FAILING_LINKS: [(Host, Host); 3] = [
-    (Host::Edge, Host::Cloud),
-    (Host::Edge, Host::Broker),
-    (Host::Cloud, Host::Redis),
-];
+pub fn failing_links(topology: &Topology) -> Vec<(Host, Host)> {
+    let mut links = Vec::new();
+    for edge in topology.edge_hosts() {
+        links.extend(topology.node_hosts().map(|node| (edge, node)));
+        links.push((edge, Host::Broker));
+    }
+    links.extend(topology.node_hosts().map(|node| (node, Host::Redis)));
+    links
+}
 
 /// What happened in one seed, small enough to print and snapshot.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -87,16 +108,28 @@ pub struct Summary {
     pub seed: u64,
     pub mutation: Option<String>,
     pub households: usize,
+    pub edges: usize,
+    pub nodes: usize,
+    pub shards: usize,
     pub readings: usize,
     pub windows: usize,
     pub faults: usize,
     pub edge_crashes: u32,
+    /// Crashes of any cloud node, those with requests in flight included.
     pub cloud_crashes: u32,
+    /// Cloud node crashes that found data requests in flight.
+    pub inflight_crashes: u32,
     pub point_crashes: u32,
     pub cache_losses: u32,
+    pub shard_losses: u32,
     pub power_losses: u32,
+    /// Over every edge.
     pub edge_tuples: usize,
     pub acked: usize,
+    /// Acknowledged tuples over every edge when the heal began: how far
+    /// delivery got under the faults (a node down while another is up must
+    /// not hold it back).
+    pub acked_at_heal: u64,
     pub cloud_tuples: usize,
     pub link_requests: u64,
     pub link_resends: u64,
@@ -107,19 +140,55 @@ pub struct Summary {
     pub findings: BTreeMap<String, usize>,
 }
 
+/// Crash points armed by the schedule, and the hosts frozen at one.
 #[derive(Debug, Default)]
 struct CrashPlan {
     armed: BTreeMap<CrashPoint, u64>,
-    frozen: Vec<(CrashPoint, u64)>,
+    /// (point, the host that reached it, its down time).
+    frozen: Vec<(CrashPoint, Host, u64)>,
 }
 
 #[derive(Debug, Default)]
 struct Tally {
     edge_crashes: u32,
     cloud_crashes: u32,
+    inflight_crashes: u32,
     point_crashes: u32,
     cache_losses: u32,
+    shard_losses: u32,
     power_losses: u32,
+}
+
+/// One edge of the seed: its host, its identity, the households it serves
+/// (through their oracle) and the disk under its SQLite.
+struct EdgeSite {
+    host: Host,
+    edge_id: String,
+    key: EdgeKey,
+    topic: u32,
+    group: String,
+    /// The oracle of this edge's households only.
+    oracle: BTreeMap<(String, i64), OracleWindow>,
+    monitor: Arc<EdgeMonitor>,
+    db_path: PathBuf,
+    /// The disk under the edge's SQLite; detached (dropped) before its
+    /// directory goes, which the field order guarantees.
+    disk: SimDisk,
+    _db_dir: tempfile::TempDir,
+    /// What the edge's starts found wrong with its database.
+    corruption: CorruptionLog,
+    /// Acknowledged rows whose flag 2 a power loss undid: each is
+    /// acknowledged again, legitimately, so the edge's count of
+    /// acknowledgements may exceed its flag-2 rows by this much.
+    acks_undone: u64,
+}
+
+/// One cloud node of the seed.
+struct NodeSite {
+    host: Host,
+    /// Data requests the node holds (read, not yet answered), counted by
+    /// its host; what [`Action::ArmInFlight`] waits for.
+    in_flight: InFlight,
 }
 
 pub struct World {
@@ -134,24 +203,21 @@ pub struct World {
     down_until: BTreeMap<Host, u64>,
     spikes: Vec<u64>,
     plan: Arc<Mutex<CrashPlan>>,
+    /// Cloud node -> (down time, when armed): crashed at the first step
+    /// it has requests in flight, dropped after [`INFLIGHT_ARM_MS_MAX`].
+    armed_in_flight: BTreeMap<u8, (u64, u64)>,
     broker: BrokerState,
     cache: SharedCache,
     progress: Arc<ReplayProgress>,
     link_stats: Arc<LinkStats>,
-    monitor: Arc<EdgeMonitor>,
-    db_path: PathBuf,
-    /// The disk under the edge's SQLite; detached before its directory goes.
-    disk: SimDisk,
-    _db_dir: tempfile::TempDir,
-    /// What the edge's starts found wrong with its database.
-    corruption: CorruptionLog,
-    /// Acknowledged rows whose flag 2 a power loss undid: each is
-    /// acknowledged again, legitimately, so the edge's count of
-    /// acknowledgements may exceed its flag-2 rows by this much.
-    acks_undone: u64,
+    edges: Vec<EdgeSite>,
+    nodes: Vec<NodeSite>,
+    /// Every host of the topology, in [`Topology::hosts`] order.
+    hosts: Vec<Host>,
     heal_at_ms: u64,
     heal_bound_ms: u64,
     healed: bool,
+    acked_at_heal: u64,
     converged_at_ms: Option<u64>,
     next_poll_ms: u64,
     tally: Tally,
@@ -174,9 +240,11 @@ fn planted_of(scenario: &Scenario) -> PlantedBugs {
     bug.map_or(PlantedBugs::NONE, |bug| PlantedBugs::NONE.with(bug))
 }
 
-/// The edge's secret, derived from the seed: the simulation runs the
-/// authenticated path the deployment runs, reproducibly.
-fn edge_key(seed: u64) -> EdgeKey {
+/// Edge `index`'s secret, derived from the seed: the simulation runs the
+/// authenticated path the deployment runs, reproducibly. The first edge's
+/// is the one the single-edge world used; each other edge has its own.
+fn edge_key(seed: u64, index: usize) -> EdgeKey {
+    let seed = seed ^ (index as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);
     let mut bytes = [0u8; 32];
     for (index, chunk) in bytes.chunks_mut(8).enumerate() {
         let word = seed
@@ -188,14 +256,16 @@ fn edge_key(seed: u64) -> EdgeKey {
     EdgeKey::from_bytes(bytes)
 }
 
-fn crash_points(plan: &Arc<Mutex<CrashPlan>>) -> CrashPoints {
+/// The crash points of one host: whichever host reaches an armed point
+/// first freezes there (edges reach the edge points, nodes the cloud's).
+fn crash_points(plan: &Arc<Mutex<CrashPlan>>, host: Host) -> CrashPoints {
     let plan = plan.clone();
     CrashPoints::hooked(Arc::new(move |point| {
         let mut plan = plan.lock().expect("plan lock");
         match plan.armed.remove(&point) {
             Some(down_ms) => {
-                plan.frozen.push((point, down_ms));
-                info!(target: "sim::faults", point = point.name(), "host froze at crash point");
+                plan.frozen.push((point, host, down_ms));
+                info!(target: "sim::faults", point = point.name(), host = host.name(), "host froze at crash point");
                 true
             }
             None => false,
@@ -219,7 +289,7 @@ fn build_sim(scenario: &Scenario, epoch_ms: i64) -> turmoil::Sim<'static> {
         .build()
 }
 
-/// Where a seed keeps the edge's SQLite: in memory-backed `/dev/shm` when
+/// Where a seed keeps an edge's SQLite: in memory-backed `/dev/shm` when
 /// the machine has it, else the temporary directory. Power loss is the
 /// simulated disk's (`edgemeter-simdisk`), which keeps what a sync would
 /// have made durable; a real disk's fsync would only cost wall time.
@@ -235,16 +305,72 @@ fn seed_dir() -> tempfile::TempDir {
         .expect("a temporary directory for the edge's SQLite")
 }
 
+/// Which edge serves each household of the slice: dealt round-robin in
+/// the slice's order, so each edge has at least one (the topology has no
+/// more edges than households) and the shares differ by one at most.
+fn edge_of_households(slice: &Slice, edges: usize) -> BTreeMap<String, usize> {
+    assert!(edges >= 1);
+    slice
+        .households
+        .iter()
+        .enumerate()
+        .map(|(index, household)| (household.node_id.clone(), index % edges))
+        .collect()
+}
+
+impl EdgeSite {
+    fn new(seed: u64, index: usize, oracle: BTreeMap<(String, i64), OracleWindow>) -> EdgeSite {
+        let db_dir = seed_dir();
+        let disk = SimDisk::attach(db_dir.path()).expect("a simulated disk for the edge");
+        EdgeSite {
+            host: Host::Edge(index as u8),
+            edge_id: edge_id(index),
+            key: edge_key(seed, index),
+            topic: index as u32,
+            group: edge_group(index),
+            oracle,
+            monitor: Arc::new(EdgeMonitor::new()),
+            db_path: disk.dir().join("edge.db"),
+            disk,
+            _db_dir: db_dir,
+            corruption: CorruptionLog::default(),
+            acks_undone: 0,
+        }
+    }
+}
+
 impl World {
     pub fn new(scenario: &Scenario, data: &DataSet) -> World {
         let slice = Slice::cut(data, scenario);
-        let db_dir = seed_dir();
-        let disk = SimDisk::attach(db_dir.path()).expect("a simulated disk for the seed");
+        let topology = scenario.topology.clamped(slice.households.len());
+        let owner = edge_of_households(&slice, topology.edges);
+        let mut oracles: Vec<BTreeMap<(String, i64), OracleWindow>> =
+            vec![BTreeMap::new(); topology.edges];
+        for (key, window) in &slice.oracle {
+            oracles[owner[&key.0]].insert(key.clone(), *window);
+        }
+        let edges = oracles
+            .into_iter()
+            .enumerate()
+            .map(|(index, oracle)| EdgeSite::new(scenario.seed, index, oracle))
+            .collect();
+        let nodes = topology
+            .node_hosts()
+            .map(|host| NodeSite {
+                host,
+                in_flight: InFlight::default(),
+            })
+            .collect();
+        let mut scenario = scenario.clone();
+        scenario.topology = topology;
         let mut world = World {
-            sim: build_sim(scenario, slice.epoch_ms),
-            actions: timeline(&scenario.faults, scenario.duration_ms.max(0) as u64),
+            sim: build_sim(&scenario, slice.epoch_ms),
+            actions: timeline(
+                &scenario.faults,
+                scenario.duration_ms.max(0) as u64,
+                &topology,
+            ),
             heal_at_ms: scenario.duration_ms.max(0) as u64,
-            scenario: scenario.clone(),
             slice,
             next_action: 0,
             blocked: BTreeMap::new(),
@@ -252,103 +378,148 @@ impl World {
             down_until: BTreeMap::new(),
             spikes: Vec::new(),
             plan: Arc::new(Mutex::new(CrashPlan::default())),
-            broker: BrokerState::new(),
+            armed_in_flight: BTreeMap::new(),
+            broker: BrokerState::new(topology.edges),
             cache: Arc::new(Mutex::new(CacheWorld::default())),
             progress: Arc::new(ReplayProgress::default()),
             link_stats: Arc::new(LinkStats::default()),
-            monitor: Arc::new(EdgeMonitor::new()),
-            db_path: disk.dir().join("edge.db"),
-            disk,
-            _db_dir: db_dir,
-            corruption: CorruptionLog::default(),
-            acks_undone: 0,
+            edges,
+            nodes,
+            hosts: topology.hosts(),
             heal_bound_ms: 0,
             healed: false,
+            acked_at_heal: 0,
             converged_at_ms: None,
             next_poll_ms: 0,
             tally: Tally::default(),
             findings: Findings::default(),
             addresses: BTreeMap::new(),
+            scenario,
         };
-        world.register_hosts();
-        world.addresses = Host::ALL
-            .into_iter()
-            .map(|host| (host, world.sim.lookup(host.name())))
+        world.register_hosts(&owner);
+        world.addresses = world
+            .hosts
+            .iter()
+            .map(|host| (*host, world.sim.lookup(host.name())))
             .collect();
-        world.set_fail_rate(f64::from(scenario.network.fail_rate_ppm) / 1e6);
+        world.set_fail_rate(f64::from(world.scenario.network.fail_rate_ppm) / 1e6);
         world
     }
 
-    fn register_hosts(&mut self) {
-        let planted = planted_of(&self.scenario);
-        let epoch_ms = self.slice.epoch_ms;
+    fn topology(&self) -> Topology {
+        self.scenario.topology
+    }
+
+    fn register_hosts(&mut self, owner: &BTreeMap<String, usize>) {
         let broker = self.broker.clone();
         self.sim
             .host(BROKER_HOST, move || run_broker(broker.clone()));
         let cache = self.cache.clone();
         self.sim
             .host(Host::Redis.name(), move || run_redis(cache.clone()));
-        let key = edge_key(self.scenario.seed);
-        // Seeds with forgeries run the cloud in mixed mode, where an
-        // unsealed request in the keyed edge's name must still be refused.
-        let forgeries = !self.scenario.forgeries_at_ms.is_empty();
-        let auth = CloudAuth {
-            allow_unauthenticated: forgeries,
-            ..CloudAuth::open().with_key(EDGE_ID, key.clone())
-        };
-        let cloud_config = CloudConfig {
-            auth,
-            planted,
-            crash_points: crash_points(&self.plan),
-            rng_seed: self.scenario.seed,
-            ..CloudConfig::default()
-        };
-        // Each start of the cloud draws other epoch candidates, as a
-        // deployment's OS randomness does: a restarted cloud drawing its
-        // predecessor's would give a lost store its old epoch back.
-        let incarnations = Arc::new(AtomicU64::new(0));
-        self.sim.host(Host::Cloud.name(), move || {
-            let mut config = cloud_config.clone();
-            let incarnation = incarnations.fetch_add(1, Ordering::Relaxed);
-            config.rng_seed ^= incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            run_cloud(config, epoch_ms)
-        });
+        for node in 0..self.nodes.len() {
+            self.register_node(node);
+        }
         if let Some(plan) = self.forger_plan() {
             self.sim.host(FORGER_HOST, move || run_forger(plan.clone()));
         }
-        let mut edge_config = EdgeConfig::new(EDGE_ID);
+        for edge in 0..self.edges.len() {
+            self.register_edge(edge);
+        }
+        let topics: Vec<u32> = self
+            .slice
+            .publications
+            .iter()
+            .map(|publication| {
+                let node_id = std::str::from_utf8(&publication.key).expect("a household id");
+                owner[node_id] as u32
+            })
+            .collect();
+        let topics = Arc::new(topics);
+        let (publications, progress) = (self.slice.publications.clone(), self.progress.clone());
+        self.sim.host(Host::Households.name(), move || {
+            run_households(publications.clone(), topics.clone(), progress.clone())
+        });
+    }
+
+    /// Cloud node `node`: the production `Cloud`, holding every edge's key.
+    fn register_node(&mut self, node: usize) {
+        let planted = planted_of(&self.scenario);
+        let epoch_ms = self.slice.epoch_ms;
+        // Seeds with forgeries run the cloud in mixed mode, where an
+        // unsealed request in a keyed edge's name must still be refused.
+        let forgeries = !self.scenario.forgeries_at_ms.is_empty();
+        let mut auth = CloudAuth {
+            allow_unauthenticated: forgeries,
+            ..CloudAuth::open()
+        };
+        for edge in &self.edges {
+            auth = auth.with_key(&edge.edge_id, edge.key.clone());
+        }
+        let site = &self.nodes[node];
+        let cloud_config = CloudConfig {
+            auth,
+            planted,
+            crash_points: crash_points(&self.plan, site.host),
+            // The first node draws what the single-node world's cloud drew.
+            rng_seed: self.scenario.seed ^ (node as u64).wrapping_mul(0xa076_1d64_78bd_642f),
+            ..CloudConfig::default()
+        };
+        // Each start of a node draws other epoch candidates, as a
+        // deployment's OS randomness does: a restarted node drawing its
+        // predecessor's would give a lost store its old epoch back.
+        let incarnations = Arc::new(AtomicU64::new(0));
+        let in_flight = site.in_flight.clone();
+        self.sim.host(site.host.name(), move || {
+            let mut config = cloud_config.clone();
+            let incarnation = incarnations.fetch_add(1, Ordering::Relaxed);
+            config.rng_seed ^= incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            run_cloud(config, epoch_ms, in_flight.clone())
+        });
+    }
+
+    /// Edge `index`: the production `run_edge` on its own disk and topic.
+    fn register_edge(&mut self, index: usize) {
+        let planted = planted_of(&self.scenario);
+        let site = &self.edges[index];
+        let mut edge_config = EdgeConfig::new(&site.edge_id);
         edge_config.planted = planted;
-        edge_config.key = Some(key);
-        edge_config.crash_points = crash_points(&self.plan);
+        edge_config.key = Some(site.key.clone());
+        edge_config.crash_points = crash_points(&self.plan, site.host);
         if let Some(idle_flush_ms) = self.scenario.edge_idle_flush_ms {
             edge_config.idle_flush = Duration::from_millis(idle_flush_ms);
         }
         self.heal_bound_ms = heal_bound(edge_config.idle_flush).as_millis() as u64;
         let setup = EdgeSetup {
             config: edge_config,
-            db_path: self.db_path.clone(),
+            db_path: site.db_path.clone(),
+            topic: site.topic,
+            group: site.group.clone(),
+            nodes: self
+                .topology()
+                .node_hosts()
+                .map(|host| host.name().to_owned())
+                .collect(),
             planted,
-            epoch_ms,
-            monitor: self.monitor.clone(),
+            epoch_ms: self.slice.epoch_ms,
+            monitor: site.monitor.clone(),
             link_stats: self.link_stats.clone(),
-            corruption: self.corruption.clone(),
+            corruption: site.corruption.clone(),
         };
-        // Each start of the edge is a new process with a new instance, as
+        // Each start of an edge is a new process with a new instance, as
         // the `edge` command draws one from the OS: a restarted edge must
-        // wait out its predecessor's lease. Derived from the seed, so a run
-        // replays.
-        let (edge_starts, seed) = (Arc::new(AtomicU64::new(0)), self.scenario.seed);
-        self.sim.host(Host::Edge.name(), move || {
+        // wait out its predecessor's lease. Derived from the seed and the
+        // site, so a run replays.
+        let edge_starts = Arc::new(AtomicU64::new(0));
+        let base = (self.scenario.seed ^ 0x5eed_ed9e)
+            .wrapping_add((index as u64).wrapping_mul(0xd1b5_4a32_d192_ed03));
+        self.sim.host(site.host.name(), move || {
             let mut setup = setup.clone();
             let start = edge_starts.fetch_add(1, Ordering::Relaxed);
-            let drawn =
-                (seed ^ 0x5eed_ed9e).wrapping_add(start.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            setup.config.instance = drawn.max(1);
+            setup.config.instance = base
+                .wrapping_add(start.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .max(1);
             run_edge_host(setup)
-        });
-        let (publications, progress) = (self.slice.publications.clone(), self.progress.clone());
-        self.sim.host(Host::Households.name(), move || {
-            run_households(publications.clone(), progress.clone())
         });
     }
 
@@ -358,7 +529,9 @@ impl World {
         if self.scenario.forgeries_at_ms.is_empty() {
             return None;
         }
-        let ((node_id, window_start_ms), window) = self.slice.oracle.iter().next()?;
+        // A window of the first edge's, in that edge's name: stored first,
+        // it makes the edge's own tuple a conflict.
+        let ((node_id, window_start_ms), window) = self.edges[0].oracle.iter().next()?;
         let end_ms = self.slice.epoch_ms + self.scenario.duration_ms;
         let past_ms = (end_ms.div_euclid(5_000) + 720) * 5_000;
         let forged = |tuple_id, window_start_ms, average_w| edgemeter_wire::TupleOut {
@@ -400,6 +573,7 @@ impl World {
                 break;
             }
             self.crash_frozen_hosts();
+            self.crash_nodes_in_flight();
             self.check_hosts_alive();
         }
         self.conclude()
@@ -441,12 +615,17 @@ impl World {
                     .armed
                     .insert(point, down_ms);
             }
+            Action::ArmInFlight { node, down_ms } => {
+                info!(target: "sim::faults", node = Host::Cloud(node).name(), "crash armed for requests in flight");
+                self.armed_in_flight.insert(node, (down_ms, now_ms));
+            }
             Action::LoseCache { down_ms } => {
                 self.crash(Host::Redis, now_ms, down_ms);
                 self.cache.lock().expect("cache lock").lose();
                 self.tally.cache_losses += 1;
                 info!(target: "sim::faults", down_ms, "cache lost: redis restarts empty");
             }
+            Action::LoseShard { shard } => self.lose_shard(shard),
             Action::SpikeStart { max_ms } => {
                 self.spikes.push(max_ms);
                 self.apply_latency();
@@ -471,29 +650,75 @@ impl World {
                 self.apply_latency();
             }
             Action::PowerLoss {
+                edge,
                 down_ms,
                 kept_percent,
-            } => self.power_loss(now_ms, down_ms, kept_percent),
+            } => self.power_loss(usize::from(edge), now_ms, down_ms, kept_percent),
         }
     }
 
-    /// The edge host loses power: its disk falls back to what was synced
+    /// Shard `shard` of the cache restarts empty: the keys and epochs of
+    /// the buckets it owns are gone; the other shards' stay. The cache is
+    /// one simulated host, so the shard's restart costs the other shards
+    /// no availability (a Redis Cluster client sees only that shard's
+    /// slots fail over).
+    fn lose_shard(&mut self, shard: u8) {
+        let buckets = self.topology().buckets_of(usize::from(shard));
+        let mut cache = self.cache.lock().expect("cache lock");
+        let held_before = cache.data.tuples.len();
+        cache.lose_buckets(&buckets.iter().copied().collect());
+        let tuples_lost = held_before - cache.data.tuples.len();
+        drop(cache);
+        self.tally.shard_losses += 1;
+        info!(target: "sim::faults", shard, ?buckets, tuples_lost, "cache shard lost: its buckets restart empty");
+    }
+
+    /// Crashes every armed cloud node that now holds data requests in
+    /// flight; drops arms that waited past [`INFLIGHT_ARM_MS_MAX`].
+    fn crash_nodes_in_flight(&mut self) {
+        if self.armed_in_flight.is_empty() {
+            return;
+        }
+        let now_ms = self.sim.elapsed().as_millis() as u64;
+        crate::trace::set_harness_now(now_ms);
+        let armed: Vec<(u8, (u64, u64))> = self
+            .armed_in_flight
+            .iter()
+            .map(|(node, arm)| (*node, *arm))
+            .collect();
+        for (node, (down_ms, armed_at_ms)) in armed {
+            let host = Host::Cloud(node);
+            let in_flight = self.nodes[usize::from(node)].in_flight.get();
+            if in_flight > 0 && !self.down_until.contains_key(&host) {
+                self.armed_in_flight.remove(&node);
+                self.tally.inflight_crashes += 1;
+                info!(target: "sim::faults", node = host.name(), in_flight, "crash with requests in flight");
+                self.crash(host, now_ms, down_ms);
+            } else if now_ms >= armed_at_ms + INFLIGHT_ARM_MS_MAX {
+                self.armed_in_flight.remove(&node);
+                info!(target: "sim::faults", node = host.name(), "no requests in flight in time: crash dropped");
+            }
+        }
+    }
+
+    /// An edge host loses power: its disk falls back to what was synced
     /// (and a seeded share of the rest), then its process dies, so that its
     /// connection never runs on the rolled-back files.
-    fn power_loss(&mut self, now_ms: u64, down_ms: u64, kept_percent: u8) {
-        let acked_before = self.acked_rows();
+    fn power_loss(&mut self, edge: usize, now_ms: u64, down_ms: u64, kept_percent: u8) {
+        let acked_before = self.acked_rows(edge);
         let seed = self.scenario.seed ^ now_ms.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let loss = self
+        let loss = self.edges[edge]
             .disk
             .power_loss(seed, kept_percent)
             .expect("the simulated disk rolls back");
-        self.crash(Host::Edge, now_ms, down_ms);
-        self.acks_undone += acked_before.saturating_sub(self.acked_rows());
+        self.crash(self.edges[edge].host, now_ms, down_ms);
+        let undone = acked_before.saturating_sub(self.acked_rows(edge));
+        self.edges[edge].acks_undone += undone;
         self.tally.power_losses += 1;
-        info!(target: "sim::faults", down_ms, kept_percent, sectors_lost = loss.sectors_lost, sectors_kept = loss.sectors_kept, "power loss of the edge host");
+        info!(target: "sim::faults", edge = self.edges[edge].host.name(), down_ms, kept_percent, sectors_lost = loss.sectors_lost, sectors_kept = loss.sectors_kept, "power loss of an edge host");
     }
 
-    /// Rows at flag 2 in the edge's database as it is on the disk now.
+    /// Rows at flag 2 in edge `edge`'s database as it is on the disk now.
     ///
     /// The harness reads the database with SQLite's default VFS while the
     /// edge writes through the simulated disk's: that is sound, because the
@@ -501,11 +726,12 @@ impl World {
     /// shared memory both connections share, and a read-only connection
     /// writes nothing the disk would have to roll back (at most the `-shm`
     /// index, which is rebuilt from the files anyway).
-    fn acked_rows(&self) -> u64 {
-        if !self.db_path.exists() {
+    fn acked_rows(&self, edge: usize) -> u64 {
+        let path = &self.edges[edge].db_path;
+        if !path.exists() {
             return 0;
         }
-        let counted = SqliteOutbox::open_read_only(&self.db_path)
+        let counted = SqliteOutbox::open_read_only(path)
             .and_then(|mut outbox| edgemeter_edge::Outbox::status(&mut outbox));
         match counted {
             Ok(counts) => counts.acked,
@@ -517,7 +743,7 @@ impl World {
     }
 
     fn set_fail_rate(&mut self, rate: f64) {
-        for (a, b) in FAILING_LINKS {
+        for (a, b) in failing_links(&self.topology()) {
             self.sim.set_link_fail_rate(a.name(), b.name(), rate);
         }
     }
@@ -558,16 +784,16 @@ impl World {
             *current = (*current).max(until);
             return;
         }
-        if host == Host::Edge {
+        if let Host::Edge(edge) = host {
             // A killed process runs no cleanup: its SQLite connection,
             // dropped with the host, must not checkpoint on close.
-            self.disk.process_crash();
+            self.edges[usize::from(edge)].disk.process_crash();
         }
         self.sim.crash(host.name());
         self.down_until.insert(host, until);
         match host {
-            Host::Edge => self.tally.edge_crashes += 1,
-            Host::Cloud => self.tally.cloud_crashes += 1,
+            Host::Edge(_) => self.tally.edge_crashes += 1,
+            Host::Cloud(_) => self.tally.cloud_crashes += 1,
             _ => {}
         }
         info!(target: "sim::faults", host = host.name(), down_ms, "crash");
@@ -591,18 +817,21 @@ impl World {
         let frozen = std::mem::take(&mut self.plan.lock().expect("plan lock").frozen);
         let now_ms = self.sim.elapsed().as_millis() as u64;
         crate::trace::set_harness_now(now_ms);
-        for (point, down_ms) in frozen {
+        for (point, host, down_ms) in frozen {
             self.tally.point_crashes += 1;
-            info!(target: "sim::faults", point = point.name(), "crash at crash point");
-            self.crash(host_of(point), now_ms, down_ms);
+            info!(target: "sim::faults", point = point.name(), host = host.name(), "crash at crash point");
+            self.crash(host, now_ms, down_ms);
         }
     }
 
     /// A host that stopped although the harness did not crash it panicked
-    /// or returned: that is a finding, reported once.
+    /// or returned: that is a finding, reported once. (The households host
+    /// returns when its replay is done.)
     fn check_hosts_alive(&mut self) {
-        for host in [Host::Broker, Host::Redis, Host::Cloud, Host::Edge] {
-            if self.down_until.contains_key(&host)
+        for index in 0..self.hosts.len() {
+            let host = self.hosts[index];
+            if host == Host::Households
+                || self.down_until.contains_key(&host)
                 || self.sim.is_host_running(self.addresses[&host])
             {
                 continue;
@@ -616,14 +845,18 @@ impl World {
     }
 
     /// All faults off: links repaired, failure rate zero, latency back to
-    /// base, crash points disarmed, crashed hosts restarted now.
+    /// base, crash points and in-flight crashes disarmed, crashed hosts
+    /// restarted now.
     fn heal(&mut self) {
         self.healed = true;
+        self.acked_at_heal = (0..self.edges.len())
+            .map(|edge| self.acked_rows(edge))
+            .sum();
         self.next_action = self.actions.len();
         self.blocked.clear();
         self.held.clear();
-        for (index, a) in Host::ALL.iter().enumerate() {
-            for b in &Host::ALL[index + 1..] {
+        for (index, a) in self.hosts.iter().enumerate() {
+            for b in &self.hosts[index + 1..] {
                 // Release delivers held messages; repair alone would leave
                 // them held for good.
                 self.sim.release(a.name(), b.name());
@@ -635,6 +868,7 @@ impl World {
         self.sim
             .set_max_message_latency(Duration::from_millis(self.scenario.network.latency_max_ms));
         self.plan.lock().expect("plan lock").armed.clear();
+        self.armed_in_flight.clear();
         for until in self.down_until.values_mut() {
             if *until != u64::MAX {
                 *until = 0;
@@ -688,31 +922,41 @@ impl World {
                 self.slice.publications.len()
             ));
         }
-        if !self.broker.fully_committed(EDGE_GROUP) {
-            return Err("the edge has not committed every offset".to_owned());
+        for edge in &self.edges {
+            if !self.broker.fully_committed(edge.topic, &edge.group) {
+                return Err(format!("{} has not committed every offset", edge.edge_id));
+            }
         }
         if self.slice.publications.is_empty() {
             return Ok(());
         }
+        for edge in &self.edges {
+            self.edge_convergence(edge)
+                .map_err(|waiting| format!("{}: {waiting}", edge.edge_id))?;
+        }
+        Ok(())
+    }
+
+    /// One edge's part of [`World::convergence`]: nothing left to ship,
+    /// and nothing a cache loss took left to ship again.
+    fn edge_convergence(&self, edge: &EdgeSite) -> Result<(), String> {
         // The pending rows only, through their partial index: counting the
         // whole table every poll made the wait after the heal cost in
         // proportion to everything stored.
-        let outbox = SqliteOutbox::open_read_only(&self.db_path).map_err(|e| e.to_string())?;
+        let outbox = SqliteOutbox::open_read_only(&edge.db_path).map_err(|e| e.to_string())?;
         match outbox.unacked_count().map_err(|error| error.to_string())? {
             0 => {}
             pending => return Err(format!("{pending} tuples not yet acknowledged")),
         }
-        // A cloud that forgot must have been refilled: every acknowledged
-        // tuple acknowledged under its bucket's current epoch, so under one
-        // of the cache's current epochs.
+        // A store that forgot (whole, or one shard's buckets) must have
+        // been refilled: every acknowledged tuple acknowledged under a
+        // current bucket epoch, or under the digest of them all (what an
+        // edge of the older wire versions is told).
         let epochs = self.cache.lock().expect("cache lock").epochs();
-        if epochs.contains(&0) {
-            return Err("the cache has a bucket without an epoch yet".to_owned());
-        }
-        match outbox
-            .acked_not_under_count(&epochs)
-            .map_err(|e| e.to_string())?
-        {
+        let Some(digest) = edgemeter_wire::bucket::epochs_digest(&epochs) else {
+            return Err("a cache bucket has no epoch yet".to_owned());
+        };
+        match acked_not_under_any(&edge.db_path, &epochs, digest)? {
             0 => Ok(()),
             left => Err(format!(
                 "{left} acknowledged tuples not yet shipped again under the cache's epochs"
@@ -720,48 +964,43 @@ impl World {
         }
     }
 
+    /// Every edge's rows, in edge order.
+    fn edge_rows(&self) -> Vec<Vec<StoredTuple>> {
+        self.edges
+            .iter()
+            .map(|edge| {
+                SqliteOutbox::open_read_only(&edge.db_path)
+                    .and_then(|outbox| outbox.all_tuples())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     fn conclude(mut self) -> (Summary, Findings) {
-        let edge_rows = SqliteOutbox::open_read_only(&self.db_path)
-            .and_then(|outbox| outbox.all_tuples())
-            .unwrap_or_default();
+        let edge_rows = self.edge_rows();
         let cache = self.cache.lock().expect("cache lock");
         let cloud = cache.data.tuples.clone();
         let (state_totals, edge_records) = (cache.state_totals(), cache.edges());
-        let evidence = Evidence {
-            edge_id: EDGE_ID,
-            oracle: &self.slice.oracle,
-            edge_rows: &edge_rows,
+        drop(cache);
+        let evidence: Vec<EdgeEvidence<'_>> = self
+            .edges
+            .iter()
+            .zip(&edge_rows)
+            .map(|(edge, rows)| EdgeEvidence {
+                edge_id: &edge.edge_id,
+                oracle: &edge.oracle,
+                edge_rows: rows,
+            })
+            .collect();
+        let mut checked = check_union(&UnionEvidence {
+            edges: &evidence,
             cloud: &cloud,
             state_totals: Some(&state_totals),
             edge_records: Some(&edge_records),
-        };
-        let mut checked = check(&evidence);
-        drop(cache);
-        let counters = self.monitor.snapshot();
-        let acked_rows = edge_rows.iter().filter(|row| row.sent == 2).count() as u64;
-        if counters.tuples_acked > acked_rows + self.acks_undone {
-            // Flag 2 is final: each row is acknowledged once over all the
-            // edge's lives, except where a power loss undid a flag change
-            // that was not synced yet (counted at the loss). More means a
-            // row lost its flag 2 and its postal code (was replaced, say)
-            // and went through again.
-            checked.add(Kind::Duplicated, || {
-                format!(
-                    "the edge acknowledged {} times for {acked_rows} acknowledged tuples ({} undone by power losses)",
-                    counters.tuples_acked, self.acks_undone
-                )
-            });
-        }
-        for finding in self.corruption.lock().expect("corruption log lock").iter() {
-            checked.add(Kind::Corrupt, || finding.clone());
-        }
-        let conflicting = counters.conflicting_acks;
-        if conflicting > 0 {
-            // The edge keeps a tuple's first postal code; the cloud answering
-            // another one later means the code changed on its side.
-            checked.add(Kind::Changed, || {
-                format!("the cloud acknowledged {conflicting} stored tuples with a different postal code")
-            });
+        });
+        drop(evidence);
+        for (edge, rows) in self.edges.iter().zip(&edge_rows) {
+            check_edge_counters(edge, rows, &mut checked);
         }
         self.findings.merge(checked);
         self.log_findings();
@@ -780,22 +1019,30 @@ impl World {
         }
     }
 
-    fn summary(&self, edge_rows: &[edgemeter_store::StoredTuple], cloud_tuples: usize) -> Summary {
+    fn summary(&self, edge_rows: &[Vec<StoredTuple>], cloud_tuples: usize) -> Summary {
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let rows = || edge_rows.iter().flatten();
+        let topology = self.topology();
         Summary {
             seed: self.scenario.seed,
             mutation: self.scenario.mutation.clone(),
             households: self.slice.households.len(),
+            edges: topology.edges,
+            nodes: topology.nodes,
+            shards: topology.shards,
             readings: self.slice.publications.len(),
             windows: self.slice.oracle.len(),
             faults: self.scenario.faults.len(),
             edge_crashes: self.tally.edge_crashes,
             cloud_crashes: self.tally.cloud_crashes,
+            inflight_crashes: self.tally.inflight_crashes,
             point_crashes: self.tally.point_crashes,
             cache_losses: self.tally.cache_losses,
+            shard_losses: self.tally.shard_losses,
             power_losses: self.tally.power_losses,
-            edge_tuples: edge_rows.len(),
-            acked: edge_rows.iter().filter(|row| row.sent == 2).count(),
+            edge_tuples: rows().count(),
+            acked: rows().filter(|row| row.sent == 2).count(),
+            acked_at_heal: self.acked_at_heal,
             cloud_tuples,
             link_requests: load(&self.link_stats.requests),
             link_resends: load(&self.link_stats.resends),
@@ -805,5 +1052,73 @@ impl World {
             sim_ms: self.sim.elapsed().as_millis() as u64,
             findings: self.findings.counts(),
         }
+    }
+}
+
+/// How many acknowledged tuples of the database at `path` were
+/// acknowledged under none of `epochs` nor `digest`: what the edge has left
+/// to ship again after a store or a shard forgot. The refill's own rule
+/// (`acked_epoch NOT IN` the current epochs), asked of the database
+/// directly: the outbox's count takes one epoch only.
+fn acked_not_under_any(
+    path: &std::path::Path,
+    epochs: &[u64; edgemeter_wire::STORE_BUCKETS],
+    digest: u64,
+) -> Result<u64, String> {
+    let connection =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|error| error.to_string())?;
+    // As the outbox's own read-only connection: a reader of a WAL database
+    // waits only while the writer recovers it.
+    connection
+        .busy_timeout(Duration::from_secs(1))
+        .map_err(|error| error.to_string())?;
+    let known: Vec<String> = epochs
+        .iter()
+        .chain([&digest])
+        .map(|epoch| (*epoch as i64).to_string())
+        .collect();
+    // Integers formatted by us, not input: nothing to inject.
+    let query = format!(
+        "SELECT COUNT(*) FROM power_averages WHERE sent = 2 \
+         AND (acked_epoch IS NULL OR acked_epoch NOT IN ({}))",
+        known.join(",")
+    );
+    connection
+        .query_row(&query, [], |row| row.get::<_, i64>(0))
+        .map(|count| count.max(0) as u64)
+        .map_err(|error| error.to_string())
+}
+
+/// What one edge's own counters and start checks say, beside its rows.
+fn check_edge_counters(edge: &EdgeSite, rows: &[StoredTuple], checked: &mut Findings) {
+    let counters = edge.monitor.snapshot();
+    let acked_rows = rows.iter().filter(|row| row.sent == 2).count() as u64;
+    if counters.tuples_acked > acked_rows + edge.acks_undone {
+        // Flag 2 is final: each row is acknowledged once over all the
+        // edge's lives, except where a power loss undid a flag change
+        // that was not synced yet (counted at the loss). More means a
+        // row lost its flag 2 and its postal code (was replaced, say)
+        // and went through again.
+        checked.add(Kind::Duplicated, || {
+            format!(
+                "{} acknowledged {} times for {acked_rows} acknowledged tuples ({} undone by power losses)",
+                edge.edge_id, counters.tuples_acked, edge.acks_undone
+            )
+        });
+    }
+    for finding in edge.corruption.lock().expect("corruption log lock").iter() {
+        checked.add(Kind::Corrupt, || format!("{}: {finding}", edge.edge_id));
+    }
+    let conflicting = counters.conflicting_acks;
+    if conflicting > 0 {
+        // The edge keeps a tuple's first postal code; the cloud answering
+        // another one later means the code changed on its side.
+        checked.add(Kind::Changed, || {
+            format!(
+                "the cloud acknowledged {conflicting} stored tuples of {} with a different postal code",
+                edge.edge_id
+            )
+        });
     }
 }

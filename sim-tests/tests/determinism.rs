@@ -8,7 +8,7 @@
 mod common;
 
 use common::{data, default_shape, small_shape};
-use sim_tests::faults::{DrawOptions, Scenario};
+use sim_tests::faults::{DrawOptions, Scenario, Topology};
 use sim_tests::runner::{run_one, Tracing};
 
 fn trace_of(seed: u64, shape: &DrawOptions) -> String {
@@ -52,6 +52,25 @@ fn a_seed_replays_byte_for_byte_small() {
         traces[0], traces[1],
         "two seeds gave the same trace: the seed is not used"
     );
+}
+
+/// Three edges, three cloud nodes and three shards: the most hosts, and
+/// the most places where an unseeded order could creep in.
+#[test]
+fn a_seed_of_the_widest_topology_replays_byte_for_byte() {
+    let shape = DrawOptions {
+        households: 3,
+        topology: Some(Topology {
+            edges: 3,
+            nodes: 3,
+            shards: 3,
+        }),
+        ..small_shape(None)
+    };
+    let trace = assert_identical(6, &shape);
+    for host in ["edge-3", "cloud-3"] {
+        assert!(trace.contains(host), "no line of {host} in the trace");
+    }
 }
 
 #[test]

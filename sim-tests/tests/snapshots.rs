@@ -34,3 +34,20 @@ fn seed_2_summary() {
 fn seed_3_summary() {
     insta::assert_json_snapshot!(summary(3));
 }
+
+/// The widest shapes at once: three edges, two nodes, three shards, so
+/// that a change in how they share the cloud or the cache shows here.
+#[test]
+fn seed_4_summary_scale_out() {
+    let shape = sim_tests::faults::DrawOptions {
+        households: 3,
+        topology: Some(sim_tests::faults::Topology {
+            edges: 3,
+            nodes: 2,
+            shards: 3,
+        }),
+        ..small_shape(None)
+    };
+    let run = run_one(&Scenario::draw(4, &shape), data(), Tracing::Off);
+    insta::assert_json_snapshot!(run.summary.expect("the run ends"));
+}

@@ -38,7 +38,7 @@
 //! end, so it never causes a flush. A reading whose window was closed
 //! anyway is kept in table `rejected` as kind `late`, never dropped.
 
-use crate::heartbeat::{Form, Heartbeat, HeartbeatForm, LinkState};
+use crate::heartbeat::{Form, HeartbeatForm, LinkState, NodeChange, NodeHeartbeats};
 use crate::intake::{IntakeChange, IntakeHealth};
 use crate::monitor::bump;
 use crate::monitor::OutboxGauges;
@@ -133,6 +133,8 @@ enum BusEvent {
 
 enum Completion {
     Heartbeat {
+        /// The cloud node it went to.
+        node: usize,
         result: Result<Vec<u8>, LinkError>,
         /// The version it was sent in.
         form: Form,
@@ -185,8 +187,15 @@ where
     info!(edge = %config.edge_id, "edge starting");
     let mut edge = EdgeLoop {
         windows: Windows::new(config.windows),
-        heartbeat: Heartbeat::new(now, config.heartbeat_interval, config.heartbeat_misses_max),
-        heartbeat_form: HeartbeatForm::default(),
+        heartbeats: NodeHeartbeats::new(
+            now,
+            config.heartbeat_interval,
+            config.heartbeat_misses_max,
+            link.nodes(),
+        ),
+        heartbeat_forms: (0..link.nodes())
+            .map(|_| HeartbeatForm::default())
+            .collect(),
         uplink: Uplink::new(
             config.edge_id.clone(),
             config.batch_tuples_max,
@@ -348,9 +357,11 @@ struct EdgeLoop<L, O, C> {
     /// Whether the cloud refuses this instance.
     refusal: Refusal,
     windows: Windows,
-    heartbeat: Heartbeat,
-    /// Whether heartbeats carry the backlog (version 3) or not.
-    heartbeat_form: HeartbeatForm,
+    /// One heartbeat per cloud node; the edge ships while any node answers.
+    heartbeats: NodeHeartbeats,
+    /// Per node, whether its heartbeats carry the backlog (version 3) or
+    /// not: during an upgrade the nodes may run different versions.
+    heartbeat_forms: Vec<HeartbeatForm>,
     uplink: Uplink,
     /// Per partition, the offset after the newest record read.
     consumed_next: BTreeMap<i32, i64>,
@@ -420,7 +431,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     fn next_wake(&self) -> Instant {
         let now = Instant::now();
         let mut wake = now + Duration::from_secs(3600);
-        if let Some(due) = self.heartbeat.poll_timeout() {
+        if let Some(due) = self.heartbeats.poll_timeout() {
             wake = wake.min(due);
         }
         if let Some(until) = self.uplink.poll_timeout() {
@@ -733,14 +744,16 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         self.commits_tx.send_replace(self.committed.clone());
     }
 
-    /// Sends a due heartbeat, then batches while connected and allowed.
+    /// Sends the due heartbeats, then batches while connected and allowed.
     async fn send_due(&mut self, now: Instant) {
-        if self.heartbeat.poll_send(now) {
+        // At most one turn per node: `poll_send` marks each it hands out in
+        // flight, and a node in flight is not due.
+        while let Some(node) = self.heartbeats.poll_send(now) {
             // Read for every heartbeat, sent with it or not: the same read
             // serves `/metrics` (it costs six rows, see the outbox).
             let backlog = self.read_backlog();
             let edge_id = self.config.edge_id.clone();
-            let form = self.heartbeat_form.poll_form(now);
+            let form = self.heartbeat_forms[node].poll_form(now);
             let body = match (form, backlog) {
                 // The lease must be renewed whatever the outbox says: an
                 // outbox that cannot be read reports an empty backlog.
@@ -759,16 +772,16 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 _ => Form::WithoutBacklog,
             };
             let call = self.call(
-                Channel::Heartbeat,
+                Channel::Heartbeat(node),
                 &body.encode(),
                 self.config.heartbeat_timeout,
             );
             self.requests.push(Box::pin(async move {
                 let result = call.await;
-                Completion::Heartbeat { result, form }
+                Completion::Heartbeat { node, result, form }
             }));
         }
-        if self.heartbeat.state() != LinkState::Connected || self.refusal.since.is_some() {
+        if self.heartbeats.state() != LinkState::Connected || self.refusal.since.is_some() {
             return;
         }
         for _ in 0..self.config.inflight_batches_max {
@@ -1015,8 +1028,8 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     async fn handle_completion(&mut self, done: Completion) {
         let now = Instant::now();
         match done {
-            Completion::Heartbeat { result, form } => {
-                self.handle_heartbeat_reply(now, form, result)
+            Completion::Heartbeat { node, result, form } => {
+                self.handle_heartbeat_reply(now, node, form, result)
             }
             Completion::Data {
                 request_id,
@@ -1037,6 +1050,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     fn handle_heartbeat_reply(
         &mut self,
         now: Instant,
+        node: usize,
         form: Form,
         result: Result<Vec<u8>, LinkError>,
     ) {
@@ -1045,13 +1059,13 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         let understood = if form == Form::WithInstance {
             match BucketHeartbeatReply::decode(&bytes) {
                 Ok(BucketHeartbeatReply::Accepted { epochs }) => {
-                    self.set_refused(now, false);
+                    self.set_refused(now, node, false);
                     self.uplink.set_instance(Some(self.config.instance));
                     self.note_epochs((0..STORE_BUCKETS as u16).zip(epochs));
                     true
                 }
                 Ok(BucketHeartbeatReply::Refused) => {
-                    self.set_refused(now, true);
+                    self.set_refused(now, node, true);
                     true
                 }
                 Err(_) => false,
@@ -1060,7 +1074,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             match HeartbeatReply::decode(&bytes) {
                 Ok(reply) => {
                     // A cloud that knows one epoch holds no lease to refuse.
-                    self.set_refused(now, false);
+                    self.set_refused(now, node, false);
                     self.uplink.set_instance(None);
                     if let Some(epoch) = reply.epoch {
                         self.note_epoch(epoch);
@@ -1071,15 +1085,34 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             }
         };
         if answered {
-            if let Some(older) = self.heartbeat_form.handle_reply(now, form, understood) {
+            if let Some(older) = self.heartbeat_forms[node].handle_reply(now, form, understood) {
                 warn!(
+                    node = %self.link.node_name(node),
                     ?older,
                     retry_s = crate::heartbeat::BACKLOG_RETRY_INTERVAL.as_secs(),
                     "the cloud does not take this heartbeat version (a cloud of a previous version?); sending an older one, and the newest again later"
                 );
             }
         }
-        if let Some(state) = self.heartbeat.handle_result(now, understood) {
+        self.note_heartbeat(now, node, understood);
+    }
+
+    /// Records node `node`'s heartbeat outcome; logs which node went away
+    /// or came back, and the edge's own change.
+    fn note_heartbeat(&mut self, now: Instant, node: usize, success: bool) {
+        let change = self.heartbeats.handle_result(now, node, success);
+        // With one node its change is the edge's: the edge's line says it,
+        // as before there were several.
+        if let Some(node_change) = change.node.filter(|_| self.heartbeats.nodes() > 1) {
+            let name = self.link.node_name(node);
+            let connected = self.heartbeats.connected_nodes();
+            match node_change {
+                NodeChange::Answers => info!(node = %name, connected, "cloud node answers"),
+                NodeChange::WentAway => warn!(node = %name, connected, "cloud node went away"),
+                NodeChange::CameBack => info!(node = %name, connected, "cloud node came back"),
+            }
+        }
+        if let Some(state) = change.edge {
             let connected = state == LinkState::Connected;
             self.monitor.set_connected(connected);
             if connected {
@@ -1093,7 +1126,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     /// Enters or leaves the refused state: the bus task's polls, the
     /// commits and the shipping stop while refused (heartbeats go on); one
     /// error line a minute says so.
-    fn set_refused(&mut self, now: Instant, refused: bool) {
+    fn set_refused(&mut self, now: Instant, node: usize, refused: bool) {
         match (self.refusal.since, refused) {
             (None, false) => {}
             (Some(since), false) => {
@@ -1122,6 +1155,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                     self.refusal.logged_at = Some(now);
                     error!(
                         edge = %self.config.edge_id,
+                        node = %self.link.node_name(node),
                         instance = format!("{:016x}", self.config.instance),
                         "the cloud refused this edge process: another live process holds edge id {}; not consuming, committing or shipping until it is accepted (two edges started with one id?)",
                         self.config.edge_id
@@ -1182,7 +1216,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 ..
             }) => {
                 // The heartbeat decides when this ends; the batch waits.
-                self.set_refused(now, true);
+                self.set_refused(now, node, true);
                 debug!(request_id, %reason, "cloud refused the batch: another instance holds the edge id");
                 return self.uplink.failed(batch, now);
             }

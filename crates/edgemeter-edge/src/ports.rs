@@ -65,9 +65,18 @@ pub trait ReadingsBus: Send + 'static {
 }
 
 /// Which cloud socket a request goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Heartbeats go to one named cloud node each, so that the edge knows every
+/// node's state; data goes to whichever node the link picks, since any node
+/// answers any batch (deduplication lives in the shared store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Channel {
-    Heartbeat,
+    /// The heartbeat socket of node `index`: its position in the edge's
+    /// `--cloud` list, below [`CloudLink::nodes`]. A cloud's server, which
+    /// is one node, serves its heartbeat socket as node 0.
+    Heartbeat(usize),
+    /// The data socket: spread over the nodes by the link, and resent on
+    /// another node's pipe when one breaks.
     Data,
 }
 
@@ -94,7 +103,23 @@ impl std::error::Error for LinkError {}
 /// resend a request on its own (after a broken connection or its resend
 /// timer), so the cloud can see one request twice. Many requests may be in
 /// flight at once; each call is one request.
+///
+/// A link reaches one or more cloud nodes, numbered from 0 in the order the
+/// edge was given them. The defaults describe a link to a single node.
 pub trait CloudLink: Send + Sync + 'static {
+    /// How many cloud nodes the link reaches: the edge runs one heartbeat
+    /// per node, on `Channel::Heartbeat(0..nodes)`. At least 1.
+    fn nodes(&self) -> usize {
+        1
+    }
+
+    /// How the log names node `node` (below [`CloudLink::nodes`]): its
+    /// address, as the operator wrote it.
+    fn node_name(&self, node: usize) -> String {
+        format!("cloud node {node}")
+    }
+
+    /// Sends one request on `channel` and waits for its reply.
     fn request(
         &self,
         channel: Channel,

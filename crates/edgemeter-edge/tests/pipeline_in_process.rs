@@ -34,7 +34,7 @@ struct LossyLink {
 impl CloudLink for LossyLink {
     async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
         let reply = match channel {
-            Channel::Heartbeat => return Ok(self.cloud.handle_heartbeat(&body).await),
+            Channel::Heartbeat(_) => return Ok(self.cloud.handle_heartbeat(&body).await),
             Channel::Data => self.cloud.handle_data(&body).await,
         };
         let count = self.requests.fetch_add(1, Ordering::Relaxed);
@@ -483,13 +483,13 @@ impl CloudLink for PreviousCloudLink {
     async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
         let version = body.get(3).copied().unwrap_or(0);
         match channel {
-            Channel::Heartbeat if body.starts_with(b"EMH") && version >= self.refused_from => {
+            Channel::Heartbeat(_) if body.starts_with(b"EMH") && version >= self.refused_from => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 Ok(edgemeter_wire::legacy::error_reply(
                     "invalid: not a heartbeat",
                 ))
             }
-            Channel::Heartbeat => Ok(self.cloud.handle_heartbeat(&body).await),
+            Channel::Heartbeat(_) => Ok(self.cloud.handle_heartbeat(&body).await),
             Channel::Data if body.starts_with(b"EMQ\x03") => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 Ok(edgemeter_wire::BatchReply {
@@ -612,7 +612,7 @@ struct DirectLink(Arc<LeaseCloud>);
 impl CloudLink for DirectLink {
     async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
         Ok(match channel {
-            Channel::Heartbeat => self.0.handle_heartbeat(&body).await,
+            Channel::Heartbeat(_) => self.0.handle_heartbeat(&body).await,
             Channel::Data => self.0.handle_data(&body).await,
         })
     }

@@ -36,7 +36,7 @@ struct DirectLink {
 impl CloudLink for DirectLink {
     async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
         Ok(match channel {
-            Channel::Heartbeat => self.cloud.handle_heartbeat(&body).await,
+            Channel::Heartbeat(_) => self.cloud.handle_heartbeat(&body).await,
             Channel::Data => self.cloud.handle_data(&body).await,
         })
     }

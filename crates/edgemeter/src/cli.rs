@@ -5,6 +5,7 @@
 //! [`crate::settings`] makes each of them a key of the config file and an
 //! environment variable too, so a new flag is one field here.
 
+use crate::cloud_nodes::{parse_cloud_list, CloudList};
 use crate::kafka_bus::TOPIC;
 use crate::nng_setup::{DATA_PORT_DEFAULT, HEARTBEAT_PORT_DEFAULT};
 use crate::speed::Speed;
@@ -206,10 +207,14 @@ pub struct EdgeArgs {
     #[arg(long, value_name = "FORM", default_value = "edgemeter", value_parser = parse_reading_form)]
     pub readings: ReadingForm,
 
-    /// The cloud's host name or address.
-    #[arg(long, value_name = "HOST")]
-    pub cloud: String,
+    /// The cloud node(s): `HOST` (on --heartbeat-port and --data-port) or
+    /// `HOST:HEARTBEAT_PORT:DATA_PORT`, comma-separated for several nodes,
+    /// e.g. `c1,c2:7000:7001` (IPv6 with ports: `[::1]:7000:7001`). Data
+    /// goes to any node that answers; the edge is connected while one does.
+    #[arg(long, value_name = "ADDR[,ADDR...]", value_parser = parse_cloud_list)]
+    pub cloud: CloudList,
 
+    // The ports of every `--cloud` node given without ports of its own.
     #[command(flatten)]
     pub ports: PortArgs,
 

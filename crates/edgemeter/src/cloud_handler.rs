@@ -9,7 +9,7 @@ use edgemeter_env::WallClock;
 impl<C: Cache, W: WallClock> RequestHandler for Cloud<C, W> {
     async fn handle(&self, channel: Channel, request: Vec<u8>) -> Vec<u8> {
         match channel {
-            Channel::Heartbeat => self.handle_heartbeat(&request).await,
+            Channel::Heartbeat(_) => self.handle_heartbeat(&request).await,
             Channel::Data => self.handle_data(&request).await,
         }
     }

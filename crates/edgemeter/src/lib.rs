@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`nng_setup`]: ports, URLs and socket options shared by both NNG ends.
 //! - [`nng_link`]: the edge's `CloudLink` over NNG REQ, many requests in flight.
+//! - [`cloud_nodes`]: `--cloud ADDR[,ADDR...]`, the cloud nodes an edge dials.
 //! - [`nng_server`]: the cloud's NNG REP servers, many contexts per socket.
 //! - [`kafka_bus`]: the edge's `ReadingsBus` over rdkafka (consumer group,
 //!   manual commits).
@@ -35,6 +36,7 @@
 
 pub mod cli;
 pub mod cloud_handler;
+pub mod cloud_nodes;
 pub mod command_error;
 pub mod commands;
 pub mod dashboard_server;

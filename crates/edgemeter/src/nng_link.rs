@@ -1,5 +1,15 @@
-//! `NngLink`: the edge's [`CloudLink`] over two NNG REQ sockets, one for
-//! heartbeats and one for data, as the original system had.
+//! `NngLink`: the edge's [`CloudLink`] over NNG REQ sockets to one or more
+//! cloud nodes: one heartbeat socket per node, so that the edge knows each
+//! node's state, and one data socket that dials every node.
+//!
+//! The data socket is where several nodes pay off: NNG's REQ spreads its
+//! requests over the socket's pipes (one per node that is up), and when a
+//! pipe breaks it resends each request waiting on it on another pipe at
+//! once (nng_req(7)). Any node answers any batch, since deduplication lives
+//! in the shared store, so a node that dies costs the edge a resend, not a
+//! stall. A heartbeat, in contrast, must reach its own node: a heartbeat
+//! socket dialing every node would answer from whichever is up and hide
+//! the one that went away.
 //!
 //! NNG's REQ protocol allows one outstanding request per context, and the
 //! `nng` crate has callbacks, not futures. So each request borrows a context
@@ -10,8 +20,9 @@
 //! Sockets are dialed non-blocking: a cloud that is down at start is not an
 //! error, NNG keeps redialing it (`RECONNECT_DELAY_*`), and requests time out
 //! until it answers. The edge's heartbeat turns those timeouts into its
-//! connected/disconnected state.
+//! connected/disconnected state, node by node.
 
+use crate::cloud_nodes::CloudNode;
 use crate::nng_setup::{
     tcp_url, NngSetupError, MESSAGE_BYTES_MAX, RECONNECT_DELAY_MAX, RECONNECT_DELAY_MIN,
 };
@@ -56,14 +67,18 @@ struct ReplyState {
 
 type ReplyCell = Arc<Mutex<ReplyState>>;
 
-/// The edge's link to the cloud over NNG.
+/// The edge's link to the cloud nodes over NNG.
 pub struct NngLink {
-    heartbeat: RequestSocket,
+    /// The nodes, in the order the edge numbers them.
+    nodes: Vec<CloudNode>,
+    /// One socket per node, by node index.
+    heartbeats: Vec<RequestSocket>,
+    /// One socket dialing every node.
     data: RequestSocket,
 }
 
 impl NngLink {
-    /// Dials the cloud's two sockets without waiting for it to answer.
+    /// Dials one cloud node's two sockets without waiting for it to answer.
     pub fn dial(host: &str, heartbeat_port: u16, data_port: u16) -> Result<NngLink, NngSetupError> {
         NngLink::dial_with_backstop(host, heartbeat_port, data_port, AIO_TIMEOUT)
     }
@@ -76,25 +91,63 @@ impl NngLink {
         data_port: u16,
         aio_timeout: Duration,
     ) -> Result<NngLink, NngSetupError> {
+        let node = CloudNode {
+            host: host.to_owned(),
+            heartbeat_port,
+            data_port,
+        };
+        NngLink::dial_nodes_with_backstop(&[node], aio_timeout)
+    }
+
+    /// Dials every node's heartbeat socket and one data socket to all of
+    /// them, without waiting for any to answer.
+    pub fn dial_nodes(nodes: &[CloudNode]) -> Result<NngLink, NngSetupError> {
+        NngLink::dial_nodes_with_backstop(nodes, AIO_TIMEOUT)
+    }
+
+    /// As [`NngLink::dial_nodes`], with `aio_timeout` for [`AIO_TIMEOUT`].
+    pub fn dial_nodes_with_backstop(
+        nodes: &[CloudNode],
+        aio_timeout: Duration,
+    ) -> Result<NngLink, NngSetupError> {
+        assert!(!nodes.is_empty(), "a link needs a cloud node");
         assert!(
             !aio_timeout.is_zero(),
             "a zero backstop fails every request"
         );
+        let mut heartbeats = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let url = tcp_url(&node.host, node.heartbeat_port);
+            heartbeats.push(RequestSocket::dial(&[url], aio_timeout)?);
+        }
+        let data_urls: Vec<String> = nodes
+            .iter()
+            .map(|node| tcp_url(&node.host, node.data_port))
+            .collect();
         Ok(NngLink {
-            heartbeat: RequestSocket::dial(&tcp_url(host, heartbeat_port), aio_timeout)?,
-            data: RequestSocket::dial(&tcp_url(host, data_port), aio_timeout)?,
+            nodes: nodes.to_vec(),
+            heartbeats,
+            data: RequestSocket::dial(&data_urls, aio_timeout)?,
         })
     }
 
     fn socket(&self, channel: Channel) -> &RequestSocket {
         match channel {
-            Channel::Heartbeat => &self.heartbeat,
+            Channel::Heartbeat(node) => &self.heartbeats[node],
             Channel::Data => &self.data,
         }
     }
 }
 
 impl CloudLink for NngLink {
+    fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn node_name(&self, node: usize) -> String {
+        self.nodes[node].name()
+    }
+
     async fn request(&self, channel: Channel, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
         self.socket(channel).request(body).await
     }
@@ -103,6 +156,7 @@ impl CloudLink for NngLink {
 /// One REQ socket and its pool of idle contexts.
 struct RequestSocket {
     socket: Socket,
+    /// The URLs it dials, for errors: one, or one per node for data.
     url: String,
     /// [`AIO_TIMEOUT`] outside tests; set on every context's `Aio`.
     aio_timeout: Duration,
@@ -121,11 +175,17 @@ struct Slot {
 }
 
 impl RequestSocket {
-    fn dial(url: &str, aio_timeout: Duration) -> Result<RequestSocket, NngSetupError> {
-        let (socket, _dialer) = dial_socket(url)?;
+    /// One socket dialing every URL of `urls`: NNG keeps one pipe per URL
+    /// that answers and spreads requests over them.
+    fn dial(urls: &[String], aio_timeout: Duration) -> Result<RequestSocket, NngSetupError> {
+        assert!(!urls.is_empty(), "a socket needs a peer");
+        let socket = open_socket(&urls[0])?;
+        for url in urls {
+            dial_url(&socket, url)?;
+        }
         Ok(RequestSocket {
             socket,
-            url: url.to_owned(),
+            url: urls.join(","),
             aio_timeout,
             permits: Arc::new(Semaphore::new(INFLIGHT_CONTEXTS_MAX)),
             idle: Mutex::new(Vec::with_capacity(INFLIGHT_CONTEXTS_MAX)),
@@ -203,8 +263,9 @@ impl RequestSocket {
     }
 }
 
-/// A REQ socket with our options, dialing `url` without waiting for it.
-fn dial_socket(url: &str) -> Result<(Socket, Dialer), NngSetupError> {
+/// A REQ socket with our options, dialing nothing yet; `url` names it in
+/// errors.
+fn open_socket(url: &str) -> Result<Socket, NngSetupError> {
     let socket =
         Socket::new(Protocol::Req0).map_err(|error| NngSetupError::new(url, "open", error))?;
     let configure = |error| NngSetupError::new(url, "configure", error);
@@ -220,11 +281,21 @@ fn dial_socket(url: &str) -> Result<(Socket, Dialer), NngSetupError> {
     socket
         .set_opt::<ReconnectMaxTime>(Some(RECONNECT_DELAY_MAX))
         .map_err(configure)?;
-    // Non-blocking, as `Socket::dial_async`, but with the dialer's
-    // handle: the socket does not report its reconnect options, the
-    // dialer that took them over does.
-    let dialer =
-        Dialer::new(&socket, url, true).map_err(|error| NngSetupError::new(url, "dial", error))?;
+    Ok(socket)
+}
+
+/// Dials `url` from `socket` without waiting for it. Non-blocking, as
+/// `Socket::dial_async`, but with the dialer's handle: the socket does not
+/// report its reconnect options, the dialer that took them over does.
+fn dial_url(socket: &Socket, url: &str) -> Result<Dialer, NngSetupError> {
+    Dialer::new(socket, url, true).map_err(|error| NngSetupError::new(url, "dial", error))
+}
+
+/// A REQ socket with our options, dialing `url` without waiting for it.
+#[cfg(test)]
+fn dial_socket(url: &str) -> Result<(Socket, Dialer), NngSetupError> {
+    let socket = open_socket(url)?;
+    let dialer = dial_url(&socket, url)?;
     Ok((socket, dialer))
 }
 
@@ -348,7 +419,8 @@ mod tests {
         socket.close();
 
         let link = NngLink::dial("127.0.0.1", port, port).unwrap();
-        assert_eq!(link.heartbeat.aio_timeout, AIO_TIMEOUT);
+        assert_eq!(link.heartbeats[0].aio_timeout, AIO_TIMEOUT);
         assert_eq!(link.data.aio_timeout, AIO_TIMEOUT);
+        assert_eq!(link.nodes(), 1);
     }
 }

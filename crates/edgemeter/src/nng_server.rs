@@ -115,7 +115,7 @@ impl NngServer {
         let mut workers = Vec::new();
         let mut bound = [0u16; 2];
         for (index, (channel, port)) in [
-            (Channel::Heartbeat, heartbeat_port),
+            (Channel::Heartbeat(0), heartbeat_port),
             (Channel::Data, data_port),
         ]
         .into_iter()

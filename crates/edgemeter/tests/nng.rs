@@ -81,8 +81,8 @@ async fn request(link: &NngLink, channel: Channel, body: &[u8]) -> Result<Vec<u8
 async fn each_socket_answers_its_own_requests() {
     let (_server, link) = start(Echo::new(Duration::ZERO));
     assert_eq!(
-        request(&link, Channel::Heartbeat, b"hb").await.unwrap(),
-        b"Heartbeat:hb"
+        request(&link, Channel::Heartbeat(0), b"hb").await.unwrap(),
+        b"Heartbeat(0):hb"
     );
     assert_eq!(
         request(&link, Channel::Data, b"batch").await.unwrap(),
@@ -171,7 +171,7 @@ async fn a_down_cloud_times_out_and_a_late_one_is_found() {
         .expect("dialing a down cloud is fine");
     let outcome = tokio::time::timeout(
         Duration::from_millis(500),
-        link.request(Channel::Heartbeat, b"hb".to_vec()),
+        link.request(Channel::Heartbeat(0), b"hb".to_vec()),
     )
     .await;
     assert!(
@@ -187,8 +187,10 @@ async fn a_down_cloud_times_out_and_a_late_one_is_found() {
     .unwrap();
     // The abandoned request's context is reused; NNG redials within its
     // reconnect delay, so a few seconds is plenty.
-    let reply = request(&link, Channel::Heartbeat, b"again").await.unwrap();
-    assert_eq!(reply, b"Heartbeat:again");
+    let reply = request(&link, Channel::Heartbeat(0), b"again")
+        .await
+        .unwrap();
+    assert_eq!(reply, b"Heartbeat(0):again");
 }
 
 /// Goal: abandoned requests give their contexts back. Method: abandon far

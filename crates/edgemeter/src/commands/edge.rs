@@ -1,5 +1,5 @@
 //! `edgemeter edge`: consumes Kafka, keeps 5-second averages in SQLite and
-//! ships them to the cloud over NNG, and serves its live state to
+//! ships them to the cloud node(s) over NNG, and serves its live state to
 //! `edgemeter status` on `<db>.status.sock` and, with `--metrics ADDR`, to
 //! Prometheus on `http://ADDR/metrics`.
 
@@ -41,12 +41,12 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
         Some(address) => Some(crate::metrics::bind(address).await?),
         None => None,
     };
+    let nodes = args
+        .cloud
+        .resolve(args.ports.heartbeat_port, args.ports.data_port)
+        .map_err(CommandError::Config)?;
     let bus = KafkaBus::connect(&args.kafka, &args.edge_id, &args.topic).await?;
-    let link = Arc::new(NngLink::dial(
-        &args.cloud,
-        args.ports.heartbeat_port,
-        args.ports.data_port,
-    )?);
+    let link = Arc::new(NngLink::dial_nodes(&nodes)?);
     let monitor = Arc::new(EdgeMonitor::new());
     if let Some((listener, address)) = metrics_listener {
         let registry = crate::metrics::registry(crate::metrics::EdgeMetrics {
