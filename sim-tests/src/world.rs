@@ -22,7 +22,7 @@
 //! store.
 
 use crate::broker::{run_broker, BrokerState, BROKER_HOST};
-use crate::bus::edge_group;
+use crate::bus::{edge_group, SOCKET_TIMEOUT};
 use crate::checker::{check_union, EdgeEvidence, Findings, Kind, UnionEvidence};
 use crate::cloud_host::{run_cloud, InFlight};
 use crate::dataset::{DataSet, Slice};
@@ -57,9 +57,14 @@ use tracing::{info, warn};
 /// times that.
 pub const HEAL_BOUND_BASE: Duration = Duration::from_secs(60);
 
-/// The stated liveness bound for an edge with this idle flush.
+/// The stated liveness bound for an edge with this idle flush. A broker
+/// connection that lost a segment in a partition answers nothing until
+/// the consumer gives it up after [`SOCKET_TIMEOUT`] (librdkafka's
+/// `socket.timeout.ms`, which `KafkaBus` keeps; TCP would retransmit, but
+/// a request lost in the broker is just as silent), so the bound includes
+/// it.
 pub fn heal_bound(idle_flush: Duration) -> Duration {
-    HEAL_BOUND_BASE + idle_flush
+    HEAL_BOUND_BASE + SOCKET_TIMEOUT + idle_flush
 }
 
 /// How often convergence is checked after the heal.

@@ -215,6 +215,24 @@ impl Tansu {
         self.wait_for_connections();
     }
 
+    /// SIGSTOP: the broker freezes with its connections open, as a stalled
+    /// host or a long GC pause would; [`Tansu::resume`] undoes it.
+    pub fn stall(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Tansu::stall`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.process.pid().expect("tansu is running");
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let result = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(result, 0, "signal {signal} to tansu");
+    }
+
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
