@@ -1059,13 +1059,13 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         let understood = if form == Form::WithInstance {
             match BucketHeartbeatReply::decode(&bytes) {
                 Ok(BucketHeartbeatReply::Accepted { epochs }) => {
-                    self.set_refused(now, node, false);
+                    self.set_refused(now, Some(node), false);
                     self.uplink.set_instance(Some(self.config.instance));
                     self.note_epochs((0..STORE_BUCKETS as u16).zip(epochs));
                     true
                 }
                 Ok(BucketHeartbeatReply::Refused) => {
-                    self.set_refused(now, node, true);
+                    self.set_refused(now, Some(node), true);
                     true
                 }
                 Err(_) => false,
@@ -1074,7 +1074,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             match HeartbeatReply::decode(&bytes) {
                 Ok(reply) => {
                     // A cloud that knows one epoch holds no lease to refuse.
-                    self.set_refused(now, node, false);
+                    self.set_refused(now, Some(node), false);
                     self.uplink.set_instance(None);
                     if let Some(epoch) = reply.epoch {
                         self.note_epoch(epoch);
@@ -1126,7 +1126,9 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     /// Enters or leaves the refused state: the bus task's polls, the
     /// commits and the shipping stop while refused (heartbeats go on); one
     /// error line a minute says so.
-    fn set_refused(&mut self, now: Instant, node: usize, refused: bool) {
+    /// `node` is the cloud node whose heartbeat said so, `None` for a data
+    /// reply (the link does not say which node answered it).
+    fn set_refused(&mut self, now: Instant, node: Option<usize>, refused: bool) {
         match (self.refusal.since, refused) {
             (None, false) => {}
             (Some(since), false) => {
@@ -1155,7 +1157,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                     self.refusal.logged_at = Some(now);
                     error!(
                         edge = %self.config.edge_id,
-                        node = %self.link.node_name(node),
+                        node = %node.map_or_else(|| "(a data reply)".to_owned(), |node| self.link.node_name(node)),
                         instance = format!("{:016x}", self.config.instance),
                         "the cloud refused this edge process: another live process holds edge id {}; not consuming, committing or shipping until it is accepted (two edges started with one id?)",
                         self.config.edge_id
@@ -1216,7 +1218,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 ..
             }) => {
                 // The heartbeat decides when this ends; the batch waits.
-                self.set_refused(now, node, true);
+                self.set_refused(now, None, true);
                 debug!(request_id, %reason, "cloud refused the batch: another instance holds the edge id");
                 return self.uplink.failed(batch, now);
             }
