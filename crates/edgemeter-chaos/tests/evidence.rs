@@ -2,23 +2,28 @@
 //! `edgemeter-testkit`, on a free loopback port, never 6379): it reads every
 //! tuple key within its limits, and refuses a Redis with more keys, or
 //! needing more SCAN rounds, than those limits rather than reading on; and
-//! it reads the cloud's totals as the cloud lays them out.
+//! it reads the cloud's totals as the cloud lays them out, summed over the
+//! store buckets. On a 3-primary Redis Cluster it walks every primary.
 
 use edgemeter_chaos::evidence::{
     cloud_totals, cloud_tuples, ScanLimits, SCAN_COUNT, TUPLE_PATTERN,
 };
 use edgemeter_cloud::GermanState;
-use edgemeter_testkit::RedisServer;
+use edgemeter_testkit::{RedisCluster, RedisServer};
 
-/// Stores `count` keys under the tuple pattern, and one key outside it
-/// that the walk must not count.
+/// Stores `count` keys under the tuple pattern (in bucket 3), and keys
+/// outside it that the walk must not count: another key of the bucket and
+/// a tuple key of the old, unbucketed layout.
 fn fill(redis: &RedisServer, count: usize) {
-    let prefix = TUPLE_PATTERN.trim_end_matches('*');
+    assert!(TUPLE_PATTERN.starts_with("em:{em-b"));
     let mut command = redis::cmd("MSET");
     for number in 0..count {
-        command.arg(format!("{prefix}{number}")).arg("not a tuple");
+        command
+            .arg(format!("em:{{em-b03}}:tuple:{number}"))
+            .arg("not a tuple");
     }
-    command.arg("em:edges").arg("not a tuple key");
+    command.arg("em:{em-b03}:edges").arg("not a tuple key");
+    command.arg("em:tuple:old").arg("an old layout's key");
     command.query::<()>(&mut redis.connection()).unwrap();
 }
 
@@ -61,40 +66,52 @@ fn the_walk_refuses_more_scan_rounds_than_its_limit() {
     assert_eq!(malformed.len(), keys);
 }
 
-/// Goal: the cloud's totals read back as stored, states and edges the
-/// cloud never counted stay absent, and an edge named by the caller but
-/// missing from `em:edges` is read too. Method: the cloud's layout written
-/// by hand (two states, one edge in the set, one only in its hash).
+/// Goal: the cloud's totals read back as the sums over the buckets,
+/// states and edges the cloud never counted stay absent, and an edge named
+/// by the caller but missing from every `edges` set is read too. Method:
+/// the cloud's layout written by hand (two states, one of them in two
+/// buckets; one edge in a set, one only in its hashes).
 #[test]
 fn the_totals_read_back_as_the_cloud_keeps_them() {
     let redis = RedisServer::start();
     let mut connection = redis.connection();
     redis::pipe()
         .hset_multiple(
-            "em:state:Sachsen",
+            "em:{em-b00}:state:Sachsen",
             &[("tuples", "2"), ("average_sum_w", "300.5")],
         )
-        .sadd("em:state:Sachsen:households", &["a", "b"])
-        .hset("em:state:Bayern", "tuples", "1")
-        .sadd("em:edges", "edge-1")
-        .hset("em:edge:edge-1", "tuples", "2")
-        .hset("em:edge:edge-2", "tuples", "1")
+        .sadd("em:{em-b00}:state:Sachsen:households", &["a", "b"])
+        .hset_multiple(
+            "em:{em-b15}:state:Sachsen",
+            &[("tuples", "1"), ("average_sum_w", "0.5")],
+        )
+        .sadd("em:{em-b15}:state:Sachsen:households", &["c"])
+        .hset("em:{em-b04}:state:Bayern", "tuples", "1")
+        .sadd("em:{em-b00}:edges", "edge-1")
+        .hset("em:{em-b00}:edge:edge-1", "tuples", "2")
+        .hset("em:{em-b15}:edge:edge-1", "tuples", "1")
+        .hset("em:{em-b04}:edge:edge-2", "tuples", "1")
+        .hset("em:state:Bayern", "tuples", "9")
         .query::<()>(&mut connection)
         .unwrap();
     let totals = cloud_totals(&redis.url(), &["edge-2", "edge-3"], ScanLimits::default()).unwrap();
     let sachsen = &totals.states[&GermanState::from_name("Sachsen").unwrap()];
     assert_eq!(
         (sachsen.tuples, sachsen.average_sum_w),
-        (2, 300.5),
-        "the hash"
+        (3, 301.0),
+        "the hashes, summed"
     );
     assert_eq!(
         sachsen.households.iter().collect::<Vec<_>>(),
-        ["a", "b"],
-        "the set"
+        ["a", "b", "c"],
+        "the sets, joined"
     );
     let bayern = &totals.states[&GermanState::from_name("Bayern").unwrap()];
-    assert_eq!((bayern.tuples, bayern.average_sum_w), (1, 0.0));
+    assert_eq!(
+        (bayern.tuples, bayern.average_sum_w),
+        (1, 0.0),
+        "the old layout's key is not read"
+    );
     assert!(bayern.households.is_empty());
     assert_eq!(totals.states.len(), 2, "uncounted states are absent");
     let edges: Vec<(&str, u64)> = totals
@@ -102,7 +119,50 @@ fn the_totals_read_back_as_the_cloud_keeps_them() {
         .iter()
         .map(|(edge, tuples)| (edge.as_str(), *tuples))
         .collect();
-    assert_eq!(edges, [("edge-1", 2), ("edge-2", 1), ("edge-3", 0)]);
+    assert_eq!(edges, [("edge-1", 3), ("edge-2", 1), ("edge-3", 0)]);
+}
+
+/// Goal: on a Redis Cluster the walk reads the tuple keys of every
+/// primary (SCAN sees one node's keys), and the totals are read from
+/// every bucket's primary. Method: a 3-primary cluster with tuple keys and
+/// a state hash in all 16 buckets, which the cluster spreads over the
+/// three; walked through one seed URL.
+#[test]
+fn on_a_cluster_every_primary_is_walked() {
+    let cluster = RedisCluster::start();
+    let client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let mut nodes = std::collections::BTreeSet::new();
+    for bucket in 0..16 {
+        let key = format!("em:{{em-b{bucket:02}}}:tuple:{bucket}");
+        nodes.insert(cluster.node_of_key(&key));
+        redis::cmd("SET")
+            .arg(&key)
+            .arg("not a tuple")
+            .query::<()>(&mut connection)
+            .unwrap();
+        redis::cmd("HSET")
+            .arg(format!("em:{{em-b{bucket:02}}}:state:Berlin"))
+            .arg("tuples")
+            .arg(2)
+            .query::<()>(&mut connection)
+            .unwrap();
+    }
+    assert_eq!(nodes.len(), 3, "the buckets are on every primary");
+    let seed = cluster.urls()[1].clone();
+    let (tuples, malformed) = cloud_tuples(&seed, ScanLimits::default()).unwrap();
+    assert_eq!((tuples.len(), malformed.len()), (0, 16));
+    let limited = ScanLimits {
+        keys_max: 15,
+        ..ScanLimits::default()
+    };
+    let error = cloud_tuples(&seed, limited).unwrap_err();
+    assert!(error.contains("more tuple keys than 15"), "{error}");
+    let totals = cloud_totals(&cluster.seeds(), &[], ScanLimits::default()).unwrap();
+    assert_eq!(
+        totals.states[&GermanState::from_name("Berlin").unwrap()].tuples,
+        32
+    );
 }
 
 /// Goal: a totals set larger than the walk's key limit is refused with an
@@ -112,7 +172,7 @@ fn the_totals_read_back_as_the_cloud_keeps_them() {
 fn the_totals_refuse_a_set_larger_than_the_limit() {
     let redis = RedisServer::start();
     redis::cmd("SADD")
-        .arg("em:state:Berlin:households")
+        .arg("em:{em-b09}:state:Berlin:households")
         .arg(&["a", "b", "c"])
         .query::<()>(&mut redis.connection())
         .unwrap();
@@ -124,7 +184,9 @@ fn the_totals_refuse_a_set_larger_than_the_limit() {
     assert_eq!(totals.states.len(), 1);
     let error = cloud_totals(&redis.url(), &[], limits(2)).unwrap_err();
     assert!(
-        error.contains("em:state:Berlin:households has 3 members, more than the checker's limit 2"),
+        error.contains(
+            "em:{em-b09}:state:Berlin:households has 3 members, more than the checker's limit 2"
+        ),
         "{error}"
     );
 }

@@ -1,18 +1,24 @@
 //! `RedisCache` against a real redis-server: one entry and one count per
-//! tuple however often it is stored, totals kept incrementally, readers
-//! that see what was written, and a Redis that is down reported quickly.
-//! Against a stand-in that breaks every connection: reconnection attempts
-//! stop at their bound.
+//! tuple however often it is stored, totals kept incrementally per store
+//! bucket and summed by the readers, readers that see what was written,
+//! epochs per bucket, the edge instance lease, and a Redis that is down
+//! reported quickly. Against a stand-in that breaks every connection:
+//! reconnection attempts stop at their bound. The same on a Redis Cluster
+//! is `tests/redis_cluster.rs`.
 
 mod common;
+mod redis_support;
 
 use common::RedisServer;
 use edgemeter::redis_cache::{
-    RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX, RECONNECT_ATTEMPTS_MAX, RECONNECT_DELAY_MAX,
+    RedisCache, CALL_TIMEOUT, INSTANCE_LEASE, RECENT_TUPLES_MAX, RECONNECT_ATTEMPTS_MAX,
+    RECONNECT_DELAY_MAX,
 };
+use edgemeter::redis_layout::{store_bucket, BucketKeys, STORE_BUCKETS};
 use edgemeter_cloud::{
     postal_code_for, state_of, tuple_key, Cache, CacheError, CloudTuple, GermanState,
 };
+use redis_support::{households_in_every_bucket, redis_key};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,14 +101,14 @@ async fn storing_is_idempotent_and_totals_count_each_tuple_once() {
 
     let mut connection = redis.connection();
     let value: Vec<u8> = redis::cmd("GET")
-        .arg(format!("em:{}", batch[3].key))
+        .arg(redis_key(&batch[3]))
         .query(&mut connection)
         .unwrap();
     let stored = CloudTuple::from_stored_value(batch[3].key.clone(), &value).unwrap();
     assert_eq!(stored, batch[3], "one GET shows the whole tuple");
     let first_copy = &overlapping[10];
     let value: Vec<u8> = redis::cmd("GET")
-        .arg(format!("em:{}", first_copy.key))
+        .arg(redis_key(first_copy))
         .query(&mut connection)
         .unwrap();
     let stored = CloudTuple::from_stored_value(first_copy.key.clone(), &value).unwrap();
@@ -152,22 +158,34 @@ async fn recent_tuples_are_newest_first_and_bounded() {
     assert_eq!(all.len(), RECENT_TUPLES_MAX);
     let mut connection = redis.connection();
     let length: usize = redis::cmd("LLEN")
-        .arg("em:recent")
+        .arg(BucketKeys::new(store_bucket("house")).recent())
         .query(&mut connection)
         .unwrap();
     assert_eq!(length, RECENT_TUPLES_MAX);
 }
 
-/// Goal: `em:recent` lists a batch newest first in the batch's own order,
-/// even when the batch interleaves households (the store script groups
-/// tuples by household for its totals; that grouping must not reorder
-/// them). Method: a batch alternating three households, some of them
-/// stored before; read the list back.
+/// Goal: the recent tuples list a batch newest first in the batch's own
+/// order, even when the batch interleaves households of different buckets
+/// (each bucket keeps its own list, merged at read time by the store
+/// call's stamp and the batch index) and some were stored before. Method:
+/// a batch alternating three households of three buckets, every fourth
+/// tuple stored by an earlier call; read the list back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recent_tuples_keep_batch_order_across_households() {
+async fn recent_tuples_keep_batch_order_across_buckets() {
     let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
-    let batch = interleaved(30, 3, |index| index as f64);
+    let households = households_in_every_bucket(1);
+    let batch: Vec<CloudTuple> = (0..30)
+        .map(|index| {
+            let household = &households[(index % 3) as usize * 5];
+            tuple("edge-a", household, index * 5_000, index as f64)
+        })
+        .collect();
+    let buckets: std::collections::BTreeSet<u16> = batch
+        .iter()
+        .map(|tuple| store_bucket(&tuple.node_id))
+        .collect();
+    assert_eq!(buckets.len(), 3, "three buckets");
     let stored_before: Vec<CloudTuple> = batch.iter().step_by(4).cloned().collect();
     cache.store(&stored_before, 1).await.unwrap();
     let write = cache.store(&batch, 1).await.unwrap();
@@ -186,11 +204,17 @@ async fn recent_tuples_keep_batch_order_across_households() {
         .chain(stored_before.iter().rev())
         .collect();
     assert_eq!(recent.iter().collect::<Vec<_>>(), expected);
+    assert_eq!(cache.recent_tuples(5).await.unwrap()[..], recent[..5]);
 
     let totals = cache.state_totals().await.unwrap();
     let stored_sum: f64 = totals.iter().map(|state| state.average_sum_w).sum();
     let expected_sum: f64 = (0..30).map(|index| index as f64).sum();
     assert_eq!(stored_sum, expected_sum, "each average counted once");
+    assert_eq!(
+        totals.iter().map(|state| state.households).sum::<u64>(),
+        3,
+        "the buckets' household sets are disjoint"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,25 +443,45 @@ async fn a_broken_connection_is_redialled_at_most_its_attempts() {
     }
 }
 
-/// Goal: the store script sets `em:epoch` from the candidate only when it
-/// is missing and returns it with the write, heartbeats read the same one,
-/// and a FLUSHALL makes the next call set a new one. A resend with another
-/// average or sample count is reported as a conflict, with the stored
-/// values, and rewrites nothing. Method: real redis-server, `redis-cli`-free
-/// raw commands through a second client.
+/// Goal: each bucket has its own epoch, set from the candidate only when
+/// missing and returned with the write of that bucket; heartbeats read
+/// all 16 (setting the missing ones); a bucket that loses its keys gets a
+/// new epoch while the others keep theirs. A resend with another average
+/// or sample count is reported as a conflict, by its batch index, with
+/// the stored values, and rewrites nothing. Method: real redis-server; a
+/// bucket's loss is its keys deleted through a second client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_epoch_is_set_once_per_store_and_conflicts_are_reported() {
+async fn each_bucket_has_its_epoch_and_conflicts_are_reported() {
     let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
-    let batch = interleaved(4, 2, |index| index as f64 + 0.5);
-    let first = cache.store(&batch, 11).await.unwrap();
-    assert_eq!((first.epoch, first.inserted), (11, 4));
-    assert_eq!(cache.record_heartbeat("edge-a", 1, 12).await.unwrap(), 11);
+    let households = households_in_every_bucket(1);
+    let batch: Vec<CloudTuple> = (0..4)
+        .map(|index| {
+            tuple(
+                "edge-a",
+                &households[index],
+                index as i64 * 5_000,
+                index as f64 + 0.5,
+            )
+        })
+        .collect();
+    let first = cache.store_buckets(&batch, 11).await.unwrap();
+    assert_eq!(first.inserted, 4);
+    let touched: Vec<u16> = (0..4).collect();
+    assert_eq!(first.epochs.keys().copied().collect::<Vec<_>>(), touched);
+    assert!(first.epochs.values().all(|epoch| *epoch == 11));
+    let heartbeat = cache.heartbeat("edge-a", 7, 1, 12).await.unwrap();
+    assert!(!heartbeat.refused);
+    for bucket in 0..STORE_BUCKETS {
+        let expected = if bucket < 4 { 11 } else { 12 };
+        assert_eq!(heartbeat.epochs[bucket], expected, "bucket {bucket}");
+    }
     let mut resent = batch.clone();
     resent[1].average_w += 1.0;
     resent[3].samples += 1;
-    let again = cache.store(&resent, 13).await.unwrap();
-    assert_eq!((again.epoch, again.inserted, again.existing), (11, 0, 4));
+    let again = cache.store_buckets(&resent, 13).await.unwrap();
+    assert_eq!(again.inserted, 0);
+    assert!(again.epochs.values().all(|epoch| *epoch == 11));
     let conflicts: Vec<(usize, Option<(f64, u32)>)> = again
         .conflicts
         .iter()
@@ -451,17 +495,168 @@ async fn the_epoch_is_set_once_per_store_and_conflicts_are_reported() {
         .iter()
         .any(|t| t.key == batch[1].key && t.average_w == 1.5));
 
+    // Bucket 2 loses every key (as its shard would): a new epoch there only.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    let stored: String = redis::cmd("GET")
-        .arg("em:epoch")
+    let (_, lost): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg("em:{em-b02}:*")
+        .arg("COUNT")
+        .arg(10_000)
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert_eq!(stored, "11");
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut raw).await.unwrap();
-    assert_eq!(cache.record_heartbeat("edge-a", 2, 14).await.unwrap(), 14);
-    let refilled = cache.store(&batch, 15).await.unwrap();
-    assert_eq!((refilled.epoch, refilled.inserted), (14, 4));
+    assert!(lost.contains(&BucketKeys::new(2).epoch()), "{lost:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(&lost)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let heartbeat = cache.heartbeat("edge-a", 7, 2, 14).await.unwrap();
+    for bucket in 0..STORE_BUCKETS {
+        let expected = match bucket {
+            2 => 14,
+            0 | 1 | 3 => 11,
+            _ => 12,
+        };
+        assert_eq!(heartbeat.epochs[bucket], expected, "bucket {bucket}");
+    }
+    let refilled = cache.store_buckets(&batch, 15).await.unwrap();
+    assert_eq!(refilled.inserted, 1, "only the lost bucket's tuple is new");
+    assert_eq!(refilled.epochs[&2], 14);
     assert!(refilled.conflicts.is_empty());
+    let totals = cache.state_totals().await.unwrap();
+    assert_eq!(totals.iter().map(|t| t.tuples).sum::<u64>(), 4);
+}
+
+/// Goal: one edge id, one live instance: the first instance takes the
+/// lease, another is refused while it is held (and records nothing), the
+/// holder renews it, and once it lapses (`INSTANCE_LEASE` after the last
+/// renewal) another instance takes it. An older edge (instance 0) is never
+/// refused and takes no lease. Method: real heartbeats, a real wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instance_lease_admits_one_instance_per_edge_id() {
+    let redis = RedisServer::start();
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    assert!(
+        !cache
+            .heartbeat("edge-a", 1, 1_000, 9)
+            .await
+            .unwrap()
+            .refused
+    );
+    let intruder = cache.heartbeat("edge-a", 2, 2_000, 9).await.unwrap();
+    assert!(intruder.refused, "another instance while the lease is held");
+    assert!(
+        intruder.epochs.iter().all(|epoch| *epoch == 9),
+        "epochs still read"
+    );
+    assert!(
+        !cache
+            .heartbeat("edge-b", 2, 2_000, 9)
+            .await
+            .unwrap()
+            .refused,
+        "another id"
+    );
+    assert!(
+        !cache
+            .heartbeat("edge-a", 1, 3_000, 9)
+            .await
+            .unwrap()
+            .refused,
+        "a renewal"
+    );
+    assert!(
+        !cache
+            .heartbeat("edge-a", 0, 4_000, 9)
+            .await
+            .unwrap()
+            .refused,
+        "an old edge"
+    );
+    let edges = cache.edges().await.unwrap();
+    assert_eq!(
+        edges[0].last_heartbeat_ms,
+        Some(4_000),
+        "not the refused one's"
+    );
+    tokio::time::sleep(INSTANCE_LEASE / 2).await;
+    assert!(
+        cache
+            .heartbeat("edge-a", 2, 5_000, 9)
+            .await
+            .unwrap()
+            .refused
+    );
+    tokio::time::sleep(INSTANCE_LEASE + Duration::from_millis(500)).await;
+    assert!(
+        !cache
+            .heartbeat("edge-a", 2, 6_000, 9)
+            .await
+            .unwrap()
+            .refused,
+        "the lease lapsed: the new instance takes it"
+    );
+    assert!(
+        cache
+            .heartbeat("edge-a", 1, 7_000, 9)
+            .await
+            .unwrap()
+            .refused
+    );
+}
+
+/// Goal: a batch of every bucket is written in one call per bucket, and
+/// `/api/states`-level reads add the buckets up: the totals and the edges
+/// equal what the distinct tuples add up to, across resends, overlaps and
+/// a conflict. Method: the shared run of batches; the expected totals
+/// computed from the first copy of each distinct tuple.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_buckets_partial_totals_add_up_to_the_distinct_tuples() {
+    let redis = RedisServer::start();
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    let mut first_copies: std::collections::BTreeMap<String, CloudTuple> = Default::default();
+    let mut inserted = 0;
+    for batch in redis_support::mixed_batches() {
+        let write = cache.store(&batch, 3).await.unwrap();
+        inserted += write.inserted;
+        assert_eq!(write.inserted + write.existing, batch.len());
+        for tuple in batch {
+            first_copies.entry(tuple.key.clone()).or_insert(tuple);
+        }
+    }
+    assert_eq!(inserted, redis_support::mixed_batches_distinct());
+    assert_eq!(inserted, first_copies.len());
+    let totals = cache.state_totals().await.unwrap();
+    for state in GermanState::ALL {
+        let held: Vec<&CloudTuple> = first_copies.values().filter(|t| t.state == state).collect();
+        let total = totals.iter().find(|total| total.state == state).unwrap();
+        assert_eq!(total.tuples, held.len() as u64, "{}", state.name());
+        let households: std::collections::BTreeSet<&str> =
+            held.iter().map(|t| t.node_id.as_str()).collect();
+        assert_eq!(
+            total.households,
+            households.len() as u64,
+            "{}",
+            state.name()
+        );
+        let sum: f64 = held.iter().map(|t| t.average_w).sum();
+        assert!(
+            (total.average_sum_w - sum).abs() <= 1e-9 * sum.max(1.0),
+            "{}",
+            state.name()
+        );
+    }
+    let edges = cache.edges().await.unwrap();
+    let counts: Vec<(&str, u64)> = edges
+        .iter()
+        .map(|e| (e.edge_id.as_str(), e.tuples))
+        .collect();
+    let count = |edge: &str| first_copies.values().filter(|t| t.edge_id == edge).count() as u64;
+    assert_eq!(
+        counts,
+        [("edge-a", count("edge-a")), ("edge-b", count("edge-b"))]
+    );
 }
