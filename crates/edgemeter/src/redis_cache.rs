@@ -16,7 +16,8 @@
 //! only new tuples move the bucket's totals. A resent tuple changes
 //! nothing; one whose average or sample count differs from the stored one
 //! is reported as a conflict. Each call sets its bucket's epoch if missing
-//! and returns it, so the epoch a bucket reports is the one its tuples
+//! (each bucket its own value derived from the call's candidate, see
+//! [`crate::redis_layout::bucket_candidate`]) and returns it, so the epoch a bucket reports is the one its tuples
 //! were written under. A batch that fails in some buckets and not others
 //! is answered "retry later": the resend stores the rest and recounts
 //! nothing.
@@ -39,8 +40,8 @@
 //! ([`crate::redis_layout::OLD_LAYOUT_PATTERN`]). No migration is needed.
 
 use crate::redis_layout::{
-    heartbeat_keys, merge_recent, split_by_bucket, store_call, tuple_key_of, BucketKeys, StoreCall,
-    STORE_BUCKETS,
+    bucket_candidate, heartbeat_keys, merge_recent, split_by_bucket, store_call, tuple_key_of,
+    BucketKeys, StoreCall, STORE_BUCKETS,
 };
 use edgemeter_cloud::{
     Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, GermanState, StateTotals, StoredConflict,
@@ -559,12 +560,13 @@ impl RedisCache {
         invocation.invoke_async(&mut connection).await
     }
 
-    /// One bucket's epoch, set to `candidate_epoch` if it has none.
+    /// One bucket's epoch, set from `candidate_epoch` if it has none (to the
+    /// bucket's own value, [`bucket_candidate`]).
     async fn bucket_epoch(&self, bucket: u16, candidate_epoch: u64) -> Result<u64, CacheError> {
         let mut invocation = self.scripts.epoch.prepare_invoke();
         invocation
             .key(BucketKeys::new(bucket).epoch())
-            .arg(candidate_epoch.to_string());
+            .arg(bucket_candidate(candidate_epoch, bucket).to_string());
         let mut connection = self.connection.clone();
         let epoch: String = self
             .call(async move { invocation.invoke_async(&mut connection).await })
@@ -590,7 +592,7 @@ impl RedisCache {
             invocation.key(key);
         }
         invocation
-            .arg(candidate_epoch.to_string())
+            .arg(bucket_candidate(candidate_epoch, lease_bucket).to_string())
             .arg(edge_id)
             .arg(now_ms)
             .arg(instance.to_string())

@@ -84,6 +84,24 @@ pub fn store_bucket(id: &str) -> u16 {
     (hash % STORE_BUCKETS as u64) as u16
 }
 
+/// The epoch a bucket takes from a call's `candidate_epoch` when it has
+/// none: a value of its own per bucket, never 0.
+///
+/// One candidate for all 16 would give the buckets equal epochs, and the
+/// edges' refill (reship every tuple whose recorded epoch is not among the
+/// 16 current ones) would then miss a lost bucket: its old epoch would
+/// still be in the set through the buckets that kept it. SplitMix64's
+/// finalizer is a bijection, so distinct inputs (the candidate with a
+/// different multiple of the golden ratio per bucket) give distinct
+/// epochs, and a random candidate gives random epochs.
+pub fn bucket_candidate(candidate_epoch: u64, bucket: u16) -> u64 {
+    assert!(usize::from(bucket) < STORE_BUCKETS, "bucket {bucket}");
+    let mut mixed = candidate_epoch ^ (u64::from(bucket) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (mixed ^ (mixed >> 31)).max(1)
+}
+
 /// The key names of one bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketKeys {
@@ -273,7 +291,7 @@ pub fn store_call(
         STORE_HEAD_ARGS + edges.len() + GROUP_ARGS * groups.len() + TUPLE_ARGS * indexes.len(),
     );
     args.extend([
-        candidate_epoch.to_string(),
+        bucket_candidate(candidate_epoch, bucket).to_string(),
         RECENT_TUPLES_MAX.to_string(),
         stamp.to_string(),
         states.len().to_string(),
@@ -541,6 +559,20 @@ mod tests {
         assert_eq!(tuple_key_of("em:tuple:e:h:5"), None, "the old layout");
         assert_eq!(tuple_key_of(&keys.epoch()), None);
         assert_eq!(tuple_key_of("em:{em-b99}:tuple:e"), None);
+    }
+
+    /// Goal: the buckets take distinct, non-zero epochs from one
+    /// candidate, and different candidates give a bucket different ones.
+    #[test]
+    fn each_bucket_takes_its_own_epoch_from_a_candidate() {
+        for candidate in [1, 5, 0x9e37_79b9_7f4a_7c15, u64::MAX] {
+            let epochs: std::collections::BTreeSet<u64> = (0..STORE_BUCKETS as u16)
+                .map(|bucket| bucket_candidate(candidate, bucket))
+                .collect();
+            assert_eq!(epochs.len(), STORE_BUCKETS, "candidate {candidate}");
+            assert!(!epochs.contains(&0));
+        }
+        assert_ne!(bucket_candidate(5, 0), bucket_candidate(6, 0));
     }
 
     /// Goal: the bucket function is FNV-1a 64 mod 16 (the wire's), pinned
