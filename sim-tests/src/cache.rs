@@ -11,7 +11,8 @@
 use crate::net::{call, connect};
 use crate::redis::{RedisReply, RedisRequest, REDIS_HOST, REDIS_PORT};
 use edgemeter_cloud::{
-    Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, StateTotals, StoredConflict,
+    Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, HeartbeatRecord, StateTotals,
+    StoredConflict,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,7 +95,7 @@ impl Cache for SimCache {
             RedisReply::Stored(result) => Ok(CacheWrite {
                 inserted: result.inserted as usize,
                 existing: result.existing as usize,
-                epoch: result.epoch,
+                epochs: result.epochs,
                 conflicts: result
                     .conflicts
                     .into_iter()
@@ -111,16 +112,18 @@ impl Cache for SimCache {
     async fn record_heartbeat(
         &self,
         edge_id: &str,
+        instance: u64,
         now_ms: i64,
         candidate_epoch: u64,
-    ) -> Result<u64, CacheError> {
+    ) -> Result<HeartbeatRecord, CacheError> {
         let request = RedisRequest::Heartbeat {
             edge_id: edge_id.to_owned(),
+            instance,
             now_ms,
             candidate_epoch,
         };
         match self.request(request).await? {
-            RedisReply::Epoch(epoch) => Ok(epoch),
+            RedisReply::Heartbeat(record) => Ok(record),
             other => Err(unexpected(other)),
         }
     }

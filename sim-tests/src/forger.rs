@@ -42,6 +42,7 @@ pub async fn run_forger(plan: ForgerPlan) -> turmoil::Result {
         let request = BatchRequest {
             version: WireVersion::V2,
             edge_id: plan.edge_id.clone(),
+            instance: 0,
             request_id: number as u64 + 1,
             tuples: plan.tuples.clone(),
         };

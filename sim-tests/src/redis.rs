@@ -3,20 +3,31 @@
 //! key with set-if-absent semantics and, for the tuples stored for the first
 //! time, the per-state and per-edge totals, all applied atomically per
 //! request, as the real Redis cache's script does. It is a model of that
-//! script in Rust, with the same semantics: the store's epoch (`em:epoch`,
-//! set from the cloud's candidate when missing, in the same step as the
-//! tuples) and a conflict for each resent tuple whose average or sample
-//! count differs from the stored one, which is kept.
+//! script in Rust, with the same semantics: one epoch per store bucket
+//! (`em:{em-bNN}:epoch`, each set from its own candidate,
+//! `edgemeter_cloud::bucket_epoch_candidate`, when missing, in the same
+//! step as the bucket's tuples), the instance lease of each edge id (in
+//! the edge id's bucket), and a conflict for each resent tuple whose
+//! average or sample count differs from the stored one, which is kept.
+//!
+//! The data is kept per bucket as a Redis Cluster keeps it per hash tag:
+//! the tuples, the partial per-state and per-edge totals, the epoch, the
+//! heartbeats and leases. Readers sum the buckets.
 //!
 //! Its data lives in a [`CacheWorld`] that the harness creates and reads.
-//! A "cache loss" fault crashes the host and empties the data, the epoch
+//! A "cache loss" fault crashes the host and empties the data, every epoch
 //! with it (Redis restarted without persistence), so the next write or
-//! heartbeat sets a new one.
+//! heartbeat sets new ones. A shard loss ([`CacheWorld::lose_buckets`])
+//! empties only the buckets that shard holds, epochs included: the edges
+//! then ship again exactly those buckets' tuples.
 
 use crate::codec::{invalid, Reader, Writer};
 use crate::net::{read_frame, write_frame};
-use edgemeter_cloud::{CloudTuple, EdgeRecord, GermanState, StateTotals};
-use edgemeter_wire::PostalCode;
+use edgemeter_cloud::{
+    bucket_epoch_candidate, CloudTuple, EdgeRecord, GermanState, HeartbeatRecord, StateTotals,
+    INSTANCE_LEASE,
+};
+use edgemeter_wire::{store_bucket, PostalCode, STORE_BUCKETS};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasherDefault;
@@ -62,7 +73,10 @@ pub type FixedHashMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 /// still gathers it from its run.
 pub type WriteLog = FixedHashMap<Identity, u32>;
 
-/// What Redis holds; lost whole on a cache loss.
+/// One edge id's lease: the instance holding it and until when (ms).
+pub type Lease = (u64, i64);
+
+/// What Redis holds; lost whole on a cache loss, per bucket on a shard loss.
 #[derive(Debug, Default)]
 pub struct RedisData {
     /// Every tuple, in the order it was first stored (`recent_tuples`
@@ -70,10 +84,18 @@ pub struct RedisData {
     pub tuples: Vec<CloudTuple>,
     /// Key -> index in `tuples`: a lookup per stored tuple, so hashed.
     index: FixedHashMap<String, usize>,
-    totals: BTreeMap<usize, (BTreeSet<String>, u64, f64)>,
-    edges: BTreeMap<String, EdgeRecord>,
-    /// `em:epoch`: 0 while missing (a fresh or lost store).
-    pub epoch: u64,
+    /// Per bucket and state (by its index in `GermanState::ALL`): the
+    /// households, tuples and sum of averages, as each hash tag keeps its
+    /// partial totals.
+    totals: BTreeMap<(u16, usize), (BTreeSet<String>, u64, f64)>,
+    /// Per bucket and edge id: the edge's tuples in that bucket and,
+    /// in the edge id's own bucket, its heartbeat time.
+    edges: BTreeMap<(u16, String), EdgeRecord>,
+    /// Each bucket's `em:{em-bNN}:epoch`: 0 while missing (a fresh or
+    /// lost bucket).
+    pub epochs: [u64; STORE_BUCKETS],
+    /// Edge id -> its lease, kept in the edge id's bucket.
+    leases: BTreeMap<String, Lease>,
 }
 
 /// A conflicting resend: its index in the batch, and what is stored.
@@ -93,29 +115,81 @@ pub struct CacheWorld {
 pub struct StoreResult {
     pub inserted: u64,
     pub existing: u64,
-    pub epoch: u64,
+    /// Each written bucket's epoch.
+    pub epochs: BTreeMap<u16, u64>,
     pub conflicts: Vec<Conflict>,
 }
 
 impl CacheWorld {
-    /// Redis restarted without persistence: the data and its epoch go.
+    /// Redis restarted without persistence: the data and its epochs go.
     pub fn lose(&mut self) {
         self.data = RedisData::default();
         self.losses += 1;
     }
 
-    /// `SET em:epoch candidate NX`, then `GET em:epoch`.
-    fn epoch(&mut self, candidate_epoch: u64) -> u64 {
-        assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
-        if self.data.epoch == 0 {
-            self.data.epoch = candidate_epoch;
+    /// A shard restarted empty: the buckets it holds lose their tuples,
+    /// partial totals, epochs, heartbeats and leases; every other bucket
+    /// keeps all it has. Counts as a cache loss.
+    pub fn lose_buckets(&mut self, buckets: &BTreeSet<u16>) {
+        assert!(buckets
+            .iter()
+            .all(|&bucket| usize::from(bucket) < STORE_BUCKETS));
+        let data = &mut self.data;
+        data.tuples
+            .retain(|tuple| !buckets.contains(&store_bucket(&tuple.node_id)));
+        data.index = data
+            .tuples
+            .iter()
+            .enumerate()
+            .map(|(at, tuple)| (tuple.key.clone(), at))
+            .collect();
+        data.totals
+            .retain(|(bucket, _), _| !buckets.contains(bucket));
+        data.edges
+            .retain(|(bucket, _), _| !buckets.contains(bucket));
+        data.leases
+            .retain(|edge_id, _| !buckets.contains(&store_bucket(edge_id)));
+        for &bucket in buckets {
+            data.epochs[usize::from(bucket)] = 0;
         }
-        self.data.epoch
+        self.losses += 1;
+    }
+
+    /// Every bucket's epoch as it stands (0 where none is set).
+    pub fn epochs(&self) -> [u64; STORE_BUCKETS] {
+        self.data.epochs
+    }
+
+    /// `SET em:{em-bNN}:epoch candidate NX`, then `GET` it.
+    fn epoch(&mut self, bucket: u16, candidate_epoch: u64) -> u64 {
+        assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
+        let epoch = &mut self.data.epochs[usize::from(bucket)];
+        if *epoch == 0 {
+            *epoch = bucket_epoch_candidate(candidate_epoch, bucket);
+        }
+        *epoch
+    }
+
+    fn edge_record(&mut self, bucket: u16, edge_id: &str) -> &mut EdgeRecord {
+        self.data
+            .edges
+            .entry((bucket, edge_id.to_owned()))
+            .or_insert_with(|| EdgeRecord {
+                edge_id: edge_id.to_owned(),
+                last_heartbeat_ms: None,
+                tuples: 0,
+                last_tuple_ms: None,
+            })
     }
 
     fn store(&mut self, tuples: Vec<CloudTuple>, candidate_epoch: u64) -> StoreResult {
         self.store_requests += 1;
-        let epoch = self.epoch(candidate_epoch);
+        let mut epochs = BTreeMap::new();
+        for tuple in &tuples {
+            let bucket = store_bucket(&tuple.node_id);
+            let epoch = self.epoch(bucket, candidate_epoch);
+            epochs.insert(bucket, epoch);
+        }
         let (mut inserted, mut existing) = (0, 0);
         let mut conflicts = Vec::new();
         for (index, tuple) in tuples.into_iter().enumerate() {
@@ -129,24 +203,16 @@ impl CacheWorld {
                 continue;
             }
             inserted += 1;
+            let bucket = store_bucket(&tuple.node_id);
             let state = GermanState::ALL
                 .iter()
                 .position(|s| *s == tuple.state)
                 .expect("a state");
-            let totals = self.data.totals.entry(state).or_default();
+            let totals = self.data.totals.entry((bucket, state)).or_default();
             totals.0.insert(tuple.node_id.clone());
             totals.1 += 1;
             totals.2 += tuple.average_w;
-            let edge = self
-                .data
-                .edges
-                .entry(tuple.edge_id.clone())
-                .or_insert_with(|| EdgeRecord {
-                    edge_id: tuple.edge_id.clone(),
-                    last_heartbeat_ms: None,
-                    tuples: 0,
-                    last_tuple_ms: None,
-                });
+            let edge = self.edge_record(bucket, &tuple.edge_id);
             edge.tuples += 1;
             edge.last_tuple_ms = edge.last_tuple_ms.max(Some(tuple.received_ms));
             self.data
@@ -157,24 +223,37 @@ impl CacheWorld {
         StoreResult {
             inserted,
             existing,
-            epoch,
+            epochs,
             conflicts,
         }
     }
 
-    fn heartbeat(&mut self, edge_id: String, now_ms: i64, candidate_epoch: u64) -> u64 {
-        let edge = self
-            .data
-            .edges
-            .entry(edge_id.clone())
-            .or_insert_with(|| EdgeRecord {
-                edge_id,
-                last_heartbeat_ms: None,
-                tuples: 0,
-                last_tuple_ms: None,
-            });
-        edge.last_heartbeat_ms = Some(now_ms);
-        self.epoch(candidate_epoch)
+    /// Records the heartbeat in the edge id's bucket, applies the lease
+    /// (instance 0: an older edge, never refused, the lease untouched) and
+    /// sets and reads every bucket's epoch.
+    fn heartbeat(
+        &mut self,
+        edge_id: String,
+        instance: u64,
+        now_ms: i64,
+        candidate_epoch: u64,
+    ) -> HeartbeatRecord {
+        let home = store_bucket(&edge_id);
+        self.edge_record(home, &edge_id).last_heartbeat_ms = Some(now_ms);
+        let mut refused = false;
+        if instance != 0 {
+            let lease_ms = INSTANCE_LEASE.as_millis() as i64;
+            let held = self.data.leases.get(&edge_id).copied();
+            refused =
+                held.is_some_and(|(holder, until_ms)| holder != instance && until_ms > now_ms);
+            if !refused {
+                self.data
+                    .leases
+                    .insert(edge_id, (instance, now_ms.saturating_add(lease_ms)));
+            }
+        }
+        let epochs = std::array::from_fn(|bucket| self.epoch(bucket as u16, candidate_epoch));
+        HeartbeatRecord { epochs, refused }
     }
 
     /// The per-state totals, as `Cache::state_totals` reads them.
@@ -183,21 +262,42 @@ impl CacheWorld {
             .iter()
             .enumerate()
             .map(|(index, state)| {
-                let (households, tuples, sum) =
-                    self.data.totals.get(&index).cloned().unwrap_or_default();
-                StateTotals {
+                let mut totals = StateTotals {
                     state: *state,
-                    households: households.len() as u64,
-                    tuples,
-                    average_sum_w: sum,
+                    households: 0,
+                    tuples: 0,
+                    average_sum_w: 0.0,
+                };
+                // Bucket order, as a reader sums the hash tags; a household
+                // is in one bucket, so the sets are disjoint.
+                for bucket in 0..STORE_BUCKETS as u16 {
+                    if let Some((households, tuples, sum)) = self.data.totals.get(&(bucket, index))
+                    {
+                        totals.households += households.len() as u64;
+                        totals.tuples += tuples;
+                        totals.average_sum_w += sum;
+                    }
                 }
+                totals
             })
             .collect()
     }
 
     /// The per-edge records, as `Cache::edges` reads them.
     pub fn edges(&self) -> Vec<EdgeRecord> {
-        self.data.edges.values().cloned().collect()
+        let mut records: BTreeMap<&str, EdgeRecord> = BTreeMap::new();
+        for ((_, edge_id), part) in &self.data.edges {
+            let record = records.entry(edge_id).or_insert_with(|| EdgeRecord {
+                edge_id: edge_id.clone(),
+                last_heartbeat_ms: None,
+                tuples: 0,
+                last_tuple_ms: None,
+            });
+            record.tuples += part.tuples;
+            record.last_tuple_ms = record.last_tuple_ms.max(part.last_tuple_ms);
+            record.last_heartbeat_ms = record.last_heartbeat_ms.max(part.last_heartbeat_ms);
+        }
+        records.into_values().collect()
     }
 
     fn recent(&self, limit: usize) -> Vec<CloudTuple> {
@@ -217,6 +317,7 @@ pub enum RedisRequest {
     },
     Heartbeat {
         edge_id: String,
+        instance: u64,
         now_ms: i64,
         candidate_epoch: u64,
     },
@@ -230,8 +331,8 @@ pub enum RedisRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RedisReply {
     Stored(StoreResult),
-    /// The store's epoch, after a heartbeat.
-    Epoch(u64),
+    /// Every bucket's epoch and the lease's verdict, after a heartbeat.
+    Heartbeat(HeartbeatRecord),
     Totals(Vec<StateTotals>),
     Tuples(Vec<CloudTuple>),
     Edges(Vec<EdgeRecord>),
@@ -299,10 +400,16 @@ impl RedisRequest {
             }
             RedisRequest::Heartbeat {
                 edge_id,
+                instance,
                 now_ms,
                 candidate_epoch,
             } => {
-                writer.u8(2).str(edge_id).i64(*now_ms).u64(*candidate_epoch);
+                writer
+                    .u8(2)
+                    .str(edge_id)
+                    .u64(*instance)
+                    .i64(*now_ms)
+                    .u64(*candidate_epoch);
             }
             RedisRequest::StateTotals => {
                 writer.u8(3);
@@ -332,6 +439,7 @@ impl RedisRequest {
             }
             2 => RedisRequest::Heartbeat {
                 edge_id: reader.string()?,
+                instance: reader.u64()?,
                 now_ms: reader.i64()?,
                 candidate_epoch: reader.u64()?,
             },
@@ -356,14 +464,20 @@ impl RedisReply {
                     .u8(1)
                     .u64(result.inserted)
                     .u64(result.existing)
-                    .u64(result.epoch)
-                    .count(result.conflicts.len());
+                    .count(result.epochs.len());
+                for (&bucket, &epoch) in &result.epochs {
+                    writer.u32(u32::from(bucket)).u64(epoch);
+                }
+                writer.count(result.conflicts.len());
                 for (index, average_w, samples) in &result.conflicts {
                     writer.u32(*index).f64(*average_w).u32(*samples);
                 }
             }
-            RedisReply::Epoch(epoch) => {
-                writer.u8(2).u64(*epoch);
+            RedisReply::Heartbeat(record) => {
+                writer.u8(2).u8(u8::from(record.refused));
+                for epoch in record.epochs {
+                    writer.u64(epoch);
+                }
             }
             RedisReply::Totals(totals) => {
                 writer.u8(3).count(totals.len());
@@ -398,7 +512,13 @@ impl RedisReply {
         let mut reader = Reader::new(bytes);
         let reply = match reader.u8()? {
             1 => {
-                let (inserted, existing, epoch) = (reader.u64()?, reader.u64()?, reader.u64()?);
+                let (inserted, existing) = (reader.u64()?, reader.u64()?);
+                let buckets = reader.count()?;
+                let mut epochs = BTreeMap::new();
+                for _ in 0..buckets {
+                    let bucket = u16::try_from(reader.u32()?).map_err(|_| invalid("bucket"))?;
+                    epochs.insert(bucket, reader.u64()?);
+                }
                 let count = reader.count()?;
                 let conflicts = (0..count)
                     .map(|_| Ok((reader.u32()?, reader.f64()?, reader.u32()?)))
@@ -406,11 +526,18 @@ impl RedisReply {
                 RedisReply::Stored(StoreResult {
                     inserted,
                     existing,
-                    epoch,
+                    epochs,
                     conflicts,
                 })
             }
-            2 => RedisReply::Epoch(reader.u64()?),
+            2 => {
+                let refused = reader.u8()? == 1;
+                let mut epochs = [0; STORE_BUCKETS];
+                for epoch in &mut epochs {
+                    *epoch = reader.u64()?;
+                }
+                RedisReply::Heartbeat(HeartbeatRecord { epochs, refused })
+            }
             3 => {
                 let count = reader.count()?;
                 let totals = (0..count)
@@ -464,9 +591,10 @@ fn apply(world: &SharedCache, request: RedisRequest) -> RedisReply {
         } => RedisReply::Stored(world.store(tuples, candidate_epoch)),
         RedisRequest::Heartbeat {
             edge_id,
+            instance,
             now_ms,
             candidate_epoch,
-        } => RedisReply::Epoch(world.heartbeat(edge_id, now_ms, candidate_epoch)),
+        } => RedisReply::Heartbeat(world.heartbeat(edge_id, instance, now_ms, candidate_epoch)),
         RedisRequest::StateTotals => RedisReply::Totals(world.state_totals()),
         RedisRequest::Recent { limit } => RedisReply::Tuples(world.recent(limit as usize)),
         RedisRequest::Edges => RedisReply::Edges(world.edges()),

@@ -693,7 +693,9 @@ impl World {
         }
         // A cloud that forgot must have been refilled: every acknowledged
         // tuple acknowledged under the cache's current epoch.
-        let epoch = self.cache.lock().expect("cache lock").data.epoch;
+        let epoch =
+            edgemeter_wire::bucket::epochs_digest(&self.cache.lock().expect("cache lock").epochs())
+                .unwrap_or(0);
         if epoch == 0 {
             return Err("the cache has no epoch yet".to_owned());
         }

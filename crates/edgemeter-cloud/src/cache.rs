@@ -1,13 +1,53 @@
 //! The cloud's IO boundary: the cache every tuple is written to (Redis in
 //! deployment, an in-memory map in `demo`, a simulated Redis host in the
 //! harness).
+//!
+//! The store is split into [`STORE_BUCKETS`] buckets by household
+//! ([`edgemeter_wire::bucket`]), and each bucket has its own epoch, so the
+//! loss of one shard renews the epochs of its buckets only and the edges
+//! ship again exactly the tuples of those buckets. Each bucket's epoch is
+//! set from its own candidate ([`bucket_epoch_candidate`]) so that no two
+//! buckets share an epoch: the edge selects what to ship again as "recorded
+//! under none of the current epochs", and a lost bucket's old epoch must
+//! not survive as another bucket's current one.
+//!
+//! The cache also holds each edge id's instance lease ([`INSTANCE_LEASE`]):
+//! the one edge process allowed to use that id. Every cloud node asks the
+//! shared store, so they all agree on who holds it.
 
 use crate::GermanState;
-use edgemeter_wire::PostalCode;
+use edgemeter_wire::{PostalCode, STORE_BUCKETS};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::time::Duration;
+
+/// How long an edge id stays held by the instance that last heartbeated
+/// with it: three missed heartbeats of the edge's default timing (1 s
+/// apart, each allowed 1 s) plus a margin, so a live edge behind a lossy
+/// link keeps its id, and a restarted edge (a new instance) waits at most
+/// this long before it is accepted.
+pub const INSTANCE_LEASE: Duration = Duration::from_secs(5);
+
+/// The candidate for one bucket's epoch, from the candidate the cloud drew
+/// for a call: distinct for each bucket (a bijection of the candidate,
+/// offset per bucket), never 0. Every cache implementation sets a missing
+/// bucket epoch from this, so that the buckets' epochs never coincide (see
+/// the module doc).
+pub fn bucket_epoch_candidate(candidate_epoch: u64, bucket: u16) -> u64 {
+    assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
+    assert!(usize::from(bucket) < STORE_BUCKETS, "bucket {bucket}");
+    // splitmix64's finaliser: a bijection, so two candidates never give
+    // one bucket the same epoch, and consecutive buckets land far apart.
+    let mut mixed =
+        candidate_epoch.wrapping_add(u64::from(bucket).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    mixed ^= mixed >> 31;
+    mixed.max(1)
+}
 
 /// One tuple as the cloud stores it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,10 +129,12 @@ pub struct CacheWrite {
     /// Tuples whose key was already present: left untouched, not recounted.
     /// Conflicts are among them.
     pub existing: usize,
-    /// The epoch of the store the batch was written to (never 0): the one
-    /// it had, or the candidate if it had none. Set in the same atomic step
-    /// as the tuples, so it is the epoch they are stored under.
-    pub epoch: u64,
+    /// For each bucket the batch wrote to, its epoch (never 0): the one it
+    /// had, or its candidate ([`bucket_epoch_candidate`]) if it had none.
+    /// Set in the same atomic step as that bucket's tuples, so it is the
+    /// epoch they are stored under. Exactly the buckets of the batch's
+    /// households.
+    pub epochs: BTreeMap<u16, u64>,
     /// Tuples whose key held another average or sample count, by their
     /// index in the batch, with what the store holds. The stored tuple is
     /// never rewritten.
@@ -134,6 +176,17 @@ pub struct EdgeRecord {
     pub last_tuple_ms: Option<i64>,
 }
 
+/// What recording a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatRecord {
+    /// Every bucket's epoch, in bucket order, each set from its candidate
+    /// if it had none; 0 where the store could not tell (a shard down).
+    pub epochs: [u64; STORE_BUCKETS],
+    /// Another instance holds the edge id's lease: this heartbeat neither
+    /// took nor renewed it.
+    pub refused: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheError {
     /// The cache cannot be reached or refused the write. Nothing is
@@ -154,28 +207,38 @@ impl std::error::Error for CacheError {}
 /// The store's epoch key: a random non-zero id, set only when missing. A
 /// store that lost its data (flushed, restarted without persistence, an
 /// empty replica promoted) has none, so the next write or heartbeat sets a
-/// new one, and the edges learn from it that they must ship again.
+/// new one, and the edges learn from it that they must ship again. With
+/// buckets, each bucket has one under its hash tag
+/// (`em:{em-bNN}:epoch`); a single Redis may keep one for all of them,
+/// since it loses all its buckets at once.
 pub const EPOCH_KEY: &str = "epoch";
 
 pub trait Cache: Send + Sync + 'static {
     /// Stores each tuple under its key unless the key exists, and updates the
     /// per-state and per-edge totals for the tuples stored for the first
-    /// time, atomically, with the store's epoch: set to `candidate_epoch`
-    /// (non-zero) if the store has none. Returns only once the write is done.
+    /// time, atomically per bucket, with the epoch of each bucket written:
+    /// set from `candidate_epoch` (non-zero, see [`bucket_epoch_candidate`])
+    /// if the bucket has none. Returns only once the write is done.
     fn store(
         &self,
         tuples: &[CloudTuple],
         candidate_epoch: u64,
     ) -> impl Future<Output = Result<CacheWrite, CacheError>> + Send;
 
-    /// Records the edge's heartbeat and returns the store's epoch, set to
-    /// `candidate_epoch` (non-zero) if the store has none.
+    /// Records the edge's heartbeat and returns every bucket's epoch, each
+    /// set from `candidate_epoch` (non-zero) if it has none, and applies
+    /// the instance lease atomically: `instance` takes or renews the edge
+    /// id's lease for [`INSTANCE_LEASE`] unless another instance holds it
+    /// unexpired, in which case the record says `refused` and the lease is
+    /// left as it is. Instance 0 is an older edge that names none: its
+    /// heartbeat is recorded, never refused, and leaves the lease alone.
     fn record_heartbeat(
         &self,
         edge_id: &str,
+        instance: u64,
         now_ms: i64,
         candidate_epoch: u64,
-    ) -> impl Future<Output = Result<u64, CacheError>> + Send;
+    ) -> impl Future<Output = Result<HeartbeatRecord, CacheError>> + Send;
 
     /// All 16 states, in [`GermanState::ALL`] order.
     fn state_totals(&self) -> impl Future<Output = Result<Vec<StateTotals>, CacheError>> + Send;
@@ -193,6 +256,21 @@ pub trait Cache: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Goal: one candidate gives every bucket its own epoch, none 0, and
+    /// the derivation is fixed. Method: all buckets of a few candidates.
+    #[test]
+    fn each_bucket_gets_its_own_epoch_candidate() {
+        for candidate in [1, 2, 0x1234_5678_9abc_def0, u64::MAX] {
+            let epochs: std::collections::BTreeSet<u64> = (0..STORE_BUCKETS as u16)
+                .map(|bucket| bucket_epoch_candidate(candidate, bucket))
+                .collect();
+            assert_eq!(epochs.len(), STORE_BUCKETS, "{candidate}");
+            assert!(!epochs.contains(&0));
+        }
+        assert_eq!(bucket_epoch_candidate(7, 3), bucket_epoch_candidate(7, 3));
+        assert_ne!(bucket_epoch_candidate(7, 3), bucket_epoch_candidate(8, 3));
+    }
 
     fn tuple(window_start_ms: Option<i64>, node_id: &str) -> CloudTuple {
         CloudTuple {

@@ -8,12 +8,33 @@
 //! that harmless. If the cache is down the reply says "retry later" and the
 //! edge keeps its tuples.
 //!
-//! Version-2 replies (batch and heartbeat) carry the cache's epoch, drawn
-//! here as a candidate and kept by the cache only when it has none: a cache
-//! that lost its data answers with a new epoch, and the edges ship what
-//! they acknowledged under the old one again. A resent tuple whose average
-//! or sample count differs from the stored one is a conflict: counted,
-//! logged with both values, answered as such, and never stored over.
+//! The store has one epoch per bucket ([`edgemeter_wire::bucket`]), drawn
+//! here as a candidate and kept by the cache only where a bucket has none:
+//! a bucket that lost its data answers with a new epoch, and the edges ship
+//! what they acknowledged under the old one again. Every version is
+//! answered:
+//! - heartbeat version 4 and batch version 3 name each bucket's epoch (all
+//!   16 in the heartbeat, the ones the batch touched in the batch reply),
+//!   or refuse the edge process when another instance holds the edge id's
+//!   lease (`Cache::record_heartbeat` decides, in the shared store, so
+//!   every cloud node agrees);
+//! - heartbeat versions 2 and 3 and batch version 2, whose edges know one
+//!   epoch, get the digest of the 16 ([`epochs_digest`]): such an edge
+//!   ships again all it holds when any bucket changes. Correct, only wider.
+//!
+//! For that digest the service keeps the bucket epochs it last heard of
+//! (`known_epochs`), from every heartbeat and write; a batch reply's digest
+//! uses the write's own epochs for the buckets it wrote. A stale epoch of
+//! another bucket only makes the digest differ from the next heartbeat's,
+//! which ships more again, never less.
+//!
+//! A version-3 batch from an instance whose last heartbeat here was
+//! refused is refused too, from that memory: no extra store round trip.
+//! The edge stops shipping while refused anyway; this is the second guard.
+//!
+//! A resent tuple whose average or sample count differs from the stored
+//! one is a conflict: counted, logged with both values, answered as such,
+//! and never stored over.
 //!
 //! An edge with a key is served only through requests sealed with that
 //! key, whatever `allow_unauthenticated` says: the switch admits edges
@@ -25,21 +46,23 @@
 //! hands the map over; no file is read here. A request is checked against
 //! one map from start to end, the one in force when it arrived.
 
-use crate::cache::{Cache, CacheWrite, CloudTuple};
-use crate::heartbeats::{EdgeView, HeartbeatTracker};
+use crate::cache::{bucket_epoch_candidate, Cache, CacheWrite, CloudTuple, HeartbeatRecord};
+use crate::heartbeats::{EdgeView, HeartbeatTracker, EDGES_MAX};
 use crate::postal::{postal_code_at, postal_code_for, state_of};
 use edgemeter_env::{Bug, CrashPoint, CrashPoints, PlantedBugs, WallClock};
 use edgemeter_wire::batch::REQUEST_MAGIC;
+use edgemeter_wire::bucket::epochs_digest;
 use edgemeter_wire::heartbeat::HEARTBEAT_REPLY;
 use edgemeter_wire::sealed::{is_sealed_request, open_request, seal_reply, OpenedRequest};
 use edgemeter_wire::AuthError;
 use edgemeter_wire::{
-    legacy, Ack, BatchReply, BatchRequest, DataRequest, EdgeKey, HeartbeatReply, HeartbeatRequest,
-    LegacyDataRequest, PostalCode, ReplyOutcome, TupleAck, TupleOutcome, WireVersion,
+    legacy, store_bucket, Ack, BatchReply, BatchRequest, BucketHeartbeatReply, DataRequest,
+    EdgeKey, HeartbeatReply, HeartbeatRequest, LegacyDataRequest, PostalCode, ReplyOutcome,
+    TupleAck, TupleOutcome, WireVersion, STORE_BUCKETS,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -193,6 +216,9 @@ struct Counters {
     conflicts: AtomicU64,
     /// By [`RefusalReason::ALL`] order.
     refused: [AtomicU64; 8],
+    /// Heartbeats and batches refused because another instance holds the
+    /// edge id.
+    instances_refused: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -212,6 +238,9 @@ pub struct CloudCounters {
     /// refusals counted in `unauthenticated`, malformed requests and
     /// batches naming another edge than their key.
     pub refused: [u64; 8],
+    /// Heartbeats and batches refused because another live instance holds
+    /// the edge id's lease.
+    pub instances_refused: u64,
 }
 
 impl CloudCounters {
@@ -234,8 +263,15 @@ pub struct Cloud<C, W> {
     heartbeats: Mutex<HeartbeatTracker>,
     rng: Mutex<StdRng>,
     counters: Counters,
-    /// The last epoch the cache named, for the planted early reply only.
-    last_epoch: AtomicU64,
+    /// Each bucket's epoch as the cache last named it here, 0 until it
+    /// did: for the digest older edges get, and the planted early reply.
+    known_epochs: Mutex<[u64; STORE_BUCKETS]>,
+    /// Per edge id, the instance whose last heartbeat here was refused:
+    /// its version-3 batches are refused without asking the store. An
+    /// accepted heartbeat of that instance clears it. At most
+    /// [`EDGES_MAX`] entries; past that, batches go unguarded (the edge
+    /// stops shipping on its own heartbeat's refusal).
+    refused_instances: Mutex<BTreeMap<String, u64>>,
     /// Sweeps of the heartbeat watcher done: it advances only while the
     /// watcher's loop runs and gets the lock every heartbeat handler takes,
     /// so a supervisor (systemd's watchdog) can tell a live cloud from a
@@ -265,7 +301,8 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             cache: Arc::new(cache),
             clock,
             counters: Counters::default(),
-            last_epoch: AtomicU64::new(0),
+            known_epochs: Mutex::new([0; STORE_BUCKETS]),
+            refused_instances: Mutex::new(BTreeMap::new()),
             heartbeat_sweeps: AtomicU64::new(0),
         }
     }
@@ -307,6 +344,7 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             unauthenticated: load(&self.counters.unauthenticated),
             conflicts: load(&self.counters.conflicts),
             refused: std::array::from_fn(|index| load(&self.counters.refused[index])),
+            instances_refused: load(&self.counters.instances_refused),
         }
     }
 
@@ -473,10 +511,10 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
                 self.count_refusal(RefusalReason::Malformed);
                 warn!(%error, bytes = request.len(), "malformed data request answered with an error");
                 if request.starts_with(&REQUEST_MAGIC[..3]) {
-                    let version = if request.get(3) == Some(&2) {
-                        WireVersion::V2
-                    } else {
-                        WireVersion::V1
+                    let version = match request.get(3) {
+                        Some(2) => WireVersion::V2,
+                        Some(3) => WireVersion::V3,
+                        _ => WireVersion::V1,
                     };
                     BatchReply {
                         version,
@@ -492,6 +530,19 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
     }
 
     async fn store_batch(&self, batch: BatchRequest) -> Vec<u8> {
+        if batch.version == WireVersion::V3 && self.instance_refused(&batch.edge_id, batch.instance)
+        {
+            bump(&self.counters.instances_refused, 1);
+            return BatchReply {
+                version: batch.version,
+                request_id: batch.request_id,
+                outcome: ReplyOutcome::Refused(format!(
+                    "another instance holds edge id {}; this one ({:016x}) was refused",
+                    batch.edge_id, batch.instance
+                )),
+            }
+            .encode();
+        }
         let no_dedup = self.config.planted.has(Bug::NoDeduplication);
         let tuples: Vec<CloudTuple> = batch
             .tuples
@@ -536,28 +587,104 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             Ok(write) => write,
             Err(reason) => return reply(ReplyOutcome::RetryLater(reason)),
         };
-        debug!(edge = %batch.edge_id, request_id = batch.request_id, tuples = acks.len(), epoch = write.epoch, "batch stored");
-        match batch.version {
+        debug!(edge = %batch.edge_id, request_id = batch.request_id, tuples = acks.len(), buckets = write.epochs.len(), "batch stored");
+        if batch.version == WireVersion::V1 {
             // An edge of version 1 cannot hear of a conflict; it is counted
             // and logged all the same.
-            WireVersion::V1 => reply(ReplyOutcome::Stored(acks)),
-            WireVersion::V2 => {
-                let mut acks: Vec<TupleAck> = acks
-                    .into_iter()
-                    .map(|ack| TupleAck {
-                        ack,
-                        outcome: TupleOutcome::Stored,
-                    })
-                    .collect();
-                for conflict in &write.conflicts {
-                    acks[conflict.index].outcome = TupleOutcome::Conflict;
-                }
-                reply(ReplyOutcome::StoredUnder {
-                    epoch: write.epoch,
-                    acks,
-                })
+            return reply(ReplyOutcome::Stored(acks));
+        }
+        let mut acks: Vec<TupleAck> = acks
+            .into_iter()
+            .map(|ack| TupleAck {
+                ack,
+                outcome: TupleOutcome::Stored,
+            })
+            .collect();
+        for conflict in &write.conflicts {
+            acks[conflict.index].outcome = TupleOutcome::Conflict;
+        }
+        if batch.version == WireVersion::V3 {
+            return reply(ReplyOutcome::StoredInBuckets {
+                epochs: write.epochs,
+                acks,
+            });
+        }
+        match self.batch_digest(&batch.edge_id, &write).await {
+            Some(epoch) => reply(ReplyOutcome::StoredUnder { epoch, acks }),
+            // Stored, but the store could not name every bucket's epoch:
+            // the edge sends again, which stores nothing twice.
+            None => reply(ReplyOutcome::RetryLater(
+                "the store's epochs are not all known yet".into(),
+            )),
+        }
+    }
+
+    /// Whether `instance` of `edge_id` was refused by its last heartbeat here.
+    fn instance_refused(&self, edge_id: &str, instance: u64) -> bool {
+        let refused = self.refused_instances.lock().expect("refused lock");
+        refused.get(edge_id) == Some(&instance)
+    }
+
+    /// Remembers a heartbeat's verdict on its instance, for the batch guard.
+    /// Logs when an instance is first refused (each further refusal only
+    /// counts).
+    fn note_instance(&self, edge_id: &str, instance: u64, refused: bool) {
+        let mut refused_instances = self.refused_instances.lock().expect("refused lock");
+        if !refused {
+            if refused_instances.get(edge_id) == Some(&instance) {
+                refused_instances.remove(edge_id);
+                debug!(
+                    edge = edge_id,
+                    instance = format!("{instance:016x}"),
+                    "instance accepted after a refusal"
+                );
+            }
+            return;
+        }
+        bump(&self.counters.instances_refused, 1);
+        if refused_instances.get(edge_id) == Some(&instance) {
+            return;
+        }
+        if refused_instances.len() >= EDGES_MAX && !refused_instances.contains_key(edge_id) {
+            return;
+        }
+        refused_instances.insert(edge_id.to_owned(), instance);
+        warn!(
+            edge = edge_id,
+            instance = format!("{instance:016x}"),
+            "heartbeat refused: another live instance holds this edge id (two edges started with one id?)"
+        );
+    }
+
+    /// Takes in bucket epochs the cache named (0 = not named) and returns
+    /// the view with them.
+    fn learn_epochs(&self, epochs: impl IntoIterator<Item = (u16, u64)>) -> [u64; STORE_BUCKETS] {
+        let mut known = self.known_epochs.lock().expect("epochs lock");
+        for (bucket, epoch) in epochs {
+            if epoch != 0 {
+                known[usize::from(bucket)] = epoch;
             }
         }
+        *known
+    }
+
+    /// The single epoch a version-2 batch reply names: the digest of every
+    /// bucket's epoch, the written buckets' from the write itself. When
+    /// some bucket was never named here (a cloud just started), the store
+    /// is asked once, the way a heartbeat asks it (instance 0: the lease
+    /// is left alone). `None` when it cannot tell.
+    async fn batch_digest(&self, edge_id: &str, write: &CacheWrite) -> Option<u64> {
+        let mut view = self.learn_epochs(write.epochs.iter().map(|(&b, &e)| (b, e)));
+        if view.contains(&0) {
+            let record = self.ask_heartbeat(edge_id, 0).await?;
+            self.learn_epochs((0..STORE_BUCKETS as u16).zip(record.epochs));
+            for (bucket, epoch) in record.epochs.iter().enumerate() {
+                if view[bucket] == 0 {
+                    view[bucket] = *epoch;
+                }
+            }
+        }
+        epochs_digest(&view)
     }
 
     async fn store_legacy(&self, request: LegacyDataRequest) -> Vec<u8> {
@@ -585,22 +712,40 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
     /// Conflicts are counted and logged here, with both values.
     async fn write(&self, tuples: &[CloudTuple]) -> Result<CacheWrite, String> {
         let candidate = self.candidate_epoch();
+        let buckets: BTreeSet<u16> = tuples
+            .iter()
+            .map(|tuple| store_bucket(&tuple.node_id))
+            .collect();
         if self.config.planted.has(Bug::ReplyBeforeCacheWrite) {
             let (cache, tuples) = (self.cache.clone(), tuples.to_vec());
             tokio::spawn(async move {
                 tokio::time::sleep(PLANTED_WRITE_DELAY).await;
                 let _ = cache.store(&tuples, candidate).await;
             });
-            let known = self.last_epoch.load(Ordering::Relaxed);
+            let known = *self.known_epochs.lock().expect("epochs lock");
+            let guessed = |bucket: u16| match known[usize::from(bucket)] {
+                0 => bucket_epoch_candidate(candidate, bucket),
+                epoch => epoch,
+            };
             return Ok(CacheWrite {
-                epoch: if known == 0 { candidate } else { known },
+                epochs: buckets
+                    .iter()
+                    .map(|&bucket| (bucket, guessed(bucket)))
+                    .collect(),
                 ..CacheWrite::default()
             });
         }
         match self.cache.store(tuples, candidate).await {
             Ok(write) => {
-                assert_ne!(write.epoch, 0, "the cache stored without an epoch");
-                self.last_epoch.store(write.epoch, Ordering::Relaxed);
+                assert!(
+                    write.epochs.keys().copied().eq(buckets.iter().copied()),
+                    "the cache named the epochs of other buckets than it wrote"
+                );
+                assert!(
+                    !write.epochs.values().any(|&epoch| epoch == 0),
+                    "the cache stored without an epoch"
+                );
+                self.learn_epochs(write.epochs.iter().map(|(&b, &e)| (b, e)));
                 bump(&self.counters.tuples_stored, write.inserted as u64);
                 bump(&self.counters.tuples_repeated, write.existing as u64);
                 self.log_conflicts(tuples, &write);
@@ -661,7 +806,6 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
                 return legacy::error_reply(&error.to_string());
             }
         };
-        let version_two = heartbeat.wants_epoch();
         let edge_id = heartbeat.edge_id().unwrap_or(LEGACY_EDGE_ID).to_owned();
         if let Some(refusal) = self.refuse_unsealed_for_keyed(&edge_id, sealed_by) {
             return refusal;
@@ -680,15 +824,46 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
         );
         // The heartbeat says the cloud process is alive; a cache outage shows
         // in data replies instead, so its error does not fail the heartbeat.
+        let instance = heartbeat.instance().unwrap_or(0);
+        let record = self.ask_heartbeat(&edge_id, instance).await;
+        let mut view = None;
+        if let Some(record) = &record {
+            view = Some(self.learn_epochs((0..STORE_BUCKETS as u16).zip(record.epochs)));
+            if instance != 0 {
+                self.note_instance(&edge_id, instance, record.refused);
+            }
+        }
+        if heartbeat.wants_bucket_epochs() {
+            return match record {
+                Some(record) if record.refused => BucketHeartbeatReply::Refused,
+                Some(record) => BucketHeartbeatReply::Accepted {
+                    epochs: record.epochs,
+                },
+                // Answered with every bucket unknown: alive, nothing learnt.
+                None => BucketHeartbeatReply::Accepted {
+                    epochs: [0; STORE_BUCKETS],
+                },
+            }
+            .encode();
+        }
+        if heartbeat.wants_epoch() {
+            // A bucket the store could not name now (a shard down) keeps
+            // the epoch last heard of, so the digest does not flap.
+            let epoch = view.and_then(|view| epochs_digest(&view));
+            return HeartbeatReply { epoch }.encode();
+        }
+        HEARTBEAT_REPLY.to_vec()
+    }
+
+    /// Records a heartbeat in the cache within [`HEARTBEAT_RECORD_TIMEOUT`];
+    /// `None` when it failed or took too long.
+    async fn ask_heartbeat(&self, edge_id: &str, instance: u64) -> Option<HeartbeatRecord> {
         let candidate = self.candidate_epoch();
         let record = self
             .cache
-            .record_heartbeat(&edge_id, self.clock.now_ms(), candidate);
-        let epoch = match tokio::time::timeout(HEARTBEAT_RECORD_TIMEOUT, record).await {
-            Ok(Ok(epoch)) => {
-                assert_ne!(epoch, 0, "the cache answered without an epoch");
-                Some(epoch)
-            }
+            .record_heartbeat(edge_id, instance, self.clock.now_ms(), candidate);
+        match tokio::time::timeout(HEARTBEAT_RECORD_TIMEOUT, record).await {
+            Ok(Ok(record)) => Some(record),
             Ok(Err(error)) => {
                 debug!(%error, "heartbeat not recorded in the cache");
                 None
@@ -697,11 +872,7 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
                 debug!("heartbeat not recorded in the cache in time");
                 None
             }
-        };
-        if version_two {
-            return HeartbeatReply { epoch }.encode();
         }
-        HEARTBEAT_REPLY.to_vec()
     }
 
     /// Logs edges whose heartbeats stop and return, until `shutdown`.

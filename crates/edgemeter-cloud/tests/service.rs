@@ -2,17 +2,20 @@
 //! reply follows the write, resends are harmless, both wire forms work, and
 //! bad input gets an error reply.
 
+use edgemeter_cloud::INSTANCE_LEASE;
 use edgemeter_cloud::{
-    postal_code_for, Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, MemoryCache,
-    StateTotals,
+    postal_code_for, Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, HeartbeatRecord,
+    MemoryCache, StateTotals,
 };
 use edgemeter_cloud::{Cloud, CloudConfig};
 use edgemeter_env::SystemClock;
+use edgemeter_wire::bucket::epochs_digest;
 use edgemeter_wire::legacy::parse_reply;
 use edgemeter_wire::{
-    BatchReply, BatchRequest, HeartbeatReply, HeartbeatRequest, ReplyOutcome, TupleOut,
-    TupleOutcome, WireVersion,
+    store_bucket, Backlog, BatchReply, BatchRequest, BucketHeartbeatReply, HeartbeatReply,
+    HeartbeatRequest, ReplyOutcome, TupleOut, TupleOutcome, WireVersion, STORE_BUCKETS,
 };
+use std::collections::{BTreeMap, BTreeSet};
 
 fn batch(edge_id: &str, request_id: u64, windows: &[i64]) -> Vec<u8> {
     batch_of(WireVersion::V1, edge_id, request_id, windows, 100.0)
@@ -28,6 +31,7 @@ fn batch_of(
     BatchRequest {
         version,
         edge_id: edge_id.into(),
+        instance: if version == WireVersion::V3 { 1 } else { 0 },
         request_id,
         tuples: windows
             .iter()
@@ -126,7 +130,13 @@ impl Cache for DownCache {
     async fn store(&self, _: &[CloudTuple], _: u64) -> Result<CacheWrite, CacheError> {
         Err(CacheError::Unavailable("connection refused".into()))
     }
-    async fn record_heartbeat(&self, _: &str, _: i64, _: u64) -> Result<u64, CacheError> {
+    async fn record_heartbeat(
+        &self,
+        _: &str,
+        _: u64,
+        _: i64,
+        _: u64,
+    ) -> Result<HeartbeatRecord, CacheError> {
         Err(CacheError::Unavailable("connection refused".into()))
     }
     async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
@@ -169,7 +179,13 @@ impl Cache for StalledCache {
     async fn store(&self, _: &[CloudTuple], _: u64) -> Result<CacheWrite, CacheError> {
         std::future::pending().await
     }
-    async fn record_heartbeat(&self, _: &str, _: i64, _: u64) -> Result<u64, CacheError> {
+    async fn record_heartbeat(
+        &self,
+        _: &str,
+        _: u64,
+        _: i64,
+        _: u64,
+    ) -> Result<HeartbeatRecord, CacheError> {
         std::future::pending().await
     }
     async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
@@ -537,4 +553,201 @@ async fn version_three_heartbeats_report_the_backlog_beside_the_old_forms() {
     assert_eq!(counters.refused_for(RefusalReason::Malformed), 1);
     assert_eq!(counters.refused.iter().sum::<u64>(), 1);
     assert_eq!(counters.heartbeats, 5);
+}
+
+/// A wall clock the test moves by hand, for the lease's expiry.
+#[derive(Clone, Default)]
+struct ManualClock(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl ManualClock {
+    fn advance_ms(&self, by_ms: i64) {
+        self.0.fetch_add(by_ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl edgemeter_env::WallClock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn heartbeat_v4(instance: u64) -> Vec<u8> {
+    HeartbeatRequest::EdgeV4 {
+        edge_id: "edge-a".into(),
+        instance,
+        backlog: Backlog::default(),
+    }
+    .encode()
+}
+
+/// One tuple of each of `households`, in a version-3 batch of `instance`.
+fn batch_v3(instance: u64, request_id: u64, households: &[&str]) -> Vec<u8> {
+    BatchRequest {
+        version: WireVersion::V3,
+        edge_id: "edge-a".into(),
+        instance,
+        request_id,
+        tuples: households
+            .iter()
+            .enumerate()
+            .map(|(index, node_id)| TupleOut {
+                tuple_id: index as i64 + 1,
+                node_id: (*node_id).into(),
+                window_start_ms: 5_000 * request_id as i64,
+                average_w: 10.0,
+                samples: 1,
+            })
+            .collect(),
+    }
+    .encode()
+}
+
+/// Goal: where an older edge expects one epoch (heartbeat versions 2 and
+/// 3, batch version 2) the cloud answers the digest of the 16 bucket
+/// epochs, the same from heartbeats and batches, from a fresh cloud's very
+/// first batch on; a version-4 heartbeat names the 16 epochs themselves
+/// and a version-3 batch the epochs of exactly the buckets it wrote; the
+/// loss of one bucket changes that bucket's epoch only, and the digest.
+/// Method: a cloud over a memory cache, every form, one bucket lost.
+#[tokio::test]
+async fn older_edges_get_the_digest_and_newer_ones_every_bucket() {
+    let cloud = cloud();
+    // The very first request is a version-2 batch: the cloud knows no
+    // bucket's epoch yet and must still name the full digest.
+    let reply = BatchReply::decode(
+        &cloud
+            .handle_data(&batch_of(WireVersion::V2, "edge-a", 1, &[0], 1.0))
+            .await,
+    )
+    .unwrap();
+    let ReplyOutcome::StoredUnder { epoch: first, .. } = reply.outcome else {
+        panic!("{reply:?}")
+    };
+    let digest = epochs_digest(&cloud.cache().epochs()).expect("every bucket has an epoch");
+    assert_eq!(first, digest);
+    for heartbeat in [
+        HeartbeatRequest::EdgeV2 {
+            edge_id: "edge-a".into(),
+        },
+        HeartbeatRequest::EdgeV3 {
+            edge_id: "edge-a".into(),
+            backlog: Backlog::default(),
+        },
+    ] {
+        let reply = HeartbeatReply::decode(&cloud.handle_heartbeat(&heartbeat.encode()).await);
+        assert_eq!(reply.unwrap().epoch, Some(digest), "{heartbeat:?}");
+    }
+    let accepted = BucketHeartbeatReply::decode(&cloud.handle_heartbeat(&heartbeat_v4(7)).await);
+    assert_eq!(
+        accepted.unwrap(),
+        BucketHeartbeatReply::Accepted {
+            epochs: cloud.cache().epochs()
+        }
+    );
+    let (kept, lost) = two_buckets();
+    let reply = BatchReply::decode(&cloud.handle_data(&batch_v3(7, 2, &[&kept, &lost])).await);
+    let ReplyOutcome::StoredInBuckets { epochs, acks } = reply.unwrap().outcome else {
+        panic!("not stored")
+    };
+    let before = cloud.cache().epochs();
+    let bucket = |node_id: &str| store_bucket(node_id);
+    let named = |node_id: &str| (bucket(node_id), before[usize::from(bucket(node_id))]);
+    assert_eq!(epochs, BTreeMap::from([named(&kept), named(&lost)]));
+    assert_eq!(acks.len(), 2);
+
+    cloud.cache().lose_buckets(&BTreeSet::from([bucket(&lost)]));
+    let reply = BucketHeartbeatReply::decode(&cloud.handle_heartbeat(&heartbeat_v4(7)).await);
+    let BucketHeartbeatReply::Accepted { epochs: after } = reply.unwrap() else {
+        panic!("refused")
+    };
+    for index in 0..STORE_BUCKETS {
+        let changed = after[index] != before[index];
+        assert_eq!(
+            changed,
+            index == usize::from(bucket(&lost)),
+            "bucket {index}"
+        );
+        assert_ne!(after[index], 0);
+    }
+    let heartbeat = HeartbeatRequest::EdgeV2 {
+        edge_id: "edge-a".into(),
+    };
+    let reply = HeartbeatReply::decode(&cloud.handle_heartbeat(&heartbeat.encode()).await);
+    let new_digest = reply.unwrap().epoch.unwrap();
+    assert_ne!(new_digest, digest, "one bucket's loss changes the digest");
+    assert_eq!(Some(new_digest), epochs_digest(&after));
+}
+
+/// Two households whose tuples live in different buckets.
+fn two_buckets() -> (String, String) {
+    let kept = "house-1".to_owned();
+    let lost = (0..)
+        .map(|index| format!("house-{index}"))
+        .find(|node_id| store_bucket(node_id) != store_bucket(&kept))
+        .unwrap();
+    (kept, lost)
+}
+
+/// Goal: one edge id, one process (the design's section 3): the first
+/// instance is accepted and keeps renewing; a second instance is refused,
+/// its heartbeats and its version-3 batches alike, for as long as the
+/// first heartbeats, and stores nothing; once the first is quiet for one
+/// lease, the second (a restarted edge) is accepted and the first is
+/// refused. An older edge's heartbeat is never refused. Method: a cloud
+/// over a memory cache with a hand-moved clock.
+#[tokio::test]
+async fn a_second_instance_is_refused_until_the_lease_runs_out() {
+    let clock = ManualClock::default();
+    clock.advance_ms(1_000_000);
+    let cloud = Cloud::new(CloudConfig::default(), MemoryCache::new(), clock.clone());
+    let beat = |instance| {
+        let cloud = &cloud;
+        async move {
+            BucketHeartbeatReply::decode(&cloud.handle_heartbeat(&heartbeat_v4(instance)).await)
+                .unwrap()
+        }
+    };
+    let (first, second) = (0x1111, 0x2222);
+    assert!(matches!(
+        beat(first).await,
+        BucketHeartbeatReply::Accepted { .. }
+    ));
+    let lease_ms = INSTANCE_LEASE.as_millis() as i64;
+    for _ in 0..3 * lease_ms / 1_000 {
+        clock.advance_ms(1_000);
+        assert!(matches!(
+            beat(first).await,
+            BucketHeartbeatReply::Accepted { .. }
+        ));
+        assert_eq!(beat(second).await, BucketHeartbeatReply::Refused);
+    }
+    let refused = BatchReply::decode(&cloud.handle_data(&batch_v3(second, 1, &["h"])).await);
+    assert!(matches!(refused.unwrap().outcome, ReplyOutcome::Refused(_)));
+    assert!(cloud.cache().is_empty(), "a refused batch stores nothing");
+    let stored = BatchReply::decode(&cloud.handle_data(&batch_v3(first, 1, &["h"])).await);
+    assert!(matches!(
+        stored.unwrap().outcome,
+        ReplyOutcome::StoredInBuckets { .. }
+    ));
+    let older = HeartbeatRequest::EdgeV2 {
+        edge_id: "edge-a".into(),
+    };
+    let reply = HeartbeatReply::decode(&cloud.handle_heartbeat(&older.encode()).await);
+    assert!(reply.unwrap().epoch.is_some(), "an older edge is answered");
+
+    // The first edge stops; just short of one lease the id is still held.
+    clock.advance_ms(lease_ms - 1);
+    assert_eq!(beat(second).await, BucketHeartbeatReply::Refused);
+    clock.advance_ms(1);
+    assert!(matches!(
+        beat(second).await,
+        BucketHeartbeatReply::Accepted { .. }
+    ));
+    let stored = BatchReply::decode(&cloud.handle_data(&batch_v3(second, 2, &["h"])).await);
+    assert!(matches!(
+        stored.unwrap().outcome,
+        ReplyOutcome::StoredInBuckets { .. }
+    ));
+    assert_eq!(beat(first).await, BucketHeartbeatReply::Refused);
+    assert!(cloud.counters().instances_refused >= 5);
 }

@@ -88,7 +88,7 @@ async fn store_window(
     }
     for edge in FIXTURE_EDGES {
         if !(gamma_quiet && edge == "edge-gamma") {
-            if let Err(error) = cache.record_heartbeat(edge, now, 1).await {
+            if let Err(error) = cache.record_heartbeat(edge, 0, now, 1).await {
                 tracing::warn!(%error, "example heartbeat not stored");
             }
         }

@@ -167,11 +167,11 @@ async fn data_keeps_the_original_shape_with_stable_states() {
 async fn edges_join_the_cache_with_the_live_links() {
     let cache = filled().await;
     cache
-        .record_heartbeat("edge-alpha", 1_700_000_200_000, 1)
+        .record_heartbeat("edge-alpha", 0, 1_700_000_200_000, 1)
         .await
         .unwrap();
     cache
-        .record_heartbeat("edge-quiet", 1_700_000_000_000, 1)
+        .record_heartbeat("edge-quiet", 0, 1_700_000_000_000, 1)
         .await
         .unwrap();
     let links: EdgeLinks = Arc::new(|| {

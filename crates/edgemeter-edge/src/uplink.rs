@@ -133,6 +133,7 @@ impl Uplink {
         let request = BatchRequest {
             version: WireVersion::V2,
             edge_id: self.edge_id.clone(),
+            instance: 0,
             request_id,
             tuples,
         };

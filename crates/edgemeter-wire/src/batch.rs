@@ -1,11 +1,14 @@
 //! The Rust edge's data request: a versioned batch of tuples, and its reply.
 //!
-//! Request (big-endian), version 1 or 2 (the same tuples; the version says
-//! which reply the edge understands):
+//! Request (big-endian), version 1, 2 or 3 (the same tuples; the version
+//! says which reply the edge understands, and version 3 names the edge
+//! process):
 //! ```text
 //! "EMQ" 0x01|0x02 | edge_id (u8 len + bytes) | request_id u64 | count u16 |
 //! count x ( tuple_id i64 | node_id (u8 len + bytes) | window_start_ms i64 |
 //!           average_w f64 | samples u32 )
+//! "EMQ" 0x03 | edge_id (u8 len + bytes) | instance u64 (non-zero) |
+//!   request_id u64 | count u16 | count x ( the same tuple )
 //! ```
 //! Reply to a version-1 request:
 //! ```text
@@ -23,21 +26,42 @@
 //!     kept it)
 //!   status 1 (retry later) or 2 (rejected): reason (u16 len + bytes)
 //! ```
+//! Reply to a version-3 request:
+//! ```text
+//! "EMA" 0x03 | request_id u64 | status u8 |
+//!   status 0 (stored): buckets u8 (1..=16) |
+//!     buckets x ( bucket u8 | epoch u64 (non-zero) ), buckets ascending |
+//!     count u16 | count x ( tuple_id i64 | postal code | outcome u8 )
+//!   status 1 (retry later), 2 (rejected) or 3 (refused: another live
+//!     instance holds the edge id): reason (u16 len + bytes)
+//! ```
 //! The epoch names the cloud store the batch was written to: a store that
 //! lost its data gets a new one, which tells the edge to ship again what it
-//! had acknowledged under the old one.
+//! had acknowledged under the old one. Version 3 names one epoch per store
+//! bucket the batch touched ([`crate::bucket`]), which is the epoch each of
+//! its tuples is stored under (a tuple's bucket is that of its household);
+//! version 2 names the digest of all the buckets' epochs.
+//!
+//! Compatibility: a cloud of this version answers all three versions. A
+//! cloud of the previous version refuses version 3 as malformed, with a
+//! version-1 rejection: an edge speaks version 3 only to a cloud that
+//! answered its version-4 heartbeat.
 //!
 //! A tuple is identified by `(edge_id, node_id, window_start_ms)`, which is
 //! what makes a resent batch harmless: the cloud stores each identity once.
 //! `tuple_id` is the edge's row id, echoed so the edge can update its rows.
 
+use crate::bucket::STORE_BUCKETS;
 use crate::frame::{check_size, invalid, put_id, put_text, DecodeError, Reader};
 use crate::PostalCode;
+use std::collections::BTreeMap;
 
 pub const REQUEST_MAGIC: [u8; 4] = *b"EMQ\x01";
 pub const REPLY_MAGIC: [u8; 4] = *b"EMA\x01";
 pub const REQUEST_MAGIC_V2: [u8; 4] = *b"EMQ\x02";
 pub const REPLY_MAGIC_V2: [u8; 4] = *b"EMA\x02";
+pub const REQUEST_MAGIC_V3: [u8; 4] = *b"EMQ\x03";
+pub const REPLY_MAGIC_V3: [u8; 4] = *b"EMA\x03";
 
 /// Which layout a batch request or reply has. A reply has its request's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +70,8 @@ pub enum WireVersion {
     V1,
     /// Postal codes, per-tuple outcomes and the store epoch.
     V2,
+    /// The edge's instance; per-bucket store epochs and a refusal.
+    V3,
 }
 
 impl WireVersion {
@@ -53,6 +79,7 @@ impl WireVersion {
         match self {
             WireVersion::V1 => REQUEST_MAGIC,
             WireVersion::V2 => REQUEST_MAGIC_V2,
+            WireVersion::V3 => REQUEST_MAGIC_V3,
         }
     }
 
@@ -60,7 +87,22 @@ impl WireVersion {
         match self {
             WireVersion::V1 => REPLY_MAGIC,
             WireVersion::V2 => REPLY_MAGIC_V2,
+            WireVersion::V3 => REPLY_MAGIC_V3,
         }
+    }
+
+    /// The version a magic names, request or reply.
+    fn of_magic(magic: &[u8], request: bool) -> Option<WireVersion> {
+        [WireVersion::V1, WireVersion::V2, WireVersion::V3]
+            .into_iter()
+            .find(|version| {
+                let own = if request {
+                    version.request_magic()
+                } else {
+                    version.reply_magic()
+                };
+                magic == own
+            })
     }
 }
 
@@ -87,6 +129,9 @@ pub struct TupleOut {
 pub struct BatchRequest {
     pub version: WireVersion,
     pub edge_id: String,
+    /// The edge process (version 3, non-zero); 0 in versions 1 and 2,
+    /// which do not carry it.
+    pub instance: u64,
     pub request_id: u64,
     pub tuples: Vec<TupleOut>,
 }
@@ -124,8 +169,18 @@ pub enum ReplyOutcome {
     /// The cloud could not store the batch now (its cache is down); the
     /// edge keeps the tuples and sends them again.
     RetryLater(String),
+    /// Version 3: every tuple is answered, in request order; `epochs`
+    /// names, for each bucket the batch touched, the epoch its tuples are
+    /// stored under (never 0).
+    StoredInBuckets {
+        epochs: BTreeMap<u16, u64>,
+        acks: Vec<TupleAck>,
+    },
     /// The request broke the protocol. Sending it again will not help.
     Rejected(String),
+    /// Version 3: another live instance holds this edge id's lease. The
+    /// edge keeps the tuples and waits until its heartbeats are accepted.
+    Refused(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -164,9 +219,15 @@ impl BatchRequest {
             self.tuples.len() <= BATCH_TUPLES_MAX,
             "batch over its limit"
         );
-        let mut out = Vec::with_capacity(32 + self.tuples.len() * 112);
+        let mut out = Vec::with_capacity(40 + self.tuples.len() * 112);
         out.extend_from_slice(&self.version.request_magic());
         put_id(&mut out, &self.edge_id);
+        if self.version == WireVersion::V3 {
+            assert_ne!(self.instance, 0, "a version-3 batch names its instance");
+            out.extend_from_slice(&self.instance.to_be_bytes());
+        } else {
+            assert_eq!(self.instance, 0, "only version 3 carries an instance");
+        }
         out.extend_from_slice(&self.request_id.to_be_bytes());
         out.extend_from_slice(&(self.tuples.len() as u16).to_be_bytes());
         for tuple in &self.tuples {
@@ -184,12 +245,17 @@ impl BatchRequest {
     pub fn decode(bytes: &[u8]) -> Result<BatchRequest, DecodeError> {
         check_size(bytes)?;
         let mut reader = Reader::new(bytes);
-        let version = match reader.take(4)? {
-            magic if magic == REQUEST_MAGIC => WireVersion::V1,
-            magic if magic == REQUEST_MAGIC_V2 => WireVersion::V2,
-            _ => return Err(invalid("not a version-1 or version-2 batch request")),
+        let Some(version) = WireVersion::of_magic(reader.take(4)?, true) else {
+            return Err(invalid("not a version-1, 2 or 3 batch request"));
         };
         let edge_id = reader.id()?;
+        let instance = match version {
+            WireVersion::V3 => match reader.u64()? {
+                0 => return Err(invalid("a version-3 batch names instance 0")),
+                instance => instance,
+            },
+            _ => 0,
+        };
         let request_id = reader.u64()?;
         let count = reader.u16()? as usize;
         if count == 0 || count > BATCH_TUPLES_MAX {
@@ -213,6 +279,7 @@ impl BatchRequest {
         Ok(BatchRequest {
             version,
             edge_id,
+            instance,
             request_id,
             tuples,
         })
@@ -245,15 +312,21 @@ impl BatchReply {
                 assert_ne!(*epoch, 0, "a stored batch has a known epoch");
                 out.push(0);
                 out.extend_from_slice(&epoch.to_be_bytes());
-                out.extend_from_slice(&(acks.len() as u16).to_be_bytes());
-                for tuple in acks {
-                    out.extend_from_slice(&tuple.ack.tuple_id.to_be_bytes());
-                    out.extend_from_slice(&tuple.ack.postal_code.as_bytes());
-                    out.push(match tuple.outcome {
-                        TupleOutcome::Stored => 0,
-                        TupleOutcome::Conflict => 1,
-                    });
+                put_tuple_acks(&mut out, acks);
+            }
+            ReplyOutcome::StoredInBuckets { epochs, acks } => {
+                assert!(acks.len() <= BATCH_TUPLES_MAX, "reply over its limit");
+                assert_eq!(self.version, WireVersion::V3, "bucket epochs are version 3");
+                assert!(!epochs.is_empty() && epochs.len() <= STORE_BUCKETS);
+                out.push(0);
+                out.push(epochs.len() as u8);
+                for (&bucket, &epoch) in epochs {
+                    assert!(usize::from(bucket) < STORE_BUCKETS, "bucket {bucket}");
+                    assert_ne!(epoch, 0, "a stored bucket has a known epoch");
+                    out.push(bucket as u8);
+                    out.extend_from_slice(&epoch.to_be_bytes());
                 }
+                put_tuple_acks(&mut out, acks);
             }
             ReplyOutcome::RetryLater(reason) => {
                 out.push(1);
@@ -263,6 +336,11 @@ impl BatchReply {
                 out.push(2);
                 put_text(&mut out, reason);
             }
+            ReplyOutcome::Refused(reason) => {
+                assert_eq!(self.version, WireVersion::V3, "refusals are version 3");
+                out.push(3);
+                put_text(&mut out, reason);
+            }
         }
         out
     }
@@ -270,17 +348,17 @@ impl BatchReply {
     pub fn decode(bytes: &[u8]) -> Result<BatchReply, DecodeError> {
         check_size(bytes)?;
         let mut reader = Reader::new(bytes);
-        let version = match reader.take(4)? {
-            magic if magic == REPLY_MAGIC => WireVersion::V1,
-            magic if magic == REPLY_MAGIC_V2 => WireVersion::V2,
-            _ => return Err(invalid("not a version-1 or version-2 batch reply")),
+        let Some(version) = WireVersion::of_magic(reader.take(4)?, false) else {
+            return Err(invalid("not a version-1, 2 or 3 batch reply"));
         };
         let request_id = reader.u64()?;
         let outcome = match (reader.u8()?, version) {
             (0, WireVersion::V1) => ReplyOutcome::Stored(decode_acks(&mut reader)?),
             (0, WireVersion::V2) => decode_stored_under(&mut reader)?,
+            (0, WireVersion::V3) => decode_stored_in_buckets(&mut reader)?,
             (1, _) => ReplyOutcome::RetryLater(reader.text()?),
             (2, _) => ReplyOutcome::Rejected(reader.text()?),
+            (3, WireVersion::V3) => ReplyOutcome::Refused(reader.text()?),
             (status, _) => return Err(invalid(format!("unknown reply status {status}"))),
         };
         reader.finish()?;
@@ -321,11 +399,58 @@ fn decode_acks(reader: &mut Reader<'_>) -> Result<Vec<Ack>, DecodeError> {
     Ok(acks)
 }
 
+fn put_tuple_acks(out: &mut Vec<u8>, acks: &[TupleAck]) {
+    out.extend_from_slice(&(acks.len() as u16).to_be_bytes());
+    for tuple in acks {
+        out.extend_from_slice(&tuple.ack.tuple_id.to_be_bytes());
+        out.extend_from_slice(&tuple.ack.postal_code.as_bytes());
+        out.push(match tuple.outcome {
+            TupleOutcome::Stored => 0,
+            TupleOutcome::Conflict => 1,
+        });
+    }
+}
+
 fn decode_stored_under(reader: &mut Reader<'_>) -> Result<ReplyOutcome, DecodeError> {
     let epoch = reader.u64()?;
     if epoch == 0 {
         return Err(invalid("a stored batch names epoch 0"));
     }
+    let acks = decode_tuple_acks(reader)?;
+    Ok(ReplyOutcome::StoredUnder { epoch, acks })
+}
+
+/// The bucket epochs of a version-3 reply: 1 to [`STORE_BUCKETS`] of them,
+/// ascending by bucket (so each once, and the encoding is canonical),
+/// none 0.
+fn decode_stored_in_buckets(reader: &mut Reader<'_>) -> Result<ReplyOutcome, DecodeError> {
+    let count = usize::from(reader.u8()?);
+    if count == 0 || count > STORE_BUCKETS {
+        return Err(invalid(format!("a stored batch names {count} buckets")));
+    }
+    let mut epochs = BTreeMap::new();
+    for _ in 0..count {
+        let bucket = u16::from(reader.u8()?);
+        let epoch = reader.u64()?;
+        if usize::from(bucket) >= STORE_BUCKETS {
+            return Err(invalid(format!("bucket {bucket} out of range")));
+        }
+        if epochs
+            .last_key_value()
+            .is_some_and(|(&last, _)| last >= bucket)
+        {
+            return Err(invalid("buckets not ascending"));
+        }
+        if epoch == 0 {
+            return Err(invalid(format!("bucket {bucket} stored under epoch 0")));
+        }
+        epochs.insert(bucket, epoch);
+    }
+    let acks = decode_tuple_acks(reader)?;
+    Ok(ReplyOutcome::StoredInBuckets { epochs, acks })
+}
+
+fn decode_tuple_acks(reader: &mut Reader<'_>) -> Result<Vec<TupleAck>, DecodeError> {
     let count = ack_count(reader)?;
     let mut acks = Vec::with_capacity(count);
     for _ in 0..count {
@@ -337,7 +462,7 @@ fn decode_stored_under(reader: &mut Reader<'_>) -> Result<ReplyOutcome, DecodeEr
         };
         acks.push(TupleAck { ack, outcome });
     }
-    Ok(ReplyOutcome::StoredUnder { epoch, acks })
+    Ok(acks)
 }
 
 #[cfg(test)]
@@ -360,6 +485,7 @@ mod tests {
         let request = BatchRequest {
             version: WireVersion::V1,
             edge_id: "edge-1".into(),
+            instance: 0,
             request_id: 7,
             tuples: vec![tuple(1), tuple(2)],
         };
@@ -391,6 +517,7 @@ mod tests {
         let good = BatchRequest {
             version: WireVersion::V1,
             edge_id: "e".into(),
+            instance: 0,
             request_id: 1,
             tuples: vec![tuple(1)],
         }
@@ -434,6 +561,7 @@ mod tests {
         let full = BatchRequest {
             version: WireVersion::V1,
             edge_id: "e".into(),
+            instance: 0,
             request_id: 1,
             tuples: (0..BATCH_TUPLES_MAX as i64).map(tuple).collect(),
         };
@@ -483,6 +611,7 @@ mod tests {
         BatchRequest {
             version: WireVersion::V1,
             edge_id: "e".into(),
+            instance: 0,
             request_id: 1,
             tuples: (0..=BATCH_TUPLES_MAX as i64).map(tuple).collect(),
         }
@@ -499,6 +628,7 @@ mod tests {
         let bytes = BatchRequest {
             version: WireVersion::V1,
             edge_id: "e".into(),
+            instance: 0,
             request_id: 1,
             tuples: vec![at_limit],
         }
@@ -546,6 +676,7 @@ mod tests {
         let request = BatchRequest {
             version: WireVersion::V2,
             edge_id: "edge-1".into(),
+            instance: 0,
             request_id: 7,
             tuples: vec![tuple(1), tuple(2)],
         };
@@ -649,7 +780,7 @@ mod tests {
             if let Ok(reply) = BatchReply::decode(&bytes) {
                 prop_assert_eq!(reply.encode(), bytes.clone());
             }
-            for magic in [REQUEST_MAGIC, REQUEST_MAGIC_V2, REPLY_MAGIC_V2] {
+            for magic in [REQUEST_MAGIC, REQUEST_MAGIC_V2, REQUEST_MAGIC_V3, REPLY_MAGIC_V2, REPLY_MAGIC_V3] {
                 let mut prefixed = magic.to_vec();
                 prefixed.extend_from_slice(&bytes);
                 let _ = BatchRequest::decode(&prefixed);
@@ -658,5 +789,125 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn answers(outcomes: &[TupleOutcome]) -> Vec<TupleAck> {
+        let code = PostalCode::parse("10115").unwrap();
+        outcomes
+            .iter()
+            .enumerate()
+            .map(|(index, &outcome)| TupleAck {
+                ack: Ack {
+                    tuple_id: index as i64 + 1,
+                    postal_code: code,
+                },
+                outcome,
+            })
+            .collect()
+    }
+
+    /// Goal: version 3 round-trips with its instance, its bucket epochs
+    /// and every status, the refusal included; instance 0, a bucket out of
+    /// range, buckets out of order, an epoch 0, no bucket at all and a
+    /// refusal under an older version are refused; the older versions
+    /// still decode beside it. Method: encode, decode, every prefix, and
+    /// forged bytes at the fields' offsets.
+    #[test]
+    fn version_three_round_trips_with_instance_and_bucket_epochs() {
+        let request = BatchRequest {
+            version: WireVersion::V3,
+            edge_id: "edge-1".into(),
+            instance: u64::MAX,
+            request_id: 7,
+            tuples: vec![tuple(1), tuple(2)],
+        };
+        let encoded = request.encode();
+        assert_eq!(&encoded[..4], b"EMQ\x03");
+        assert_eq!(BatchRequest::decode(&encoded).unwrap(), request);
+        for cut in 0..encoded.len() {
+            assert!(BatchRequest::decode(&encoded[..cut]).is_err(), "{cut}");
+        }
+        let instance_at = 4 + 1 + 6;
+        let mut no_instance = encoded.clone();
+        no_instance[instance_at..instance_at + 8].copy_from_slice(&0u64.to_be_bytes());
+        assert!(matches!(
+            BatchRequest::decode(&no_instance),
+            Err(DecodeError::Invalid(reason)) if reason.contains("instance 0")
+        ));
+        let epochs = BTreeMap::from([(0, 5), (7, u64::MAX), (15, 1)]);
+        let acks = answers(&[TupleOutcome::Stored, TupleOutcome::Conflict]);
+        for outcome in [
+            ReplyOutcome::StoredInBuckets {
+                epochs: epochs.clone(),
+                acks: acks.clone(),
+            },
+            ReplyOutcome::RetryLater("cache down".into()),
+            ReplyOutcome::Rejected("bad".into()),
+            ReplyOutcome::Refused("another instance".into()),
+        ] {
+            let reply = BatchReply {
+                version: WireVersion::V3,
+                request_id: 9,
+                outcome,
+            };
+            let encoded = reply.encode();
+            assert_eq!(&encoded[..4], b"EMA\x03");
+            assert_eq!(BatchReply::decode(&encoded).unwrap(), reply);
+        }
+        let stored = BatchReply {
+            version: WireVersion::V3,
+            request_id: 9,
+            outcome: ReplyOutcome::StoredInBuckets { epochs, acks },
+        }
+        .encode();
+        for cut in 0..stored.len() {
+            assert!(BatchReply::decode(&stored[..cut]).is_err(), "{cut}");
+        }
+        // Status at 12, bucket count at 13, then (bucket, epoch) at 14.
+        let forge = |at: usize, bytes: &[u8]| {
+            let mut forged = stored.clone();
+            forged[at..at + bytes.len()].copy_from_slice(bytes);
+            BatchReply::decode(&forged)
+        };
+        assert!(forge(13, &[0]).is_err(), "no bucket");
+        assert!(forge(13, &[17]).is_err(), "more buckets than there are");
+        assert!(forge(14, &[16]).is_err(), "bucket out of range");
+        assert!(forge(23, &[0]).is_err(), "bucket 0 after bucket 0");
+        assert!(forge(15, &0u64.to_be_bytes()).is_err(), "epoch 0");
+        let refusal = BatchReply {
+            version: WireVersion::V3,
+            request_id: 9,
+            outcome: ReplyOutcome::Refused("x".into()),
+        }
+        .encode();
+        let mut old_refusal = refusal.clone();
+        old_refusal[3] = 2;
+        assert!(
+            BatchReply::decode(&old_refusal).is_err(),
+            "refusals are version 3"
+        );
+        // The older versions, as older edges send them, still decode.
+        let v2 = BatchRequest {
+            version: WireVersion::V2,
+            edge_id: "edge-1".into(),
+            instance: 0,
+            request_id: 7,
+            tuples: vec![tuple(1)],
+        };
+        assert_eq!(BatchRequest::decode(&v2.encode()).unwrap(), v2);
+        assert_eq!(&v2.encode()[..4], b"EMQ\x02");
+    }
+
+    #[test]
+    #[should_panic(expected = "only version 3 carries an instance")]
+    fn an_instance_in_an_older_version_is_a_bug() {
+        BatchRequest {
+            version: WireVersion::V2,
+            edge_id: "e".into(),
+            instance: 3,
+            request_id: 1,
+            tuples: vec![tuple(1)],
+        }
+        .encode();
     }
 }

@@ -1,27 +1,35 @@
 //! Heartbeats: the original's bare `heartbeat`, ours, which names the edge
 //! so the cloud can tell which edge went quiet, ours in version 2, whose
-//! reply also carries the cloud store's epoch, and ours in version 3, which
-//! also tells the cloud the edge's backlog.
+//! reply also carries the cloud store's epoch, ours in version 3, which
+//! also tells the cloud the edge's backlog, and ours in version 4, which
+//! also names the edge process (`instance`) and is answered with every
+//! store bucket's epoch, or with a refusal.
 //!
 //! Requests (big-endian):
 //! ```text
 //! "heartbeat"                                 the original's; reply "ack"
 //! "EMH" 0x01 | edge_id (u8 len + bytes)       reply "ack"
-//! "EMH" 0x02 | edge_id (u8 len + bytes)       reply below
+//! "EMH" 0x02 | edge_id (u8 len + bytes)       reply version 2
 //! "EMH" 0x03 | edge_id (u8 len + bytes) | queued u64 | sent u64 |
-//!   oldest_unacked_age_ms u64                 reply below (version 2's)
+//!   oldest_unacked_age_ms u64                 reply version 2
+//! "EMH" 0x04 | edge_id (u8 len + bytes) | instance u64 | queued u64 |
+//!   sent u64 | oldest_unacked_age_ms u64      reply version 3
 //! ```
 //! `queued` and `sent` are the edge's tuples at flags 0 and 1, and
 //! `oldest_unacked_age_ms` how long ago the oldest of them was queued (0
 //! when there is none). Version 3 is answered with the version-2 reply:
-//! the reply has nothing new to say.
+//! the reply has nothing new to say. `instance` (version 4) is a random
+//! non-zero u64 an edge process draws once at its start: the cloud's store
+//! holds a lease on the edge id for the instance that heartbeats, so a
+//! second process with the same id is refused.
 //!
-//! Compatibility: a cloud of this version answers all four forms. A cloud
-//! of the previous version refuses version 3 as malformed, with an error
-//! reply; an edge of this version then falls back to version 2 (and tries
-//! version 3 again now and then, see `edgemeter-edge`'s `heartbeat`), so
-//! the cloud can be upgraded after its edges, and only the dashboard's
-//! backlog waits for it.
+//! Compatibility: a cloud of this version answers all five forms. A cloud
+//! of a previous version refuses version 4 (and the one before it version
+//! 3) as malformed, with an error reply; an edge of this version then falls
+//! back one version at a time (and tries the newest again now and then,
+//! see `edgemeter-edge`'s `heartbeat`), so the cloud can be upgraded after
+//! its edges.
+//!
 //! Version-2 reply (big-endian):
 //! ```text
 //! "EMK" 0x02 | epoch u64
@@ -29,14 +37,28 @@
 //! The epoch names the cloud's store: it changes when the store lost its
 //! data. 0 means "unknown": the cloud could not ask its store in time, and
 //! the heartbeat is answered anyway so that a slow store does not make the
-//! cloud look dead.
+//! cloud look dead. A cloud with store buckets answers with the digest of
+//! the buckets' epochs ([`crate::bucket::epochs_digest`]): any bucket's
+//! loss changes it.
+//!
+//! Version-3 reply (big-endian):
+//! ```text
+//! "EMK" 0x03 | status u8 | count u8 | count x epoch u64
+//!   status 0 (accepted): count = STORE_BUCKETS, the epoch of each bucket
+//!     in bucket order, 0 = that bucket's epoch is unknown now
+//!   status 1 (refused): count = 0; another live instance holds this edge
+//!     id's lease
+//! ```
 
+use crate::bucket::STORE_BUCKETS;
 use crate::frame::{check_size, invalid, put_id, DecodeError, Reader};
 
 pub const HEARTBEAT_MAGIC: [u8; 4] = *b"EMH\x01";
 pub const HEARTBEAT_MAGIC_V2: [u8; 4] = *b"EMH\x02";
 pub const HEARTBEAT_MAGIC_V3: [u8; 4] = *b"EMH\x03";
+pub const HEARTBEAT_MAGIC_V4: [u8; 4] = *b"EMH\x04";
 pub const HEARTBEAT_REPLY_MAGIC_V2: [u8; 4] = *b"EMK\x02";
+pub const HEARTBEAT_REPLY_MAGIC_V3: [u8; 4] = *b"EMK\x03";
 pub const LEGACY_HEARTBEAT: &[u8] = b"heartbeat";
 pub const HEARTBEAT_REPLY: &[u8] = b"ack";
 
@@ -51,6 +73,13 @@ pub enum HeartbeatRequest {
     /// Version 3: version 2 with the edge's backlog; answered with a
     /// [`HeartbeatReply`].
     EdgeV3 { edge_id: String, backlog: Backlog },
+    /// Version 4: version 3 with the edge process's instance (non-zero);
+    /// answered with a [`BucketHeartbeatReply`].
+    EdgeV4 {
+        edge_id: String,
+        instance: u64,
+        backlog: Backlog,
+    },
 }
 
 /// What an edge still holds for the cloud, as it reports in its heartbeats.
@@ -89,9 +118,19 @@ impl HeartbeatRequest {
             HeartbeatRequest::EdgeV3 { edge_id, backlog } => {
                 let mut out = HEARTBEAT_MAGIC_V3.to_vec();
                 put_id(&mut out, edge_id);
-                out.extend_from_slice(&backlog.queued.to_be_bytes());
-                out.extend_from_slice(&backlog.sent.to_be_bytes());
-                out.extend_from_slice(&backlog.oldest_unacked_age_ms.to_be_bytes());
+                put_backlog(&mut out, backlog);
+                out
+            }
+            HeartbeatRequest::EdgeV4 {
+                edge_id,
+                instance,
+                backlog,
+            } => {
+                assert_ne!(*instance, 0, "instance 0 is no instance");
+                let mut out = HEARTBEAT_MAGIC_V4.to_vec();
+                put_id(&mut out, edge_id);
+                out.extend_from_slice(&instance.to_be_bytes());
+                put_backlog(&mut out, backlog);
                 out
             }
         }
@@ -108,42 +147,63 @@ impl HeartbeatRequest {
             Some(magic) if magic == HEARTBEAT_MAGIC => 1,
             Some(magic) if magic == HEARTBEAT_MAGIC_V2 => 2,
             Some(magic) if magic == HEARTBEAT_MAGIC_V3 => 3,
+            Some(magic) if magic == HEARTBEAT_MAGIC_V4 => 4,
             _ => return Err(invalid("not a heartbeat")),
         };
         let edge_id = reader.id()?;
         let request = match version {
             1 => HeartbeatRequest::Edge { edge_id },
             2 => HeartbeatRequest::EdgeV2 { edge_id },
+            3 => HeartbeatRequest::EdgeV3 {
+                edge_id,
+                backlog: read_backlog(&mut reader)?,
+            },
             _ => {
-                let backlog = Backlog {
-                    queued: reader.u64()?,
-                    sent: reader.u64()?,
-                    oldest_unacked_age_ms: reader.u64()?,
-                };
-                if backlog.unacked() == 0 && backlog.oldest_unacked_age_ms != 0 {
-                    return Err(invalid("an age of the oldest tuple with no tuple pending"));
+                let instance = reader.u64()?;
+                if instance == 0 {
+                    return Err(invalid("a version-4 heartbeat names instance 0"));
                 }
-                HeartbeatRequest::EdgeV3 { edge_id, backlog }
+                HeartbeatRequest::EdgeV4 {
+                    edge_id,
+                    instance,
+                    backlog: read_backlog(&mut reader)?,
+                }
             }
         };
         reader.finish()?;
         Ok(request)
     }
 
-    /// The backlog a request reports (version 3 only).
+    /// The backlog a request reports (versions 3 and 4).
     pub fn backlog(&self) -> Option<Backlog> {
         match self {
-            HeartbeatRequest::EdgeV3 { backlog, .. } => Some(*backlog),
+            HeartbeatRequest::EdgeV3 { backlog, .. } | HeartbeatRequest::EdgeV4 { backlog, .. } => {
+                Some(*backlog)
+            }
             _ => None,
         }
     }
 
-    /// Whether the request expects a [`HeartbeatReply`] rather than `ack`.
+    /// The edge process a request names (version 4 only; never 0).
+    pub fn instance(&self) -> Option<u64> {
+        match self {
+            HeartbeatRequest::EdgeV4 { instance, .. } => Some(*instance),
+            _ => None,
+        }
+    }
+
+    /// Whether the request expects the single-epoch [`HeartbeatReply`]
+    /// rather than `ack` (versions 2 and 3).
     pub fn wants_epoch(&self) -> bool {
         matches!(
             self,
             HeartbeatRequest::EdgeV2 { .. } | HeartbeatRequest::EdgeV3 { .. }
         )
+    }
+
+    /// Whether the request expects a [`BucketHeartbeatReply`] (version 4).
+    pub fn wants_bucket_epochs(&self) -> bool {
+        matches!(self, HeartbeatRequest::EdgeV4 { .. })
     }
 
     /// The edge a request names, if any.
@@ -152,9 +212,28 @@ impl HeartbeatRequest {
             HeartbeatRequest::Legacy => None,
             HeartbeatRequest::Edge { edge_id }
             | HeartbeatRequest::EdgeV2 { edge_id }
-            | HeartbeatRequest::EdgeV3 { edge_id, .. } => Some(edge_id),
+            | HeartbeatRequest::EdgeV3 { edge_id, .. }
+            | HeartbeatRequest::EdgeV4 { edge_id, .. } => Some(edge_id),
         }
     }
+}
+
+fn put_backlog(out: &mut Vec<u8>, backlog: &Backlog) {
+    out.extend_from_slice(&backlog.queued.to_be_bytes());
+    out.extend_from_slice(&backlog.sent.to_be_bytes());
+    out.extend_from_slice(&backlog.oldest_unacked_age_ms.to_be_bytes());
+}
+
+fn read_backlog(reader: &mut Reader<'_>) -> Result<Backlog, DecodeError> {
+    let backlog = Backlog {
+        queued: reader.u64()?,
+        sent: reader.u64()?,
+        oldest_unacked_age_ms: reader.u64()?,
+    };
+    if backlog.unacked() == 0 && backlog.oldest_unacked_age_ms != 0 {
+        return Err(invalid("an age of the oldest tuple with no tuple pending"));
+    }
+    Ok(backlog)
 }
 
 /// The cloud's answer to a version-2 heartbeat.
@@ -183,6 +262,65 @@ impl HeartbeatReply {
         Ok(HeartbeatReply {
             epoch: (epoch != 0).then_some(epoch),
         })
+    }
+}
+
+/// The cloud's answer to a version-4 heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketHeartbeatReply {
+    /// The instance holds the edge id's lease. Each bucket's epoch in
+    /// bucket order; 0 where the cloud could not tell in time.
+    Accepted { epochs: [u64; STORE_BUCKETS] },
+    /// Another live instance holds the edge id's lease: this process must
+    /// not consume, commit or ship until it is accepted.
+    Refused,
+}
+
+impl BucketHeartbeatReply {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = HEARTBEAT_REPLY_MAGIC_V3.to_vec();
+        match self {
+            BucketHeartbeatReply::Accepted { epochs } => {
+                out.push(0);
+                out.push(STORE_BUCKETS as u8);
+                for epoch in epochs {
+                    out.extend_from_slice(&epoch.to_be_bytes());
+                }
+            }
+            BucketHeartbeatReply::Refused => {
+                out.push(1);
+                out.push(0);
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<BucketHeartbeatReply, DecodeError> {
+        check_size(bytes)?;
+        let mut reader = Reader::new(bytes);
+        if reader.take(4)? != HEARTBEAT_REPLY_MAGIC_V3 {
+            return Err(invalid("not a version-3 heartbeat reply"));
+        }
+        let status = reader.u8()?;
+        let count = usize::from(reader.u8()?);
+        let reply = match (status, count) {
+            (0, STORE_BUCKETS) => {
+                let mut epochs = [0u64; STORE_BUCKETS];
+                for epoch in &mut epochs {
+                    *epoch = reader.u64()?;
+                }
+                BucketHeartbeatReply::Accepted { epochs }
+            }
+            (1, 0) => BucketHeartbeatReply::Refused,
+            (0 | 1, count) => {
+                return Err(invalid(format!(
+                    "heartbeat reply status {status} with {count} epochs"
+                )))
+            }
+            (status, _) => return Err(invalid(format!("unknown heartbeat status {status}"))),
+        };
+        reader.finish()?;
+        Ok(reply)
     }
 }
 
@@ -274,7 +412,7 @@ mod tests {
             }
         );
         assert!(v2.wants_epoch() && v2.backlog().is_none());
-        assert!(HeartbeatRequest::decode(b"EMH\x04\x06edge-7").is_err());
+        assert!(HeartbeatRequest::decode(b"EMH\x05\x06edge-7").is_err());
     }
 
     /// Goal: version 2 round-trips on both sides, "unknown" travels as 0,
@@ -301,5 +439,87 @@ mod tests {
         trailing.push(0);
         assert!(HeartbeatReply::decode(&trailing).is_err());
         assert!(HeartbeatReply::decode(HEARTBEAT_REPLY).is_err());
+    }
+
+    /// Goal: version 4 round-trips with its instance and backlog; instance
+    /// 0 is refused; a request cut short anywhere, or with a byte more, is
+    /// refused; it asks for the bucket reply, not the single epoch.
+    /// Method: encode, decode, every prefix, and forged fields.
+    #[test]
+    fn version_four_carries_the_instance() {
+        let request = HeartbeatRequest::EdgeV4 {
+            edge_id: "edge-7".into(),
+            instance: u64::MAX,
+            backlog: Backlog {
+                queued: 3,
+                sent: 4,
+                oldest_unacked_age_ms: 5,
+            },
+        };
+        let encoded = request.encode();
+        assert_eq!(&encoded[..4], b"EMH\x04");
+        assert_eq!(encoded.len(), 4 + 1 + 6 + 8 + 24);
+        let decoded = HeartbeatRequest::decode(&encoded).unwrap();
+        assert_eq!(decoded, request);
+        assert_eq!(decoded.instance(), Some(u64::MAX));
+        assert_eq!(decoded.backlog().unwrap().sent, 4);
+        assert!(decoded.wants_bucket_epochs() && !decoded.wants_epoch());
+        for cut in 0..encoded.len() {
+            assert!(HeartbeatRequest::decode(&encoded[..cut]).is_err(), "{cut}");
+        }
+        let mut trailing = encoded.clone();
+        trailing.push(0);
+        assert!(HeartbeatRequest::decode(&trailing).is_err());
+        let mut no_instance = encoded.clone();
+        no_instance[11..19].copy_from_slice(&0u64.to_be_bytes());
+        assert!(matches!(
+            HeartbeatRequest::decode(&no_instance),
+            Err(DecodeError::Invalid(reason)) if reason.contains("instance 0")
+        ));
+        let older = HeartbeatRequest::EdgeV3 {
+            edge_id: "edge-7".into(),
+            backlog: Backlog::default(),
+        };
+        assert_eq!(older.instance(), None);
+        assert!(!older.wants_bucket_epochs());
+    }
+
+    /// Goal: the version-3 reply round-trips accepted (with unknown
+    /// buckets as 0) and refused; a count other than the status's, an
+    /// unknown status, a short or long reply, and the version-2 reply are
+    /// refused. Method: encode, decode, and forged bytes.
+    #[test]
+    fn the_bucket_reply_carries_every_epoch_or_a_refusal() {
+        let mut epochs: [u64; STORE_BUCKETS] = std::array::from_fn(|bucket| bucket as u64 + 1);
+        epochs[3] = 0;
+        epochs[15] = u64::MAX;
+        let accepted = BucketHeartbeatReply::Accepted { epochs };
+        let encoded = accepted.encode();
+        assert_eq!(&encoded[..4], b"EMK\x03");
+        assert_eq!(encoded.len(), 4 + 2 + 8 * STORE_BUCKETS);
+        assert_eq!(BucketHeartbeatReply::decode(&encoded).unwrap(), accepted);
+        let refused = BucketHeartbeatReply::Refused.encode();
+        assert_eq!(refused, b"EMK\x03\x01\x00");
+        assert_eq!(
+            BucketHeartbeatReply::decode(&refused).unwrap(),
+            BucketHeartbeatReply::Refused
+        );
+        for cut in 0..encoded.len() {
+            assert!(
+                BucketHeartbeatReply::decode(&encoded[..cut]).is_err(),
+                "{cut}"
+            );
+        }
+        let mut trailing = encoded.clone();
+        trailing.push(0);
+        assert!(BucketHeartbeatReply::decode(&trailing).is_err());
+        let mut short_count = encoded.clone();
+        short_count[5] = STORE_BUCKETS as u8 - 1;
+        assert!(BucketHeartbeatReply::decode(&short_count).is_err());
+        assert!(BucketHeartbeatReply::decode(b"EMK\x03\x01\x01\0\0\0\0\0\0\0\0").is_err());
+        assert!(BucketHeartbeatReply::decode(b"EMK\x03\x02\x00").is_err());
+        let single = HeartbeatReply { epoch: Some(9) }.encode();
+        assert!(BucketHeartbeatReply::decode(&single).is_err());
+        assert!(HeartbeatReply::decode(&encoded).is_err());
     }
 }

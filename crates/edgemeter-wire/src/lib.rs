@@ -7,9 +7,13 @@
 //!   form or the original's ([`ReadingForm`]).
 //! - [`frame`]: the byte cursor and limits shared by the binary messages.
 //! - [`postal`]: a validated five-digit German postal code.
+//! - [`bucket`]: the store's buckets: which bucket a household's tuples
+//!   live in, each bucket's Redis hash tag, and the digest of the buckets'
+//!   epochs that older edges see as one store epoch.
 //! - [`batch`]: the Rust edge's versioned, batched data request and its reply.
-//! - [`heartbeat`]: heartbeat requests (ours in two versions and the
-//!   original's) and their replies, the version-2 one with the store epoch.
+//! - [`heartbeat`]: heartbeat requests (ours in four versions and the
+//!   original's) and their replies: the version-2 one with the store
+//!   epoch, the version-3 one with every bucket's epoch or a refusal.
 //! - [`legacy`]: the original's JSON data request and its text reply.
 //! - [`request`]: tells the two data-request forms apart on one socket.
 //! - [`sealed`]: the authenticated envelope around any request and its reply.
@@ -18,6 +22,7 @@
 //! checks sizes before it allocates, so a peer cannot choose our memory use.
 
 pub mod batch;
+pub mod bucket;
 pub mod frame;
 pub mod heartbeat;
 pub mod legacy;
@@ -29,8 +34,9 @@ pub mod sealed;
 pub use batch::{
     Ack, BatchReply, BatchRequest, ReplyOutcome, TupleAck, TupleOut, TupleOutcome, WireVersion,
 };
+pub use bucket::{store_bucket, STORE_BUCKETS};
 pub use frame::{DecodeError, FRAME_BYTES_MAX};
-pub use heartbeat::{Backlog, HeartbeatReply, HeartbeatRequest};
+pub use heartbeat::{Backlog, BucketHeartbeatReply, HeartbeatReply, HeartbeatRequest};
 pub use legacy::LegacyDataRequest;
 pub use postal::PostalCode;
 pub use reading::{Reading, ReadingForm, RecordError, POWER_W_MAX};

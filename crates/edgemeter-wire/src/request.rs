@@ -1,6 +1,6 @@
 //! One data socket serves two request forms: ours starts with the three
 //! magic bytes `EMQ` of [`crate::batch::REQUEST_MAGIC`] (then its version,
-//! 1 or 2); anything else is read as the original's JSON.
+//! 1, 2 or 3); anything else is read as the original's JSON.
 
 use crate::batch::REQUEST_MAGIC;
 use crate::{BatchRequest, DecodeError, LegacyDataRequest};

@@ -215,6 +215,7 @@ fn tuple_wire_bytes() -> usize {
     let batch = BatchRequest {
         version: edgemeter_wire::batch::WireVersion::V2,
         edge_id: "bench-edge".to_owned(),
+        instance: 0,
         request_id: 1,
         tuples,
     };

@@ -17,7 +17,7 @@
 //! nothing; one whose average or sample count differs from the stored one
 //! is reported as a conflict. Each call sets its bucket's epoch if missing
 //! (each bucket its own value derived from the call's candidate, see
-//! [`crate::redis_layout::bucket_candidate`]) and returns it, so the epoch a bucket reports is the one its tuples
+//! [`edgemeter_cloud::bucket_epoch_candidate`]) and returns it, so the epoch a bucket reports is the one its tuples
 //! were written under. A batch that fails in some buckets and not others
 //! is answered "retry later": the resend stores the rest and recounts
 //! nothing.
@@ -40,11 +40,12 @@
 //! ([`crate::redis_layout::OLD_LAYOUT_PATTERN`]). No migration is needed.
 
 use crate::redis_layout::{
-    bucket_candidate, heartbeat_keys, merge_recent, split_by_bucket, store_call, tuple_key_of,
-    BucketKeys, StoreCall, STORE_BUCKETS,
+    heartbeat_keys, merge_recent, split_by_bucket, store_call, tuple_key_of, BucketKeys, StoreCall,
+    STORE_BUCKETS,
 };
 use edgemeter_cloud::{
-    Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, GermanState, StateTotals, StoredConflict,
+    bucket_epoch_candidate, Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, GermanState,
+    HeartbeatRecord, StateTotals, StoredConflict, INSTANCE_LEASE,
 };
 use futures::future::{join_all, try_join_all};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -79,12 +80,6 @@ pub const RECONNECT_ATTEMPTS_MAX: usize = 2;
 
 /// The longest pause between two reconnection attempts.
 pub const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
-
-/// How long an edge instance holds its id after its last accepted
-/// heartbeat: three misses of the edge's default heartbeat timing. Another
-/// instance of the same id is refused until then; a restarted edge (a new
-/// instance) waits at most this long.
-pub const INSTANCE_LEASE: Duration = Duration::from_secs(5);
 
 /// Seed nodes `--redis-cluster` takes at most: a few suffice, since the
 /// client learns the whole cluster from any one of them.
@@ -335,23 +330,6 @@ struct Scripts {
     heartbeat: Script,
 }
 
-/// What the buckets' store calls of one batch add up to.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BucketWrites {
-    pub inserted: usize,
-    pub conflicts: Vec<StoredConflict>,
-    /// The epoch of each bucket the batch touched.
-    pub epochs: BTreeMap<u16, u64>,
-}
-
-/// What a heartbeat found: each bucket's epoch (0 = that bucket's shard
-/// did not answer) and whether another instance holds the edge's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeartbeatEpochs {
-    pub epochs: [u64; STORE_BUCKETS],
-    pub refused: bool,
-}
-
 impl RedisCache {
     /// Connects to one Redis and checks with a PING that it answers.
     pub async fn connect(url: &str) -> Result<RedisCache, RedisSetupError> {
@@ -508,11 +486,11 @@ type StoreReply = (usize, String, Vec<usize>, Vec<Vec<u8>>);
 
 impl RedisCache {
     /// Stores a batch, one script call per bucket it touches, all at once.
-    pub async fn store_buckets(
+    async fn store_calls(
         &self,
         tuples: &[CloudTuple],
         candidate_epoch: u64,
-    ) -> Result<BucketWrites, CacheError> {
+    ) -> Result<CacheWrite, CacheError> {
         assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
         let stamp = self.next_stamp();
         let calls: Vec<StoreCall> = split_by_bucket(tuples)
@@ -522,7 +500,7 @@ impl RedisCache {
         let replies = self
             .call(try_join_all(calls.iter().map(|call| self.store_one(call))))
             .await?;
-        let mut writes = BucketWrites::default();
+        let mut writes = CacheWrite::default();
         for (call, (inserted, epoch, indexes, stored)) in calls.iter().zip(replies) {
             assert!(
                 inserted <= call.indexes.len(),
@@ -544,6 +522,7 @@ impl RedisCache {
             }
         }
         assert!(writes.inserted <= tuples.len());
+        writes.existing = tuples.len() - writes.inserted;
         writes.conflicts.sort_by_key(|conflict| conflict.index);
         Ok(writes)
     }
@@ -561,12 +540,12 @@ impl RedisCache {
     }
 
     /// One bucket's epoch, set from `candidate_epoch` if it has none (to the
-    /// bucket's own value, [`bucket_candidate`]).
+    /// bucket's own value, [`bucket_epoch_candidate`]).
     async fn bucket_epoch(&self, bucket: u16, candidate_epoch: u64) -> Result<u64, CacheError> {
         let mut invocation = self.scripts.epoch.prepare_invoke();
         invocation
             .key(BucketKeys::new(bucket).epoch())
-            .arg(bucket_candidate(candidate_epoch, bucket).to_string());
+            .arg(bucket_epoch_candidate(candidate_epoch, bucket).to_string());
         let mut connection = self.connection.clone();
         let epoch: String = self
             .call(async move { invocation.invoke_async(&mut connection).await })
@@ -578,13 +557,13 @@ impl RedisCache {
     /// (setting where missing) every bucket's epoch. The edge's own bucket
     /// must answer; a bucket whose shard does not within [`CALL_TIMEOUT`]
     /// reads 0, unknown, so one lost shard does not stop the others.
-    pub async fn heartbeat(
+    async fn heartbeat(
         &self,
         edge_id: &str,
         instance: u64,
         now_ms: i64,
         candidate_epoch: u64,
-    ) -> Result<HeartbeatEpochs, CacheError> {
+    ) -> Result<HeartbeatRecord, CacheError> {
         assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
         let (lease_bucket, keys) = heartbeat_keys(edge_id);
         let mut invocation = self.scripts.heartbeat.prepare_invoke();
@@ -592,7 +571,7 @@ impl RedisCache {
             invocation.key(key);
         }
         invocation
-            .arg(bucket_candidate(candidate_epoch, lease_bucket).to_string())
+            .arg(bucket_epoch_candidate(candidate_epoch, lease_bucket).to_string())
             .arg(edge_id)
             .arg(now_ms)
             .arg(instance.to_string())
@@ -620,36 +599,12 @@ impl RedisCache {
                 epochs[usize::from(bucket)] = epoch;
             }
         }
-        Ok(HeartbeatEpochs {
+        Ok(HeartbeatRecord {
             epochs,
             refused: refused != 0,
         })
     }
-
-    /// Every bucket's epoch, set where missing; an error unless all answer.
-    pub async fn epochs(&self, candidate_epoch: u64) -> Result<[u64; STORE_BUCKETS], CacheError> {
-        let read = try_join_all(
-            (0..STORE_BUCKETS as u16).map(|bucket| self.bucket_epoch(bucket, candidate_epoch)),
-        )
-        .await?;
-        Ok(read.try_into().expect("one epoch per bucket"))
-    }
 }
-
-/// One number for the 16 bucket epochs, for callers that know one store
-/// epoch: FNV-1a 64 over them, never 0. It changes when any bucket's does.
-pub fn epochs_digest(epochs: &[u64; STORE_BUCKETS]) -> u64 {
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let digest = epochs
-        .iter()
-        .flat_map(|epoch| epoch.to_le_bytes())
-        .fold(FNV_OFFSET, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
-        });
-    digest.max(1)
-}
-
 impl RedisCache {
     /// One bucket's partial totals: 16 HMGETs and 16 SCARDs, one pipeline
     /// to the bucket's slot.
@@ -737,34 +692,22 @@ impl Cache for RedisCache {
         candidate_epoch: u64,
     ) -> Result<CacheWrite, CacheError> {
         assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
-        // One store epoch for today's trait: the digest of all 16, read in
-        // the same round trips as the buckets' writes.
-        let (writes, epochs) = futures::join!(
-            self.store_buckets(tuples, candidate_epoch),
-            self.epochs(candidate_epoch)
-        );
-        let (writes, epochs) = (writes?, epochs?);
-        Ok(CacheWrite {
-            inserted: writes.inserted,
-            existing: tuples.len() - writes.inserted,
-            epoch: epochs_digest(&epochs),
-            conflicts: writes.conflicts,
-        })
+        if tuples.is_empty() {
+            // No bucket written, so no epoch to report.
+            return Ok(CacheWrite::default());
+        }
+        self.store_calls(tuples, candidate_epoch).await
     }
 
     async fn record_heartbeat(
         &self,
         edge_id: &str,
+        instance: u64,
         now_ms: i64,
         candidate_epoch: u64,
-    ) -> Result<u64, CacheError> {
-        // Today's trait names no instance: no lease is taken. One store
-        // epoch means every bucket must have answered.
-        let heartbeat = self.heartbeat(edge_id, 0, now_ms, candidate_epoch).await?;
-        if heartbeat.epochs.contains(&0) {
-            return Err(self.unavailable("a shard did not answer"));
-        }
-        Ok(epochs_digest(&heartbeat.epochs))
+    ) -> Result<HeartbeatRecord, CacheError> {
+        self.heartbeat(edge_id, instance, now_ms, candidate_epoch)
+            .await
     }
 
     async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
@@ -887,20 +830,6 @@ mod tests {
         assert_eq!(config.max_delay(), Some(RECONNECT_DELAY_MAX));
         assert_eq!(config.connection_timeout(), Some(CONNECT_TIMEOUT));
         assert_eq!(config.response_timeout(), Some(RESPONSE_TIMEOUT));
-    }
-
-    /// Goal: the digest of the 16 epochs is never 0 (unknown), and any
-    /// one bucket's change changes it.
-    #[test]
-    fn the_digest_follows_every_bucket() {
-        let epochs = [7; STORE_BUCKETS];
-        let digest = epochs_digest(&epochs);
-        assert_ne!(digest, 0);
-        for bucket in 0..STORE_BUCKETS {
-            let mut changed = epochs;
-            changed[bucket] = 8;
-            assert_ne!(epochs_digest(&changed), digest, "bucket {bucket}");
-        }
     }
 
     /// Goal: stamps follow the clock and increase strictly even when the

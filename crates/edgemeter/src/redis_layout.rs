@@ -45,15 +45,18 @@
 //! deleted with the pattern [`OLD_LAYOUT_PATTERN`] (on every node of a
 //! cluster; never with `KEYS`).
 
-use edgemeter_cloud::{CloudTuple, GermanState};
+use edgemeter_cloud::{bucket_epoch_candidate, CloudTuple, GermanState};
+use edgemeter_wire::bucket::bucket_hash_tag;
 use std::collections::BTreeMap;
 
 /// Every key of ours starts with this, so the data shares a Redis with
 /// others without collisions and can be found with one `SCAN` pattern.
 pub const KEY_PREFIX: &str = "em:";
 
-/// The number of store buckets, each one hash tag (`edgemeter_wire`'s).
-pub const STORE_BUCKETS: usize = 16;
+/// The buckets and the bucket of a household (for its tuples) or of an
+/// edge (for its heartbeat and lease): the wire's one function, which the
+/// edge and the simulation call too.
+pub use edgemeter_wire::{store_bucket, STORE_BUCKETS};
 
 /// Every key of the bucketed layout matches this `SCAN` pattern.
 pub const LAYOUT_PATTERN: &str = "em:{em-b*";
@@ -72,36 +75,6 @@ pub const OLD_LAYOUT_PATTERN: &str = "em:[^{]*";
 /// always among the 16 lists' heads.
 pub const RECENT_TUPLES_MAX: usize = 1_000;
 
-/// The bucket of a household (for its tuples) or of an edge (for its
-/// heartbeat and lease): FNV-1a 64 over the id's bytes, mod
-/// [`STORE_BUCKETS`], as `edgemeter_wire::store_bucket` computes it.
-pub fn store_bucket(id: &str) -> u16 {
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = id.bytes().fold(FNV_OFFSET, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
-    });
-    (hash % STORE_BUCKETS as u64) as u16
-}
-
-/// The epoch a bucket takes from a call's `candidate_epoch` when it has
-/// none: a value of its own per bucket, never 0.
-///
-/// One candidate for all 16 would give the buckets equal epochs, and the
-/// edges' refill (reship every tuple whose recorded epoch is not among the
-/// 16 current ones) would then miss a lost bucket: its old epoch would
-/// still be in the set through the buckets that kept it. SplitMix64's
-/// finalizer is a bijection, so distinct inputs (the candidate with a
-/// different multiple of the golden ratio per bucket) give distinct
-/// epochs, and a random candidate gives random epochs.
-pub fn bucket_candidate(candidate_epoch: u64, bucket: u16) -> u64 {
-    assert!(usize::from(bucket) < STORE_BUCKETS, "bucket {bucket}");
-    let mut mixed = candidate_epoch ^ (u64::from(bucket) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (mixed ^ (mixed >> 31)).max(1)
-}
-
 /// The key names of one bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketKeys {
@@ -115,7 +88,7 @@ impl BucketKeys {
         assert!(usize::from(bucket) < STORE_BUCKETS, "bucket {bucket}");
         BucketKeys {
             bucket,
-            prefix: format!("{KEY_PREFIX}{{em-b{bucket:02}}}:"),
+            prefix: format!("{KEY_PREFIX}{}:", bucket_hash_tag(bucket)),
         }
     }
 
@@ -291,7 +264,8 @@ pub fn store_call(
         STORE_HEAD_ARGS + edges.len() + GROUP_ARGS * groups.len() + TUPLE_ARGS * indexes.len(),
     );
     args.extend([
-        bucket_candidate(candidate_epoch, bucket).to_string(),
+        // Each bucket its own value, so that no two buckets share an epoch.
+        bucket_epoch_candidate(candidate_epoch, bucket).to_string(),
         RECENT_TUPLES_MAX.to_string(),
         stamp.to_string(),
         states.len().to_string(),
@@ -559,29 +533,5 @@ mod tests {
         assert_eq!(tuple_key_of("em:tuple:e:h:5"), None, "the old layout");
         assert_eq!(tuple_key_of(&keys.epoch()), None);
         assert_eq!(tuple_key_of("em:{em-b99}:tuple:e"), None);
-    }
-
-    /// Goal: the buckets take distinct, non-zero epochs from one
-    /// candidate, and different candidates give a bucket different ones.
-    #[test]
-    fn each_bucket_takes_its_own_epoch_from_a_candidate() {
-        for candidate in [1, 5, 0x9e37_79b9_7f4a_7c15, u64::MAX] {
-            let epochs: std::collections::BTreeSet<u64> = (0..STORE_BUCKETS as u16)
-                .map(|bucket| bucket_candidate(candidate, bucket))
-                .collect();
-            assert_eq!(epochs.len(), STORE_BUCKETS, "candidate {candidate}");
-            assert!(!epochs.contains(&0));
-        }
-        assert_ne!(bucket_candidate(5, 0), bucket_candidate(6, 0));
-    }
-
-    /// Goal: the bucket function is FNV-1a 64 mod 16 (the wire's), pinned
-    /// by known FNV values, and spreads ids over every bucket.
-    #[test]
-    fn the_bucket_is_fnv1a_mod_16() {
-        // FNV-1a 64 of "" is the offset basis, of "a" 0xaf63dc4c8601ec8c.
-        assert_eq!(store_bucket(""), (0xcbf2_9ce4_8422_2325_u64 % 16) as u16);
-        assert_eq!(store_bucket("a"), (0xaf63_dc4c_8601_ec8c_u64 % 16) as u16);
-        households_covering_every_bucket();
     }
 }

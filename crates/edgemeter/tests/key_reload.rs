@@ -61,6 +61,7 @@ fn served(data_port: u16, edge_id: &str, key: &EdgeKey, request_id: u64) -> bool
     let body = BatchRequest {
         version: WireVersion::V2,
         edge_id: edge_id.to_owned(),
+        instance: 0,
         request_id,
         tuples: vec![TupleOut {
             tuple_id: request_id as i64,

@@ -167,6 +167,7 @@ fn probe_batch(request_id: u64) -> Vec<u8> {
     BatchRequest {
         version: WireVersion::V2,
         edge_id: EDGE_ID.to_owned(),
+        instance: 0,
         request_id,
         tuples: vec![TupleOut {
             tuple_id: 1,

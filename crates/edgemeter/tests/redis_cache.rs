@@ -11,12 +11,12 @@ mod redis_support;
 
 use common::RedisServer;
 use edgemeter::redis_cache::{
-    RedisCache, CALL_TIMEOUT, INSTANCE_LEASE, RECENT_TUPLES_MAX, RECONNECT_ATTEMPTS_MAX,
-    RECONNECT_DELAY_MAX,
+    RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX, RECONNECT_ATTEMPTS_MAX, RECONNECT_DELAY_MAX,
 };
-use edgemeter::redis_layout::{bucket_candidate, store_bucket, BucketKeys, STORE_BUCKETS};
+use edgemeter::redis_layout::{store_bucket, BucketKeys, STORE_BUCKETS};
 use edgemeter_cloud::{
-    postal_code_for, state_of, tuple_key, Cache, CacheError, CloudTuple, GermanState,
+    bucket_epoch_candidate, postal_code_for, state_of, tuple_key, Cache, CacheError, CloudTuple,
+    GermanState, INSTANCE_LEASE,
 };
 use redis_support::{households_in_every_bucket, redis_key};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -221,9 +221,9 @@ async fn recent_tuples_keep_batch_order_across_buckets() {
 async fn heartbeats_are_recorded_per_edge() {
     let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
-    cache.record_heartbeat("edge-b", 2_000, 1).await.unwrap();
-    cache.record_heartbeat("edge-a", 1_000, 1).await.unwrap();
-    cache.record_heartbeat("edge-a", 3_000, 1).await.unwrap();
+    cache.record_heartbeat("edge-b", 0, 2_000, 1).await.unwrap();
+    cache.record_heartbeat("edge-a", 0, 1_000, 1).await.unwrap();
+    cache.record_heartbeat("edge-a", 0, 3_000, 1).await.unwrap();
     let edges = cache.edges().await.unwrap();
     assert_eq!(edges.len(), 2);
     assert_eq!(
@@ -465,24 +465,28 @@ async fn each_bucket_has_its_epoch_and_conflicts_are_reported() {
             )
         })
         .collect();
-    let first = cache.store_buckets(&batch, 11).await.unwrap();
+    let first = cache.store(&batch, 11).await.unwrap();
     assert_eq!(first.inserted, 4);
     let touched: Vec<u16> = (0..4).collect();
     assert_eq!(first.epochs.keys().copied().collect::<Vec<_>>(), touched);
     for (bucket, epoch) in &first.epochs {
-        assert_eq!(*epoch, bucket_candidate(11, *bucket), "each bucket its own");
+        assert_eq!(
+            *epoch,
+            bucket_epoch_candidate(11, *bucket),
+            "each bucket its own"
+        );
     }
-    let heartbeat = cache.heartbeat("edge-a", 7, 1, 12).await.unwrap();
+    let heartbeat = cache.record_heartbeat("edge-a", 7, 1, 12).await.unwrap();
     assert!(!heartbeat.refused);
     let candidate_of = |bucket: usize| if bucket < 4 { 11 } else { 12 };
     for bucket in 0..STORE_BUCKETS {
-        let expected = bucket_candidate(candidate_of(bucket), bucket as u16);
+        let expected = bucket_epoch_candidate(candidate_of(bucket), bucket as u16);
         assert_eq!(heartbeat.epochs[bucket], expected, "bucket {bucket}");
     }
     let mut resent = batch.clone();
     resent[1].average_w += 1.0;
     resent[3].samples += 1;
-    let again = cache.store_buckets(&resent, 13).await.unwrap();
+    let again = cache.store(&resent, 13).await.unwrap();
     assert_eq!(again.inserted, 0);
     assert_eq!(again.epochs, first.epochs, "the epochs stay");
     let conflicts: Vec<(usize, Option<(f64, u32)>)> = again
@@ -516,19 +520,19 @@ async fn each_bucket_has_its_epoch_and_conflicts_are_reported() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    let heartbeat = cache.heartbeat("edge-a", 7, 2, 14).await.unwrap();
+    let heartbeat = cache.record_heartbeat("edge-a", 7, 2, 14).await.unwrap();
     for bucket in 0..STORE_BUCKETS {
         let candidate = if bucket == 2 {
             14
         } else {
             candidate_of(bucket)
         };
-        let expected = bucket_candidate(candidate, bucket as u16);
+        let expected = bucket_epoch_candidate(candidate, bucket as u16);
         assert_eq!(heartbeat.epochs[bucket], expected, "bucket {bucket}");
     }
-    let refilled = cache.store_buckets(&batch, 15).await.unwrap();
+    let refilled = cache.store(&batch, 15).await.unwrap();
     assert_eq!(refilled.inserted, 1, "only the lost bucket's tuple is new");
-    assert_eq!(refilled.epochs[&2], bucket_candidate(14, 2));
+    assert_eq!(refilled.epochs[&2], bucket_epoch_candidate(14, 2));
     assert!(refilled.conflicts.is_empty());
     let totals = cache.state_totals().await.unwrap();
     assert_eq!(totals.iter().map(|t| t.tuples).sum::<u64>(), 4);
@@ -545,17 +549,17 @@ async fn the_instance_lease_admits_one_instance_per_edge_id() {
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
     assert!(
         !cache
-            .heartbeat("edge-a", 1, 1_000, 9)
+            .record_heartbeat("edge-a", 1, 1_000, 9)
             .await
             .unwrap()
             .refused
     );
-    let intruder = cache.heartbeat("edge-a", 2, 2_000, 9).await.unwrap();
+    let intruder = cache.record_heartbeat("edge-a", 2, 2_000, 9).await.unwrap();
     assert!(intruder.refused, "another instance while the lease is held");
     assert!(!intruder.epochs.contains(&0), "epochs still read");
     assert!(
         !cache
-            .heartbeat("edge-b", 2, 2_000, 9)
+            .record_heartbeat("edge-b", 2, 2_000, 9)
             .await
             .unwrap()
             .refused,
@@ -563,7 +567,7 @@ async fn the_instance_lease_admits_one_instance_per_edge_id() {
     );
     assert!(
         !cache
-            .heartbeat("edge-a", 1, 3_000, 9)
+            .record_heartbeat("edge-a", 1, 3_000, 9)
             .await
             .unwrap()
             .refused,
@@ -571,7 +575,7 @@ async fn the_instance_lease_admits_one_instance_per_edge_id() {
     );
     assert!(
         !cache
-            .heartbeat("edge-a", 0, 4_000, 9)
+            .record_heartbeat("edge-a", 0, 4_000, 9)
             .await
             .unwrap()
             .refused,
@@ -586,7 +590,7 @@ async fn the_instance_lease_admits_one_instance_per_edge_id() {
     tokio::time::sleep(INSTANCE_LEASE / 2).await;
     assert!(
         cache
-            .heartbeat("edge-a", 2, 5_000, 9)
+            .record_heartbeat("edge-a", 2, 5_000, 9)
             .await
             .unwrap()
             .refused
@@ -594,7 +598,7 @@ async fn the_instance_lease_admits_one_instance_per_edge_id() {
     tokio::time::sleep(INSTANCE_LEASE + Duration::from_millis(500)).await;
     assert!(
         !cache
-            .heartbeat("edge-a", 2, 6_000, 9)
+            .record_heartbeat("edge-a", 2, 6_000, 9)
             .await
             .unwrap()
             .refused,
@@ -602,7 +606,7 @@ async fn the_instance_lease_admits_one_instance_per_edge_id() {
     );
     assert!(
         cache
-            .heartbeat("edge-a", 1, 7_000, 9)
+            .record_heartbeat("edge-a", 1, 7_000, 9)
             .await
             .unwrap()
             .refused

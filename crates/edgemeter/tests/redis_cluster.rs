@@ -11,10 +11,8 @@
 mod redis_support;
 
 use edgemeter::redis_cache::{RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX};
-use edgemeter::redis_layout::{
-    bucket_candidate, store_bucket, BucketKeys, STORE_BUCKETS, TUPLE_PATTERN,
-};
-use edgemeter_cloud::{Cache, CloudTuple, StateTotals};
+use edgemeter::redis_layout::{store_bucket, BucketKeys, STORE_BUCKETS, TUPLE_PATTERN};
+use edgemeter_cloud::{bucket_epoch_candidate, Cache, CloudTuple, StateTotals};
 use edgemeter_testkit::{RedisCluster, RedisServer, PRIMARIES};
 use redis_support::{mixed_batches, mixed_batches_distinct, redis_key};
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,7 +46,7 @@ async fn store_run(cache: &RedisCache, candidate_epoch: u64) -> usize {
     }
     for (edge, now_ms) in [("edge-a", 10_000), ("edge-b", 20_000)] {
         cache
-            .record_heartbeat(edge, now_ms, candidate_epoch)
+            .record_heartbeat(edge, 0, now_ms, candidate_epoch)
             .await
             .unwrap();
     }
@@ -169,35 +167,38 @@ async fn reads_on_a_cluster_equal_a_single_redis_after_the_same_batches() {
 async fn the_lease_is_shared_by_the_cloud_nodes() {
     let cluster = RedisCluster::start();
     let (node_a, node_b) = (connect(&cluster).await, connect(&cluster).await);
-    let first = node_a.heartbeat("edge-a", 1, 1_000, 3).await.unwrap();
+    let first = node_a
+        .record_heartbeat("edge-a", 1, 1_000, 3)
+        .await
+        .unwrap();
     assert!(!first.refused);
     for (bucket, epoch) in first.epochs.iter().enumerate() {
-        assert_eq!(*epoch, bucket_candidate(3, bucket as u16));
+        assert_eq!(*epoch, bucket_epoch_candidate(3, bucket as u16));
     }
     assert!(
         node_b
-            .heartbeat("edge-a", 2, 1_100, 4)
+            .record_heartbeat("edge-a", 2, 1_100, 4)
             .await
             .unwrap()
             .refused
     );
     assert!(
         !node_b
-            .heartbeat("edge-a", 1, 1_200, 4)
+            .record_heartbeat("edge-a", 1, 1_200, 4)
             .await
             .unwrap()
             .refused
     );
     assert!(
         node_a
-            .heartbeat("edge-a", 2, 1_300, 4)
+            .record_heartbeat("edge-a", 2, 1_300, 4)
             .await
             .unwrap()
             .refused
     );
     assert!(
         !node_a
-            .heartbeat("edge-b", 2, 1_300, 4)
+            .record_heartbeat("edge-b", 2, 1_300, 4)
             .await
             .unwrap()
             .refused
@@ -208,7 +209,10 @@ async fn the_lease_is_shared_by_the_cloud_nodes() {
 async fn epochs_once_all_answer(cache: &RedisCache, candidate_epoch: u64) -> [u64; STORE_BUCKETS] {
     let deadline = Instant::now() + RECOVERY_TIMEOUT;
     loop {
-        match cache.heartbeat("edge-a", 0, 30_000, candidate_epoch).await {
+        match cache
+            .record_heartbeat("edge-a", 0, 30_000, candidate_epoch)
+            .await
+        {
             Ok(heartbeat) if !heartbeat.epochs.contains(&0) => return heartbeat.epochs,
             _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
             Ok(heartbeat) => panic!("buckets still unknown: {:?}", heartbeat.epochs),
@@ -238,7 +242,7 @@ async fn a_primary_restarted_empty_changes_only_its_buckets_epochs() {
     for (bucket, epoch) in before.iter().enumerate() {
         assert_eq!(
             *epoch,
-            bucket_candidate(5, bucket as u16),
+            bucket_epoch_candidate(5, bucket as u16),
             "written under 5"
         );
     }
@@ -253,7 +257,7 @@ async fn a_primary_restarted_empty_changes_only_its_buckets_epochs() {
     let after = epochs_once_all_answer(&cache, 6).await;
     for bucket in 0..STORE_BUCKETS as u16 {
         let candidate = if lost.contains(&bucket) { 6 } else { 5 };
-        let expected = bucket_candidate(candidate, bucket);
+        let expected = bucket_epoch_candidate(candidate, bucket);
         assert_eq!(after[usize::from(bucket)], expected, "bucket {bucket}");
     }
     let held = keys_on_nodes(&cluster);

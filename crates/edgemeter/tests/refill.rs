@@ -112,6 +112,7 @@ fn forged_batch(version: WireVersion, edge_id: &str) -> Vec<u8> {
     BatchRequest {
         version,
         edge_id: edge_id.to_owned(),
+        instance: 0,
         request_id: 1,
         tuples: (0..2)
             .map(|index| TupleOut {

@@ -2,7 +2,9 @@
 //! Redis that is down or wedged would, around any real cache (the cloud's
 //! `MemoryCache` in these tests). It adds no behaviour of its own otherwise.
 
-use edgemeter_cloud::{Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, StateTotals};
+use edgemeter_cloud::{
+    Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, HeartbeatRecord, StateTotals,
+};
 use std::sync::Mutex;
 
 /// How the cache misbehaves while an outage is set.
@@ -56,12 +58,13 @@ impl<C: Cache> Cache for OutageCache<C> {
     async fn record_heartbeat(
         &self,
         edge_id: &str,
+        instance: u64,
         now_ms: i64,
         candidate_epoch: u64,
-    ) -> Result<u64, CacheError> {
+    ) -> Result<HeartbeatRecord, CacheError> {
         self.gate().await?;
         self.inner
-            .record_heartbeat(edge_id, now_ms, candidate_epoch)
+            .record_heartbeat(edge_id, instance, now_ms, candidate_epoch)
             .await
     }
 
