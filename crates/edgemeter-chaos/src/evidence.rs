@@ -9,9 +9,10 @@
 //! read per store bucket through a cluster-aware connection, each command
 //! to its slot's primary.
 //!
-//! The layout is restated here, not imported from the cloud, so that the
-//! checker reads what is in Redis rather than what the cloud means to
-//! write: 16 buckets, each a hash tag `{em-bNN}`; under `em:{em-bNN}:` the
+//! The layout is restated here, not imported from the cloud's Redis code,
+//! so that the checker reads what is in Redis rather than what the cloud
+//! means to write (only the bucket count and hash tag come from the wire):
+//! 16 buckets, each a hash tag `{em-bNN}`; under `em:{em-bNN}:` the
 //! tuples (`tuple:...`), the per-state hashes `state:<state>` (`tuples`,
 //! `average_sum_w`) and sets `state:<state>:households`, the edges set
 //! `edges` and the per-edge hashes `edge:<edge>` (`tuples`). A state's and
@@ -36,9 +37,8 @@ use std::path::Path;
 /// The prefix the cloud puts before every key (`redis_layout::KEY_PREFIX`).
 pub const KEY_PREFIX: &str = "em:";
 
-/// The cloud's store buckets (`edgemeter_wire::STORE_BUCKETS`), each one
-/// hash tag.
-pub const STORE_BUCKETS: u16 = 16;
+/// The cloud's store buckets, each one hash tag (`bucket_hash_tag`).
+pub const STORE_BUCKETS: u16 = edgemeter_wire::STORE_BUCKETS as u16;
 
 /// The pattern of every tuple key, of any edge and bucket: a foreign
 /// edge's tuple is then reported as unexpected rather than overlooked.
@@ -290,7 +290,10 @@ fn walk_node(url: &str, limits: ScanLimits, walked: &mut Walked) -> Result<(), S
 
 /// The prefix of every key of bucket `bucket`: `em:{em-bNN}:`.
 fn bucket_prefix(bucket: u16) -> String {
-    format!("{KEY_PREFIX}{{em-b{bucket:02}}}:")
+    format!(
+        "{KEY_PREFIX}{}:",
+        edgemeter_wire::bucket::bucket_hash_tag(bucket)
+    )
 }
 
 /// The cloud's per-state totals and per-edge counts, summed over the
