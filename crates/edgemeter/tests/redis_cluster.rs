@@ -7,7 +7,10 @@
 //! instance lease shared by two cloud nodes, and a primary restarted
 //! empty: its buckets get new epochs, the others keep theirs, and a
 //! reship of exactly the tuples of the changed buckets restores the whole.
+//! And the `edgemeter cloud --redis-cluster` binary: it serves on a
+//! cluster, and names the flag when the cluster cannot be reached.
 
+mod common;
 mod redis_support;
 
 use edgemeter::redis_cache::{RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX};
@@ -17,6 +20,9 @@ use edgemeter_testkit::{RedisCluster, RedisServer, PRIMARIES};
 use redis_support::{mixed_batches, mixed_batches_distinct, redis_key};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+use common::{ask, free_port, wait_until, Process};
+use std::net::TcpStream;
 
 /// How long the cache may take to reach a restarted primary again: the
 /// cluster client's reconnection, within a few calls.
@@ -314,5 +320,121 @@ async fn a_primary_restarted_empty_changes_only_its_buckets_epochs() {
     assert_eq!(
         tuples_of(cache.edges().await.unwrap()),
         tuples_of(on_reference.edges().await.unwrap())
+    );
+}
+
+/// Goal: the cloud binary stores into a cluster with `--redis-cluster`
+/// (seeds comma-separated), a tuple once however often it is sent, in its
+/// household's bucket, wherever that bucket's slot lives. Method: the
+/// original wire form (no key needed) for households of every bucket,
+/// each sent twice, through the real `edgemeter cloud`; the keys read on
+/// each node.
+#[test]
+fn the_cloud_binary_stores_into_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = RedisCluster::start();
+    let seeds = cluster.seeds();
+    let (heartbeat_port, data_port) = (free_port(), free_port());
+    let (heartbeat, data) = (heartbeat_port.to_string(), data_port.to_string());
+    let _cloud = Process::edgemeter(
+        "cloud",
+        &[
+            "cloud",
+            "--redis-cluster",
+            &seeds,
+            "--listen",
+            "127.0.0.1",
+            "--heartbeat-port",
+            &heartbeat,
+            "--data-port",
+            &data,
+            "--http",
+            "127.0.0.1:0",
+            "--allow-unauthenticated",
+        ],
+        dir.path(),
+    );
+    wait_until("the cloud to listen", Duration::from_secs(30), || {
+        [heartbeat_port, data_port]
+            .iter()
+            .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok())
+    });
+    assert_eq!(ask(heartbeat_port, b"heartbeat"), b"ack");
+    let households = redis_support::households_in_every_bucket(1);
+    for (id, household) in households.iter().enumerate() {
+        let request = format!(r#"{{"id": {id}, "node_id": "{household}", "average": 1.5}}"#);
+        for _ in 0..2 {
+            let reply = String::from_utf8(ask(data_port, request.as_bytes())).unwrap();
+            assert!(
+                reply.starts_with(&format!("PLZ for id: {id} - PLZ: ")),
+                "{reply}"
+            );
+        }
+    }
+    let keys = keys_on_nodes(&cluster);
+    assert_eq!(keys.len(), households.len(), "{keys:?}");
+    let nodes: BTreeSet<usize> = keys.values().copied().collect();
+    assert_eq!(nodes.len(), PRIMARIES, "the buckets are on every primary");
+    for household in &households {
+        let bucket = BucketKeys::new(store_bucket(household));
+        assert!(
+            keys.keys()
+                .any(|key| key.starts_with(bucket.prefix()) && key.contains(household.as_str())),
+            "{household} in its bucket"
+        );
+    }
+}
+
+/// Goal: a cluster that cannot be reached at start is one line that names
+/// the seeds and `--redis-cluster`, within a bound; `--redis` and
+/// `--redis-cluster` together are refused before anything starts.
+#[test]
+fn an_unreachable_cluster_is_named_and_the_two_flags_exclude_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let seeds = format!(
+        "redis://127.0.0.1:{},redis://127.0.0.1:{}",
+        free_port(),
+        free_port()
+    );
+    let common_args = ["--http", "127.0.0.1:0", "--allow-unauthenticated"];
+    let started = Instant::now();
+    let mut cloud = Process::edgemeter(
+        "cloud",
+        &[&["cloud", "--redis-cluster", &seeds][..], &common_args[..]].concat(),
+        dir.path(),
+    );
+    let status = cloud.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let log = cloud.log_tail();
+    let line = log
+        .lines()
+        .find(|line| line.contains("cannot reach Redis"))
+        .unwrap_or_else(|| panic!("no error line in {log}"));
+    assert!(
+        line.contains(&seeds) && line.contains("--redis-cluster"),
+        "{line}"
+    );
+
+    let mut both = Process::edgemeter(
+        "cloud-both",
+        &[
+            &[
+                "cloud",
+                "--redis",
+                "redis://127.0.0.1:1",
+                "--redis-cluster",
+                &seeds,
+            ][..],
+            &common_args[..],
+        ]
+        .concat(),
+        dir.path(),
+    );
+    assert_eq!(both.wait_exit(Duration::from_secs(30)).code(), Some(2));
+    assert!(
+        both.log_tail().contains("cannot be used with"),
+        "{}",
+        both.log_tail()
     );
 }
