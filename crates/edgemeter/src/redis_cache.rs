@@ -5,7 +5,7 @@
 //! each one hash tag and so one cluster slot. This module owns the talking:
 //! the connection (a [`ConnectionManager`] to one server, or a
 //! [`ClusterConnection`] that routes each call to its slot's primary,
-//! behind one [`Connection`] enum), the Lua scripts, and the merge of the
+//! behind one `Connection` enum), the Lua scripts, and the merge of the
 //! buckets' partial answers.
 //!
 //! A batch is split by household bucket into at most 16 script calls, each

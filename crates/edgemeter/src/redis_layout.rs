@@ -428,7 +428,8 @@ mod tests {
     /// slots. Method: a batch of households of every bucket and two edges
     /// (odd household ids included), split and packed; each call's keys
     /// through the cluster client's own slot function (CRC16 of the hash
-    /// tag), plus the heartbeat's keys for many edge ids.
+    /// tag), plus the readers' keys of each bucket and the heartbeat's
+    /// keys for many edge ids.
     #[test]
     fn every_key_of_a_call_is_in_its_buckets_slot() {
         let mut households = households_covering_every_bucket();
@@ -451,6 +452,22 @@ mod tests {
                 assert_eq!(Slot::for_key(key), slot, "{key} in bucket {bucket}");
                 assert!(key.starts_with(BucketKeys::new(bucket).prefix()));
             }
+            // And the keys the readers send to the bucket in one pipeline.
+            let keys = BucketKeys::new(bucket);
+            let mut read = vec![
+                keys.epoch(),
+                keys.recent(),
+                keys.edges(),
+                keys.edge("edge-a"),
+            ];
+            for state in GermanState::ALL {
+                read.push(keys.state(state));
+                read.push(keys.state_households(state));
+            }
+            assert!(
+                read.iter().all(|key| Slot::for_key(key) == slot),
+                "bucket {bucket}"
+            );
             slots.push(slot);
         }
         slots.dedup();
@@ -487,8 +504,13 @@ mod tests {
             STORE_HEAD_ARGS + 2 + 2 * GROUP_ARGS + 5 * TUPLE_ARGS
         );
         assert_eq!(
-            call.args[..STORE_HEAD_ARGS],
-            ["9", "1000", "42", "1", "2", "2", "5"]
+            call.args[1..STORE_HEAD_ARGS],
+            ["1000", "42", "1", "2", "2", "5"]
+        );
+        assert_eq!(
+            call.args[0],
+            bucket_epoch_candidate(9, 3).to_string(),
+            "the bucket's own candidate"
         );
         assert_eq!(
             call.keys[STORE_HEAD_KEYS + 4],

@@ -13,7 +13,9 @@ use common::RedisServer;
 use edgemeter::redis_cache::{
     RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX, RECONNECT_ATTEMPTS_MAX, RECONNECT_DELAY_MAX,
 };
-use edgemeter::redis_layout::{store_bucket, BucketKeys, STORE_BUCKETS};
+use edgemeter::redis_layout::{
+    store_bucket, BucketKeys, LAYOUT_PATTERN, OLD_LAYOUT_PATTERN, STORE_BUCKETS,
+};
 use edgemeter_cloud::{
     bucket_epoch_candidate, postal_code_for, state_of, tuple_key, Cache, CacheError, CloudTuple,
     GermanState, INSTANCE_LEASE,
@@ -663,5 +665,89 @@ async fn the_buckets_partial_totals_add_up_to_the_distinct_tuples() {
     assert_eq!(
         counts,
         [("edge-a", count("edge-a")), ("edge-b", count("edge-b"))]
+    );
+}
+
+/// The keys `pattern` matches, by SCAN.
+async fn scan(connection: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    for _ in 0..1_000 {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(connection)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            keys.sort();
+            keys.dedup();
+            return keys;
+        }
+        cursor = next;
+    }
+    panic!("SCAN did not end");
+}
+
+/// Goal: what the README says of an upgrade holds: a Redis written by an
+/// older cloud (unbucketed keys, one `em:epoch`) is not read by this one,
+/// whose buckets start without epochs (so the first heartbeat sets new
+/// ones and the edges reship), and the old keys are exactly those of
+/// `OLD_LAYOUT_PATTERN`, none of ours. Method: the old layout's keys
+/// written by hand beside a stored batch and a heartbeat; SCAN by both
+/// patterns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_layout_is_ignored_and_found_by_its_own_pattern() {
+    let redis = RedisServer::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let old_tuple = tuple("edge-a", "house-0", 0, 1.0);
+    let old_keys = [
+        format!("em:{}", old_tuple.key),
+        "em:epoch".to_owned(),
+        "em:state:Sachsen".to_owned(),
+        "em:edge:edge-a".to_owned(),
+        "em:edges".to_owned(),
+        "em:recent".to_owned(),
+    ];
+    for key in &old_keys {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(old_tuple.stored_value())
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    assert_eq!(cache.recent_tuples(10).await.unwrap(), vec![]);
+    assert!(cache.edges().await.unwrap().is_empty());
+    let record = cache.record_heartbeat("edge-a", 1, 1, 77).await.unwrap();
+    for (bucket, epoch) in record.epochs.iter().enumerate() {
+        assert_eq!(
+            *epoch,
+            bucket_epoch_candidate(77, bucket as u16),
+            "a new epoch"
+        );
+    }
+    let write = cache
+        .store(std::slice::from_ref(&old_tuple), 78)
+        .await
+        .unwrap();
+    assert_eq!(write.inserted, 1, "stored again under the new layout");
+
+    let mut expected_old = old_keys.to_vec();
+    expected_old.sort();
+    assert_eq!(scan(&mut raw, OLD_LAYOUT_PATTERN).await, expected_old);
+    let ours = scan(&mut raw, LAYOUT_PATTERN).await;
+    assert!(ours.contains(&redis_key(&old_tuple)), "{ours:?}");
+    assert!(ours.iter().all(|key| !old_keys.contains(key)));
+    assert_eq!(
+        scan(&mut raw, "em:*").await.len(),
+        ours.len() + old_keys.len(),
+        "the two patterns cover every key of ours"
     );
 }
