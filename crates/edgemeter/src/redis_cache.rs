@@ -324,6 +324,8 @@ pub struct RedisCache {
     last_stamp: Arc<AtomicU64>,
 }
 
+/// The three scripts, hashed once; each call sends EVALSHA and loads the
+/// script only when a node answers NOSCRIPT (a fresh or restarted node).
 struct Scripts {
     store: Script,
     epoch: Script,
@@ -605,6 +607,7 @@ impl RedisCache {
         })
     }
 }
+
 impl RedisCache {
     /// One bucket's partial totals: 16 HMGETs and 16 SCARDs, one pipeline
     /// to the bucket's slot.
