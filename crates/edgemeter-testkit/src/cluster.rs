@@ -40,16 +40,21 @@ const PORT_ATTEMPTS_MAX: usize = 100;
 struct Node {
     port: u16,
     bus_port: u16,
+    /// `cluster-require-full-coverage`: whether the node refuses every
+    /// command while some slot's primary is down (Redis's default) or
+    /// keeps serving the slots that are up.
+    full_coverage: bool,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
 
 impl Node {
-    fn new() -> Node {
+    fn new(full_coverage: bool) -> Node {
         let (port, bus_port) = two_free_ports();
         Node {
             port,
             bus_port,
+            full_coverage,
             child: None,
             dir: tempfile::tempdir().expect("a directory for a cluster node"),
         }
@@ -65,6 +70,10 @@ impl Node {
             .args([
                 "--cluster-node-timeout",
                 &NODE_TIMEOUT.as_millis().to_string(),
+            ])
+            .args([
+                "--cluster-require-full-coverage",
+                if self.full_coverage { "yes" } else { "no" },
             ])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -116,9 +125,20 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts [`PRIMARIES`] nodes, creates the cluster over them (slots
     /// split evenly, no replicas) and waits for `cluster_state:ok` on
-    /// every node.
+    /// every node. With Redis's default, every node refuses commands once
+    /// a primary is marked failed.
     pub fn start() -> RedisCluster {
-        let mut nodes: Vec<Node> = (0..PRIMARIES).map(|_| Node::new()).collect();
+        RedisCluster::start_with(true)
+    }
+
+    /// As [`RedisCluster::start`], with `cluster-require-full-coverage no`:
+    /// while a primary is down the others keep serving their slots.
+    pub fn start_partial_coverage() -> RedisCluster {
+        RedisCluster::start_with(false)
+    }
+
+    fn start_with(full_coverage: bool) -> RedisCluster {
+        let mut nodes: Vec<Node> = (0..PRIMARIES).map(|_| Node::new(full_coverage)).collect();
         for node in &mut nodes {
             node.spawn();
         }

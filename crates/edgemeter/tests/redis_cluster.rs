@@ -7,7 +7,8 @@
 //! instance lease shared by two cloud nodes, and a primary restarted
 //! empty: its buckets get new epochs, the others keep theirs, and a
 //! reship of exactly the tuples of the changed buckets restores the whole.
-//! And the `edgemeter cloud --redis-cluster` binary: it serves on a
+//! With a primary down (and the cluster serving the slots that are up),
+//! only its buckets stall. And the `edgemeter cloud --redis-cluster` binary: it serves on a
 //! cluster, and names the flag when the cluster cannot be reached.
 
 mod common;
@@ -436,5 +437,85 @@ fn an_unreachable_cluster_is_named_and_the_two_flags_exclude_each_other() {
         both.log_tail().contains("cannot be used with"),
         "{}",
         both.log_tail()
+    );
+}
+
+/// Goal: with one primary down and the cluster serving the slots that are
+/// up (`cluster-require-full-coverage no`), only that primary's buckets
+/// stall: a heartbeat answers within the call timeout with 0 (unknown)
+/// for them and their epochs for the rest, a batch of live buckets is
+/// stored, one touching a dead bucket is "unavailable" (to be resent)
+/// within the call timeout; once the primary is back, empty, everything
+/// is served again. Method: a cluster with partial coverage, one primary
+/// killed, then restarted empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_down_stalls_only_its_buckets() {
+    let mut cluster = RedisCluster::start_partial_coverage();
+    let cache = connect(&cluster).await;
+    let bucket_node: Vec<usize> = (0..STORE_BUCKETS as u16)
+        .map(|bucket| cluster.node_of_key(&BucketKeys::new(bucket).epoch()))
+        .collect();
+    let dead_node = bucket_node[0];
+    let edge_id = (0..1_000)
+        .map(|number| format!("edge-{number}"))
+        .find(|edge| bucket_node[usize::from(store_bucket(edge))] != dead_node)
+        .expect("an edge id whose lease is on a live primary");
+    let households = redis_support::households_in_every_bucket(1);
+    let batch_of = |on_dead_node: bool| -> Vec<CloudTuple> {
+        (0..STORE_BUCKETS)
+            .filter(|bucket| (bucket_node[*bucket] == dead_node) == on_dead_node)
+            .map(|bucket| redis_support::tuple(&edge_id, &households[bucket], 0, 2.0))
+            .collect()
+    };
+    let (live, dead) = (batch_of(false), batch_of(true));
+    cache.record_heartbeat(&edge_id, 1, 1, 5).await.unwrap();
+    cluster.kill(dead_node);
+
+    let started = Instant::now();
+    let record = cache.record_heartbeat(&edge_id, 1, 2, 6).await.unwrap();
+    assert!(started.elapsed() < CALL_TIMEOUT + Duration::from_secs(1));
+    assert!(!record.refused);
+    for (bucket, epoch) in record.epochs.iter().enumerate() {
+        if bucket_node[bucket] == dead_node {
+            assert_eq!(
+                *epoch, 0,
+                "bucket {bucket} is unknown while its primary is down"
+            );
+        } else {
+            assert_eq!(
+                *epoch,
+                bucket_epoch_candidate(5, bucket as u16),
+                "bucket {bucket}"
+            );
+        }
+    }
+    assert_eq!(cache.store(&live, 6).await.unwrap().inserted, live.len());
+    let started = Instant::now();
+    let error = cache.store(&dead, 6).await.unwrap_err();
+    assert!(started.elapsed() < CALL_TIMEOUT + Duration::from_secs(1));
+    assert!(
+        matches!(error, edgemeter_cloud::CacheError::Unavailable(_)),
+        "{error:?}"
+    );
+
+    cluster.restart_empty(dead_node);
+    let epochs = epochs_once_all_answer(&cache, 7).await;
+    for (bucket, epoch) in epochs.iter().enumerate() {
+        let candidate = if bucket_node[bucket] == dead_node {
+            7
+        } else {
+            5
+        };
+        assert_eq!(
+            *epoch,
+            bucket_epoch_candidate(candidate, bucket as u16),
+            "bucket {bucket}"
+        );
+    }
+    assert_eq!(cache.store(&dead, 7).await.unwrap().inserted, dead.len());
+    let totals = cache.state_totals().await.unwrap();
+    assert_eq!(
+        totals.iter().map(|state| state.tuples).sum::<u64>(),
+        (live.len() + dead.len()) as u64
     );
 }
