@@ -100,6 +100,8 @@ pub struct Sources<'a> {
     pub data_dir: &'a Path,
     pub duration_ms: i64,
     pub db: &'a Path,
+    /// One Redis, or any node of a Redis Cluster (or several, joined by
+    /// commas): which it is, is asked, and a cluster is walked whole.
     pub redis_url: &'a str,
     pub edge_id: &'a str,
 }
