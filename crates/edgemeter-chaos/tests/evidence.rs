@@ -5,11 +5,14 @@
 //! it reads the cloud's totals as the cloud lays them out, summed over the
 //! store buckets. On a 3-primary Redis Cluster it walks every primary.
 
+use edgemeter::redis_cache::RedisCache;
 use edgemeter_chaos::evidence::{
     cloud_totals, cloud_tuples, ScanLimits, SCAN_COUNT, TUPLE_PATTERN,
 };
-use edgemeter_cloud::GermanState;
+use edgemeter_chaos::totals::{check_totals, totals_of};
+use edgemeter_cloud::{postal_code_for, state_of, tuple_key, Cache, CloudTuple, GermanState};
 use edgemeter_testkit::{RedisCluster, RedisServer};
+use sim_tests::checker::Findings;
 
 /// Stores `count` keys under the tuple pattern (in bucket 3), and keys
 /// outside it that the walk must not count: another key of the bucket and
@@ -189,4 +192,73 @@ fn the_totals_refuse_a_set_larger_than_the_limit() {
         ),
         "{error}"
     );
+}
+
+/// Tuples of two edges over households of every bucket, some shipped by
+/// both edges.
+fn shipped() -> Vec<CloudTuple> {
+    let mut tuples = Vec::new();
+    for household in 0..64 {
+        let node_id = format!("household_{household}");
+        let postal_code = postal_code_for(&node_id);
+        for (edge_id, windows) in [("edge-1", 0..5), ("edge-2", 3..6)] {
+            for window in windows {
+                let window_start_ms = window * 5_000;
+                tuples.push(CloudTuple {
+                    key: tuple_key(edge_id, &node_id, &window_start_ms.to_string()),
+                    edge_id: edge_id.to_owned(),
+                    node_id: node_id.clone(),
+                    window_start_ms: Some(window_start_ms),
+                    average_w: household as f64 + window as f64 / 3.0,
+                    samples: 5,
+                    postal_code,
+                    state: state_of(postal_code).unwrap(),
+                    received_ms: 1,
+                });
+            }
+        }
+    }
+    tuples
+}
+
+/// Stores `tuples` through the cloud's own cache, each batch twice, as
+/// the cloud would on resends.
+async fn store(cache: &RedisCache, tuples: &[CloudTuple]) {
+    for batch in tuples.chunks(100) {
+        cache.store(batch, 9).await.unwrap();
+        cache.store(batch, 9).await.unwrap();
+    }
+    cache.record_heartbeat("edge-1", 1, 1, 9).await.unwrap();
+}
+
+/// The checker's reading of what `urls` holds, with the totals compared.
+fn checked(urls: &str, shipped: &[CloudTuple]) {
+    let (mut tuples, malformed) = cloud_tuples(urls, ScanLimits::default()).unwrap();
+    assert!(malformed.is_empty(), "{malformed:?}");
+    tuples.sort_by(|left, right| left.key.cmp(&right.key));
+    let mut expected = shipped.to_vec();
+    expected.sort_by(|left, right| left.key.cmp(&right.key));
+    assert_eq!(tuples, expected, "every tuple once, read back whole");
+    let totals = cloud_totals(urls, &[], ScanLimits::default()).unwrap();
+    assert_eq!(totals.edges, totals_of(shipped).edges);
+    let mut findings = Findings::default();
+    check_totals(&totals, &tuples, &mut findings);
+    assert!(findings.is_clean(), "{:?}", findings.by_kind);
+}
+
+/// Goal: the checker reads the layout the cloud writes, not only the
+/// fixtures above: every tuple once and totals that add up, through the
+/// cloud's own `RedisCache`, on one Redis and on a 3-primary cluster.
+/// Method: the same tuples, each batch resent, stored both ways and
+/// checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_reads_what_the_cloud_writes() {
+    let tuples = shipped();
+    let single = RedisServer::start();
+    store(&RedisCache::connect(&single.url()).await.unwrap(), &tuples).await;
+    checked(&single.url(), &tuples);
+    let cluster = RedisCluster::start();
+    let cache = RedisCache::connect_cluster(&cluster.urls()).await.unwrap();
+    store(&cache, &tuples).await;
+    checked(&cluster.urls()[2], &tuples);
 }
