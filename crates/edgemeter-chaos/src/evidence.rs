@@ -1,42 +1,68 @@
 //! Gathers the checker's evidence from the real system: the input windows
 //! from the CSVs, the edge's SQLite rows, every tuple in Redis (found with
-//! SCAN by pattern and count, never KEYS, and fetched with MGET), and the
-//! cloud's per-state and per-edge totals.
+//! SCAN by pattern and count, never KEYS, and fetched with pipelined GETs),
+//! and the cloud's per-state and per-edge totals.
+//!
+//! Redis is one server or a Redis Cluster, found out by asking: a server
+//! with cluster support answers `CLUSTER NODES`, and then every primary it
+//! lists is walked, since SCAN sees one node's keys only. The totals are
+//! read per store bucket through a cluster-aware connection, each command
+//! to its slot's primary.
+//!
+//! The layout is restated here, not imported from the cloud's Redis code,
+//! so that the checker reads what is in Redis rather than what the cloud
+//! means to write (only the bucket count and hash tag come from the wire):
+//! 16 buckets, each a hash tag `{em-bNN}`; under `em:{em-bNN}:` the
+//! tuples (`tuple:...`), the per-state hashes `state:<state>` (`tuples`,
+//! `average_sum_w`) and sets `state:<state>:households`, the edges set
+//! `edges` and the per-edge hashes `edge:<edge>` (`tuples`). A state's and
+//! an edge's totals are the sums over the buckets; households are bucketed
+//! by id, so the buckets' sets are disjoint.
 //!
 //! Nothing is excused: after a cache loss (a Redis restarted empty, or a
-//! FLUSHALL) the edges refill the cloud, so at the end it must hold every
-//! acknowledged tuple exactly once, and its totals must count each once.
-//! The checker is the simulation's, run with no cache loss on record.
+//! FLUSHALL, or one shard of a cluster lost) the edges refill the cloud, so
+//! at the end it must hold every acknowledged tuple exactly once, and its
+//! totals must count each once. The checker is the simulation's, run with
+//! no cache loss on record.
 
 use crate::totals::{CloudTotals, StateCount};
 use edgemeter_cloud::CloudTuple;
 use edgemeter_cloud::GermanState;
 use edgemeter_data::{load_dir, oracle_windows, OracleWindow};
 use edgemeter_store::{SqliteOutbox, StoredTuple};
+use redis::ConnectionLike;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// The prefix the cloud puts before every key (`redis_cache::KEY_PREFIX`).
+/// The prefix the cloud puts before every key (`redis_layout::KEY_PREFIX`).
 pub const KEY_PREFIX: &str = "em:";
 
-/// The pattern of every tuple key, of any edge: a foreign edge's tuple is
-/// then reported as unexpected rather than overlooked.
-pub const TUPLE_PATTERN: &str = "em:tuple:*";
+/// The cloud's store buckets, each one hash tag (`bucket_hash_tag`).
+pub const STORE_BUCKETS: u16 = edgemeter_wire::STORE_BUCKETS as u16;
+
+/// The pattern of every tuple key, of any edge and bucket: a foreign
+/// edge's tuple is then reported as unexpected rather than overlooked.
+pub const TUPLE_PATTERN: &str = "em:{em-b*}:tuple:*";
 
 /// SCAN's COUNT hint: keys examined per round trip.
 pub const SCAN_COUNT: usize = 1_000;
 
-/// Tuple keys collected at most. The shipped hour of 50 households is
-/// 36,000 windows; a bound far above it keeps a runaway cache from
-/// exhausting memory, and reaching it is an error.
+/// Tuple keys collected at most, over every node. The shipped hour of 50
+/// households is 36,000 windows; a bound far above it keeps a runaway
+/// cache from exhausting memory, and reaching it is an error.
 pub const CLOUD_KEYS_MAX: usize = 10_000_000;
 
-/// SCAN rounds at most: enough to walk `CLOUD_KEYS_MAX` keys at COUNT
-/// `SCAN_COUNT` ten times over (SCAN may return a key more than once).
+/// SCAN rounds at most, over every node: enough to walk `CLOUD_KEYS_MAX`
+/// keys at COUNT `SCAN_COUNT` ten times over (SCAN may return a key more
+/// than once).
 pub const SCAN_ROUNDS_MAX: usize = 10 * CLOUD_KEYS_MAX / SCAN_COUNT;
 
-/// Keys per MGET.
+/// Keys per pipeline of GETs.
 pub const FETCH_BATCH_KEYS: usize = 500;
+
+/// Cluster nodes walked at most: a `CLUSTER NODES` listing longer than
+/// this is refused (Redis Cluster's own advice tops out near 1,000).
+pub const CLUSTER_NODES_MAX: usize = 1_000;
 
 /// How far the walk of Redis may go. The checker uses the default,
 /// [`CLOUD_KEYS_MAX`] and [`SCAN_ROUNDS_MAX`]; a test passes small limits,
@@ -74,6 +100,8 @@ pub struct Sources<'a> {
     pub data_dir: &'a Path,
     pub duration_ms: i64,
     pub db: &'a Path,
+    /// One Redis, or any node of a Redis Cluster (or several, joined by
+    /// commas): which it is, is asked, and a cluster is walked whole.
     pub redis_url: &'a str,
     pub edge_id: &'a str,
 }
@@ -101,132 +129,279 @@ pub fn gather(sources: &Sources<'_>) -> Result<Gathered, String> {
     })
 }
 
-/// Every tuple in Redis, and the keys that do not hold one; an error if
-/// the walk would pass `limits`.
+/// The Redis the checker reads: one server, or a cluster's primaries.
+enum Target {
+    Single(String),
+    Cluster {
+        /// The seed URLs, for the cluster-aware connection.
+        seeds: Vec<String>,
+        /// One URL per primary, for the per-node walk.
+        primaries: Vec<String>,
+    },
+}
+
+/// Finds out what `urls` (one URL, or a cluster's seeds joined by commas)
+/// point at: the first URL answers either `CLUSTER NODES` (a cluster) or
+/// that cluster support is disabled (one server).
+fn target(urls: &str) -> Result<Target, String> {
+    let seeds: Vec<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let first = seeds
+        .first()
+        .ok_or_else(|| format!("no Redis URL in {urls:?}"))?
+        .clone();
+    let failed = |error: redis::RedisError| format!("redis {first}: {error}");
+    let client = redis::Client::open(first.as_str()).map_err(failed)?;
+    let mut connection = client.get_connection().map_err(failed)?;
+    match redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query::<String>(&mut connection)
+    {
+        Ok(nodes) => {
+            let primaries = primaries_of(&nodes)?
+                .into_iter()
+                .map(|address| node_url(&first, &address))
+                .collect();
+            Ok(Target::Cluster { seeds, primaries })
+        }
+        Err(error) if error.to_string().contains("cluster support disabled") => {
+            if seeds.len() > 1 {
+                return Err(format!(
+                    "redis {first} is not a cluster node, but {} URLs were given",
+                    seeds.len()
+                ));
+            }
+            Ok(Target::Single(first))
+        }
+        Err(error) => Err(failed(error)),
+    }
+}
+
+/// The `host:port` of every primary in a `CLUSTER NODES` listing
+/// (`<id> <host:port@bus[,hostname]> <flags> ...`), failing or not: a
+/// failing primary is an error when it is walked, not a node skipped.
+fn primaries_of(nodes: &str) -> Result<Vec<String>, String> {
+    let mut primaries = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 3 || !fields[2].split(',').any(|flag| flag == "master") {
+            continue;
+        }
+        let address = fields[1].split(['@', ',']).next().unwrap_or("");
+        if address.is_empty() || address.starts_with(':') {
+            return Err(format!("a primary without an address: {line}"));
+        }
+        primaries.push(address.to_owned());
+        if primaries.len() > CLUSTER_NODES_MAX {
+            return Err(format!(
+                "more primaries than {CLUSTER_NODES_MAX}, the checker's limit"
+            ));
+        }
+    }
+    if primaries.is_empty() {
+        return Err(format!("no primary in CLUSTER NODES: {nodes}"));
+    }
+    Ok(primaries)
+}
+
+/// `seed`'s URL with its host and port replaced by `address`, keeping its
+/// scheme and credentials: every node of a cluster takes the same.
+fn node_url(seed: &str, address: &str) -> String {
+    let (scheme, rest) = seed.split_once("://").unwrap_or(("redis", seed));
+    let credentials = rest
+        .rsplit_once('@')
+        .map(|(credentials, _)| format!("{credentials}@"))
+        .unwrap_or_default();
+    format!("{scheme}://{credentials}{address}/")
+}
+
+/// A connection that reaches every key: the server, or the cluster with
+/// each command routed to its slot's primary.
+fn keyed_connection(target: &Target) -> Result<Box<dyn ConnectionLike>, String> {
+    match target {
+        Target::Single(url) => {
+            let failed = |error: redis::RedisError| format!("redis {url}: {error}");
+            let client = redis::Client::open(url.as_str()).map_err(failed)?;
+            Ok(Box::new(client.get_connection().map_err(failed)?))
+        }
+        Target::Cluster { seeds, .. } => {
+            let failed = |error: redis::RedisError| format!("redis cluster {seeds:?}: {error}");
+            let client = redis::cluster::ClusterClient::new(seeds.clone()).map_err(failed)?;
+            Ok(Box::new(client.get_connection().map_err(failed)?))
+        }
+    }
+}
+
+/// Every tuple in Redis (on every primary of a cluster), and the keys that
+/// do not hold one; an error if the walk would pass `limits`.
 pub fn cloud_tuples(
-    url: &str,
+    urls: &str,
     limits: ScanLimits,
 ) -> Result<(Vec<CloudTuple>, Vec<String>), String> {
+    let nodes = match target(urls)? {
+        Target::Single(url) => vec![url],
+        Target::Cluster { primaries, .. } => primaries,
+    };
+    let mut walked = Walked::default();
+    for url in &nodes {
+        walk_node(url, limits, &mut walked)?;
+    }
+    Ok((walked.tuples, walked.malformed))
+}
+
+/// What the walk found so far, over the nodes walked.
+#[derive(Default)]
+struct Walked {
+    tuples: Vec<CloudTuple>,
+    malformed: Vec<String>,
+    keys: usize,
+    rounds: usize,
+}
+
+/// Walks one node's tuple keys and reads their values, counting against
+/// `limits` what the nodes before it used.
+fn walk_node(url: &str, limits: ScanLimits, walked: &mut Walked) -> Result<(), String> {
     let failed = |error: redis::RedisError| format!("redis {url}: {error}");
     let client = redis::Client::open(url).map_err(failed)?;
     let mut connection = client.get_connection().map_err(failed)?;
-    let keys =
-        scan_keys(&mut connection, limits).map_err(|error| format!("redis {url}: {error}"))?;
+    let keys = scan_keys(&mut connection, limits, walked)
+        .map_err(|error| format!("redis {url}: {error}"))?;
+    walked.keys += keys.len();
     let keys: Vec<String> = keys.into_iter().collect();
-    let mut tuples = Vec::with_capacity(keys.len());
-    let mut malformed = Vec::new();
     for chunk in keys.chunks(FETCH_BATCH_KEYS) {
-        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-            .arg(chunk)
-            .query(&mut connection)
-            .map_err(failed)?;
+        // GETs, not one MGET: a cluster node refuses an MGET over slots.
+        let mut gets = redis::pipe();
+        for key in chunk {
+            gets.get(key);
+        }
+        let values: Vec<Option<Vec<u8>>> = gets.query(&mut connection).map_err(failed)?;
         assert_eq!(values.len(), chunk.len());
         for (key, value) in chunk.iter().zip(values) {
             match value.and_then(|value| tuple_from_value(key, &value)) {
-                Some(tuple) => tuples.push(tuple),
-                None => malformed.push(key.clone()),
+                Some(tuple) => walked.tuples.push(tuple),
+                None => walked.malformed.push(key.clone()),
             }
         }
     }
-    Ok((tuples, malformed))
+    Ok(())
 }
 
-/// The cloud's per-state totals and per-edge counts: every state's hash
-/// and households set, and the count of every edge in `em:edges` and of
-/// each edge in `edges_also` (the edges whose tuples the cloud holds, so
-/// that an edge missing from the set is still compared). A set with more
-/// members than `limits.keys_max` is refused unread, like the tuple walk.
+/// The prefix of every key of bucket `bucket`: `em:{em-bNN}:`.
+fn bucket_prefix(bucket: u16) -> String {
+    format!(
+        "{KEY_PREFIX}{}:",
+        edgemeter_wire::bucket::bucket_hash_tag(bucket)
+    )
+}
+
+/// The cloud's per-state totals and per-edge counts, summed over the
+/// buckets: every state's hash and households set, and the count of every
+/// edge in a bucket's `edges` set and of each edge in `edges_also` (the
+/// edges whose tuples the cloud holds, so that an edge missing from the
+/// sets is still compared). A set with more members than
+/// `limits.keys_max` is refused unread, like the tuple walk.
 pub fn cloud_totals(
-    url: &str,
+    urls: &str,
     edges_also: &[&str],
     limits: ScanLimits,
 ) -> Result<CloudTotals, String> {
-    let failed = |error: redis::RedisError| format!("redis {url}: {error}");
-    let client = redis::Client::open(url).map_err(failed)?;
-    let mut connection = client.get_connection().map_err(failed)?;
-    let state_key = |state: GermanState| format!("{KEY_PREFIX}state:{}", state.name());
-    let mut set_keys: Vec<String> = GermanState::ALL
-        .iter()
-        .map(|state| format!("{}:households", state_key(*state)))
-        .collect();
-    set_keys.push(format!("{KEY_PREFIX}edges"));
-    let mut sets = read_sets(&mut connection, &set_keys, limits.keys_max)
-        .map_err(|error| format!("redis {url}: {error}"))?;
-    let edge_ids = sets.pop().expect("the edges set was read last");
-    let mut hashes = redis::pipe();
-    for state in GermanState::ALL {
-        hashes
-            .cmd("HMGET")
-            .arg(state_key(state))
-            .arg("tuples")
-            .arg("average_sum_w");
-    }
-    let hashes: Vec<(Option<u64>, Option<f64>)> = hashes.query(&mut connection).map_err(failed)?;
+    let mut connection = keyed_connection(&target(urls)?)?;
+    let failed = |error: redis::RedisError| format!("redis {urls}: {error}");
     let mut totals = CloudTotals::default();
-    for ((state, (tuples, sum)), households) in GermanState::ALL.iter().zip(hashes).zip(sets) {
-        if tuples.is_none() && sum.is_none() && households.is_empty() {
-            continue;
+    let mut edge_ids: BTreeSet<String> = edges_also.iter().map(|edge| (*edge).to_owned()).collect();
+    for bucket in 0..STORE_BUCKETS {
+        let prefix = bucket_prefix(bucket);
+        let state_key = |state: GermanState| format!("{prefix}state:{}", state.name());
+        let mut set_keys: Vec<String> = GermanState::ALL
+            .iter()
+            .map(|state| format!("{}:households", state_key(*state)))
+            .collect();
+        set_keys.push(format!("{prefix}edges"));
+        let mut sets = read_sets(connection.as_mut(), &set_keys, limits.keys_max)
+            .map_err(|error| format!("redis {urls}: {error}"))?;
+        edge_ids.extend(sets.pop().expect("the edges set was read last"));
+        for (state, households) in GermanState::ALL.iter().zip(sets) {
+            let (tuples, sum): (Option<u64>, Option<f64>) = redis::cmd("HMGET")
+                .arg(state_key(*state))
+                .arg("tuples")
+                .arg("average_sum_w")
+                .query(connection.as_mut())
+                .map_err(failed)?;
+            if tuples.is_none() && sum.is_none() && households.is_empty() {
+                continue;
+            }
+            let count = totals
+                .states
+                .entry(*state)
+                .or_insert_with(StateCount::default);
+            count.tuples += tuples.unwrap_or(0);
+            count.average_sum_w += sum.unwrap_or(0.0);
+            count.households.extend(households);
         }
-        let count = StateCount {
-            tuples: tuples.unwrap_or(0),
-            average_sum_w: sum.unwrap_or(0.0),
-            households,
-        };
-        totals.states.insert(*state, count);
     }
-    let edges: BTreeSet<String> = edge_ids
-        .into_iter()
-        .chain(edges_also.iter().map(|edge| (*edge).to_owned()))
-        .collect();
-    for edge in edges {
-        let tuples: Option<u64> = redis::cmd("HGET")
-            .arg(format!("{KEY_PREFIX}edge:{edge}"))
-            .arg("tuples")
-            .query(&mut connection)
-            .map_err(failed)?;
-        totals.edges.insert(edge, tuples.unwrap_or(0));
+    for edge in edge_ids {
+        let mut tuples = 0;
+        for bucket in 0..STORE_BUCKETS {
+            let counted: Option<u64> = redis::cmd("HGET")
+                .arg(format!("{}edge:{edge}", bucket_prefix(bucket)))
+                .arg("tuples")
+                .query(connection.as_mut())
+                .map_err(failed)?;
+            tuples += counted.unwrap_or(0);
+        }
+        totals.edges.insert(edge, tuples);
     }
     Ok(totals)
 }
 
 /// The members of each set, in `keys` order; an error, before any member
-/// is read, when a set has more than `members_max`.
+/// is read, when a set has more than `members_max`. One command at a time:
+/// the keys are of one bucket, but a cluster connection routes each alone.
 fn read_sets(
-    connection: &mut redis::Connection,
+    connection: &mut dyn ConnectionLike,
     keys: &[String],
     members_max: usize,
 ) -> Result<Vec<BTreeSet<String>>, String> {
-    let mut sizes = redis::pipe();
+    let mut sizes = Vec::with_capacity(keys.len());
     for key in keys {
-        sizes.scard(key);
+        let size: u64 = redis::cmd("SCARD")
+            .arg(key)
+            .query(connection)
+            .map_err(|error| error.to_string())?;
+        if size > members_max as u64 {
+            return Err(format!(
+                "{key} has {size} members, more than the checker's limit {members_max}"
+            ));
+        }
+        sizes.push(size);
     }
-    let sizes: Vec<u64> = sizes.query(connection).map_err(|error| error.to_string())?;
-    assert_eq!(sizes.len(), keys.len());
-    if let Some((key, size)) = keys
-        .iter()
-        .zip(&sizes)
-        .find(|(_, size)| **size > members_max as u64)
-    {
-        return Err(format!(
-            "{key} has {size} members, more than the checker's limit {members_max}"
-        ));
-    }
-    let mut members = redis::pipe();
-    for key in keys {
-        members.smembers(key);
-    }
-    members.query(connection).map_err(|error| error.to_string())
+    keys.iter()
+        .map(|key| {
+            redis::cmd("SMEMBERS")
+                .arg(key)
+                .query(connection)
+                .map_err(|error| error.to_string())
+        })
+        .collect()
 }
 
-/// SCAN MATCH/COUNT until the cursor returns to 0. SCAN may return a key
-/// twice; the set keeps it once, so a repeat is never a duplicate tuple.
+/// SCAN MATCH/COUNT until the cursor returns to 0, on one node, counting
+/// against `limits` the keys and rounds of the nodes walked before; adds
+/// its rounds to `walked`. SCAN may return a key twice; the set keeps it
+/// once, so a repeat is never a duplicate tuple.
 fn scan_keys(
     connection: &mut redis::Connection,
     limits: ScanLimits,
+    walked: &mut Walked,
 ) -> Result<BTreeSet<String>, String> {
     let mut keys = BTreeSet::new();
     let mut cursor: u64 = 0;
-    for _ in 0..limits.rounds_max {
+    while walked.rounds < limits.rounds_max {
+        walked.rounds += 1;
         let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
@@ -236,7 +411,7 @@ fn scan_keys(
             .query(connection)
             .map_err(|error| error.to_string())?;
         keys.extend(batch);
-        if keys.len() > limits.keys_max {
+        if walked.keys + keys.len() > limits.keys_max {
             return Err(format!(
                 "more tuple keys than {}, the checker's limit",
                 limits.keys_max
@@ -256,8 +431,13 @@ fn scan_keys(
 /// The cloud's stored value (`CloudTuple::stored_value`), read back;
 /// `None` when it is not one.
 fn tuple_from_value(key: &str, value: &[u8]) -> Option<CloudTuple> {
-    let key = key.strip_prefix(KEY_PREFIX)?.to_owned();
-    CloudTuple::from_stored_value(key, value)
+    let rest = key.strip_prefix("em:{em-b")?;
+    let (bucket, tuple_key) = rest.split_once("}:")?;
+    let bucket: u16 = bucket.parse().ok()?;
+    if bucket >= STORE_BUCKETS || !tuple_key.starts_with("tuple:") {
+        return None;
+    }
+    CloudTuple::from_stored_value(tuple_key.to_owned(), value)
 }
 
 #[cfg(test)]
@@ -280,12 +460,37 @@ mod tests {
             received_ms: 7,
         };
         let value = tuple.stored_value();
-        let key = format!("em:tuple:edge-1:{node}:5000");
+        let key = format!("em:{{em-b07}}:tuple:edge-1:{node}:5000");
         assert_eq!(tuple_from_value(&key, value.as_bytes()), Some(tuple));
         assert!(tuple_from_value(&key, b"{}").is_none());
         assert!(
             tuple_from_value("other:tuple", value.as_bytes()).is_none(),
             "a key without our prefix is not ours"
+        );
+        assert!(
+            tuple_from_value(&format!("em:tuple:edge-1:{node}:5000"), value.as_bytes()).is_none(),
+            "nor one of the old, unbucketed layout"
+        );
+        assert!(tuple_from_value("em:{em-b16}:tuple:x", value.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn a_cluster_listing_names_its_primaries_and_their_urls() {
+        let nodes = "a 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
+                     b 10.0.0.2:7001@17001,host-b master,fail - 0 0 2 disconnected 5461-16383\n\
+                     c 127.0.0.1:7002@17002 slave a 0 0 1 connected\n";
+        assert_eq!(
+            primaries_of(nodes).unwrap(),
+            ["127.0.0.1:7000", "10.0.0.2:7001"]
+        );
+        assert!(primaries_of("").is_err());
+        assert_eq!(
+            node_url("redis://:secret@127.0.0.1:7000/", "10.0.0.2:7001"),
+            "redis://:secret@10.0.0.2:7001/"
+        );
+        assert_eq!(
+            node_url("redis://127.0.0.1:7000", "10.0.0.2:7001"),
+            "redis://10.0.0.2:7001/"
         );
     }
 }

@@ -5,7 +5,14 @@
 //! handle drops. Stopping and restarting it is how a test makes Redis go
 //! away and come back empty.
 //!
+//! [`RedisCluster`] (module `cluster`) is the same for a Redis Cluster of
+//! three primaries, one of which can be killed and restarted empty.
+//!
 //! A dev-dependency only: nothing that ships depends on it.
+
+mod cluster;
+
+pub use cluster::{RedisCluster, CLUSTER_OK_TIMEOUT, NODE_TIMEOUT, PRIMARIES};
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};

@@ -255,10 +255,22 @@ pub struct EdgeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("store")
+        .args(["redis", "redis_cluster"])
+        .required(true)
+        .multiple(false)
+))]
 pub struct CloudArgs {
-    /// Redis URL, e.g. redis://127.0.0.1:6379.
+    /// One Redis, e.g. redis://127.0.0.1:6379. Either this or --redis-cluster.
     #[arg(long, value_name = "URL")]
-    pub redis: String,
+    pub redis: Option<String>,
+
+    /// A Redis Cluster: seed nodes, comma-separated, e.g.
+    /// redis://10.0.0.1:7000,redis://10.0.0.2:7000 (any one suffices; the
+    /// rest of the cluster is learnt from it). Either this or --redis.
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub redis_cluster: Option<String>,
 
     /// The address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
@@ -461,6 +473,20 @@ mod tests {
         assert!(parse("edgemeter edge --kafka k:1 --cloud c --db e.db --edge-id a:b").is_err());
         assert!(parse("edgemeter status --db e.db --json").is_ok());
         assert!(parse("edgemeter cloud --redis redis://127.0.0.1:1").is_ok());
+        let cluster = parse("edgemeter cloud --redis-cluster redis://a:1,redis://b:2").unwrap();
+        let Command::Cloud(cluster) = cluster.command else {
+            panic!("not cloud")
+        };
+        assert_eq!(cluster.redis, None);
+        assert_eq!(
+            cluster.redis_cluster.as_deref(),
+            Some("redis://a:1,redis://b:2")
+        );
+        assert!(
+            parse("edgemeter cloud --redis redis://a:1 --redis-cluster redis://b:2").is_err(),
+            "one or the other"
+        );
+        assert!(parse("edgemeter cloud").is_err(), "one is required");
         assert!(parse("edgemeter households --kafka k:1 --speed fast").is_err());
     }
 }

@@ -9,7 +9,10 @@
 //! - [`kafka_bus`]: the edge's `ReadingsBus` over rdkafka (consumer group,
 //!   manual commits).
 //! - [`kafka_producer`]: the households' sink into Kafka (idempotent).
-//! - [`redis_cache`]: the cloud's `Cache` in Redis, one Lua script per batch.
+//! - [`redis_cache`]: the cloud's `Cache` in Redis or a Redis Cluster, one
+//!   Lua script per store bucket a batch touches.
+//! - [`redis_layout`]: the key names, the 16 store buckets (one hash tag
+//!   each) and the packing of the script calls, without IO.
 //! - [`households`]: the replayer that paces the data set's readings.
 //! - [`mosaik_link`]: the same households as a mosaik simulator (stepped by
 //!   a co-simulation instead of the clock).
@@ -55,6 +58,7 @@ pub mod nng_server;
 pub mod nng_setup;
 pub mod progress;
 pub mod redis_cache;
+pub mod redis_layout;
 pub mod service_manager;
 pub mod settings;
 pub mod shutdown;

@@ -1,65 +1,65 @@
-//! `RedisCache`: the cloud's [`Cache`] in Redis.
+//! `RedisCache`: the cloud's [`Cache`] in Redis, a single server or a
+//! Redis Cluster, on one layout and the same scripts.
 //!
-//! Layout, every key under [`KEY_PREFIX`]:
-//! - `em:<tuple key>`: one string per tuple, the JSON of
-//!   [`CloudTuple::stored_value`] (edge, household, window, average, samples,
-//!   postal code, state, received time). The tuple key comes from the cloud
-//!   logic and names the tuple's identity, so a resend lands on it. One
-//!   value, not a hash of fields: the write is a single `SET NX`, which is
-//!   most of what the cloud's Redis does per tuple.
-//! - `em:state:<state>`: hash of `tuples` and `average_sum_w`;
-//!   `em:state:<state>:households`: the set of households seen there.
-//! - `em:edge:<edge id>`: hash of `tuples`, `last_tuple_ms`,
-//!   `last_heartbeat_ms`; `em:edges`: the set of edge ids.
-//! - `em:recent`: the latest [`RECENT_TUPLES_MAX`] tuple keys, newest first.
-//! - `em:epoch`: the store's epoch, a random non-zero u64 in decimal, set
-//!   with `SET NX` by the first write or heartbeat that finds it missing. A
-//!   Redis that lost its data (FLUSHALL, a restart without persistence, a
-//!   failover to an empty replica) has none, so the next call sets a new
-//!   one, and the edges ship again what they acknowledged under the old.
-//!   This single Redis keeps ONE epoch for all the store buckets
-//!   ([`edgemeter_wire::bucket`]): it loses all of them at once (a FLUSHALL
-//!   or a restart), so every bucket's epoch changes together, which is the
-//!   per-bucket rule with one shard. (A stop-gap until the cluster layout,
-//!   where each bucket's hash tag has its own epoch.)
-//! - `em:lease:<edge id>`: the instance holding the edge id, a decimal
-//!   u64 set with `PX` [`INSTANCE_LEASE`] by each accepted heartbeat; a
-//!   heartbeat of another instance while it exists is refused
-//!   ([`HEARTBEAT_SCRIPT`], one atomic step).
+//! The keys and their buckets are [`crate::redis_layout`]'s: 16 buckets,
+//! each one hash tag and so one cluster slot. This module owns the talking:
+//! the connection (a [`ConnectionManager`] to one server, or a
+//! [`ClusterConnection`] that routes each call to its slot's primary,
+//! behind one `Connection` enum), the Lua scripts, and the merge of the
+//! buckets' partial answers.
 //!
-//! A batch is stored by ONE Lua script, so it is atomic and costs one round
-//! trip: each tuple is inserted only if its key is new, and only new tuples
-//! move the totals. A resent tuple changes nothing; one whose average or
-//! sample count differs from the stored one is reported as a conflict. The
-//! script sets and reads `em:epoch` in the same step, so the epoch it
-//! returns is the one the batch was written under. Readers touch those
-//! structures only: no `KEYS *`, ever (the original's API took 14 s at
-//! 100,000 keys that way).
+//! A batch is split by household bucket into at most 16 script calls, each
+//! touching keys of its bucket only, all passed in KEYS. The calls run
+//! concurrently over the multiplexed connection(s), so a batch costs one
+//! round trip per shard, not one per bucket in sequence. Each call is
+//! atomic for its bucket: a tuple is inserted only if its key is new, and
+//! only new tuples move the bucket's totals. A resent tuple changes
+//! nothing; one whose average or sample count differs from the stored one
+//! is reported as a conflict. Each call sets its bucket's epoch if missing
+//! (each bucket its own value derived from the call's candidate, see
+//! [`edgemeter_cloud::bucket_epoch_candidate`]) and returns it, so the epoch a bucket reports is the one its tuples
+//! were written under. A batch that fails in some buckets and not others
+//! is answered "retry later": the resend stores the rest and recounts
+//! nothing.
+//!
+//! Readers read a fixed set of keys per bucket, one call per bucket, and
+//! add the partial totals up: no `KEYS *`, ever (the original's API took
+//! 14 s at 100,000 keys that way).
 //!
 //! Redis being down is an operating condition: every call gives up within
 //! [`CALL_TIMEOUT`] with [`CacheError::Unavailable`], and the cloud answers
 //! "retry later".
+//!
+//! # Upgrading from the unbucketed layout
+//! A cloud of this version finds none of its keys in a Redis written by an
+//! older one (whose keys had no hash tag, `em:tuple:*`, `em:epoch`, ...):
+//! the buckets have no epochs yet, so the first heartbeat sets new ones,
+//! and the edges reship every tuple they retain (`--ack-retention`). The
+//! old keys are then unused; delete them on every node with
+//! `redis-cli -p PORT --scan --pattern 'em:[^{]*' | xargs -r -n 500 redis-cli -p PORT unlink`
+//! ([`crate::redis_layout::OLD_LAYOUT_PATTERN`]). No migration is needed.
 
-use edgemeter_cloud::{
-    Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, GermanState, HeartbeatRecord,
-    StateTotals, StoredConflict, EPOCH_KEY, INSTANCE_LEASE,
+use crate::redis_layout::{
+    heartbeat_keys, merge_recent, split_by_bucket, store_call, tuple_key_of, BucketKeys, StoreCall,
+    STORE_BUCKETS,
 };
-use edgemeter_wire::{store_bucket, STORE_BUCKETS};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
+use edgemeter_cloud::{
+    bucket_epoch_candidate, Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, GermanState,
+    HeartbeatRecord, StateTotals, StoredConflict, INSTANCE_LEASE,
+};
+use futures::future::{join_all, try_join_all};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Every key of ours starts with this, so the data shares a Redis with
-/// others without collisions and can be found with one `SCAN` pattern.
-pub const KEY_PREFIX: &str = "em:";
-
-/// The recent-tuples list is trimmed to this many entries on every write:
-/// the dashboard shows the latest few hundred, and the list must not grow
-/// with the data.
-pub const RECENT_TUPLES_MAX: usize = 1_000;
+pub use crate::redis_layout::{KEY_PREFIX, RECENT_TUPLES_MAX};
 
 /// The longest one cache call may take, connection included. A Lua write of
 /// a full batch takes milliseconds; past this Redis is treated as down.
@@ -73,75 +73,77 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Retries of a failed reconnection: a broken connection is dialled at most
 /// `1 + RECONNECT_ATTEMPTS_MAX` times before the manager reports the error;
-/// the cloud's callers retry on their own schedule after that.
+/// the cloud's callers retry on their own schedule after that. The cluster
+/// client retries a request (after a MOVED, a broken connection, a
+/// refreshed slot map) at most as often.
 pub const RECONNECT_ATTEMPTS_MAX: usize = 2;
 
 /// The longest pause between two reconnection attempts.
 pub const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
 
-/// Arguments per tuple in the script's arguments: key, stored value and
-/// the tag of its group.
-const TUPLE_ARGS: usize = 3;
+/// Seed nodes `--redis-cluster` takes at most: a few suffice, since the
+/// client learns the whole cluster from any one of them.
+pub const CLUSTER_SEEDS_MAX: usize = 64;
 
-/// Arguments per group (one household of one edge in one batch).
-const GROUP_ARGS: usize = 6;
-
-/// Inserts each new tuple and moves the totals for the new ones only.
-/// ARGV: prefix, recent list bound, group count, then per group state,
-/// node id, edge id, latest received ms, tuple count and the sum of its
-/// tuples' averages; then tuple count, then per tuple, in batch order, key,
-/// stored value and group tag (the group's number from 1, in decimal).
-/// The last argument is the candidate epoch, set if `em:epoch` is missing.
-/// Returns the number of tuples inserted, the epoch (a string), the
-/// 0-based batch indexes of the conflicting tuples and, for each, the value
-/// stored under its key.
+/// Inserts each new tuple of one bucket and moves the bucket's totals for
+/// the new ones only. Every key it touches is in KEYS, all of one slot:
+/// epoch, recent list, edges set, then per state its hash and households
+/// set, then per edge its hash, then per tuple its key.
+/// ARGV: candidate epoch, recent bound, stamp, the counts of states, edges,
+/// groups and tuples; then the edge ids; then per group (one household of
+/// one edge) its state number, edge number, household, latest received
+/// ms, tuple count and the sum of its averages; then per tuple its stored
+/// value, group tag (the group's number from 1) and index in the batch.
+/// Returns the number inserted, the bucket's epoch (a string), the
+/// call-local 0-based indexes of the conflicting tuples and, for each, the
+/// value stored under its key.
 ///
-/// Everything per household is passed once per group: turning arguments
-/// into Lua strings and numbers (`tonumber` is a `strtod`) was a third of
-/// the script's time. The tag is looked up as a string, so a tuple costs
-/// no `tonumber`. Tuples stay in batch order, which is the order
-/// `em:recent` shows them in. A group's sum counts every tuple; only when
-/// some of them were stored before is it summed again from the new ones'
-/// values, in batch order, so the totals are exactly what adding each new
-/// average gives.
+/// The tag is looked up as a string, so a tuple costs no `tonumber`.
+/// Tuples stay in batch order, the order the recent list shows them in. A
+/// group's sum counts every tuple; only when some of them were stored
+/// before is it summed again from the new ones' values, in batch order, so
+/// the totals are exactly what adding each new average gives.
 const STORE_SCRIPT: &str = r#"
-local prefix = ARGV[1]
 local recent_max = tonumber(ARGV[2])
-local group_count = tonumber(ARGV[3])
+local stamp = ARGV[3]
+local state_count = tonumber(ARGV[4])
+local edge_count = tonumber(ARGV[5])
+local group_count = tonumber(ARGV[6])
+local count = tonumber(ARGV[7])
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local epoch = redis.call('GET', KEYS[1])
+local group_first = 7 + edge_count
+local tuple_first = group_first + group_count * 6
+local key_first = 3 + state_count * 2 + edge_count
 local groups = {}
 local order = {}
 for number = 1, group_count do
-  local base = 3 + (number - 1) * 6
-  local group = { state = ARGV[base + 1], node = ARGV[base + 2], edge = ARGV[base + 3],
-    received = ARGV[base + 4], count = tonumber(ARGV[base + 5]), sum = ARGV[base + 6],
-    fresh = 0 }
+  local base = group_first + (number - 1) * 6
+  local group = { state = tonumber(ARGV[base + 1]), edge = tonumber(ARGV[base + 2]),
+    node = ARGV[base + 3], received = ARGV[base + 4], count = tonumber(ARGV[base + 5]),
+    sum = ARGV[base + 6], fresh = 0 }
   groups[tostring(number)] = group
   order[number] = group
 end
-local first = 4 + group_count * 6
-local count = tonumber(ARGV[first])
-local epoch_key = prefix .. 'epoch'
-redis.call('SET', epoch_key, ARGV[first + 1 + count * 3], 'NX')
-local epoch = redis.call('GET', epoch_key)
 local inserted = 0
 local recent = {}
 local existing = nil
 local conflicts = {}
 local stored_values = {}
 for index = 0, count - 1 do
-  local base = first + index * 3
-  local group = groups[ARGV[base + 3]]
-  local key = prefix .. ARGV[base + 1]
-  if redis.call('SET', key, ARGV[base + 2], 'NX') then
+  local base = tuple_first + index * 3
+  local group = groups[ARGV[base + 2]]
+  local key = KEYS[key_first + 1 + index]
+  if redis.call('SET', key, ARGV[base + 1], 'NX') then
     group.fresh = group.fresh + 1
     inserted = inserted + 1
-    recent[inserted] = ARGV[base + 1]
+    recent[inserted] = stamp .. ':' .. ARGV[base + 3] .. ':' .. key
   else
     existing = existing or {}
     existing[index] = true
     local stored = redis.call('GET', key)
     local ok, old = pcall(cjson.decode, stored)
-    local new = cjson.decode(ARGV[base + 2])
+    local new = cjson.decode(ARGV[base + 1])
     if not ok or type(old) ~= 'table' or old.average_w ~= new.average_w
         or old.samples ~= new.samples then
       conflicts[#conflicts + 1] = index
@@ -154,10 +156,10 @@ if existing then
     if group.fresh < group.count then group.sum = 0 end
   end
   for index = 0, count - 1 do
-    local base = first + index * 3
-    local group = groups[ARGV[base + 3]]
+    local base = tuple_first + index * 3
+    local group = groups[ARGV[base + 2]]
     if group.fresh < group.count and not existing[index] then
-      group.sum = group.sum + cjson.decode(ARGV[base + 2]).average_w
+      group.sum = group.sum + cjson.decode(ARGV[base + 1]).average_w
     end
   end
 end
@@ -182,86 +184,161 @@ for _, group in ipairs(order) do
     edge.last = math.max(edge.last, tonumber(group.received))
   end
 end
-for state, totals in pairs(states) do
-  local state_key = prefix .. 'state:' .. state
-  redis.call('HINCRBY', state_key, 'tuples', totals.tuples)
-  redis.call('HINCRBYFLOAT', state_key, 'average_sum_w', string.format('%.17g', totals.sum))
-  redis.call('SADD', state_key .. ':households', unpack(totals.households))
+for number = 1, state_count do
+  local totals = states[number]
+  if totals then
+    local state_key = KEYS[2 + number * 2]
+    redis.call('HINCRBY', state_key, 'tuples', totals.tuples)
+    redis.call('HINCRBYFLOAT', state_key, 'average_sum_w', string.format('%.17g', totals.sum))
+    redis.call('SADD', KEYS[3 + number * 2], unpack(totals.households))
+  end
 end
-for edge_id, edge in pairs(edges) do
-  local edge_key = prefix .. 'edge:' .. edge_id
-  redis.call('SADD', prefix .. 'edges', edge_id)
-  redis.call('HINCRBY', edge_key, 'tuples', edge.tuples)
-  local last = tonumber(redis.call('HGET', edge_key, 'last_tuple_ms') or '0')
-  if edge.last > last then
-    redis.call('HSET', edge_key, 'last_tuple_ms', string.format('%d', edge.last))
+for number = 1, edge_count do
+  local edge = edges[number]
+  if edge then
+    local edge_key = KEYS[3 + state_count * 2 + number]
+    redis.call('SADD', KEYS[3], ARGV[7 + number])
+    redis.call('HINCRBY', edge_key, 'tuples', edge.tuples)
+    local last = tonumber(redis.call('HGET', edge_key, 'last_tuple_ms') or '0')
+    if edge.last > last then
+      redis.call('HSET', edge_key, 'last_tuple_ms', string.format('%d', edge.last))
+    end
   end
 end
 if #recent > 0 then
-  redis.call('LPUSH', prefix .. 'recent', unpack(recent))
-  redis.call('LTRIM', prefix .. 'recent', 0, recent_max - 1)
+  redis.call('LPUSH', KEYS[2], unpack(recent))
+  redis.call('LTRIM', KEYS[2], 0, recent_max - 1)
 end
 return { inserted, epoch, conflicts, stored_values }
 "#;
 
-/// Records a heartbeat, applies the instance lease and sets and reads the
-/// epoch, atomically. ARGV: prefix, edge id, now ms, instance (decimal, "0"
-/// for an older edge that names none: recorded, never refused, the lease
-/// left alone), lease ms, candidate epoch. Returns the epoch (a string)
-/// and 1 when refused, else 0.
+/// Sets a bucket's epoch from the candidate if missing and returns it.
+/// KEYS: the bucket's epoch. ARGV: the candidate.
+const EPOCH_SCRIPT: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"#;
+
+/// An edge's heartbeat in its own bucket, with the instance lease (one id,
+/// one live edge): the bucket's epoch as [`EPOCH_SCRIPT`] sets it; then,
+/// unless another instance holds the lease, the lease is taken or renewed
+/// for this instance and the heartbeat time and the edge id are recorded.
+/// Instance "0" (an older edge, which names none) takes no lease and is
+/// never refused: its protocol has no way to be.
+/// KEYS: epoch, edges set, edge hash, lease. ARGV: candidate epoch, edge
+/// id, now ms, instance, lease ms. Returns the epoch and 1 if refused.
 const HEARTBEAT_SCRIPT: &str = r#"
-local prefix, edge, now, instance = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-redis.call('HSET', prefix .. 'edge:' .. edge, 'last_heartbeat_ms', now)
-redis.call('SADD', prefix .. 'edges', edge)
-local refused = 0
-if instance ~= '0' then
-  local lease_key = prefix .. 'lease:' .. edge
-  local holder = redis.call('GET', lease_key)
-  if holder and holder ~= instance then
-    refused = 1
-  else
-    redis.call('SET', lease_key, instance, 'PX', ARGV[5])
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local epoch = redis.call('GET', KEYS[1])
+if ARGV[4] ~= '0' then
+  local holder = redis.call('GET', KEYS[4])
+  if holder and holder ~= ARGV[4] then
+    return { epoch, 1 }
   end
+  redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
 end
-redis.call('SET', prefix .. 'epoch', ARGV[6], 'NX')
-return { redis.call('GET', prefix .. 'epoch'), refused }
+redis.call('HSET', KEYS[3], 'last_heartbeat_ms', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[2])
+return { epoch, 0 }
 "#;
 
 /// A Redis that could not be reached at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSetupError {
+    /// The URL, or the cluster's seed URLs joined by commas.
     pub url: String,
     pub reason: String,
+    /// The flag that names it: `--redis` or `--redis-cluster`.
+    pub flag: &'static str,
 }
 
 impl fmt::Display for RedisSetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let start = if self.flag == "--redis-cluster" {
+            "start the cluster's redis-server nodes there (cluster_state:ok)"
+        } else {
+            "start redis-server there (e.g. `redis-server --port 6379`)"
+        };
         write!(
             f,
-            "cannot reach Redis at {}: {}; start redis-server there (e.g. `redis-server --port 6379`) or pass --redis redis://HOST:PORT",
-            self.url, self.reason
+            "cannot reach Redis at {}: {}; {start} or pass {} redis://HOST:PORT",
+            self.url, self.reason, self.flag
         )
     }
 }
 
 impl std::error::Error for RedisSetupError {}
 
-/// The cloud's cache in Redis. Cheap to clone: clones share one multiplexed
-/// connection, which reconnects on its own.
+/// The two ways to Redis behind one type, so every call below is written
+/// once: a multiplexed connection to one server that reconnects on its
+/// own, or a cluster connection that routes each command by its key's
+/// slot (a script by its first key) and follows MOVED and ASK.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// The cloud's cache in Redis. Cheap to clone: clones share one
+/// multiplexed connection (per node in a cluster), which reconnects on its
+/// own.
 #[derive(Clone)]
 pub struct RedisCache {
-    connection: ConnectionManager,
-    store_script: Script,
-    heartbeat_script: Script,
-    url: String,
+    connection: Connection,
+    scripts: Arc<Scripts>,
+    /// The URL (or seed URLs) for messages.
+    target: Arc<str>,
+    /// The last stamp handed to a store call, shared by clones.
+    last_stamp: Arc<AtomicU64>,
+}
+
+/// The three scripts, hashed once; each call sends EVALSHA and loads the
+/// script only when a node answers NOSCRIPT (a fresh or restarted node).
+struct Scripts {
+    store: Script,
+    epoch: Script,
+    heartbeat: Script,
 }
 
 impl RedisCache {
-    /// Connects and checks with a PING that Redis answers.
+    /// Connects to one Redis and checks with a PING that it answers.
     pub async fn connect(url: &str) -> Result<RedisCache, RedisSetupError> {
         let setup_error = |reason: String| RedisSetupError {
             url: url.to_owned(),
             reason,
+            flag: "--redis",
         };
         let client = redis::Client::open(url).map_err(|error| setup_error(error.to_string()))?;
         let connecting = ConnectionManager::new_with_config(client, manager_config());
@@ -269,12 +346,7 @@ impl RedisCache {
             .await
             .map_err(|_| setup_error(format!("no answer within {CALL_TIMEOUT:?}")))?
             .map_err(|error| setup_error(error.to_string()))?;
-        let cache = RedisCache {
-            connection,
-            store_script: Script::new(STORE_SCRIPT),
-            heartbeat_script: Script::new(HEARTBEAT_SCRIPT),
-            url: url.to_owned(),
-        };
+        let cache = RedisCache::with_connection(Connection::Single(connection), url);
         cache
             .ping()
             .await
@@ -282,7 +354,50 @@ impl RedisCache {
         Ok(cache)
     }
 
-    /// Answers whether Redis is reachable now.
+    /// Connects to a Redis Cluster through its seed nodes and checks with
+    /// a PING that every primary answers.
+    pub async fn connect_cluster(urls: &[String]) -> Result<RedisCache, RedisSetupError> {
+        let joined = urls.join(",");
+        let setup_error = |reason: String| RedisSetupError {
+            url: joined.clone(),
+            reason,
+            flag: "--redis-cluster",
+        };
+        if urls.is_empty() || urls.len() > CLUSTER_SEEDS_MAX {
+            return Err(setup_error(format!(
+                "give 1 to {CLUSTER_SEEDS_MAX} seed URLs, not {}",
+                urls.len()
+            )));
+        }
+        let client = cluster_builder(urls)
+            .build()
+            .map_err(|error| setup_error(error.to_string()))?;
+        let connection = tokio::time::timeout(CALL_TIMEOUT, client.get_async_connection())
+            .await
+            .map_err(|_| setup_error(format!("no answer within {CALL_TIMEOUT:?}")))?
+            .map_err(|error| setup_error(error.to_string()))?;
+        let cache = RedisCache::with_connection(Connection::Cluster(connection), &joined);
+        cache
+            .ping()
+            .await
+            .map_err(|error| setup_error(error.to_string()))?;
+        Ok(cache)
+    }
+
+    fn with_connection(connection: Connection, target: &str) -> RedisCache {
+        RedisCache {
+            connection,
+            scripts: Arc::new(Scripts {
+                store: Script::new(STORE_SCRIPT),
+                epoch: Script::new(EPOCH_SCRIPT),
+                heartbeat: Script::new(HEARTBEAT_SCRIPT),
+            }),
+            target: target.into(),
+            last_stamp: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Answers whether Redis is reachable now: in a cluster, every primary.
     pub async fn ping(&self) -> Result<(), CacheError> {
         let mut connection = self.connection.clone();
         self.call(async move {
@@ -294,40 +409,59 @@ impl RedisCache {
         .map(|_| ())
     }
 
-    /// Runs one Redis call under [`CALL_TIMEOUT`], mapping every failure
-    /// to [`CacheError::Unavailable`].
+    /// Runs Redis work under [`CALL_TIMEOUT`], mapping every failure to
+    /// [`CacheError::Unavailable`].
     async fn call<T>(
         &self,
         work: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, CacheError> {
         match tokio::time::timeout(CALL_TIMEOUT, work).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(CacheError::Unavailable(format!(
-                "redis {}: {error}",
-                self.url
-            ))),
+            Ok(Err(error)) => Err(self.unavailable(error)),
             Err(_) => Err(CacheError::Unavailable(format!(
                 "redis {}: no answer within {CALL_TIMEOUT:?}",
-                self.url
+                self.target
             ))),
         }
     }
 
-    fn key(suffix: &str) -> String {
-        format!("{KEY_PREFIX}{suffix}")
+    fn unavailable(&self, reason: impl fmt::Display) -> CacheError {
+        CacheError::Unavailable(format!("redis {}: {reason}", self.target))
     }
 
-    /// Reads the epoch Redis returned: a non-zero u64 in decimal.
-    fn parse_epoch(&self, text: &str) -> Result<u64, CacheError> {
+    /// Reads an epoch Redis returned: a non-zero u64 in decimal.
+    fn parse_epoch(&self, bucket: u16, text: &str) -> Result<u64, CacheError> {
         match text.parse::<u64>() {
             Ok(epoch) if epoch != 0 => Ok(epoch),
-            _ => Err(CacheError::Unavailable(format!(
-                "redis {}: {} holds {text:?}, not an epoch",
-                self.url,
-                RedisCache::key(EPOCH_KEY)
+            _ => Err(self.unavailable(format!(
+                "{} holds {text:?}, not an epoch",
+                BucketKeys::new(bucket).epoch()
             ))),
         }
     }
+
+    /// A stamp for a store call's recent entries: the wall clock in
+    /// microseconds, made strictly increasing per process, so that this
+    /// node's batches list in the order they were stored, and a batch's
+    /// tuples (one stamp, split over buckets) by their index. Other nodes'
+    /// batches interleave by their clocks.
+    fn next_stamp(&self) -> u64 {
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_micros() as u64);
+        advance_stamp(&self.last_stamp, now_us)
+    }
+}
+
+/// The stamp after `last` at `now_us`: the clock, or one past the last
+/// stamp when the clock has not moved (or went back).
+fn advance_stamp(last: &AtomicU64, now_us: u64) -> u64 {
+    let previous = last
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(now_us.max(last + 1))
+        })
+        .expect("the update always succeeds");
+    now_us.max(previous + 1)
 }
 
 /// The connection manager's timeouts and reconnection bounds.
@@ -339,118 +473,93 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(RECONNECT_DELAY_MAX)
 }
 
-/// One household of one edge in a batch, as the store script takes it.
-struct Group<'a> {
-    first: &'a CloudTuple,
-    latest_received_ms: i64,
-    tuples: usize,
-    average_sum_w: f64,
+/// The cluster client with the same bounds as the single connection.
+fn cluster_builder(urls: &[String]) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(urls.iter().map(String::as_str))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .overall_response_timeout(Some(CALL_TIMEOUT))
+        .retries(RECONNECT_ATTEMPTS_MAX as u32)
+        .max_retry_wait(RECONNECT_DELAY_MAX.as_millis() as u64)
 }
 
-fn state_key(state: GermanState) -> String {
-    RedisCache::key(&format!("state:{}", state.name()))
-}
+/// The store script's reply: inserted, epoch, conflict indexes, values.
+type StoreReply = (usize, String, Vec<usize>, Vec<Vec<u8>>);
 
-fn edge_key(edge_id: &str) -> String {
-    RedisCache::key(&format!("edge:{edge_id}"))
-}
-
-impl Cache for RedisCache {
-    async fn store(
+impl RedisCache {
+    /// Stores a batch, one script call per bucket it touches, all at once.
+    async fn store_calls(
         &self,
         tuples: &[CloudTuple],
         candidate_epoch: u64,
     ) -> Result<CacheWrite, CacheError> {
         assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
-        if tuples.is_empty() {
-            return Ok(CacheWrite::default());
-        }
-        // Each tuple names its group: one household of one edge, whose
-        // fields and sum go to the script once.
-        let mut group_of: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
-        let mut groups: Vec<Group<'_>> = Vec::new();
-        let mut tags = Vec::with_capacity(tuples.len());
-        for tuple in tuples {
-            let identity = (
-                tuple.state.name(),
-                tuple.node_id.as_str(),
-                tuple.edge_id.as_str(),
-            );
-            let index = *group_of.entry(identity).or_insert_with(|| {
-                groups.push(Group {
-                    first: tuple,
-                    latest_received_ms: tuple.received_ms,
-                    tuples: 0,
-                    average_sum_w: 0.0,
-                });
-                groups.len() - 1
-            });
-            let group = &mut groups[index];
-            group.latest_received_ms = group.latest_received_ms.max(tuple.received_ms);
-            group.tuples += 1;
-            // Batch order, as the script sums when it must sum again.
-            group.average_sum_w += tuple.average_w;
-            tags.push(index + 1);
-        }
-        let mut invocation = self.store_script.prepare_invoke();
-        invocation
-            .arg(KEY_PREFIX)
-            .arg(RECENT_TUPLES_MAX)
-            .arg(groups.len());
-        for group in &groups {
-            invocation
-                .arg(group.first.state.name())
-                .arg(&group.first.node_id)
-                .arg(&group.first.edge_id)
-                .arg(group.latest_received_ms)
-                .arg(group.tuples)
-                // Shortest round-trip form: Lua reads back the same f64.
-                .arg(group.average_sum_w.to_string());
-        }
-        invocation.arg(tuples.len());
-        for (tuple, tag) in tuples.iter().zip(tags) {
-            // An integer argument is sent as its decimal digits, the
-            // string the script looks the group up by.
-            invocation
-                .arg(&tuple.key)
-                .arg(tuple.stored_value())
-                .arg(tag);
-        }
-        // After the tuples, so that the group and tuple offsets stay fixed.
-        invocation.arg(candidate_epoch.to_string());
-        let mut connection = self.connection.clone();
-        let (inserted, epoch, indexes, stored): (usize, String, Vec<usize>, Vec<Vec<u8>>) = self
-            .call(async move { invocation.invoke_async(&mut connection).await })
-            .await?;
-        assert!(
-            inserted <= tuples.len(),
-            "the script inserted more than it was given"
-        );
-        assert_eq!(indexes.len(), stored.len());
-        let conflicts = indexes
+        let stamp = self.next_stamp();
+        let calls: Vec<StoreCall> = split_by_bucket(tuples)
             .into_iter()
-            .zip(stored)
-            .map(|(index, value)| {
-                assert!(index < tuples.len(), "a conflict outside the batch");
+            .map(|(bucket, indexes)| store_call(bucket, tuples, indexes, candidate_epoch, stamp))
+            .collect();
+        let replies = self
+            .call(try_join_all(calls.iter().map(|call| self.store_one(call))))
+            .await?;
+        let mut writes = CacheWrite::default();
+        for (call, (inserted, epoch, indexes, stored)) in calls.iter().zip(replies) {
+            assert!(
+                inserted <= call.indexes.len(),
+                "the script inserted more than it was given"
+            );
+            assert_eq!(indexes.len(), stored.len());
+            writes.inserted += inserted;
+            writes
+                .epochs
+                .insert(call.bucket, self.parse_epoch(call.bucket, &epoch)?);
+            for (index, value) in indexes.into_iter().zip(stored) {
+                let index = *call
+                    .indexes
+                    .get(index)
+                    .expect("a conflict outside the call");
                 let stored = CloudTuple::from_stored_value(String::new(), &value)
                     .map(|tuple| (tuple.average_w, tuple.samples));
-                StoredConflict { index, stored }
-            })
-            .collect();
-        // One epoch for every bucket of this Redis (see the module doc).
-        let epoch = self.parse_epoch(&epoch)?;
-        Ok(CacheWrite {
-            inserted,
-            existing: tuples.len() - inserted,
-            epochs: tuples
-                .iter()
-                .map(|tuple| (store_bucket(&tuple.node_id), epoch))
-                .collect(),
-            conflicts,
-        })
+                writes.conflicts.push(StoredConflict { index, stored });
+            }
+        }
+        assert!(writes.inserted <= tuples.len());
+        writes.existing = tuples.len() - writes.inserted;
+        writes.conflicts.sort_by_key(|conflict| conflict.index);
+        Ok(writes)
     }
 
-    async fn record_heartbeat(
+    async fn store_one(&self, call: &StoreCall) -> redis::RedisResult<StoreReply> {
+        let mut invocation = self.scripts.store.prepare_invoke();
+        for key in &call.keys {
+            invocation.key(key);
+        }
+        for arg in &call.args {
+            invocation.arg(arg);
+        }
+        let mut connection = self.connection.clone();
+        invocation.invoke_async(&mut connection).await
+    }
+
+    /// One bucket's epoch, set from `candidate_epoch` if it has none (to the
+    /// bucket's own value, [`bucket_epoch_candidate`]).
+    async fn bucket_epoch(&self, bucket: u16, candidate_epoch: u64) -> Result<u64, CacheError> {
+        let mut invocation = self.scripts.epoch.prepare_invoke();
+        invocation
+            .key(BucketKeys::new(bucket).epoch())
+            .arg(bucket_epoch_candidate(candidate_epoch, bucket).to_string());
+        let mut connection = self.connection.clone();
+        let epoch: String = self
+            .call(async move { invocation.invoke_async(&mut connection).await })
+            .await?;
+        self.parse_epoch(bucket, &epoch)
+    }
+
+    /// Records a heartbeat of `instance` under the lease rule, and reads
+    /// (setting where missing) every bucket's epoch. The edge's own bucket
+    /// must answer; a bucket whose shard does not within [`CALL_TIMEOUT`]
+    /// reads 0, unknown, so one lost shard does not stop the others.
+    async fn heartbeat(
         &self,
         edge_id: &str,
         instance: u64,
@@ -458,49 +567,67 @@ impl Cache for RedisCache {
         candidate_epoch: u64,
     ) -> Result<HeartbeatRecord, CacheError> {
         assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
-        let mut invocation = self.heartbeat_script.prepare_invoke();
+        let (lease_bucket, keys) = heartbeat_keys(edge_id);
+        let mut invocation = self.scripts.heartbeat.prepare_invoke();
+        for key in &keys {
+            invocation.key(key);
+        }
         invocation
-            .arg(KEY_PREFIX)
+            .arg(bucket_epoch_candidate(candidate_epoch, lease_bucket).to_string())
             .arg(edge_id)
             .arg(now_ms)
             .arg(instance.to_string())
-            .arg(INSTANCE_LEASE.as_millis() as u64)
-            .arg(candidate_epoch.to_string());
+            .arg(INSTANCE_LEASE.as_millis() as u64);
         let mut connection = self.connection.clone();
-        let (epoch, refused): (String, u8) = self
-            .call(async move { invocation.invoke_async(&mut connection).await })
-            .await?;
-        let epoch = self.parse_epoch(&epoch)?;
+        let lease = self.call(async move {
+            invocation
+                .invoke_async::<(String, u8)>(&mut connection)
+                .await
+        });
+        let others =
+            join_all(
+                (0..STORE_BUCKETS as u16)
+                    .filter(|bucket| *bucket != lease_bucket)
+                    .map(|bucket| async move {
+                        (bucket, self.bucket_epoch(bucket, candidate_epoch).await)
+                    }),
+            );
+        let (lease, others) = futures::join!(lease, others);
+        let (epoch, refused) = lease?;
+        let mut epochs = [0; STORE_BUCKETS];
+        epochs[usize::from(lease_bucket)] = self.parse_epoch(lease_bucket, &epoch)?;
+        for (bucket, epoch) in others {
+            if let Ok(epoch) = epoch {
+                epochs[usize::from(bucket)] = epoch;
+            }
+        }
         Ok(HeartbeatRecord {
-            epochs: [epoch; STORE_BUCKETS],
-            refused: refused == 1,
+            epochs,
+            refused: refused != 0,
         })
     }
+}
 
-    async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
-        // All the HMGETs, then all the SCARDs: each half converts as one list.
+impl RedisCache {
+    /// One bucket's partial totals: 16 HMGETs and 16 SCARDs, one pipeline
+    /// to the bucket's slot.
+    async fn bucket_totals(&self, keys: &BucketKeys) -> redis::RedisResult<Vec<StateTotals>> {
         let mut pipe = redis::pipe();
         for state in GermanState::ALL {
             pipe.cmd("HMGET")
-                .arg(state_key(state))
+                .arg(keys.state(state))
                 .arg("tuples")
                 .arg("average_sum_w");
         }
         for state in GermanState::ALL {
-            pipe.scard(format!("{}:households", state_key(state)));
+            pipe.scard(keys.state_households(state));
         }
         let mut connection = self.connection.clone();
-        let mut replies: Vec<redis::Value> = self
-            .call(async move { pipe.query_async(&mut connection).await })
-            .await?;
-        let unexpected = |error: redis::ParsingError| {
-            CacheError::Unavailable(format!("redis {}: unexpected totals: {error}", self.url))
-        };
+        let mut replies: Vec<Value> = pipe.query_async(&mut connection).await?;
         let households = replies.split_off(GermanState::ALL.len());
         let sums: Vec<(Option<u64>, Option<String>)> =
-            redis::from_redis_value(redis::Value::Array(replies)).map_err(unexpected)?;
-        let households: Vec<u64> =
-            redis::from_redis_value(redis::Value::Array(households)).map_err(unexpected)?;
+            redis::from_redis_value(Value::Array(replies))?;
+        let households: Vec<u64> = redis::from_redis_value(Value::Array(households))?;
         Ok(GermanState::ALL
             .into_iter()
             .zip(sums.into_iter().zip(households))
@@ -513,56 +640,27 @@ impl Cache for RedisCache {
             .collect())
     }
 
-    async fn recent_tuples(&self, limit: usize) -> Result<Vec<CloudTuple>, CacheError> {
-        let limit = limit.min(RECENT_TUPLES_MAX);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
+    /// One bucket's edge records: the edges set, then one HMGET each.
+    async fn bucket_edges(&self, keys: &BucketKeys) -> redis::RedisResult<Vec<EdgeRecord>> {
         let mut connection = self.connection.clone();
-        let keys: Vec<String> = self
-            .call(async move {
-                connection
-                    .lrange(RedisCache::key("recent"), 0, limit as isize - 1)
-                    .await
-            })
+        let edge_ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys.edges())
+            .query_async(&mut connection)
             .await?;
         // An empty pipeline is an error in the client: nothing to read.
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let full_keys: Vec<String> = keys.iter().map(|key| RedisCache::key(key)).collect();
-        let mut connection = self.connection.clone();
-        let values: Vec<Option<Vec<u8>>> = self
-            .call(async move { connection.mget(full_keys).await })
-            .await?;
-        Ok(keys
-            .into_iter()
-            .zip(values)
-            .filter_map(|(key, value)| CloudTuple::from_stored_value(key, &value?))
-            .collect())
-    }
-
-    async fn edges(&self) -> Result<Vec<EdgeRecord>, CacheError> {
-        let mut connection = self.connection.clone();
-        let mut edge_ids: Vec<String> = self
-            .call(async move { connection.smembers(RedisCache::key("edges")).await })
-            .await?;
-        edge_ids.sort();
         if edge_ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for edge_id in &edge_ids {
             pipe.cmd("HMGET")
-                .arg(edge_key(edge_id))
+                .arg(keys.edge(edge_id))
                 .arg("last_heartbeat_ms")
                 .arg("tuples")
                 .arg("last_tuple_ms");
         }
-        let mut connection = self.connection.clone();
-        let rows: Vec<(Option<i64>, Option<u64>, Option<i64>)> = self
-            .call(async move { pipe.query_async(&mut connection).await })
-            .await?;
+        let rows: Vec<(Option<i64>, Option<u64>, Option<i64>)> =
+            pipe.query_async(&mut connection).await?;
         Ok(edge_ids
             .into_iter()
             .zip(rows)
@@ -576,11 +674,148 @@ impl Cache for RedisCache {
             )
             .collect())
     }
+
+    /// The values of `redis_keys`, all of `bucket` (one slot, one MGET).
+    async fn bucket_values(
+        &self,
+        redis_keys: Vec<String>,
+    ) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
+        let mut connection = self.connection.clone();
+        redis::cmd("MGET")
+            .arg(redis_keys)
+            .query_async(&mut connection)
+            .await
+    }
 }
 
-const _: () = assert!(RECENT_TUPLES_MAX > 0);
-const _: () =
-    assert!((TUPLE_ARGS + GROUP_ARGS) * edgemeter_wire::batch::BATCH_TUPLES_MAX + 5 < 1_000_000);
+impl Cache for RedisCache {
+    async fn store(
+        &self,
+        tuples: &[CloudTuple],
+        candidate_epoch: u64,
+    ) -> Result<CacheWrite, CacheError> {
+        assert_ne!(candidate_epoch, 0, "epoch 0 means unknown");
+        if tuples.is_empty() {
+            // No bucket written, so no epoch to report.
+            return Ok(CacheWrite::default());
+        }
+        self.store_calls(tuples, candidate_epoch).await
+    }
+
+    async fn record_heartbeat(
+        &self,
+        edge_id: &str,
+        instance: u64,
+        now_ms: i64,
+        candidate_epoch: u64,
+    ) -> Result<HeartbeatRecord, CacheError> {
+        self.heartbeat(edge_id, instance, now_ms, candidate_epoch)
+            .await
+    }
+
+    async fn state_totals(&self) -> Result<Vec<StateTotals>, CacheError> {
+        let buckets: Vec<BucketKeys> = BucketKeys::all().collect();
+        let partials = self
+            .call(try_join_all(
+                buckets.iter().map(|keys| self.bucket_totals(keys)),
+            ))
+            .await?;
+        // Summed in bucket order, so a single Redis and a cluster holding
+        // the same partials give the same floating-point totals.
+        let mut totals: Vec<StateTotals> = GermanState::ALL
+            .into_iter()
+            .map(|state| StateTotals {
+                state,
+                households: 0,
+                tuples: 0,
+                average_sum_w: 0.0,
+            })
+            .collect();
+        for partial in partials {
+            for (total, part) in totals.iter_mut().zip(partial) {
+                assert_eq!(total.state, part.state);
+                total.households += part.households;
+                total.tuples += part.tuples;
+                total.average_sum_w += part.average_sum_w;
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn recent_tuples(&self, limit: usize) -> Result<Vec<CloudTuple>, CacheError> {
+        let limit = limit.min(RECENT_TUPLES_MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lists = self
+            .call(try_join_all(BucketKeys::all().map(|keys| {
+                let mut connection = self.connection.clone();
+                async move {
+                    let list: Vec<String> = redis::cmd("LRANGE")
+                        .arg(keys.recent())
+                        .arg(0)
+                        .arg(limit as isize - 1)
+                        .query_async(&mut connection)
+                        .await?;
+                    Ok::<_, redis::RedisError>((keys.bucket(), list))
+                }
+            })))
+            .await?;
+        let merged = merge_recent(lists, limit);
+        // The chosen keys per bucket, in merged order, one MGET each.
+        let mut per_bucket: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+        for (bucket, entry) in &merged {
+            per_bucket
+                .entry(*bucket)
+                .or_default()
+                .push(entry.redis_key.clone());
+        }
+        let buckets: Vec<u16> = per_bucket.keys().copied().collect();
+        let values = self
+            .call(try_join_all(
+                per_bucket
+                    .into_values()
+                    .map(|keys| self.bucket_values(keys)),
+            ))
+            .await?;
+        let mut values: BTreeMap<u16, std::vec::IntoIter<Option<Vec<u8>>>> = buckets
+            .into_iter()
+            .zip(values.into_iter().map(Vec::into_iter))
+            .collect();
+        Ok(merged
+            .into_iter()
+            .filter_map(|(bucket, entry)| {
+                let value = values.get_mut(&bucket)?.next()??;
+                let tuple_key = tuple_key_of(&entry.redis_key)?;
+                CloudTuple::from_stored_value(tuple_key.to_owned(), &value)
+            })
+            .collect())
+    }
+
+    async fn edges(&self) -> Result<Vec<EdgeRecord>, CacheError> {
+        let buckets: Vec<BucketKeys> = BucketKeys::all().collect();
+        let partials = self
+            .call(try_join_all(
+                buckets.iter().map(|keys| self.bucket_edges(keys)),
+            ))
+            .await?;
+        let mut edges: BTreeMap<String, EdgeRecord> = BTreeMap::new();
+        for part in partials.into_iter().flatten() {
+            let edge = edges
+                .entry(part.edge_id.clone())
+                .or_insert_with(|| EdgeRecord {
+                    edge_id: part.edge_id.clone(),
+                    last_heartbeat_ms: None,
+                    tuples: 0,
+                    last_tuple_ms: None,
+                });
+            edge.tuples += part.tuples;
+            edge.last_heartbeat_ms = edge.last_heartbeat_ms.max(part.last_heartbeat_ms);
+            edge.last_tuple_ms = edge.last_tuple_ms.max(part.last_tuple_ms);
+        }
+        Ok(edges.into_values().collect())
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -598,5 +833,16 @@ mod tests {
         assert_eq!(config.max_delay(), Some(RECONNECT_DELAY_MAX));
         assert_eq!(config.connection_timeout(), Some(CONNECT_TIMEOUT));
         assert_eq!(config.response_timeout(), Some(RESPONSE_TIMEOUT));
+    }
+
+    /// Goal: stamps follow the clock and increase strictly even when the
+    /// clock stands still or steps back.
+    #[test]
+    fn stamps_increase_strictly() {
+        let last = AtomicU64::new(0);
+        assert_eq!(advance_stamp(&last, 100), 100);
+        assert_eq!(advance_stamp(&last, 100), 101);
+        assert_eq!(advance_stamp(&last, 50), 102);
+        assert_eq!(advance_stamp(&last, 200), 200);
     }
 }

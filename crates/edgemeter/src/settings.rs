@@ -222,11 +222,22 @@ where
     Ok(Cli::from_arg_matches(&matches)?)
 }
 
-/// The command with no argument required.
+/// The command with no argument, and no group of arguments, required.
 fn relaxed(command: clap::Command) -> clap::Command {
     let mut command = command;
     for &section in SECTIONS {
-        command = command.mut_subcommand(section, |sub| sub.mut_args(|arg| arg.required(false)));
+        command = command.mut_subcommand(section, |sub| {
+            let groups: Vec<String> = sub
+                .get_groups()
+                .filter(|group| group.is_required_set())
+                .map(|group| group.get_id().to_string())
+                .collect();
+            let mut sub = sub.mut_args(|arg| arg.required(false));
+            for group in groups {
+                sub = sub.mut_group(group, |group| group.required(false));
+            }
+            sub
+        });
     }
     command
 }
@@ -700,7 +711,39 @@ fn clap_reason(error: &clap::Error) -> String {
 
 /// The required flags nothing set, each with the three ways to set it.
 fn missing_required(sub: &clap::Command, section: &str, settings: &[Setting]) -> Vec<String> {
-    settings_of(sub)
+    let unset = |key: &str| {
+        settings
+            .iter()
+            .any(|setting| setting.key == key && setting.text.is_none())
+    };
+    // A required group (one of several flags, e.g. --redis or
+    // --redis-cluster) is missing when none of its flags is set.
+    let groups = sub
+        .get_groups()
+        .filter(|group| group.is_required_set())
+        .filter_map(move |group| {
+            let args: Vec<&Arg> = group
+                .get_args()
+                .filter_map(|id| settings_of(sub).find(|arg| arg.get_id() == id))
+                .collect();
+            if args.is_empty() || !args.iter().all(|arg| unset(&key_of(arg))) {
+                return None;
+            }
+            let list = |describe: &dyn Fn(&Arg) -> String| {
+                args.iter()
+                    .map(|arg| describe(arg))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            };
+            Some(format!(
+                "{section} needs {}: give one flag, set {} in the [{section}] table of the \
+                 --config file, or set {}",
+                list(&|arg| format!("--{}", arg.get_long().unwrap_or(""))),
+                list(&|arg| format!("`{}`", key_of(arg))),
+                list(&|arg| env_name(&key_of(arg)))
+            ))
+        });
+    let flags = settings_of(sub)
         .filter(|arg| arg.is_required_set())
         .filter(|arg| {
             settings
@@ -715,8 +758,8 @@ fn missing_required(sub: &clap::Command, section: &str, settings: &[Setting]) ->
                 arg.get_long().unwrap_or(""),
                 env_name(&key)
             )
-        })
-        .collect()
+        });
+    groups.chain(flags).collect()
 }
 
 fn describe_figment_error(error: figment::Error, file: Option<&Path>) -> String {
@@ -786,8 +829,13 @@ pub fn check(file: Option<&Path>, only: Option<&str>) -> Result<String, Settings
 /// for key files, what they hold.
 fn describe(section: &str, setting: &Setting, problems: &mut Vec<String>) -> String {
     let mut shown = setting.clone();
-    if let (Some(text), "redis") = (&setting.text, setting.key.as_str()) {
-        shown.text = Some(mask_url_password(text));
+    match (&setting.text, setting.key.as_str()) {
+        (Some(text), "redis") => shown.text = Some(mask_url_password(text)),
+        (Some(text), "redis_cluster") => {
+            let masked: Vec<String> = text.split(',').map(mask_url_password).collect();
+            shown.text = Some(masked.join(","));
+        }
+        _ => {}
     }
     let Some(path) = setting.text.as_deref().map(Path::new) else {
         return shown.toml_line();
@@ -889,7 +937,7 @@ mod tests {
             panic!("not cloud")
         };
         assert!(cloud.allow_unauthenticated);
-        assert_eq!(cloud.redis, "redis://x");
+        assert_eq!(cloud.redis.as_deref(), Some("redis://x"));
     }
 
     #[test]

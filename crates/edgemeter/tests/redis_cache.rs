@@ -1,19 +1,26 @@
 //! `RedisCache` against a real redis-server: one entry and one count per
-//! tuple however often it is stored, totals kept incrementally, readers
-//! that see what was written, and a Redis that is down reported quickly.
-//! Against a stand-in that breaks every connection: reconnection attempts
-//! stop at their bound.
+//! tuple however often it is stored, totals kept incrementally per store
+//! bucket and summed by the readers, readers that see what was written,
+//! epochs per bucket, the edge instance lease, and a Redis that is down
+//! reported quickly. Against a stand-in that breaks every connection:
+//! reconnection attempts stop at their bound. The same on a Redis Cluster
+//! is `tests/redis_cluster.rs`.
 
 mod common;
+mod redis_support;
 
 use common::RedisServer;
 use edgemeter::redis_cache::{
     RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX, RECONNECT_ATTEMPTS_MAX, RECONNECT_DELAY_MAX,
 };
-use edgemeter_cloud::{
-    postal_code_for, state_of, tuple_key, Cache, CacheError, CloudTuple, GermanState,
+use edgemeter::redis_layout::{
+    store_bucket, BucketKeys, LAYOUT_PATTERN, OLD_LAYOUT_PATTERN, STORE_BUCKETS,
 };
-use edgemeter_wire::STORE_BUCKETS;
+use edgemeter_cloud::{
+    bucket_epoch_candidate, postal_code_for, state_of, tuple_key, Cache, CacheError, CloudTuple,
+    GermanState, INSTANCE_LEASE,
+};
+use redis_support::{households_in_every_bucket, redis_key};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,14 +103,14 @@ async fn storing_is_idempotent_and_totals_count_each_tuple_once() {
 
     let mut connection = redis.connection();
     let value: Vec<u8> = redis::cmd("GET")
-        .arg(format!("em:{}", batch[3].key))
+        .arg(redis_key(&batch[3]))
         .query(&mut connection)
         .unwrap();
     let stored = CloudTuple::from_stored_value(batch[3].key.clone(), &value).unwrap();
     assert_eq!(stored, batch[3], "one GET shows the whole tuple");
     let first_copy = &overlapping[10];
     let value: Vec<u8> = redis::cmd("GET")
-        .arg(format!("em:{}", first_copy.key))
+        .arg(redis_key(first_copy))
         .query(&mut connection)
         .unwrap();
     let stored = CloudTuple::from_stored_value(first_copy.key.clone(), &value).unwrap();
@@ -153,22 +160,34 @@ async fn recent_tuples_are_newest_first_and_bounded() {
     assert_eq!(all.len(), RECENT_TUPLES_MAX);
     let mut connection = redis.connection();
     let length: usize = redis::cmd("LLEN")
-        .arg("em:recent")
+        .arg(BucketKeys::new(store_bucket("house")).recent())
         .query(&mut connection)
         .unwrap();
     assert_eq!(length, RECENT_TUPLES_MAX);
 }
 
-/// Goal: `em:recent` lists a batch newest first in the batch's own order,
-/// even when the batch interleaves households (the store script groups
-/// tuples by household for its totals; that grouping must not reorder
-/// them). Method: a batch alternating three households, some of them
-/// stored before; read the list back.
+/// Goal: the recent tuples list a batch newest first in the batch's own
+/// order, even when the batch interleaves households of different buckets
+/// (each bucket keeps its own list, merged at read time by the store
+/// call's stamp and the batch index) and some were stored before. Method:
+/// a batch alternating three households of three buckets, every fourth
+/// tuple stored by an earlier call; read the list back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recent_tuples_keep_batch_order_across_households() {
+async fn recent_tuples_keep_batch_order_across_buckets() {
     let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
-    let batch = interleaved(30, 3, |index| index as f64);
+    let households = households_in_every_bucket(1);
+    let batch: Vec<CloudTuple> = (0..30)
+        .map(|index| {
+            let household = &households[(index % 3) as usize * 5];
+            tuple("edge-a", household, index * 5_000, index as f64)
+        })
+        .collect();
+    let buckets: std::collections::BTreeSet<u16> = batch
+        .iter()
+        .map(|tuple| store_bucket(&tuple.node_id))
+        .collect();
+    assert_eq!(buckets.len(), 3, "three buckets");
     let stored_before: Vec<CloudTuple> = batch.iter().step_by(4).cloned().collect();
     cache.store(&stored_before, 1).await.unwrap();
     let write = cache.store(&batch, 1).await.unwrap();
@@ -187,11 +206,17 @@ async fn recent_tuples_keep_batch_order_across_households() {
         .chain(stored_before.iter().rev())
         .collect();
     assert_eq!(recent.iter().collect::<Vec<_>>(), expected);
+    assert_eq!(cache.recent_tuples(5).await.unwrap()[..], recent[..5]);
 
     let totals = cache.state_totals().await.unwrap();
     let stored_sum: f64 = totals.iter().map(|state| state.average_sum_w).sum();
     let expected_sum: f64 = (0..30).map(|index| index as f64).sum();
     assert_eq!(stored_sum, expected_sum, "each average counted once");
+    assert_eq!(
+        totals.iter().map(|state| state.households).sum::<u64>(),
+        3,
+        "the buckets' household sets are disjoint"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,31 +445,52 @@ async fn a_broken_connection_is_redialled_at_most_its_attempts() {
     }
 }
 
-/// Goal: the store script sets `em:epoch` from the candidate only when it
-/// is missing and returns it with the write, heartbeats read the same one,
-/// and a FLUSHALL makes the next call set a new one. A resend with another
-/// average or sample count is reported as a conflict, with the stored
-/// values, and rewrites nothing. Method: real redis-server, `redis-cli`-free
-/// raw commands through a second client.
+/// Goal: each bucket has its own epoch, set from the candidate only when
+/// missing and returned with the write of that bucket; heartbeats read
+/// all 16 (setting the missing ones); a bucket that loses its keys gets a
+/// new epoch while the others keep theirs. A resend with another average
+/// or sample count is reported as a conflict, by its batch index, with
+/// the stored values, and rewrites nothing. Method: real redis-server; a
+/// bucket's loss is its keys deleted through a second client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_epoch_is_set_once_per_store_and_conflicts_are_reported() {
+async fn each_bucket_has_its_epoch_and_conflicts_are_reported() {
     let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
-    let batch = interleaved(4, 2, |index| index as f64 + 0.5);
+    let households = households_in_every_bucket(1);
+    let batch: Vec<CloudTuple> = (0..4)
+        .map(|index| {
+            tuple(
+                "edge-a",
+                &households[index],
+                index as i64 * 5_000,
+                index as f64 + 0.5,
+            )
+        })
+        .collect();
     let first = cache.store(&batch, 11).await.unwrap();
     assert_eq!(first.inserted, 4);
-    assert!(!first.epochs.is_empty() && first.epochs.values().all(|&epoch| epoch == 11));
-    let record = cache.record_heartbeat("edge-a", 0, 1, 12).await.unwrap();
-    assert_eq!(
-        record.epochs, [11; STORE_BUCKETS],
-        "one epoch for every bucket"
-    );
+    let touched: Vec<u16> = (0..4).collect();
+    assert_eq!(first.epochs.keys().copied().collect::<Vec<_>>(), touched);
+    for (bucket, epoch) in &first.epochs {
+        assert_eq!(
+            *epoch,
+            bucket_epoch_candidate(11, *bucket),
+            "each bucket its own"
+        );
+    }
+    let heartbeat = cache.record_heartbeat("edge-a", 7, 1, 12).await.unwrap();
+    assert!(!heartbeat.refused);
+    let candidate_of = |bucket: usize| if bucket < 4 { 11 } else { 12 };
+    for bucket in 0..STORE_BUCKETS {
+        let expected = bucket_epoch_candidate(candidate_of(bucket), bucket as u16);
+        assert_eq!(heartbeat.epochs[bucket], expected, "bucket {bucket}");
+    }
     let mut resent = batch.clone();
     resent[1].average_w += 1.0;
     resent[3].samples += 1;
     let again = cache.store(&resent, 13).await.unwrap();
-    assert_eq!((again.inserted, again.existing), (0, 4));
-    assert_eq!(again.epochs, first.epochs);
+    assert_eq!(again.inserted, 0);
+    assert_eq!(again.epochs, first.epochs, "the epochs stay");
     let conflicts: Vec<(usize, Option<(f64, u32)>)> = again
         .conflicts
         .iter()
@@ -458,48 +504,250 @@ async fn the_epoch_is_set_once_per_store_and_conflicts_are_reported() {
         .iter()
         .any(|t| t.key == batch[1].key && t.average_w == 1.5));
 
+    // Bucket 2 loses every key (as its shard would): a new epoch there only.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    let stored: String = redis::cmd("GET")
-        .arg("em:epoch")
+    let (_, lost): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg("em:{em-b02}:*")
+        .arg("COUNT")
+        .arg(10_000)
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert_eq!(stored, "11");
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut raw).await.unwrap();
-    let record = cache.record_heartbeat("edge-a", 0, 2, 14).await.unwrap();
-    assert_eq!(record.epochs, [14; STORE_BUCKETS]);
+    assert!(lost.contains(&BucketKeys::new(2).epoch()), "{lost:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(&lost)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let heartbeat = cache.record_heartbeat("edge-a", 7, 2, 14).await.unwrap();
+    for bucket in 0..STORE_BUCKETS {
+        let candidate = if bucket == 2 {
+            14
+        } else {
+            candidate_of(bucket)
+        };
+        let expected = bucket_epoch_candidate(candidate, bucket as u16);
+        assert_eq!(heartbeat.epochs[bucket], expected, "bucket {bucket}");
+    }
     let refilled = cache.store(&batch, 15).await.unwrap();
-    assert_eq!(refilled.inserted, 4);
-    assert!(refilled.epochs.values().all(|&epoch| epoch == 14));
+    assert_eq!(refilled.inserted, 1, "only the lost bucket's tuple is new");
+    assert_eq!(refilled.epochs[&2], bucket_epoch_candidate(14, 2));
     assert!(refilled.conflicts.is_empty());
+    let totals = cache.state_totals().await.unwrap();
+    assert_eq!(totals.iter().map(|t| t.tuples).sum::<u64>(), 4);
 }
 
-/// Goal: the instance lease in Redis: the first instance takes the edge
-/// id, a second is refused while the first renews, an older edge
-/// (instance 0) is never refused, and once the lease expires (Redis's own
-/// `PX`, so real time) the second is accepted and the first refused.
-/// Method: real redis-server; the wait is one lease plus a margin.
+/// Goal: one edge id, one live instance: the first instance takes the
+/// lease, another is refused while it is held (and records nothing), the
+/// holder renews it, and once it lapses (`INSTANCE_LEASE` after the last
+/// renewal) another instance takes it. An older edge (instance 0) is never
+/// refused and takes no lease. Method: real heartbeats, a real wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_instance_lease_admits_one_process_per_edge_id() {
+async fn the_instance_lease_admits_one_instance_per_edge_id() {
     let redis = RedisServer::start();
     let cache = RedisCache::connect(&redis.url()).await.unwrap();
-    let refused = |instance| {
-        let cache = cache.clone();
-        async move {
-            cache
-                .record_heartbeat("edge-a", instance, 1, 1)
-                .await
-                .unwrap()
-                .refused
+    assert!(
+        !cache
+            .record_heartbeat("edge-a", 1, 1_000, 9)
+            .await
+            .unwrap()
+            .refused
+    );
+    let intruder = cache.record_heartbeat("edge-a", 2, 2_000, 9).await.unwrap();
+    assert!(intruder.refused, "another instance while the lease is held");
+    assert!(!intruder.epochs.contains(&0), "epochs still read");
+    assert!(
+        !cache
+            .record_heartbeat("edge-b", 2, 2_000, 9)
+            .await
+            .unwrap()
+            .refused,
+        "another id"
+    );
+    assert!(
+        !cache
+            .record_heartbeat("edge-a", 1, 3_000, 9)
+            .await
+            .unwrap()
+            .refused,
+        "a renewal"
+    );
+    assert!(
+        !cache
+            .record_heartbeat("edge-a", 0, 4_000, 9)
+            .await
+            .unwrap()
+            .refused,
+        "an old edge"
+    );
+    let edges = cache.edges().await.unwrap();
+    assert_eq!(
+        edges[0].last_heartbeat_ms,
+        Some(4_000),
+        "not the refused one's"
+    );
+    tokio::time::sleep(INSTANCE_LEASE / 2).await;
+    assert!(
+        cache
+            .record_heartbeat("edge-a", 2, 5_000, 9)
+            .await
+            .unwrap()
+            .refused
+    );
+    tokio::time::sleep(INSTANCE_LEASE + Duration::from_millis(500)).await;
+    assert!(
+        !cache
+            .record_heartbeat("edge-a", 2, 6_000, 9)
+            .await
+            .unwrap()
+            .refused,
+        "the lease lapsed: the new instance takes it"
+    );
+    assert!(
+        cache
+            .record_heartbeat("edge-a", 1, 7_000, 9)
+            .await
+            .unwrap()
+            .refused
+    );
+}
+
+/// Goal: a batch of every bucket is written in one call per bucket, and
+/// `/api/states`-level reads add the buckets up: the totals and the edges
+/// equal what the distinct tuples add up to, across resends, overlaps and
+/// a conflict. Method: the shared run of batches; the expected totals
+/// computed from the first copy of each distinct tuple.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_buckets_partial_totals_add_up_to_the_distinct_tuples() {
+    let redis = RedisServer::start();
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    let mut first_copies: std::collections::BTreeMap<String, CloudTuple> = Default::default();
+    let mut inserted = 0;
+    for batch in redis_support::mixed_batches() {
+        let write = cache.store(&batch, 3).await.unwrap();
+        inserted += write.inserted;
+        assert_eq!(write.inserted + write.existing, batch.len());
+        for tuple in batch {
+            first_copies.entry(tuple.key.clone()).or_insert(tuple);
         }
-    };
-    assert!(!refused(11).await, "the first instance takes the id");
-    assert!(refused(22).await, "a second is refused");
-    assert!(!refused(11).await, "the holder renews");
-    assert!(!refused(0).await, "an older edge is never refused");
-    assert!(refused(22).await, "still refused");
-    tokio::time::sleep(edgemeter_cloud::INSTANCE_LEASE + Duration::from_millis(300)).await;
-    assert!(!refused(22).await, "accepted once the lease ran out");
-    assert!(refused(11).await, "the old holder is refused now");
+    }
+    assert_eq!(inserted, redis_support::mixed_batches_distinct());
+    assert_eq!(inserted, first_copies.len());
+    let totals = cache.state_totals().await.unwrap();
+    for state in GermanState::ALL {
+        let held: Vec<&CloudTuple> = first_copies.values().filter(|t| t.state == state).collect();
+        let total = totals.iter().find(|total| total.state == state).unwrap();
+        assert_eq!(total.tuples, held.len() as u64, "{}", state.name());
+        let households: std::collections::BTreeSet<&str> =
+            held.iter().map(|t| t.node_id.as_str()).collect();
+        assert_eq!(
+            total.households,
+            households.len() as u64,
+            "{}",
+            state.name()
+        );
+        let sum: f64 = held.iter().map(|t| t.average_w).sum();
+        assert!(
+            (total.average_sum_w - sum).abs() <= 1e-9 * sum.max(1.0),
+            "{}",
+            state.name()
+        );
+    }
+    let edges = cache.edges().await.unwrap();
+    let counts: Vec<(&str, u64)> = edges
+        .iter()
+        .map(|e| (e.edge_id.as_str(), e.tuples))
+        .collect();
+    let count = |edge: &str| first_copies.values().filter(|t| t.edge_id == edge).count() as u64;
+    assert_eq!(
+        counts,
+        [("edge-a", count("edge-a")), ("edge-b", count("edge-b"))]
+    );
+}
+
+/// The keys `pattern` matches, by SCAN.
+async fn scan(connection: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    for _ in 0..1_000 {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(connection)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            keys.sort();
+            keys.dedup();
+            return keys;
+        }
+        cursor = next;
+    }
+    panic!("SCAN did not end");
+}
+
+/// Goal: what the README says of an upgrade holds: a Redis written by an
+/// older cloud (unbucketed keys, one `em:epoch`) is not read by this one,
+/// whose buckets start without epochs (so the first heartbeat sets new
+/// ones and the edges reship), and the old keys are exactly those of
+/// `OLD_LAYOUT_PATTERN`, none of ours. Method: the old layout's keys
+/// written by hand beside a stored batch and a heartbeat; SCAN by both
+/// patterns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_layout_is_ignored_and_found_by_its_own_pattern() {
+    let redis = RedisServer::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let old_tuple = tuple("edge-a", "house-0", 0, 1.0);
+    let old_keys = [
+        format!("em:{}", old_tuple.key),
+        "em:epoch".to_owned(),
+        "em:state:Sachsen".to_owned(),
+        "em:edge:edge-a".to_owned(),
+        "em:edges".to_owned(),
+        "em:recent".to_owned(),
+    ];
+    for key in &old_keys {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(old_tuple.stored_value())
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    assert_eq!(cache.recent_tuples(10).await.unwrap(), vec![]);
+    assert!(cache.edges().await.unwrap().is_empty());
+    let record = cache.record_heartbeat("edge-a", 1, 1, 77).await.unwrap();
+    for (bucket, epoch) in record.epochs.iter().enumerate() {
+        assert_eq!(
+            *epoch,
+            bucket_epoch_candidate(77, bucket as u16),
+            "a new epoch"
+        );
+    }
+    let write = cache
+        .store(std::slice::from_ref(&old_tuple), 78)
+        .await
+        .unwrap();
+    assert_eq!(write.inserted, 1, "stored again under the new layout");
+
+    let mut expected_old = old_keys.to_vec();
+    expected_old.sort();
+    assert_eq!(scan(&mut raw, OLD_LAYOUT_PATTERN).await, expected_old);
+    let ours = scan(&mut raw, LAYOUT_PATTERN).await;
+    assert!(ours.contains(&redis_key(&old_tuple)), "{ours:?}");
+    assert!(ours.iter().all(|key| !old_keys.contains(key)));
+    assert_eq!(
+        scan(&mut raw, "em:*").await.len(),
+        ours.len() + old_keys.len(),
+        "the two patterns cover every key of ours"
+    );
 }

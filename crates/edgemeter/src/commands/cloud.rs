@@ -1,4 +1,5 @@
-//! `edgemeter cloud`: the cloud logic behind NNG, storing into Redis.
+//! `edgemeter cloud`: the cloud logic behind NNG, storing into one Redis
+//! (`--redis`) or a Redis Cluster (`--redis-cluster`).
 
 use crate::cli::CloudArgs;
 use crate::command_error::CommandError;
@@ -35,11 +36,39 @@ fn auth(args: &CloudArgs) -> Result<CloudAuth, CommandError> {
     })
 }
 
+/// The cache of `--redis` or `--redis-cluster` (clap lets exactly one
+/// through), and how to name it in the log, its password masked.
+async fn connect_cache(args: &CloudArgs) -> Result<(RedisCache, String), CommandError> {
+    match (&args.redis, &args.redis_cluster) {
+        (Some(url), None) => Ok((
+            RedisCache::connect(url).await?,
+            crate::settings::mask_url_password(url),
+        )),
+        (None, Some(seeds)) => {
+            let urls: Vec<String> = seeds
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let cache = RedisCache::connect_cluster(&urls).await?;
+            let masked: Vec<String> = urls
+                .iter()
+                .map(|url| crate::settings::mask_url_password(url))
+                .collect();
+            Ok((cache, format!("cluster {}", masked.join(","))))
+        }
+        _ => Err(CommandError::config(
+            "the cloud needs exactly one of --redis URL and --redis-cluster URL[,URL...]",
+        )),
+    }
+}
+
 pub async fn run(args: CloudArgs, shutdown: Shutdown) -> Result<(), CommandError> {
     // First: SIGHUP would end the cloud otherwise.
     let hangups = crate::key_reload::Hangups::install()?;
     let auth = auth(&args)?;
-    let cache = RedisCache::connect(&args.redis).await?;
+    let (cache, redis) = connect_cache(&args).await?;
     let edges_with_keys = auth.keys.len();
     let config = CloudConfig {
         auth,
@@ -65,7 +94,7 @@ pub async fn run(args: CloudArgs, shutdown: Shutdown) -> Result<(), CommandError
         listen = %args.listen,
         heartbeat_port = ports.heartbeat,
         data_port = ports.data,
-        redis = %args.redis,
+        %redis,
         edges_with_keys,
         allow_unauthenticated = args.allow_unauthenticated,
         "cloud serving"
