@@ -371,7 +371,7 @@ done
 # says whether they are the right ones.
 status_field() { grep -o "\"$1\":[0-9]*" <<<"$2" | cut -d: -f2; }
 cloud_tuples() {
-    redis-cli -p "$REDIS_PORT" --scan --pattern 'em:tuple:*' 2>/dev/null | wc -l
+    redis-cli -p "$REDIS_PORT" --scan --pattern 'em:{em-b*}:tuple:*' 2>/dev/null | wc -l
 }
 deadline=$(( SECONDS + CONVERGE_TIMEOUT_S ))
 households_done=0

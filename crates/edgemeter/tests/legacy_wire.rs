@@ -5,6 +5,7 @@
 mod common;
 
 use common::{ask, start_cloud, RedisServer};
+use edgemeter::redis_layout::{tuple_key_of, TUPLE_PATTERN};
 use std::time::Duration;
 
 fn postal_code_in(reply: &[u8], id: i64) -> String {
@@ -16,6 +17,18 @@ fn postal_code_in(reply: &[u8], id: i64) -> String {
     assert_eq!(code.len(), 5, "{text:?}");
     assert!(code.bytes().all(|byte| byte.is_ascii_digit()), "{text:?}");
     code.to_owned()
+}
+
+/// The Redis keys of the tuples whose cloud key starts with `prefix`,
+/// walked with SCAN over every bucket (never KEYS).
+fn tuple_keys_with(connection: &mut redis::Connection, prefix: &str) -> Vec<String> {
+    let keys: Vec<String> = redis::Commands::scan_match::<_, String>(connection, TUPLE_PATTERN)
+        .expect("scan")
+        .collect::<Result<_, _>>()
+        .expect("scan keys");
+    keys.into_iter()
+        .filter(|key| tuple_key_of(key).is_some_and(|tuple| tuple.starts_with(prefix)))
+        .collect()
 }
 
 #[test]
@@ -59,10 +72,7 @@ fn the_cloud_answers_the_original_wire_form() {
 
     // The legacy tuple is in Redis exactly once, with its average.
     let mut connection = redis.connection();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("em:tuple:legacy:*")
-        .query(&mut connection)
-        .unwrap();
+    let keys = tuple_keys_with(&mut connection, "tuple:legacy:");
     assert_eq!(keys.len(), 1, "{keys:?}");
     let value: Vec<u8> = redis::cmd("GET")
         .arg(&keys[0])
@@ -117,13 +127,13 @@ fn with_redis_down_the_cloud_answers_an_error_then_recovers() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let mut connection = redis.connection();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("em:tuple:legacy:def:*")
-        .query(&mut connection)
-        .unwrap();
+    let keys: Vec<String> = tuple_keys_with(&mut connection, "tuple:legacy:def:")
+        .iter()
+        .filter_map(|key| tuple_key_of(key).map(str::to_owned))
+        .collect();
     assert_eq!(
         keys,
-        vec!["em:tuple:legacy:def:id8".to_owned()],
+        vec!["tuple:legacy:def:id8".to_owned()],
         "only what was stored after the restart"
     );
 }

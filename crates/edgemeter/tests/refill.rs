@@ -20,6 +20,7 @@ mod common;
 
 use common::cluster::{assert_end_state, oracle, Cluster};
 use common::{ask, start_cloud, wait_until, RedisServer};
+use edgemeter::redis_layout::{tuple_key_of, BucketKeys, TUPLE_PATTERN};
 use edgemeter_wire::{
     BatchReply, BatchRequest, HeartbeatRequest, ReplyOutcome, TupleOut, WireVersion,
 };
@@ -51,6 +52,14 @@ fn states_tuples(port: u16) -> Result<u64, String> {
         .sum())
 }
 
+/// Every bucket's store epoch, in bucket order; `None` where a bucket has
+/// none.
+fn bucket_epochs(connection: &mut redis::Connection) -> Vec<Option<String>> {
+    BucketKeys::all()
+        .map(|keys| connection.get(keys.epoch()).expect("read an epoch"))
+        .collect()
+}
+
 #[test]
 fn a_flushed_redis_is_refilled_from_the_edge_within_90_s() {
     let expected = oracle();
@@ -62,7 +71,11 @@ fn a_flushed_redis_is_refilled_from_the_edge_within_90_s() {
     assert_eq!(states_tuples(cluster.http_port), Ok(expected.len() as u64));
 
     let mut connection = cluster.redis.connection();
-    let epoch_before: String = connection.get("em:epoch").expect("an epoch");
+    let epoch_before = bucket_epochs(&mut connection);
+    assert!(
+        epoch_before.iter().all(Option::is_some),
+        "every bucket has an epoch"
+    );
     let _: () = redis::cmd("FLUSHALL")
         .query(&mut connection)
         .expect("FLUSHALL");
@@ -77,7 +90,11 @@ fn a_flushed_redis_is_refilled_from_the_edge_within_90_s() {
         expected.len(),
         flushed.elapsed()
     );
-    let epoch_after: String = connection.get("em:epoch").expect("a new epoch");
+    let epoch_after = bucket_epochs(&mut connection);
+    assert!(
+        epoch_after.iter().all(Option::is_some),
+        "every bucket has a new epoch"
+    );
     assert_ne!(epoch_after, epoch_before, "a flushed store has a new epoch");
     assert_end_state(&cluster, &expected);
     // The edge's stderr is a file: the reship shows as progress lines, the
@@ -100,11 +117,23 @@ fn a_flushed_redis_is_refilled_from_the_edge_within_90_s() {
     let rows = edgemeter_store::SqliteOutbox::open_read_only(&cluster.db)
         .and_then(|outbox| outbox.all_tuples())
         .expect("read the edge db");
-    let epoch: u64 = epoch_after.parse().expect("a decimal epoch");
+    // Each tuple under its own bucket's new epoch.
+    let epochs: Vec<u64> = epoch_after
+        .iter()
+        .map(|epoch| {
+            epoch
+                .as_deref()
+                .expect("read above")
+                .parse()
+                .expect("a decimal epoch")
+        })
+        .collect();
     assert!(
-        rows.iter()
-            .all(|row| row.acked_epoch == Some(epoch) && !row.conflict),
-        "every tuple acknowledged again under the new epoch, none in conflict"
+        rows.iter().all(|row| {
+            let bucket = usize::from(edgemeter_wire::store_bucket(&row.node_id));
+            row.acked_epoch == Some(epochs[bucket]) && !row.conflict
+        }),
+        "every tuple acknowledged again under its bucket's new epoch, none in conflict"
     );
 }
 
@@ -168,13 +197,14 @@ fn mixed_mode_refuses_an_unsealed_request_for_a_keyed_edge() {
         "{reply:?}"
     );
     let held: Vec<String> = connection
-        .scan_match::<_, String>("em:tuple:*")
+        .scan_match::<_, String>(TUPLE_PATTERN)
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(held.len(), 2);
     assert!(
-        held.iter().all(|key| key.starts_with("em:tuple:edge-2:")),
+        held.iter()
+            .all(|key| tuple_key_of(key).is_some_and(|tuple| tuple.starts_with("tuple:edge-2:"))),
         "{held:?}"
     );
 }

@@ -4,6 +4,7 @@
 //! end-to-end test ends with.
 
 use super::{free_port, wait_until, Process, RedisServer, Tansu};
+use edgemeter::redis_layout::{tuple_key_of, BucketKeys, TUPLE_PATTERN};
 use edgemeter_data::{load_dir, oracle_windows, OracleWindow};
 use edgemeter_edge::Outbox;
 use edgemeter_store::SqliteOutbox;
@@ -163,15 +164,19 @@ impl Cluster {
         self.wait_for_acked(count, Duration::from_secs(180));
     }
 
-    /// The keys of this edge's tuples in Redis, walked with SCAN.
+    /// The keys of this edge's tuples in Redis, walked with SCAN over
+    /// every bucket.
     pub fn tuple_keys(&self) -> Vec<String> {
         let mut connection = self.redis.connection();
-        let pattern = format!("em:tuple:{EDGE_ID}:*");
-        connection
-            .scan_match::<_, String>(&pattern)
+        let ours = format!("tuple:{EDGE_ID}:");
+        let keys: Vec<String> = connection
+            .scan_match::<_, String>(TUPLE_PATTERN)
             .expect("scan")
             .collect::<Result<_, _>>()
-            .expect("scan keys")
+            .expect("scan keys");
+        keys.into_iter()
+            .filter(|key| tuple_key_of(key).is_some_and(|tuple| tuple.starts_with(&ours)))
+            .collect()
     }
 }
 
@@ -238,24 +243,33 @@ pub fn assert_end_state(cluster: &Cluster, oracle: &BTreeMap<(String, i64), Orac
             "the code Redis holds is the one the edge got"
         );
     }
-    let edge_tuples: u64 = redis::cmd("HGET")
-        .arg(format!("em:edge:{EDGE_ID}"))
-        .arg("tuples")
-        .query(&mut connection)
-        .expect("edge totals");
+    // Every bucket holds its part of the totals; their sums count each
+    // tuple once.
+    let edge_tuples: u64 = BucketKeys::all()
+        .map(|keys| {
+            redis::cmd("HGET")
+                .arg(keys.edge(EDGE_ID))
+                .arg("tuples")
+                .query::<Option<u64>>(&mut connection)
+                .expect("edge totals")
+                .unwrap_or(0)
+        })
+        .sum();
     assert_eq!(
         edge_tuples,
         oracle.len() as u64,
         "the edge's total counts each tuple once"
     );
     let mut state_tuples = 0u64;
-    for state in edgemeter_cloud::GermanState::ALL {
-        let tuples: Option<u64> = redis::cmd("HGET")
-            .arg(format!("em:state:{}", state.name()))
-            .arg("tuples")
-            .query(&mut connection)
-            .expect("state totals");
-        state_tuples += tuples.unwrap_or(0);
+    for keys in BucketKeys::all() {
+        for state in edgemeter_cloud::GermanState::ALL {
+            let tuples: Option<u64> = redis::cmd("HGET")
+                .arg(keys.state(state))
+                .arg("tuples")
+                .query(&mut connection)
+                .expect("state totals");
+            state_tuples += tuples.unwrap_or(0);
+        }
     }
     assert_eq!(
         state_tuples,
