@@ -28,16 +28,19 @@
 //! `BACKLOG_ONLY=edgemeter` (or `dedupe`, `plain`, comma-separated) runs
 //! only those, e.g. under `perf record`.
 
+mod support;
+
 use edgemeter::nng_link::NngLink;
 use edgemeter::nng_server::NngServer;
 use edgemeter::redis_cache::RedisCache;
 use edgemeter_cloud::{Cloud, CloudAuth, CloudConfig};
-use edgemeter_edge::{run_edge, EdgeConfig, EdgeMonitor, NewTuple, Outbox};
+use edgemeter_edge::{run_edge, EdgeConfig, EdgeMonitor, Outbox};
 use edgemeter_env::SystemClock;
 use edgemeter_memlog::{MemLog, SharedLog};
 use edgemeter_store::SqliteOutbox;
 use edgemeter_testkit::{free_port, RedisServer};
 use edgemeter_wire::{BatchRequest, EdgeKey, TupleOut};
+use support::{backlog_tuple, fill_outbox};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::net::TcpStream;
 use std::path::Path;
@@ -52,24 +55,15 @@ const BACKLOG_TUPLES_DEFAULT: usize = 1_000_000;
 /// Measurements of each kind; `BACKLOG_RUNS` changes it.
 const RUNS_DEFAULT: usize = 3;
 
-/// Households the backlog is spread over: the shipped data set's 50.
-const HOUSEHOLDS: usize = 50;
-
 /// Unacknowledged JetStream publishes at most, the 1,024: as many
 /// tuples as the edge has in one batch.
 const PUBLISH_INFLIGHT_MAX: usize = 1_024;
-
-/// Tuples per SQLite transaction while filling the outbox.
-const FILL_CHUNK_TUPLES: usize = 10_000;
 
 /// One measurement gives up after this long.
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// How long `nats-server` may take to accept connections.
 const NATS_START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The first window of the backlog: 2019-12-24, the data set's day.
-const FIRST_WINDOW_MS: i64 = 1_577_145_600_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Measure {
@@ -180,29 +174,12 @@ fn env_count(name: &str, default: usize) -> usize {
     count
 }
 
-/// Household ids as the data set has them: 64 hex digits.
-fn household(index: usize) -> String {
-    let seed = (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    format!("{seed:016x}").repeat(4)
-}
-
-/// The tuple at `index` of the backlog: households round-robin, each with
-/// consecutive 5-second windows.
-fn backlog_tuple(index: usize) -> NewTuple {
-    NewTuple {
-        node_id: household(index % HOUSEHOLDS),
-        window_start_ms: FIRST_WINDOW_MS + (index / HOUSEHOLDS) as i64 * 5_000,
-        average_w: 100.0 + (index % 1_000) as f64 * 0.5,
-        samples: 3,
-    }
-}
-
 /// What one tuple costs on the edge's data wire: a full batch of backlog
 /// tuples, encoded, divided by its tuples (rounded up).
 fn tuple_wire_bytes() -> usize {
     let tuples: Vec<TupleOut> = (0..PUBLISH_INFLIGHT_MAX)
         .map(|index| {
-            let tuple = backlog_tuple(index);
+            let tuple = backlog_tuple(0, index);
             TupleOut {
                 tuple_id: index as i64 + 1,
                 node_id: tuple.node_id,
@@ -227,27 +204,13 @@ fn tuple_wire_bytes() -> usize {
 fn drain_backlog(runtime: &tokio::runtime::Runtime, tuples: usize) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("edge.db");
-    fill_outbox(&db, tuples);
+    fill_outbox(&db, 0, tuples);
     let redis = RedisServer::start();
     let elapsed = runtime.block_on(async {
         let cache = RedisCache::connect(&redis.url()).await.expect("redis");
         ship(&db, tuples, cache).await
     });
     elapsed.unwrap_or_else(|| panic!("not all tuples acknowledged within {RUN_TIMEOUT:?}"))
-}
-
-fn fill_outbox(db: &Path, count: usize) {
-    let mut outbox = SqliteOutbox::open(db).expect("open the outbox");
-    let mut next = 0usize;
-    while next < count {
-        let chunk: Vec<NewTuple> = (next..count.min(next + FILL_CHUNK_TUPLES))
-            .map(backlog_tuple)
-            .collect();
-        next += chunk.len();
-        outbox
-            .store_closed(&chunk, &[], 0)
-            .expect("fill the outbox");
-    }
 }
 
 /// Runs cloud and edge until every tuple is acknowledged; the time from
@@ -344,7 +307,7 @@ async fn publish_all(
     let started = Instant::now();
     for index in 0..count {
         let ack = if dedupe {
-            let tuple = backlog_tuple(index);
+            let tuple = backlog_tuple(0, index);
             let id = format!("bench-edge:{}:{}", tuple.node_id, tuple.window_start_ms);
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
