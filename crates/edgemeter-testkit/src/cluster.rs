@@ -178,6 +178,15 @@ impl RedisCluster {
             .collect()
     }
 
+    /// The running nodes' process ids, in start order, for a bench to read
+    /// their CPU time.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// The URLs joined by commas, as `--redis-cluster` takes them.
     pub fn seeds(&self) -> String {
         self.urls().join(",")

@@ -66,6 +66,12 @@ impl RedisServer {
         self.port
     }
 
+    /// The server's process id while it runs, for a bench to read its CPU
+    /// time.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }

@@ -40,7 +40,6 @@ use edgemeter_memlog::{MemLog, SharedLog};
 use edgemeter_store::SqliteOutbox;
 use edgemeter_testkit::{free_port, RedisServer};
 use edgemeter_wire::{BatchRequest, EdgeKey, TupleOut};
-use support::{backlog_tuple, fill_outbox};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::net::TcpStream;
 use std::path::Path;
@@ -48,6 +47,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{backlog_tuple, fill_outbox};
 
 /// Tuples in the backlog, and messages per JetStream run: the 1M.
 const BACKLOG_TUPLES_DEFAULT: usize = 1_000_000;

@@ -65,7 +65,10 @@ impl Shape {
         } else {
             format!("a {}-shard cluster", self.shards)
         };
-        format!("{} edge(s) -> {} node(s) -> {store}", self.edges, self.nodes)
+        format!(
+            "{} edge(s) -> {} node(s) -> {store}",
+            self.edges, self.nodes
+        )
     }
 }
 
@@ -171,7 +174,14 @@ impl Store {
         if shards == 1 {
             Store::Single(RedisServer::start())
         } else {
-            Store::Cluster(RedisCluster::start(shards))
+            {
+                assert_eq!(
+                    shards,
+                    edgemeter_testkit::PRIMARIES,
+                    "the testkit's cluster size"
+                );
+                Store::Cluster(RedisCluster::start_partial_coverage())
+            }
         }
     }
 
@@ -179,13 +189,13 @@ impl Store {
     fn cloud_args(&self) -> [String; 2] {
         match self {
             Store::Single(redis) => ["--redis".to_owned(), redis.url()],
-            Store::Cluster(cluster) => ["--redis-cluster".to_owned(), cluster.urls().join(",")],
+            Store::Cluster(cluster) => ["--redis-cluster".to_owned(), cluster.seeds()],
         }
     }
 
     fn pids(&self) -> Vec<u32> {
         match self {
-            Store::Single(redis) => vec![redis.pid()],
+            Store::Single(redis) => vec![redis.pid().expect("redis runs")],
             Store::Cluster(cluster) => cluster.pids(),
         }
     }
@@ -221,7 +231,8 @@ fn cpu_time(pid: u32) -> Duration {
     // spaces: utime and stime are fields 14 and 15, 12 and 13 after it.
     let after = &stat[stat.rfind(')').expect("a stat line") + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Duration::from_micros(ticks * 1_000_000 / per_second)
@@ -237,7 +248,9 @@ fn acked(db: &Path) -> u64 {
 fn drain(shape: Shape, tuples: usize) -> Measured {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::start(shape.shards);
-    let ids: Vec<String> = (0..shape.edges).map(|site| format!("site-{site}")).collect();
+    let ids: Vec<String> = (0..shape.edges)
+        .map(|site| format!("site-{site}"))
+        .collect();
     let key = |site: usize| format!("{:02x}", 0x10 + site).repeat(32);
     let keys_file = dir.path().join("cloud.keys");
     let keys: String = ids
@@ -254,7 +267,9 @@ fn drain(shape: Shape, tuples: usize) -> Measured {
         })
         .collect();
 
-    let ports: Vec<(u16, u16)> = (0..shape.nodes).map(|_| (free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16)> = (0..shape.nodes)
+        .map(|_| (free_port(), free_port()))
+        .collect();
     let nodes: Vec<Running> = ports
         .iter()
         .enumerate()

@@ -20,10 +20,13 @@ mod common;
 
 use common::cluster::DURATION_MS;
 use common::{data_dir, free_port, http_get, wait_until, Process, Tansu};
+use edgemeter::redis_layout::{tuple_key_of, TUPLE_PATTERN};
+use edgemeter_cloud::CloudTuple;
 use edgemeter_data::{load_dir, oracle_windows, OracleWindow};
 use edgemeter_edge::Outbox;
 use edgemeter_store::SqliteOutbox;
-use edgemeter_testkit::RedisCluster;
+use edgemeter_testkit::{RedisCluster, PRIMARIES};
+use redis::Commands;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,7 +57,10 @@ fn split_sites(dir: &Path) -> [Site; 2] {
     let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir())
         .expect("the shipped data")
         .map(|entry| entry.expect("a data file").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "csv" || ext == "gz"))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "csv" || ext == "gz")
+        })
         .collect();
     files.sort();
     assert_eq!(files.len(), 50, "the shipped 50 households");
@@ -106,7 +112,7 @@ impl Node {
         let args = [
             "cloud".to_owned(),
             "--redis-cluster".to_owned(),
-            cluster.urls().join(","),
+            cluster.seeds(),
             "--listen".to_owned(),
             "127.0.0.1".to_owned(),
             "--heartbeat-port".to_owned(),
@@ -120,9 +126,11 @@ impl Node {
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let process = Process::edgemeter(name, &args, dir);
-        wait_until(&format!("{name} to listen"), Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", self.data_port)).is_ok()
-        });
+        wait_until(
+            &format!("{name} to listen"),
+            Duration::from_secs(30),
+            || std::net::TcpStream::connect(("127.0.0.1", self.data_port)).is_ok(),
+        );
         process
     }
 
@@ -132,7 +140,11 @@ impl Node {
 }
 
 fn start_edge(site: &Site, tansu: &Tansu, nodes: &[Node], dir: &Path) -> Process {
-    let cloud = nodes.iter().map(Node::address).collect::<Vec<_>>().join(",");
+    let cloud = nodes
+        .iter()
+        .map(Node::address)
+        .collect::<Vec<_>>()
+        .join(",");
     let args = [
         "edge",
         "--kafka",
@@ -208,7 +220,12 @@ fn assert_outbox_matches(site: &Site) {
     let stored = SqliteOutbox::open_read_only(&site.db)
         .and_then(|outbox| outbox.all_tuples())
         .expect("read the edge db");
-    assert_eq!(stored.len(), site.oracle.len(), "{}: one row per window", site.id);
+    assert_eq!(
+        stored.len(),
+        site.oracle.len(),
+        "{}: one row per window",
+        site.id
+    );
     for tuple in &stored {
         let key = (tuple.node_id.clone(), tuple.window_start_ms);
         let expected = site
@@ -226,6 +243,31 @@ fn assert_outbox_matches(site: &Site) {
     }
 }
 
+/// The tuples one cluster node holds, walked with SCAN (per node).
+fn node_tuples(cluster: &RedisCluster, node: usize) -> Vec<CloudTuple> {
+    let mut connection = cluster.connection(node);
+    let keys: Vec<String> = connection
+        .scan_match::<_, String>(TUPLE_PATTERN)
+        .expect("scan")
+        .collect::<Result<_, _>>()
+        .expect("scan keys");
+    keys.iter()
+        .map(|key| {
+            let value: Vec<u8> = connection.get(key).expect("get a tuple");
+            let tuple_key = tuple_key_of(key).expect("a tuple key");
+            CloudTuple::from_stored_value(tuple_key.to_owned(), &value)
+                .unwrap_or_else(|| panic!("{key} holds a tuple"))
+        })
+        .collect()
+}
+
+/// Every tuple of every primary.
+fn cluster_tuples(cluster: &RedisCluster) -> Vec<CloudTuple> {
+    (0..PRIMARIES)
+        .flat_map(|node| node_tuples(cluster, node))
+        .collect()
+}
+
 #[test]
 fn two_sites_two_nodes_three_shards_survive_a_node_and_a_shard_loss() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -237,7 +279,9 @@ fn two_sites_two_nodes_three_shards_survive_a_node_and_a_shard_loss() {
     .expect("write the cloud's keys");
     let expected_total: usize = sites.iter().map(|site| site.oracle.len()).sum();
 
-    let mut redis = RedisCluster::start(3);
+    // Partial coverage, as the deployment guide configures a cluster: while
+    // a primary is down the others keep serving their slots.
+    let mut redis = RedisCluster::start_partial_coverage();
     let tansu = Tansu::start(dir.path());
     for site in &sites {
         tansu.create_topic(site.topic, 3);
@@ -245,7 +289,7 @@ fn two_sites_two_nodes_three_shards_survive_a_node_and_a_shard_loss() {
     let nodes = [Node::new(), Node::new()];
     let mut node_one = nodes[0].start("cloud-1", &redis, dir.path());
     let _node_two = nodes[1].start("cloud-2", &redis, dir.path());
-    let _edges: Vec<Process> = sites
+    let edges: Vec<Process> = sites
         .iter()
         .map(|site| start_edge(site, &tansu, &nodes, dir.path()))
         .collect();
@@ -265,32 +309,51 @@ fn two_sites_two_nodes_three_shards_survive_a_node_and_a_shard_loss() {
     // Shard fault: one primary killed and restarted empty, its buckets'
     // tuples gone; the edges must refill exactly those.
     let at_restart: Vec<u64> = sites.iter().map(|site| acked(&site.db)).collect();
-    wait_for_progress("shipping through both nodes again", &sites, &at_restart, 100);
-    let lost = redis.restart_empty(1);
-    println!("primary 1 restarted empty; it held {lost} keys");
+    wait_for_progress(
+        "shipping through both nodes again",
+        &sites,
+        &at_restart,
+        100,
+    );
+    let lost = node_tuples(&redis, 1).len();
+    redis.restart_empty(1);
+    println!("primary 1 restarted empty; it held {lost} tuples");
     assert!(lost > 0, "the restarted primary held some of the tuples");
+    assert!(node_tuples(&redis, 1).is_empty(), "and now holds none");
 
     for process in &mut households {
         let status = process.wait_exit(Duration::from_secs(240));
-        assert!(status.success(), "households failed: {status}\n{}", process.log_tail());
+        assert!(
+            status.success(),
+            "households failed: {status}\n{}",
+            process.log_tail()
+        );
     }
-    wait_until("every site acknowledged and the cluster refilled", SETTLE_WITHIN, || {
-        sites
-            .iter()
-            .all(|site| acked(&site.db) == site.oracle.len() as u64)
-            && redis.tuple_count() == expected_total
-            && nodes
+    wait_until(
+        "every site acknowledged and the cluster refilled",
+        SETTLE_WITHIN,
+        || {
+            sites
                 .iter()
-                .all(|node| states_tuples(node.http_port) == Ok(expected_total as u64))
-    });
+                .all(|site| acked(&site.db) == site.oracle.len() as u64)
+                && cluster_tuples(&redis).len() == expected_total
+                && nodes
+                    .iter()
+                    .all(|node| states_tuples(node.http_port) == Ok(expected_total as u64))
+        },
+    );
 
     for site in &sites {
         assert_outbox_matches(site);
     }
     // Exactly once in the cluster: every tuple key of every shard, each
     // holding the oracle's average, none twice, none missing.
-    let stored = redis.tuples();
-    assert_eq!(stored.len(), expected_total, "one entry per tuple in the cluster");
+    let stored = cluster_tuples(&redis);
+    assert_eq!(
+        stored.len(),
+        expected_total,
+        "one entry per tuple in the cluster"
+    );
     let mut seen = std::collections::BTreeSet::new();
     for tuple in &stored {
         let window = tuple.window_start_ms.expect("the Rust edge sends windows");
@@ -309,5 +372,35 @@ fn two_sites_two_nodes_three_shards_survive_a_node_and_a_shard_loss() {
     }
     for node in &nodes {
         assert_eq!(states_tuples(node.http_port), Ok(expected_total as u64));
+    }
+    // Each edge saw node 1 go and come back, by name, while it stayed
+    // connected through node 2, and refilled what the shard lost.
+    let node_one = nodes[0].address();
+    for edge in &edges {
+        let log = std::fs::read_to_string(&edge.log).expect("the edge's log");
+        let names_node_one = |what: &str| {
+            log.lines()
+                .any(|line| line.contains(what) && line.contains(&node_one))
+        };
+        assert!(
+            names_node_one("cloud node went away"),
+            "{}: no line says node 1 went away",
+            edge.name
+        );
+        assert!(
+            names_node_one("cloud node came back"),
+            "{}: no line says node 1 came back",
+            edge.name
+        );
+        assert!(
+            !log.contains("cloud disconnected"),
+            "{}: the edge lost the cloud while node 2 was up",
+            edge.name
+        );
+        assert!(
+            log.contains("tuples shipped again"),
+            "{}: no reship after the shard's loss",
+            edge.name
+        );
     }
 }
