@@ -42,7 +42,13 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
         .cloud
         .resolve(args.ports.heartbeat_port, args.ports.data_port)
         .map_err(CommandError::Config)?;
-    let bus = KafkaBus::connect(&args.kafka, &args.edge_id, &args.topic).await?;
+    let bus = KafkaBus::connect_partitions(
+        &args.kafka,
+        &args.edge_id,
+        &args.topic,
+        args.partitions.clone(),
+    )
+    .await?;
     let link = Arc::new(NngLink::dial_nodes(&nodes)?);
     let monitor = Arc::new(EdgeMonitor::new());
     if let Some((listener, address)) = metrics_listener {
@@ -78,6 +84,8 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
         edge = %args.edge_id,
         kafka = %args.kafka,
         cloud = %args.cloud,
+        topic = %args.topic,
+        partitions = ?args.partitions,
         db = %args.db.display(),
         authenticated = key.is_some(),
         readings = args.readings.name(),
