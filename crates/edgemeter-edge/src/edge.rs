@@ -205,6 +205,8 @@ where
         retention_due: now + RETENTION_SWEEP_INTERVAL,
     };
     edge.monitor.set_consuming(true);
+    let names = (0..edge.link.nodes()).map(|node| edge.link.node_name(node));
+    edge.monitor.set_cloud_nodes(names.collect());
     edge.run(records_rx, shutdown).await
 }
 
@@ -990,6 +992,10 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     /// or came back, and the edge's own change.
     fn note_heartbeat(&mut self, now: Instant, node: usize, success: bool) {
         let change = self.heartbeats.handle_result(now, node, success);
+        if change.node.is_some() {
+            let connected = self.heartbeats.node_state(node) == LinkState::Connected;
+            self.monitor.set_cloud_node_connected(node, connected);
+        }
         // With one node its change is the edge's: the edge's line says it,
         // as before there were several.
         if let Some(node_change) = change.node.filter(|_| self.heartbeats.nodes() > 1) {

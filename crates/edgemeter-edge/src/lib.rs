@@ -29,5 +29,5 @@ pub mod windows;
 
 pub use config::{EdgeConfig, DEFAULT_IDLE_FLUSH};
 pub use edge::{run_edge, EdgeError};
-pub use monitor::{EdgeCounters, EdgeMonitor, OutboxGauges, RoundTripsSnapshot};
+pub use monitor::{CloudNodeState, EdgeCounters, EdgeMonitor, OutboxGauges, RoundTripsSnapshot};
 pub use ports::*;
