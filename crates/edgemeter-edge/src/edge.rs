@@ -2,9 +2,10 @@
 //! uplink, plus one helper task that reads the bus.
 //!
 //! Each wake handles one event (a polled batch, a completed request, a
-//! timer), then sends what is due: a heartbeat, and batches while the cloud
-//! is connected and the in-flight window has room. The order of effects is
-//! what makes delivery exactly-once:
+//! timer), then sends what is due: a heartbeat to each cloud node, and
+//! batches while any node is connected and the in-flight window has room
+//! (the link picks the node for each batch). The order of effects is what
+//! makes delivery exactly-once:
 //! 1. readings -> closed windows -> SQLite (one transaction) -> Kafka commit,
 //!    and the commit never passes the first offset of a window still open.
 //!    Closed windows wait in memory for up to `store_interval` so that one

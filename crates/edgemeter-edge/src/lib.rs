@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`ports`]: the IO boundary: readings bus, cloud link, outbox store.
 //! - [`windows`]: 5-second event-time windows per household (no IO).
-//! - [`heartbeat`]: the connected/disconnected state machine (no IO).
+//! - [`heartbeat`]: the connected/disconnected state machine, one per
+//!   cloud node, and the edge's state over them (no IO).
 //! - [`intake`]: whether consumed records become readings (no IO).
 //! - [`uplink`]: in-flight batches, resends, the outbox cursor, backoff (no IO).
 //! - [`refill`]: the cloud store's epoch and the scan that ships tuples
