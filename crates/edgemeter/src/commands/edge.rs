@@ -21,6 +21,11 @@ pub const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError> {
     // First: SIGHUP would end the edge otherwise.
     let hangups = crate::key_reload::Hangups::install()?;
+    // A list that names one node twice needs no IO to refuse.
+    let nodes = args
+        .cloud
+        .resolve(args.ports.heartbeat_port, args.ports.data_port)
+        .map_err(CommandError::Config)?;
     // The local database first: its errors are the cheapest to report.
     let key = crate::keys::load_edge_key(args.key_file.as_deref())?;
     let (key_updates, key_receiver) = tokio::sync::watch::channel(key.clone());
@@ -38,10 +43,6 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
         Some(address) => Some(crate::metrics::bind(address).await?),
         None => None,
     };
-    let nodes = args
-        .cloud
-        .resolve(args.ports.heartbeat_port, args.ports.data_port)
-        .map_err(CommandError::Config)?;
     let bus = KafkaBus::connect_partitions(
         &args.kafka,
         &args.edge_id,
