@@ -11,12 +11,13 @@
 //! answers any request, so a node that crashes costs a resend, not a stall.
 //!
 //! As in NNG (nng_req(7)), a request is sent again when its pipe breaks
-//! (on another pipe, or the redialled one) and when its resend timer fires. turmoil's TCP never
-//! retransmits, so a pipe that lost a segment stalls for good; a request
-//! written on the pipe and unanswered for [`RESEND_INTERVAL`] (even one its
-//! caller gave up on) therefore marks the pipe stalled: the pipe redials and
-//! every pending request goes again, which is what TCP retransmission plus
-//! NNG's resend achieve on a real network. Either way a reply can be lost
+//! (on another live pipe, else on the redialled one) and when its resend
+//! timer fires. turmoil's TCP never retransmits, so a pipe that lost a
+//! segment stalls for good; a request written on the pipe and unanswered
+//! for [`RESEND_INTERVAL`] (even one its caller gave up on) therefore marks
+//! the pipe stalled: the pipe redials and its pending requests go again,
+//! which is what TCP retransmission plus NNG's resend achieve on a real
+//! network. Either way a reply can be lost
 //! and the cloud can see one request twice: exactly the behaviour the edge
 //! and cloud must tolerate.
 //!
@@ -84,8 +85,9 @@ struct Call {
 pub struct SimLink {
     /// The cloud hosts, in the order the edge numbers them.
     nodes: Vec<String>,
-    /// One heartbeat pipe per node, by node index.
+    /// One heartbeat socket per node, by node index.
     heartbeat: Vec<mpsc::Sender<Call>>,
+    /// The data socket, dialing every node.
     data: mpsc::Sender<Call>,
 }
 
