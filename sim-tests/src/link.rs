@@ -11,12 +11,13 @@
 //! answers any request, so a node that crashes costs a resend, not a stall.
 //!
 //! As in NNG (nng_req(7)), a request is sent again when its pipe breaks
-//! (on another pipe, or the redialled one) and when its resend timer fires. turmoil's TCP never
-//! retransmits, so a pipe that lost a segment stalls for good; a request
-//! written on the pipe and unanswered for [`RESEND_INTERVAL`] (even one its
-//! caller gave up on) therefore marks the pipe stalled: the pipe redials and
-//! every pending request goes again, which is what TCP retransmission plus
-//! NNG's resend achieve on a real network. Either way a reply can be lost
+//! (on another live pipe, else on the redialled one) and when its resend
+//! timer fires. turmoil's TCP never retransmits, so a pipe that lost a
+//! segment stalls for good; a request written on the pipe and unanswered
+//! for [`RESEND_INTERVAL`] (even one its caller gave up on) therefore marks
+//! the pipe stalled: the pipe redials and its pending requests go again,
+//! which is what TCP retransmission plus NNG's resend achieve on a real
+//! network. Either way a reply can be lost
 //! and the cloud can see one request twice: exactly the behaviour the edge
 //! and cloud must tolerate.
 //!
@@ -84,8 +85,9 @@ struct Call {
 pub struct SimLink {
     /// The cloud hosts, in the order the edge numbers them.
     nodes: Vec<String>,
-    /// One heartbeat pipe per node, by node index.
+    /// One heartbeat socket per node, by node index.
     heartbeat: Vec<mpsc::Sender<Call>>,
+    /// The data socket, dialing every node.
     data: mpsc::Sender<Call>,
 }
 
@@ -514,4 +516,99 @@ async fn read_replies(
             reason,
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use turmoil::net::TcpListener;
+
+    /// Replies to every request with the host's name, except `die`, on
+    /// which the host closes the connection unanswered, as a cloud node
+    /// that crashes with the request in flight.
+    async fn serve(host: &'static str, port: u16) -> turmoil::Result {
+        let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            tokio::task::spawn_local(async move {
+                let (mut reader, mut writer) = stream.into_split();
+                while let Ok(Some(frame)) = read_frame(&mut reader).await {
+                    if &frame[8..] == b"die" && host == "cloud-b" {
+                        return;
+                    }
+                    let mut reply = frame[..8].to_vec();
+                    reply.extend_from_slice(host.as_bytes());
+                    if write_frame(&mut writer, &reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    async fn ask(link: &SimLink, channel: Channel, body: &[u8]) -> String {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(20),
+            link.request(channel, body.to_vec()),
+        )
+        .await
+        .expect("a reply in time")
+        .expect("a reply");
+        String::from_utf8(reply).expect("a host name")
+    }
+
+    /// Goal: with two nodes, heartbeats reach their own node; data spreads
+    /// over both; a request whose node drops it goes again on the other
+    /// node, so every request is answered. Method: two echo hosts, the
+    /// second of which closes the connection on `die`.
+    #[test]
+    fn data_spreads_and_a_dropped_request_goes_again_on_the_other_node() {
+        let mut sim = turmoil::Builder::new()
+            .simulation_duration(Duration::from_secs(120))
+            .build();
+        for host in ["cloud-a", "cloud-b"] {
+            sim.host(host, move || async move {
+                tokio::task::spawn_local(serve(host, HEARTBEAT_PORT));
+                serve(host, DATA_PORT).await
+            });
+        }
+        let answers: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stats = Arc::new(LinkStats::default());
+        let (seen, counters) = (answers.clone(), stats.clone());
+        sim.client("edge", async move {
+            let nodes = vec!["cloud-a".to_owned(), "cloud-b".to_owned()];
+            let link = SimLink::start(nodes, counters);
+            assert_eq!(link.nodes(), 2);
+            assert_eq!(link.node_name(1), "cloud-b");
+            assert_eq!(ask(&link, Channel::Heartbeat(0), b"hb").await, "cloud-a");
+            assert_eq!(ask(&link, Channel::Heartbeat(1), b"hb").await, "cloud-b");
+            // Both data pipes are up once both nodes answered a heartbeat
+            // and a moment passed; then requests alternate.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let spread =
+                futures::future::join_all((0..8).map(|_| ask(&link, Channel::Data, b"hello")))
+                    .await;
+            let dying =
+                futures::future::join_all((0..8).map(|_| ask(&link, Channel::Data, b"die"))).await;
+            let mut seen = seen.lock().unwrap();
+            seen.extend(spread);
+            seen.extend(dying);
+            Ok(())
+        });
+        sim.run().unwrap();
+        let answers = answers.lock().unwrap();
+        let (spread, dying) = answers.split_at(8);
+        assert!(spread.iter().any(|host| host == "cloud-a"), "{spread:?}");
+        assert!(spread.iter().any(|host| host == "cloud-b"), "{spread:?}");
+        assert!(
+            dying.iter().all(|host| host == "cloud-a"),
+            "only node A answers `die`: {dying:?}"
+        );
+        assert!(
+            stats.breaks.load(Ordering::Relaxed) > 0,
+            "node B dropped its pipe"
+        );
+        assert!(stats.resends.load(Ordering::Relaxed) > 0);
+    }
 }

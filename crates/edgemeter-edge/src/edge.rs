@@ -2,9 +2,10 @@
 //! uplink, plus one helper task that reads the bus.
 //!
 //! Each wake handles one event (a polled batch, a completed request, a
-//! timer), then sends what is due: a heartbeat, and batches while the cloud
-//! is connected and the in-flight window has room. The order of effects is
-//! what makes delivery exactly-once:
+//! timer), then sends what is due: a heartbeat to each cloud node, and
+//! batches while any node is connected and the in-flight window has room
+//! (the link picks the node for each batch). The order of effects is what
+//! makes delivery exactly-once:
 //! 1. readings -> closed windows -> SQLite (one transaction) -> Kafka commit,
 //!    and the commit never passes the first offset of a window still open.
 //!    Closed windows wait in memory for up to `store_interval` so that one
@@ -222,6 +223,8 @@ where
         retention_due: now + RETENTION_SWEEP_INTERVAL,
     };
     edge.monitor.set_consuming(true);
+    let names = (0..edge.link.nodes()).map(|node| edge.link.node_name(node));
+    edge.monitor.set_cloud_nodes(names.collect());
     edge.run(records_rx, shutdown).await
 }
 
@@ -1101,6 +1104,10 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
     /// or came back, and the edge's own change.
     fn note_heartbeat(&mut self, now: Instant, node: usize, success: bool) {
         let change = self.heartbeats.handle_result(now, node, success);
+        if change.node.is_some() {
+            let connected = self.heartbeats.node_state(node) == LinkState::Connected;
+            self.monitor.set_cloud_node_connected(node, connected);
+        }
         // With one node its change is the edge's: the edge's line says it,
         // as before there were several.
         if let Some(node_change) = change.node.filter(|_| self.heartbeats.nodes() > 1) {

@@ -5,8 +5,9 @@
 //! # Layout
 //! - [`ports`]: the IO boundary: readings bus, cloud link, outbox store.
 //! - [`windows`]: 5-second event-time windows per household (no IO).
-//! - [`heartbeat`]: the connected/disconnected state machine and which
-//!   heartbeat version to send (no IO).
+//! - [`heartbeat`]: the connected/disconnected state machine, one per
+//!   cloud node, the edge's state over them, and which heartbeat version
+//!   to send (no IO).
 //! - [`intake`]: whether consumed records become readings (no IO).
 //! - [`uplink`]: in-flight batches, resends, the outbox cursor, backoff (no IO).
 //! - [`refill`]: the cloud store's epochs, one per store bucket, and the
@@ -30,5 +31,5 @@ pub mod windows;
 
 pub use config::{EdgeConfig, DEFAULT_IDLE_FLUSH};
 pub use edge::{run_edge, EdgeError};
-pub use monitor::{EdgeCounters, EdgeMonitor, OutboxGauges, RoundTripsSnapshot};
+pub use monitor::{CloudNodeState, EdgeCounters, EdgeMonitor, OutboxGauges, RoundTripsSnapshot};
 pub use ports::*;

@@ -7,6 +7,7 @@
 //! histogram without IO.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 use tokio::time::Duration;
 
 /// The upper bounds of the round-trip histogram's buckets, in seconds:
@@ -122,6 +123,18 @@ pub struct EdgeMonitor {
     /// Whether the outbox has been read at all since the edge started.
     outbox_known: AtomicBool,
     pub round_trips: RoundTrips,
+    /// Each cloud node by index, as its heartbeats last decided. Written
+    /// only when a node changes (a lock taken a few times an hour) and read
+    /// by `status`; kept out of [`EdgeCounters`], which is `Copy`.
+    cloud_nodes: Mutex<Vec<CloudNodeState>>,
+}
+
+/// One cloud node as the edge's heartbeats last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudNodeState {
+    /// As the link names it (`CloudLink::node_name`).
+    pub name: String,
+    pub connected: bool,
 }
 
 /// A copy of the counters at one moment.
@@ -188,6 +201,30 @@ impl EdgeMonitor {
 
     pub(crate) fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::Relaxed);
+    }
+
+    /// The cloud nodes and whether each answers, in the link's order.
+    pub fn cloud_nodes(&self) -> Vec<CloudNodeState> {
+        self.cloud_nodes.lock().expect("cloud nodes lock").clone()
+    }
+
+    /// Names the cloud nodes at start, none connected yet.
+    pub(crate) fn set_cloud_nodes(&self, names: Vec<String>) {
+        let nodes = names
+            .into_iter()
+            .map(|name| CloudNodeState {
+                name,
+                connected: false,
+            })
+            .collect();
+        *self.cloud_nodes.lock().expect("cloud nodes lock") = nodes;
+    }
+
+    pub(crate) fn set_cloud_node_connected(&self, node: usize, connected: bool) {
+        let mut nodes = self.cloud_nodes.lock().expect("cloud nodes lock");
+        if let Some(state) = nodes.get_mut(node) {
+            state.connected = connected;
+        }
     }
 
     pub(crate) fn set_consuming(&self, consuming: bool) {

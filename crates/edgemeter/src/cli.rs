@@ -11,12 +11,18 @@ use crate::nng_setup::{DATA_PORT_DEFAULT, HEARTBEAT_PORT_DEFAULT};
 use crate::speed::Speed;
 use clap::{Args, Parser, Subcommand};
 use edgemeter_wire::ReadingForm;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// The longest `--duration` accepted: a year of readings is more than any
 /// data set we ship, and bounds the arithmetic.
 pub const DURATION_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The most partitions `--partitions` may name. A site reads a handful;
+/// the bound keeps a runaway list (a pasted range) from assigning more
+/// partitions than a broker would give one consumer.
+pub const PARTITIONS_LISTED_MAX: usize = 1024;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -200,6 +206,12 @@ pub struct EdgeArgs {
     /// The topic to consume.
     #[arg(long, value_name = "NAME", default_value = TOPIC)]
     pub topic: String,
+
+    /// Consume only these partitions of --topic, e.g. `0,1`: several edges
+    /// (sites) then share one topic, each with its own partitions and its
+    /// own consumer group [default: every partition].
+    #[arg(long, value_name = "P[,P...]", value_parser = parse_partitions)]
+    pub partitions: Option<BTreeSet<i32>>,
 
     /// The producers' record form: `edgemeter` (ours: watts and a `ts`
     /// field) or `original` (the original system's mosaik KafkaAdapter:
@@ -406,6 +418,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Parses `--partitions P[,P...]`: partition numbers (0 or more), each once.
+pub fn parse_partitions(text: &str) -> Result<BTreeSet<i32>, String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    if parts.len() > PARTITIONS_LISTED_MAX {
+        return Err(format!(
+            "{} partitions; at most {PARTITIONS_LISTED_MAX}",
+            parts.len()
+        ));
+    }
+    let mut partitions = BTreeSet::new();
+    for part in parts {
+        let partition: i32 = part
+            .parse()
+            .ok()
+            .filter(|partition| *partition >= 0)
+            .ok_or_else(|| {
+                format!("`{part}` is not a partition number (0, 1, ...); expected e.g. `0,1`")
+            })?;
+        if !partitions.insert(partition) {
+            return Err(format!("partition {partition} is named twice"));
+        }
+    }
+    Ok(partitions)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +470,30 @@ mod tests {
         }
     }
 
+    /// Goal: partition lists parse into sets; anything but distinct
+    /// non-negative numbers is refused with the entry named.
+    #[test]
+    fn partition_lists_parse() {
+        assert_eq!(parse_partitions("0"), Ok(BTreeSet::from([0])));
+        assert_eq!(parse_partitions("2, 0,1"), Ok(BTreeSet::from([0, 1, 2])));
+        for (bad, reason) in [
+            ("", "``"),
+            ("0,", "``"),
+            ("-1", "`-1`"),
+            ("a", "`a`"),
+            ("1.5", "`1.5`"),
+            ("0,0", "named twice"),
+            ("99999999999", "`99999999999`"),
+        ] {
+            let error = parse_partitions(bad).unwrap_err();
+            assert!(error.contains(reason), "{bad}: {error}");
+        }
+        let many: Vec<String> = (0..=PARTITIONS_LISTED_MAX).map(|p| p.to_string()).collect();
+        assert!(parse_partitions(&many.join(","))
+            .unwrap_err()
+            .contains("at most"));
+    }
+
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
@@ -458,6 +519,25 @@ mod tests {
         assert_eq!(edge.edge_id, "edge-1");
         assert_eq!(edge.readings, ReadingForm::EdgeMeter);
         assert_eq!(edge.metrics, None, "metrics are off unless asked for");
+        assert_eq!(edge.partitions, None, "every partition unless told");
+        let nodes = edge
+            .cloud
+            .resolve(edge.ports.heartbeat_port, edge.ports.data_port);
+        assert_eq!(nodes.unwrap().len(), 1, "--cloud HOST is one node");
+        let sites = parse(
+            "edgemeter edge --kafka k:1 --cloud c1,c2:7000:7001 --heartbeat-port 5 --data-port 6 --partitions 0,1 --db e.db",
+        );
+        let Command::Edge(sites) = sites.unwrap().command else {
+            panic!("not edge")
+        };
+        assert_eq!(sites.partitions, Some(BTreeSet::from([0, 1])));
+        let nodes = sites
+            .cloud
+            .resolve(sites.ports.heartbeat_port, sites.ports.data_port);
+        let names: Vec<String> = nodes.unwrap().iter().map(|node| node.name()).collect();
+        assert_eq!(names, ["c1:5:6", "c2:7000:7001"]);
+        assert!(parse("edgemeter edge --kafka k:1 --cloud c1,,c2 --db e.db").is_err());
+        assert!(parse("edgemeter edge --kafka k:1 --cloud c --partitions 0,0 --db e.db").is_err());
         let with_metrics =
             parse("edgemeter edge --kafka k:1 --cloud c --db e.db --metrics 127.0.0.1:9464");
         let Command::Edge(with_metrics) = with_metrics.unwrap().command else {

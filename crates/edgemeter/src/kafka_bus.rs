@@ -1,5 +1,6 @@
 //! `KafkaBus`: the edge's [`ReadingsBus`] over rdkafka, consuming every
-//! partition of `power_topic` with offsets kept in the edge's own consumer
+//! partition of its topic (`power_topic` unless told), or an explicit set of
+//! them (`--partitions`), with offsets kept in the edge's own consumer
 //! group, committed by hand.
 //!
 //! Offsets are committed only when the edge says so (after the tuples the
@@ -23,6 +24,14 @@
 //! The group still stores those offsets. The topic's partitions are looked
 //! up again every [`PARTITIONS_REFRESH_INTERVAL`], so partitions added
 //! later are read too.
+//!
+//! With an explicit set ([`KafkaBus::connect_partitions`]), several edges
+//! share one topic, each reading its own partitions (its site's
+//! households) in a group of its own: the bus assigns the set's partitions
+//! that exist, each at the group's committed offset, and never others. A
+//! named partition the topic does not have yet is logged and assigned once
+//! it appears. The end query and the lag cover the assigned partitions
+//! only, so another site's backlog never holds up this edge's flush.
 //!
 //! [`ReadingsBus::at_end`] compares, per assigned partition, the consumer's
 //! position (or, before the first record since the assignment, the group's
@@ -125,17 +134,26 @@ impl ConsumerLag {
         u64::try_from(self.records.load(Ordering::Relaxed)).ok()
     }
 
-    /// Takes the lag of `topic`'s partitions from one statistics report:
-    /// the sum over partitions whose lag is known (librdkafka reports -1
-    /// for the others, and partition -1 is its internal one).
-    fn handle_statistics(&self, topic: &str, statistics: &Statistics) {
+    /// Takes the lag of `topic`'s partitions (those of `only`, if given)
+    /// from one statistics report: the sum over partitions whose lag is
+    /// known (librdkafka reports -1 for the others, and partition -1 is its
+    /// internal one).
+    fn handle_statistics(
+        &self,
+        topic: &str,
+        only: Option<&BTreeSet<i32>>,
+        statistics: &Statistics,
+    ) {
         let Some(found) = statistics.topics.get(topic) else {
             return;
         };
+        let wanted = |partition: i32| only.is_none_or(|only| only.contains(&partition));
         let known: Vec<i64> = found
             .partitions
             .iter()
-            .filter(|(partition, stats)| **partition >= 0 && stats.consumer_lag >= 0)
+            .filter(|(partition, stats)| {
+                **partition >= 0 && wanted(**partition) && stats.consumer_lag >= 0
+            })
             .map(|(_, stats)| stats.consumer_lag)
             .collect();
         if !known.is_empty() {
@@ -150,12 +168,15 @@ impl ConsumerLag {
 /// The consumer's context: librdkafka's statistics go to [`ConsumerLag`].
 pub struct LagContext {
     topic: String,
+    /// The partitions the bus may read (`None`: all): the lag is theirs.
+    partitions: Option<BTreeSet<i32>>,
     lag: Arc<ConsumerLag>,
 }
 
 impl ClientContext for LagContext {
     fn stats(&self, statistics: Statistics) {
-        self.lag.handle_statistics(&self.topic, &statistics);
+        self.lag
+            .handle_statistics(&self.topic, self.partitions.as_ref(), &statistics);
     }
 }
 
@@ -240,6 +261,11 @@ pub struct KafkaBus {
     consumer: Arc<StreamConsumer<LagContext>>,
     lag: Arc<ConsumerLag>,
     topic: String,
+    /// The partitions it may read (`--partitions`); `None`: every one.
+    wanted: Option<BTreeSet<i32>>,
+    /// Named partitions the topic did not have at the last look, as last
+    /// logged: logged again only when that changes.
+    missing: BTreeSet<i32>,
     /// Partitions this bus reads, by number.
     assigned: BTreeSet<i32>,
     next_refresh: Instant,
@@ -248,16 +274,32 @@ pub struct KafkaBus {
 }
 
 impl KafkaBus {
-    /// Reads `topic` with offsets in the group `edgemeter-<edge id>`, after
-    /// checking that the broker answers.
+    /// Reads every partition of `topic` with offsets in the group
+    /// `edgemeter-<edge id>`, after checking that the broker answers.
     pub async fn connect(
         brokers: &str,
         edge_id: &str,
         topic: &str,
     ) -> Result<KafkaBus, BrokerSetupError> {
+        KafkaBus::connect_partitions(brokers, edge_id, topic, None).await
+    }
+
+    /// As [`KafkaBus::connect`], reading only the partitions of `wanted`
+    /// when it is given (at least one).
+    pub async fn connect_partitions(
+        brokers: &str,
+        edge_id: &str,
+        topic: &str,
+        wanted: Option<BTreeSet<i32>>,
+    ) -> Result<KafkaBus, BrokerSetupError> {
+        if let Some(wanted) = &wanted {
+            assert!(!wanted.is_empty(), "an empty partition set reads nothing");
+            assert!(wanted.iter().all(|&partition| partition >= 0));
+        }
         let lag = Arc::new(ConsumerLag::default());
         let context = LagContext {
             topic: topic.to_owned(),
+            partitions: wanted.clone(),
             lag: lag.clone(),
         };
         let consumer: StreamConsumer<LagContext> = client_config(brokers)
@@ -284,6 +326,8 @@ impl KafkaBus {
             consumer,
             lag,
             topic: topic.to_owned(),
+            wanted,
+            missing: BTreeSet::new(),
             assigned: BTreeSet::new(),
             next_refresh: Instant::now(),
             broker_down: false,
@@ -298,15 +342,16 @@ impl KafkaBus {
         self.lag.clone()
     }
 
-    /// Starts reading partitions of the topic that appeared since the last
-    /// look, each at its committed offset (or the earliest record).
+    /// Starts reading partitions of the topic (of the wanted set, if one
+    /// was given) that appeared since the last look, each at its committed
+    /// offset (or the earliest record).
     async fn refresh_partitions(&mut self) {
         let consumer = self.consumer.clone();
         let topic = self.topic.clone();
         let looked_up =
             tokio::task::spawn_blocking(move || partitions_of(&*consumer, &topic)).await;
         let partitions = match looked_up {
-            Ok(Ok(partitions)) => partitions,
+            Ok(Ok(partitions)) => self.wanted_of(partitions),
             Ok(Err(error)) => {
                 tracing::debug!(%error, "partition lookup failed; trying again later");
                 BTreeSet::new()
@@ -424,6 +469,22 @@ fn bus_record(message: &impl Message) -> BusRecord {
 }
 
 impl KafkaBus {
+    /// The partitions of `existing` this bus reads; logs the wanted ones
+    /// the topic lacks when that set changes.
+    fn wanted_of(&mut self, existing: BTreeSet<i32>) -> BTreeSet<i32> {
+        let Some(wanted) = &self.wanted else {
+            return existing;
+        };
+        let missing: BTreeSet<i32> = wanted.difference(&existing).copied().collect();
+        if missing != self.missing {
+            if !missing.is_empty() {
+                tracing::warn!(topic = %self.topic, partitions = ?missing, existing = ?existing, "--partitions names partitions the topic does not have (yet); reading them once they appear");
+            }
+            self.missing = missing;
+        }
+        existing.intersection(wanted).copied().collect()
+    }
+
     /// A poll that found nothing: an empty batch if the broker answers, or
     /// still unavailable if it went away and has not answered since.
     async fn nothing_new(&mut self) -> Result<Vec<BusRecord>, BusError> {

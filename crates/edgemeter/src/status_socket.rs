@@ -16,7 +16,7 @@
 
 use crate::command_error::CommandError;
 use crate::shutdown::Shutdown;
-use edgemeter_edge::{EdgeCounters, EdgeMonitor};
+use edgemeter_edge::{CloudNodeState, EdgeCounters, EdgeMonitor};
 use std::ffi::OsString;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::FileTypeExt;
@@ -141,7 +141,8 @@ impl StatusSocket {
             };
             // One exchange at a time, each bounded: the queue of waiting
             // clients is the kernel's listen backlog, not our memory.
-            let state = live_state(&edge_id, &monitor.snapshot());
+            let mut state = live_state(&edge_id, &monitor.snapshot());
+            state["cloud_nodes"] = cloud_nodes_state(&monitor.cloud_nodes());
             let exchange = answer(stream, &state, &counters);
             if tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
                 .await
@@ -256,6 +257,15 @@ pub fn live_state(edge_id: &str, counters: &EdgeCounters) -> serde_json::Value {
         "tuples_reshipped": counters.tuples_reshipped,
         "refill_passes": counters.refill_passes,
     })
+}
+
+/// Each cloud node and whether it answers, as `status --json` shows it
+/// under `edge.cloud_nodes`: `[{"node": NAME, "connected": BOOL}, ...]`.
+pub fn cloud_nodes_state(nodes: &[CloudNodeState]) -> serde_json::Value {
+    nodes
+        .iter()
+        .map(|node| serde_json::json!({"node": node.name, "connected": node.connected}))
+        .collect()
 }
 
 /// Asks the edge serving `<db>.status.sock` for its live state. Returns

@@ -151,3 +151,43 @@ fn a_foreign_database_is_refused_in_one_line() {
     }
     assert_eq!(std::fs::read(&db).expect("reads"), before);
 }
+
+/// Goal: a `--cloud` list the edge cannot use is refused at once, naming
+/// the entry: a malformed one as a usage error, one node named twice (here
+/// once bare, on the default ports, and once spelled out) at start.
+#[test]
+fn a_bad_cloud_list_is_refused_naming_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edge.db");
+    let db = db.to_str().unwrap();
+    let edge = |cloud: &str| {
+        let args = [
+            "edge",
+            "--kafka",
+            "127.0.0.1:1",
+            "--db",
+            db,
+            "--cloud",
+            cloud,
+        ];
+        let output = Command::new(env!("CARGO_BIN_EXE_edgemeter"))
+            .args(args)
+            .stdin(Stdio::null())
+            .env("EDGEMETER_LOG", "error")
+            .output()
+            .expect("run edgemeter");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (success, stderr) = edge("c1,c2:7000");
+    assert!(!success);
+    assert!(
+        stderr.contains("--cloud") && stderr.contains("`c2:7000`"),
+        "{stderr}"
+    );
+    let (success, stderr) = edge("c1,c1:63270:63271");
+    assert!(!success);
+    assert!(stderr.contains("c1:63270:63271 twice"), "{stderr}");
+}

@@ -21,6 +21,11 @@ pub const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError> {
     // First: SIGHUP would end the edge otherwise.
     let hangups = crate::key_reload::Hangups::install()?;
+    // A list that names one node twice needs no IO to refuse.
+    let nodes = args
+        .cloud
+        .resolve(args.ports.heartbeat_port, args.ports.data_port)
+        .map_err(CommandError::Config)?;
     // The local database first: its errors are the cheapest to report.
     let key = crate::keys::load_edge_key(args.key_file.as_deref())?;
     let (key_updates, key_receiver) = tokio::sync::watch::channel(key.clone());
@@ -41,11 +46,13 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
         Some(address) => Some(crate::metrics::bind(address).await?),
         None => None,
     };
-    let nodes = args
-        .cloud
-        .resolve(args.ports.heartbeat_port, args.ports.data_port)
-        .map_err(CommandError::Config)?;
-    let bus = KafkaBus::connect(&args.kafka, &args.edge_id, &args.topic).await?;
+    let bus = KafkaBus::connect_partitions(
+        &args.kafka,
+        &args.edge_id,
+        &args.topic,
+        args.partitions.clone(),
+    )
+    .await?;
     let link = Arc::new(NngLink::dial_nodes(&nodes)?);
     let monitor = Arc::new(EdgeMonitor::new());
     if let Some((listener, address)) = metrics_listener {
@@ -81,6 +88,8 @@ pub async fn run(args: EdgeArgs, shutdown: Shutdown) -> Result<(), CommandError>
         edge = %args.edge_id,
         kafka = %args.kafka,
         cloud = %args.cloud,
+        topic = %args.topic,
+        partitions = ?args.partitions,
         db = %args.db.display(),
         authenticated = key.is_some(),
         readings = args.readings.name(),

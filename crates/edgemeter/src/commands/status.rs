@@ -92,7 +92,7 @@ pub fn edge_lines(edge: &serde_json::Value, socket: &std::path::Path) -> Vec<Str
     } else {
         "not connected"
     };
-    vec![
+    let mut lines = vec![
         format!(
             "edge:                  running ({}, pid {})",
             edge["edge_id"].as_str().unwrap_or("?"),
@@ -101,8 +101,35 @@ pub fn edge_lines(edge: &serde_json::Value, socket: &std::path::Path) -> Vec<Str
         format!("consumption:           {consumption}"),
         format!("intake:                {intake}"),
         format!("cloud:                 {cloud}"),
-        format!("store errors:          {}", edge["store_errors"]),
-    ]
+    ];
+    lines.extend(node_lines(edge));
+    lines.push(format!("store errors:          {}", edge["store_errors"]));
+    lines
+}
+
+/// One line per cloud node when the edge has several: which answer.
+fn node_lines(edge: &serde_json::Value) -> Vec<String> {
+    let nodes = edge["cloud_nodes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if nodes.len() < 2 {
+        return Vec::new();
+    }
+    nodes
+        .iter()
+        .map(|node| {
+            let state = if node["connected"] == true {
+                "answers"
+            } else {
+                "does not answer"
+            };
+            format!(
+                "  cloud node:          {} {state}",
+                node["node"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -161,6 +188,32 @@ mod tests {
             edge_lines(&edge, socket)[2].contains("every record of the last minute was rejected"),
             "an edge that stores nothing says so"
         );
+    }
+
+    /// Goal: an edge with several cloud nodes lists each and whether it
+    /// answers; with one node the output is as it always was.
+    #[test]
+    fn several_cloud_nodes_are_listed_one_line_each() {
+        let socket = Path::new("/data/edge.db.status.sock");
+        let mut edge = serde_json::json!({
+            "running": true, "edge_id": "edge-7", "pid": 42,
+            "consuming": true, "connected": true, "store_errors": 0,
+            "cloud_nodes": [{"node": "c1:1:2", "connected": true}],
+        });
+        assert_eq!(
+            edge_lines(&edge, socket).len(),
+            5,
+            "one node: no node lines"
+        );
+        edge["cloud_nodes"] = serde_json::json!([
+            {"node": "c1:1:2", "connected": true},
+            {"node": "c2:1:2", "connected": false},
+        ]);
+        let lines = edge_lines(&edge, socket);
+        assert_eq!(lines[3], "cloud:                 connected");
+        assert_eq!(lines[4], "  cloud node:          c1:1:2 answers");
+        assert_eq!(lines[5], "  cloud node:          c2:1:2 does not answer");
+        assert_eq!(lines[6], "store errors:          0");
     }
 
     #[test]
