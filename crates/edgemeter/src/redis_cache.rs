@@ -15,10 +15,12 @@
 //! atomic for its bucket: a tuple is inserted only if its key is new, and
 //! only new tuples move the bucket's totals. A resent tuple changes
 //! nothing; one whose average or sample count differs from the stored one
-//! is reported as a conflict. Each call sets its bucket's epoch if missing
-//! (each bucket its own value derived from the call's candidate, see
-//! [`edgemeter_cloud::bucket_epoch_candidate`]) and returns it, so the epoch a bucket reports is the one its tuples
-//! were written under. A batch that fails in some buckets and not others
+//! is reported as a conflict. Each call sets its bucket's epoch if missing,
+//! or if the Redis server is not the one that set it (a restart or a
+//! failover may have lost acknowledged writes while the epoch key
+//! survived), each bucket its own value derived from the call's candidate
+//! ([`edgemeter_cloud::bucket_epoch_candidate`]), and returns it, so the
+//! epoch a bucket reports is the one its tuples were written under. A batch that fails in some buckets and not others
 //! is answered "retry later": the resend stores the rest and recounts
 //! nothing.
 //!
@@ -85,6 +87,39 @@ pub const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
 /// client learns the whole cluster from any one of them.
 pub const CLUSTER_SEEDS_MAX: usize = 64;
 
+/// The Lua every script that names a bucket's epoch starts with:
+/// `bucket_epoch(key, candidate)` returns the bucket's epoch, setting it
+/// from the candidate when it is missing AND when the Redis server is not
+/// the one that set it. The epoch key holds `<epoch>:<run id>`, and a
+/// server's run id is new at every start and on every node promoted in a
+/// failover. Either may have lost writes Redis had acknowledged while the
+/// epoch key survived: AOF `everysec` loses up to a second in a crash, a
+/// snapshot loses what came after it, and an asynchronous replica lacks
+/// the primary's latest writes. Renewing the epoch then makes the edges
+/// ship again every tuple the bucket held under the old one, which the
+/// store takes once (NX), so exactly what was lost comes back. A restart
+/// that lost nothing costs that reship too: correctness does not depend on
+/// telling the two apart. Reading the run id in the script keeps it atomic
+/// with the write it labels.
+macro_rules! bucket_epoch_lua {
+    () => {
+        r#"
+local function bucket_epoch(key, candidate)
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  local held = redis.call('GET', key)
+  if held then
+    local epoch, held_run = string.match(held, '^(%d+):(%x+)$')
+    if epoch and held_run == run then
+      return epoch
+    end
+  end
+  redis.call('SET', key, candidate .. ':' .. run)
+  return candidate
+end
+"#
+    };
+}
+
 /// Inserts each new tuple of one bucket and moves the bucket's totals for
 /// the new ones only. Every key it touches is in KEYS, all of one slot:
 /// epoch, recent list, edges set, then per state its hash and households
@@ -103,15 +138,16 @@ pub const CLUSTER_SEEDS_MAX: usize = 64;
 /// group's sum counts every tuple; only when some of them were stored
 /// before is it summed again from the new ones' values, in batch order, so
 /// the totals are exactly what adding each new average gives.
-const STORE_SCRIPT: &str = r#"
+const STORE_SCRIPT: &str = concat!(
+    bucket_epoch_lua!(),
+    r#"
 local recent_max = tonumber(ARGV[2])
 local stamp = ARGV[3]
 local state_count = tonumber(ARGV[4])
 local edge_count = tonumber(ARGV[5])
 local group_count = tonumber(ARGV[6])
 local count = tonumber(ARGV[7])
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-local epoch = redis.call('GET', KEYS[1])
+local epoch = bucket_epoch(KEYS[1], ARGV[1])
 local group_first = 7 + edge_count
 local tuple_first = group_first + group_count * 6
 local key_first = 3 + state_count * 2 + edge_count
@@ -210,14 +246,17 @@ if #recent > 0 then
   redis.call('LTRIM', KEYS[2], 0, recent_max - 1)
 end
 return { inserted, epoch, conflicts, stored_values }
-"#;
+"#
+);
 
-/// Sets a bucket's epoch from the candidate if missing and returns it.
+/// A bucket's epoch, renewed from the candidate as `bucket_epoch` says.
 /// KEYS: the bucket's epoch. ARGV: the candidate.
-const EPOCH_SCRIPT: &str = r#"
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return redis.call('GET', KEYS[1])
-"#;
+const EPOCH_SCRIPT: &str = concat!(
+    bucket_epoch_lua!(),
+    r#"
+return bucket_epoch(KEYS[1], ARGV[1])
+"#
+);
 
 /// An edge's heartbeat in its own bucket, with the instance lease (one id,
 /// one live edge): the bucket's epoch as [`EPOCH_SCRIPT`] sets it; then,
@@ -227,9 +266,10 @@ return redis.call('GET', KEYS[1])
 /// never refused: its protocol has no way to be.
 /// KEYS: epoch, edges set, edge hash, lease. ARGV: candidate epoch, edge
 /// id, now ms, instance, lease ms. Returns the epoch and 1 if refused.
-const HEARTBEAT_SCRIPT: &str = r#"
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-local epoch = redis.call('GET', KEYS[1])
+const HEARTBEAT_SCRIPT: &str = concat!(
+    bucket_epoch_lua!(),
+    r#"
+local epoch = bucket_epoch(KEYS[1], ARGV[1])
 if ARGV[4] ~= '0' then
   local holder = redis.call('GET', KEYS[4])
   if holder and holder ~= ARGV[4] then
@@ -240,7 +280,8 @@ end
 redis.call('HSET', KEYS[3], 'last_heartbeat_ms', ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[2])
 return { epoch, 0 }
-"#;
+"#
+);
 
 /// A Redis that could not be reached at start.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -751,3 +751,100 @@ async fn the_old_layout_is_ignored_and_found_by_its_own_pattern() {
         "the two patterns cover every key of ours"
     );
 }
+
+/// Goal: a Redis that comes back from a crash with some acknowledged
+/// writes missing but its epoch keys intact (AOF `everysec` loses up to a
+/// second, a snapshot what came after it, an asynchronous replica the
+/// primary's latest) renews every epoch, so the edges ship again what was
+/// lost; and the reship stores exactly that. Method: a batch, a snapshot
+/// (`SAVE`), a second batch, a SIGKILL and a restart that loads the
+/// snapshot: the second batch is gone while every epoch key is still there;
+/// then both batches again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_lost_acknowledged_writes_renews_every_epoch() {
+    let mut redis = RedisServer::start();
+    let cache = RedisCache::connect(&redis.url()).await.unwrap();
+    let households = households_in_every_bucket(1);
+    let batch = |from: usize| -> Vec<CloudTuple> {
+        (0..STORE_BUCKETS)
+            .map(|bucket| {
+                tuple(
+                    "edge-a",
+                    &households[bucket],
+                    (from + bucket) as i64 * 5_000,
+                    1.5,
+                )
+            })
+            .collect()
+    };
+    let (kept, lost) = (batch(0), batch(100));
+    assert_eq!(
+        cache.store(&kept, 21).await.unwrap().inserted,
+        STORE_BUCKETS
+    );
+    let before = cache
+        .record_heartbeat("edge-a", 0, 1, 22)
+        .await
+        .unwrap()
+        .epochs;
+    let mut raw = redis.connection();
+    let _: () = redis::cmd("SAVE").query(&mut raw).unwrap();
+    let written = cache.store(&lost, 23).await.unwrap();
+    assert_eq!(written.inserted, STORE_BUCKETS);
+    assert!(
+        written
+            .epochs
+            .iter()
+            .all(|(bucket, epoch)| before[usize::from(*bucket)] == *epoch),
+        "the second batch was acknowledged under the same epochs"
+    );
+
+    redis.restart(); // SIGKILL, then the snapshot loads: `lost` is gone.
+    let mut raw = redis.connection();
+    for bucket in 0..STORE_BUCKETS as u16 {
+        let held: Option<String> = redis::cmd("GET")
+            .arg(BucketKeys::new(bucket).epoch())
+            .query(&mut raw)
+            .unwrap();
+        assert!(held.is_some(), "the epoch key of bucket {bucket} survived");
+    }
+    // The connection manager redials the restarted server.
+    let mut attempts = 0;
+    let after = loop {
+        attempts += 1;
+        match cache.record_heartbeat("edge-a", 0, 2, 24).await {
+            Ok(heartbeat) => break heartbeat.epochs,
+            Err(error) if attempts < 50 => {
+                let CacheError::Unavailable(_) = error;
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(error) => panic!("the restarted Redis never answered: {error}"),
+        }
+    };
+    for bucket in 0..STORE_BUCKETS {
+        assert_ne!(
+            after[bucket], before[bucket],
+            "bucket {bucket} has a new epoch"
+        );
+        assert_eq!(after[bucket], bucket_epoch_candidate(24, bucket as u16));
+    }
+    // What the edges then ship again: only the lost batch is new.
+    assert_eq!(cache.store(&kept, 25).await.unwrap().inserted, 0);
+    let refilled = cache.store(&lost, 26).await.unwrap();
+    assert_eq!(
+        refilled.inserted, STORE_BUCKETS,
+        "exactly the lost tuples come back"
+    );
+    let totals = cache.state_totals().await.unwrap();
+    assert_eq!(
+        totals.iter().map(|t| t.tuples).sum::<u64>(),
+        2 * STORE_BUCKETS as u64
+    );
+    // A server that did not restart keeps its epochs.
+    let steady = cache
+        .record_heartbeat("edge-a", 0, 3, 27)
+        .await
+        .unwrap()
+        .epochs;
+    assert_eq!(steady, after);
+}

@@ -120,12 +120,11 @@ fn a_flushed_redis_is_refilled_from_the_edge_within_90_s() {
     // Each tuple under its own bucket's new epoch.
     let epochs: Vec<u64> = epoch_after
         .iter()
-        .map(|epoch| {
-            epoch
-                .as_deref()
-                .expect("read above")
-                .parse()
-                .expect("a decimal epoch")
+        .map(|held| {
+            // `<epoch>:<run id of the server that set it>`
+            let held = held.as_deref().expect("read above");
+            let (epoch, _run) = held.split_once(':').expect("epoch:run id");
+            epoch.parse().expect("a decimal epoch")
         })
         .collect();
     assert!(
