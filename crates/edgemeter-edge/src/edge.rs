@@ -724,6 +724,13 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         if self.refusal.since.is_some() {
             return;
         }
+        // Closed windows waiting for a store hold readings below the floor
+        // the open windows give: committing past them now would lose them
+        // in a crash before the store. (The end of a refusal once committed
+        // here with windows pending; seed 214 lost three that way.)
+        if !self.pending.is_empty() {
+            return;
+        }
         let mut offsets = BTreeMap::new();
         for (&partition, &next) in &self.consumed_next {
             let target = self
@@ -1147,7 +1154,9 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 self.refusal = Refusal::default();
                 self.bus_paused_tx.send_replace(false);
                 self.monitor.set_refused(false);
-                // Offsets held back while refused go out now.
+                // Offsets held back while refused go out now, as far as
+                // the stored windows allow (none while some wait for a
+                // store: the store commits them).
                 self.commit_offsets();
             }
             (since, true) => {

@@ -337,7 +337,8 @@ fn two_sites_two_nodes_three_shards_survive_a_node_and_a_shard_loss() {
     redis.restart_empty(1);
     println!("primary 1 restarted empty; it held {lost} tuples");
     assert!(lost > 0, "the restarted primary held some of the tuples");
-    assert!(node_tuples(&redis, 1).is_empty(), "and now holds none");
+    // (`restart_empty` checked it came back empty; new writes land on it
+    // at once, so its count now proves nothing.)
 
     for process in &mut households {
         let status = process.wait_exit(Duration::from_secs(240));
