@@ -6,13 +6,16 @@
 //! away and come back empty.
 //!
 //! [`RedisCluster`] (module `cluster`) is the same for a Redis Cluster of
-//! three primaries, one of which can be killed and restarted empty.
+//! three primaries, one of which can be killed and restarted empty. Module
+//! `tansu` says how to run the Kafka-protocol broker the tests use.
 //!
 //! A dev-dependency only: nothing that ships depends on it.
 
 mod cluster;
+mod tansu;
 
 pub use cluster::{RedisCluster, CLUSTER_OK_TIMEOUT, NODE_TIMEOUT, PRIMARIES};
+pub use tansu::{tansu_binary, tansu_broker_args, tansu_topic_args};
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};

@@ -47,7 +47,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{backlog_tuple, fill_outbox};
+use support::{backlog_tuple, env_count, fill_outbox};
 
 /// Tuples in the backlog, and messages per JetStream run: the 1M.
 const BACKLOG_TUPLES_DEFAULT: usize = 1_000_000;
@@ -163,15 +163,6 @@ fn wanted_measures() -> Vec<Measure> {
             other => panic!("BACKLOG_ONLY: unknown measure `{other}` (edgemeter, dedupe, plain)"),
         })
         .collect()
-}
-
-fn env_count(name: &str, default: usize) -> usize {
-    let count = std::env::var(name)
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(default);
-    assert!(count > 0, "{name} must be at least 1");
-    count
 }
 
 /// What one tuple costs on the edge's data wire: a full batch of backlog

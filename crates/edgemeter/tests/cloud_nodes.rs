@@ -16,7 +16,7 @@
 mod common;
 
 use common::cluster::{assert_end_state, oracle, Cluster};
-use common::{free_port, http_get, wait_until, Process};
+use common::{http_get, wait_until, CloudPorts, Process};
 use std::time::Duration;
 
 /// Ten minutes of readings at 10x: a minute of replay, long enough to kill
@@ -37,63 +37,30 @@ const CAME_BACK: &str = "cloud node came back";
 
 /// One cloud node of the cluster: its own ports, the cluster's Redis and keys.
 struct Node {
-    heartbeat_port: u16,
-    data_port: u16,
-    http_port: u16,
+    ports: CloudPorts,
     name: &'static str,
 }
 
 impl Node {
-    fn new(name: &'static str, heartbeat_port: u16, data_port: u16, http_port: u16) -> Node {
-        Node {
-            heartbeat_port,
-            data_port,
-            http_port,
-            name,
-        }
-    }
-
     /// `HOST:HEARTBEAT_PORT:DATA_PORT`: how `--cloud` names it, and the log.
     fn address(&self) -> String {
-        format!("127.0.0.1:{}:{}", self.heartbeat_port, self.data_port)
+        self.ports.address()
     }
 
     fn start(&self, cluster: &Cluster) -> Process {
-        let (heartbeat, data) = (self.heartbeat_port.to_string(), self.data_port.to_string());
         let keys = cluster.dir.path().join("cloud.keys");
-        let http = format!("127.0.0.1:{}", self.http_port);
-        let args = [
-            "cloud",
-            "--redis",
-            &cluster.redis.url(),
-            "--listen",
-            "127.0.0.1",
-            "--heartbeat-port",
-            &heartbeat,
-            "--data-port",
-            &data,
-            "--keys",
-            keys.to_str().expect("UTF-8 path"),
-            "--http",
-            &http,
-        ];
-        let process = Process::edgemeter(self.name, &args, cluster.dir.path());
-        wait_until(
-            &format!("{} to listen", self.name),
-            Duration::from_secs(30),
-            || {
-                [self.heartbeat_port, self.data_port, self.http_port]
-                    .iter()
-                    .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
-            },
-        );
-        process
+        self.ports.start(
+            self.name,
+            ["--redis", &cluster.redis.url()],
+            &["--keys", keys.to_str().expect("UTF-8 path")],
+            cluster.dir.path(),
+        )
     }
 
     /// Tuples this node's process stored since it started, from its
     /// `/metrics`; 0 while it does not answer.
     fn tuples_stored(&self) -> f64 {
-        let Ok((_, body)) = http_get(self.http_port, "/metrics") else {
+        let Ok((_, body)) = http_get(self.ports.http, "/metrics") else {
             return 0.0;
         };
         body.lines()
@@ -118,13 +85,14 @@ fn a_killed_cloud_node_loses_nothing_and_the_edge_stays_connected() {
     let total = expected.len() as u64;
     assert!(total > 4 * PROGRESS_BETWEEN_STEPS);
     let cluster = Cluster::start();
-    let node_a = Node::new(
-        "cloud-a",
-        cluster.heartbeat_port,
-        cluster.data_port,
-        cluster.http_port,
-    );
-    let node_b = Node::new("cloud-b", free_port(), free_port(), free_port());
+    let node_a = Node {
+        ports: cluster.cloud_ports(),
+        name: "cloud-a",
+    };
+    let node_b = Node {
+        ports: CloudPorts::free(),
+        name: "cloud-b",
+    };
     let _cloud_a = node_a.start(&cluster);
     let mut cloud_b = node_b.start(&cluster);
     let mut args = cluster.edge_args();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Tansu;
+use common::{broker_with_readings, Tansu};
 use edgemeter::households::ReadingSink;
 use edgemeter::kafka_bus::{KafkaBus, TOPIC};
 use edgemeter::kafka_producer::KafkaProducer;
@@ -19,13 +19,7 @@ const READINGS: usize = 2_000;
 const POLL_RECORDS_MAX: usize = 500;
 
 fn readings() -> Vec<Reading> {
-    (0..READINGS)
-        .map(|index| Reading {
-            node_id: format!("house-{}", index % 7),
-            power_w: index as f64,
-            ts_ms: 1_577_145_600_000 + index as i64 * 100,
-        })
-        .collect()
+    common::house_readings(READINGS)
 }
 
 /// Polls until `count` records arrived or the deadline passes.
@@ -42,21 +36,10 @@ async fn consume(bus: &mut KafkaBus, count: usize, timeout: Duration) -> Vec<Bus
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_go_through_and_a_restarted_consumer_resumes_at_its_commit() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
-        .with_test_writer()
-        .try_init();
     let dir = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(dir.path());
-    let mut producer = KafkaProducer::connect(&broker.address(), TOPIC)
-        .await
-        .unwrap();
     let sent = readings();
-    for reading in &sent {
-        producer.publish(reading).await.unwrap();
-    }
-    producer.flush().await.unwrap();
-    assert_eq!(producer.delivered(), READINGS as u64);
+    let (broker, delivered) = broker_with_readings(dir.path(), &sent).await;
+    assert_eq!(delivered, READINGS as u64);
 
     let mut bus = KafkaBus::connect(&broker.address(), "kafka-test", TOPIC)
         .await

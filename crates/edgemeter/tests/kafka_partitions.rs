@@ -12,10 +12,8 @@
 
 mod common;
 
-use common::Tansu;
-use edgemeter::households::ReadingSink;
+use common::broker_with_readings;
 use edgemeter::kafka_bus::{KafkaBus, TOPIC};
-use edgemeter::kafka_producer::KafkaProducer;
 use edgemeter_edge::{BusRecord, ReadingsBus};
 use edgemeter_wire::Reading;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,13 +31,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const HELD_BACK: usize = 10;
 
 fn readings() -> Vec<Reading> {
-    (0..READINGS)
-        .map(|index| Reading {
-            node_id: format!("house-{}", index % 7),
-            power_w: index as f64,
-            ts_ms: 1_577_145_600_000 + index as i64 * 100,
-        })
-        .collect()
+    common::house_readings(READINGS)
 }
 
 /// Polls until the bus confirms the end of its partitions.
@@ -74,19 +66,8 @@ fn ends_of(records: &[BusRecord]) -> BTreeMap<i32, i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sites_read_their_own_partitions_of_one_topic() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
-        .with_test_writer()
-        .try_init();
     let dir = tempfile::tempdir().unwrap();
-    let broker = Tansu::start(dir.path());
-    let mut producer = KafkaProducer::connect(&broker.address(), TOPIC)
-        .await
-        .unwrap();
-    for reading in &readings() {
-        producer.publish(reading).await.unwrap();
-    }
-    producer.flush().await.unwrap();
+    let (broker, _) = broker_with_readings(dir.path(), &readings()).await;
 
     // Site A reads {0, 1} to its end before site B has read anything:
     // partition 2's records never hold up A's end.

@@ -17,31 +17,15 @@ use edgemeter::redis_layout::{
     store_bucket, BucketKeys, LAYOUT_PATTERN, OLD_LAYOUT_PATTERN, STORE_BUCKETS,
 };
 use edgemeter_cloud::{
-    bucket_epoch_candidate, postal_code_for, state_of, tuple_key, Cache, CacheError, CloudTuple,
-    GermanState, INSTANCE_LEASE,
+    bucket_epoch_candidate, Cache, CacheError, CloudTuple, GermanState, INSTANCE_LEASE,
 };
-use redis_support::{households_in_every_bucket, redis_key};
+use redis_support::{households_in_every_bucket, redis_key, tuple};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-fn tuple(edge_id: &str, node_id: &str, window_start_ms: i64, average_w: f64) -> CloudTuple {
-    let postal_code = postal_code_for(node_id);
-    CloudTuple {
-        key: tuple_key(edge_id, node_id, &window_start_ms.to_string()),
-        edge_id: edge_id.into(),
-        node_id: node_id.into(),
-        window_start_ms: Some(window_start_ms),
-        average_w,
-        samples: 3,
-        postal_code,
-        state: state_of(postal_code).unwrap(),
-        received_ms: 1_700_000_000_000 + window_start_ms / 1000,
-    }
-}
 
 /// `count` consecutive windows of edge `edge-a`, the households taking
 /// turns: window `i` belongs to `house-{i % households}`.

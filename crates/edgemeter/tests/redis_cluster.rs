@@ -22,8 +22,7 @@ use redis_support::{mixed_batches, mixed_batches_distinct, redis_key};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{ask, free_port, wait_until, Process};
-use std::net::TcpStream;
+use common::{ask, free_port, CloudPorts, Process};
 
 /// How long the cache may take to reach a restarted primary again: the
 /// cluster client's reconnection, within a few calls.
@@ -334,32 +333,14 @@ async fn a_primary_restarted_empty_changes_only_its_buckets_epochs() {
 fn the_cloud_binary_stores_into_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = RedisCluster::start();
-    let seeds = cluster.seeds();
-    let (heartbeat_port, data_port) = (free_port(), free_port());
-    let (heartbeat, data) = (heartbeat_port.to_string(), data_port.to_string());
-    let _cloud = Process::edgemeter(
+    let ports = CloudPorts::free();
+    let _cloud = ports.start(
         "cloud",
-        &[
-            "cloud",
-            "--redis-cluster",
-            &seeds,
-            "--listen",
-            "127.0.0.1",
-            "--heartbeat-port",
-            &heartbeat,
-            "--data-port",
-            &data,
-            "--http",
-            "127.0.0.1:0",
-            "--allow-unauthenticated",
-        ],
+        ["--redis-cluster", &cluster.seeds()],
+        &["--allow-unauthenticated"],
         dir.path(),
     );
-    wait_until("the cloud to listen", Duration::from_secs(30), || {
-        [heartbeat_port, data_port]
-            .iter()
-            .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok())
-    });
+    let (heartbeat_port, data_port) = (ports.heartbeat, ports.data);
     assert_eq!(ask(heartbeat_port, b"heartbeat"), b"ack");
     let households = redis_support::households_in_every_bucket(1);
     for (id, household) in households.iter().enumerate() {

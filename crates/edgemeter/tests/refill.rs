@@ -19,7 +19,7 @@
 mod common;
 
 use common::cluster::{assert_end_state, oracle, Cluster};
-use common::{ask, start_cloud, wait_until, RedisServer};
+use common::{ask, start_cloud, states_tuples, wait_until, RedisServer};
 use edgemeter::redis_layout::{tuple_key_of, BucketKeys, TUPLE_PATTERN};
 use edgemeter_wire::{
     BatchReply, BatchRequest, HeartbeatRequest, ReplyOutcome, TupleOut, WireVersion,
@@ -33,23 +33,6 @@ const REFILL_WITHIN: Duration = Duration::from_secs(90);
 /// Tuples under the edge's keys in Redis.
 fn tuple_keys(cluster: &Cluster) -> usize {
     cluster.tuple_keys().len()
-}
-
-/// One plain HTTP/1.0 GET; the body as JSON.
-fn get_json(port: u16, path: &str) -> Result<serde_json::Value, String> {
-    let (_, body) = common::http_get(port, path)?;
-    serde_json::from_str(&body).map_err(|error| error.to_string())
-}
-
-/// The tuples `/api/states` counts over all 16 states.
-fn states_tuples(port: u16) -> Result<u64, String> {
-    let rows = get_json(port, "/api/states")?;
-    let rows = rows.as_array().ok_or("not a list")?;
-    assert_eq!(rows.len(), 16, "all 16 states, always");
-    Ok(rows
-        .iter()
-        .map(|row| row["tuples"].as_u64().unwrap_or(0))
-        .sum())
 }
 
 /// Every bucket's store epoch, in bucket order; `None` where a bucket has

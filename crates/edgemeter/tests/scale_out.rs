@@ -19,7 +19,7 @@
 mod common;
 
 use common::cluster::DURATION_MS;
-use common::{data_dir, free_port, http_get, wait_until, Process, Tansu};
+use common::{data_dir, states_tuples, wait_until, CloudPorts, Process, Tansu};
 use edgemeter::redis_layout::{tuple_key_of, TUPLE_PATTERN};
 use edgemeter_cloud::CloudTuple;
 use edgemeter_data::{load_dir, oracle_windows, OracleWindow};
@@ -92,50 +92,22 @@ fn split_sites(dir: &Path) -> [Site; 2] {
     ]
 }
 
-struct Node {
-    heartbeat_port: u16,
-    data_port: u16,
-    http_port: u16,
-}
+/// A cloud node of the test: its ports, on the test's cluster and keys.
+struct Node(CloudPorts);
 
 impl Node {
-    fn new() -> Node {
-        Node {
-            heartbeat_port: free_port(),
-            data_port: free_port(),
-            http_port: free_port(),
-        }
-    }
-
     fn start(&self, name: &str, cluster: &RedisCluster, dir: &Path) -> Process {
         let keys = dir.join("cloud.keys");
-        let args = [
-            "cloud".to_owned(),
-            "--redis-cluster".to_owned(),
-            cluster.seeds(),
-            "--listen".to_owned(),
-            "127.0.0.1".to_owned(),
-            "--heartbeat-port".to_owned(),
-            self.heartbeat_port.to_string(),
-            "--data-port".to_owned(),
-            self.data_port.to_string(),
-            "--keys".to_owned(),
-            keys.to_str().expect("UTF-8 path").to_owned(),
-            "--http".to_owned(),
-            format!("127.0.0.1:{}", self.http_port),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let process = Process::edgemeter(name, &args, dir);
-        wait_until(
-            &format!("{name} to listen"),
-            Duration::from_secs(30),
-            || std::net::TcpStream::connect(("127.0.0.1", self.data_port)).is_ok(),
-        );
-        process
+        self.0.start(
+            name,
+            ["--redis-cluster", &cluster.seeds()],
+            &["--keys", keys.to_str().expect("UTF-8 path")],
+            dir,
+        )
     }
 
     fn address(&self) -> String {
-        format!("127.0.0.1:{}:{}", self.heartbeat_port, self.data_port)
+        self.0.address()
     }
 }
 
@@ -200,18 +172,6 @@ fn wait_for_progress(what: &str, sites: &[Site], from: &[u64], more: u64) {
             .zip(from)
             .all(|(site, before)| acked(&site.db) >= before + more)
     });
-}
-
-/// The tuples `/api/states` counts over all 16 states.
-fn states_tuples(port: u16) -> Result<u64, String> {
-    let (_, body) = http_get(port, "/api/states")?;
-    let rows: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-    let rows = rows.as_array().ok_or("not a list")?;
-    assert_eq!(rows.len(), 16, "all 16 states, always");
-    Ok(rows
-        .iter()
-        .map(|row| row["tuples"].as_u64().unwrap_or(0))
-        .sum())
 }
 
 /// Every row of the site's outbox at flag 2 with the oracle's average and
@@ -302,7 +262,7 @@ fn two_sites_two_nodes_three_shards_survive_a_node_and_a_shard_loss() {
     for site in &sites {
         tansu.create_topic(site.topic, 3);
     }
-    let nodes = [Node::new(), Node::new()];
+    let nodes = [Node(CloudPorts::free()), Node(CloudPorts::free())];
     let mut node_one = nodes[0].start("cloud-1", &redis, dir.path());
     let _node_two = nodes[1].start("cloud-2", &redis, dir.path());
     let edges: Vec<Process> = sites
@@ -358,7 +318,7 @@ fn two_sites_two_nodes_three_shards_survive_a_node_and_a_shard_loss() {
                 && cluster_tuples(&redis).len() == expected_total
                 && nodes
                     .iter()
-                    .all(|node| states_tuples(node.http_port) == Ok(expected_total as u64))
+                    .all(|node| states_tuples(node.0.http) == Ok(expected_total as u64))
         },
     );
 
@@ -390,7 +350,7 @@ fn two_sites_two_nodes_three_shards_survive_a_node_and_a_shard_loss() {
         );
     }
     for node in &nodes {
-        assert_eq!(states_tuples(node.http_port), Ok(expected_total as u64));
+        assert_eq!(states_tuples(node.0.http), Ok(expected_total as u64));
     }
     // Each edge saw node 1 go and come back (waited for above) while it
     // stayed connected through node 2, and refilled what the shard lost.

@@ -7,6 +7,16 @@ use edgemeter_edge::{NewTuple, Outbox};
 use edgemeter_store::SqliteOutbox;
 use std::path::Path;
 
+/// A count from the environment variable `name`, or `default`; at least 1.
+pub fn env_count(name: &str, default: usize) -> usize {
+    let count = std::env::var(name)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(default);
+    assert!(count > 0, "{name} must be at least 1");
+    count
+}
+
 /// Households a backlog is spread over: the shipped data set's 50.
 pub const HOUSEHOLDS: usize = 50;
 

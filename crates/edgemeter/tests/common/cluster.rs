@@ -3,7 +3,7 @@
 //! processes, on free loopback ports; plus the end-state check every
 //! end-to-end test ends with.
 
-use super::{free_port, wait_until, Process, RedisServer, Tansu};
+use super::{free_port, wait_until, CloudPorts, Process, RedisServer, Tansu};
 use edgemeter::redis_layout::{tuple_key_of, BucketKeys, TUPLE_PATTERN};
 use edgemeter_data::{load_dir, oracle_windows, OracleWindow};
 use edgemeter_edge::Outbox;
@@ -57,29 +57,22 @@ impl Cluster {
     }
 
     pub fn cloud(&self) -> Process {
-        let (heartbeat, data) = (self.heartbeat_port.to_string(), self.data_port.to_string());
         let keys = self.dir.path().join("cloud.keys");
-        let http = format!("127.0.0.1:{}", self.http_port);
-        let args = [
+        self.cloud_ports().start(
             "cloud",
-            "--redis",
-            &self.redis.url(),
-            "--listen",
-            "127.0.0.1",
-            "--heartbeat-port",
-            &heartbeat,
-            "--data-port",
-            &data,
-            "--keys",
-            keys.to_str().expect("UTF-8 path"),
-            "--http",
-            &http,
-        ];
-        let process = Process::edgemeter("cloud", &args, self.dir.path());
-        wait_until("the cloud to listen", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", self.data_port)).is_ok()
-        });
-        process
+            ["--redis", &self.redis.url()],
+            &["--keys", keys.to_str().expect("UTF-8 path")],
+            self.dir.path(),
+        )
+    }
+
+    /// The ports of this cluster's one cloud.
+    pub fn cloud_ports(&self) -> CloudPorts {
+        CloudPorts {
+            heartbeat: self.heartbeat_port,
+            data: self.data_port,
+            http: self.http_port,
+        }
     }
 
     pub fn edge(&self) -> Process {

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 /// How long a server may take to answer after it was started.
 pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub use edgemeter_testkit::{free_port, RedisServer};
+pub use edgemeter_testkit::{
+    free_port, tansu_binary, tansu_broker_args, tansu_topic_args, RedisServer,
+};
 
 /// Polls `condition` every 100 ms until it holds; panics with `what` after
 /// `timeout`.
@@ -144,29 +146,6 @@ impl Drop for Process {
     }
 }
 
-/// The tansu binary: `$TANSU_BIN`, `~/.cargo/bin/tansu`, or `tansu` on PATH.
-pub fn tansu_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("TANSU_BIN") {
-        return PathBuf::from(path);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let cargo_bin = Path::new(&home).join(".cargo/bin/tansu");
-    if cargo_bin.exists() {
-        return cargo_bin;
-    }
-    let on_path = std::env::var_os("PATH").map(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("tansu"))
-            .find(|path| path.exists())
-    });
-    on_path.flatten().unwrap_or_else(|| {
-        panic!(
-            "tansu not found: set TANSU_BIN or run `cargo install tansu --features dynostore,libsql --locked` \
-             (bash ci/test.sh does)"
-        )
-    })
-}
-
 /// A tansu Kafka-protocol broker with SQLite storage on a free port,
 /// with `power_topic` created with three partitions.
 pub struct Tansu {
@@ -239,19 +218,10 @@ impl Tansu {
 
     pub fn create_topic(&self, topic: &str, partitions: u32) {
         let broker = format!("tcp://127.0.0.1:{}", self.port);
-        let partitions = partitions.to_string();
         let deadline = Instant::now() + SERVER_START_TIMEOUT;
         loop {
             let output = Command::new(tansu_binary())
-                .args([
-                    "topic",
-                    "create",
-                    topic,
-                    "--broker",
-                    &broker,
-                    "--partitions",
-                    &partitions,
-                ])
+                .args(tansu_topic_args(&broker, topic, partitions))
                 .stdin(Stdio::null())
                 .output()
                 .expect("run tansu topic create");
@@ -268,29 +238,6 @@ impl Tansu {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-}
-
-/// SQLite storage, not `memory://`: tansu 0.6's memory engine answers a
-/// fetch only with batches that start at or after the fetch offset, so a
-/// consumer resuming at a committed offset inside a producer batch never
-/// gets the rest of that batch (tansu-storage `dynostore.rs`, `fetch`). The
-/// SQL engines fetch record by record and resume exactly.
-fn tansu_broker_args(url: &str) -> Vec<String> {
-    // Relative to the broker's working directory, the test's temp dir:
-    // tansu 0.6 prefixes even an absolute path with it.
-    let storage = "sqlite://tansu.db".to_owned();
-    [
-        "broker",
-        "--listener-url",
-        url,
-        "--advertised-listener-url",
-        url,
-        "--storage-engine",
-        &storage,
-    ]
-    .iter()
-    .map(|arg| (*arg).to_owned())
-    .collect()
 }
 
 /// The workspace's shipped data set.
@@ -353,34 +300,120 @@ pub fn ask(port: u16, request: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
+/// Where one `edgemeter cloud` process listens: its two NNG ports and its
+/// HTTP port, all on 127.0.0.1.
+#[derive(Debug, Clone, Copy)]
+pub struct CloudPorts {
+    pub heartbeat: u16,
+    pub data: u16,
+    pub http: u16,
+}
+
+impl CloudPorts {
+    pub fn free() -> CloudPorts {
+        CloudPorts {
+            heartbeat: free_port(),
+            data: free_port(),
+            http: free_port(),
+        }
+    }
+
+    /// The node as an edge's `--cloud` names it: `HOST:HEARTBEAT:DATA`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}:{}", self.heartbeat, self.data)
+    }
+
+    /// Starts `edgemeter cloud` named `name` on these ports, storing where
+    /// `store` says (`["--redis", URL]` or `["--redis-cluster", SEEDS]`),
+    /// with `extra` arguments (who may talk to it), and waits until all
+    /// three ports listen.
+    pub fn start(&self, name: &str, store: [&str; 2], extra: &[&str], dir: &Path) -> Process {
+        let (heartbeat, data) = (self.heartbeat.to_string(), self.data.to_string());
+        let http = format!("127.0.0.1:{}", self.http);
+        let mut args = vec![
+            "cloud",
+            store[0],
+            store[1],
+            "--listen",
+            "127.0.0.1",
+            "--heartbeat-port",
+            &heartbeat,
+            "--data-port",
+            &data,
+            "--http",
+            &http,
+        ];
+        args.extend_from_slice(extra);
+        let cloud = Process::edgemeter(name, &args, dir);
+        wait_until(
+            &format!("{name} to listen"),
+            Duration::from_secs(30),
+            || {
+                [self.heartbeat, self.data, self.http]
+                    .iter()
+                    .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok())
+            },
+        );
+        cloud
+    }
+}
+
 /// Starts `edgemeter cloud` on `redis` and free loopback ports, with
-/// `extra` arguments (who may talk to it), and waits until both NNG
-/// sockets listen. Returns it, its heartbeat port and its data port.
+/// `extra` arguments (who may talk to it), and waits until it listens.
+/// Returns it, its heartbeat port and its data port.
 pub fn start_cloud(redis: &RedisServer, dir: &Path, extra: &[&str]) -> (Process, u16, u16) {
-    let (heartbeat_port, data_port) = (free_port(), free_port());
-    let (heartbeat, data) = (heartbeat_port.to_string(), data_port.to_string());
-    let redis_url = redis.url();
-    let mut args = vec![
-        "cloud",
-        "--redis",
-        &redis_url,
-        "--listen",
-        "127.0.0.1",
-        "--heartbeat-port",
-        &heartbeat,
-        "--data-port",
-        &data,
-        "--http",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let cloud = Process::edgemeter("cloud", &args, dir);
-    wait_until("the cloud to listen", Duration::from_secs(30), || {
-        [heartbeat_port, data_port]
-            .iter()
-            .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok())
-    });
-    (cloud, heartbeat_port, data_port)
+    let ports = CloudPorts::free();
+    let cloud = ports.start("cloud", ["--redis", &redis.url()], extra, dir);
+    (cloud, ports.heartbeat, ports.data)
+}
+
+/// The tuples `GET /api/states` counts over all 16 states.
+pub fn states_tuples(port: u16) -> Result<u64, String> {
+    let (_, body) = http_get(port, "/api/states")?;
+    let rows: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    let rows = rows.as_array().ok_or("not a list")?;
+    assert_eq!(rows.len(), 16, "all 16 states, always");
+    Ok(rows
+        .iter()
+        .map(|row| row["tuples"].as_u64().unwrap_or(0))
+        .sum())
+}
+
+/// A tansu of the test's own (in `dir`) whose `power_topic` holds
+/// `readings`, published by the production producer and flushed; test
+/// logs go to the test's output when `TEST_LOG` sets a filter. Returns the
+/// broker and the readings the producer saw delivered.
+pub async fn broker_with_readings(
+    dir: &Path,
+    readings: &[edgemeter_wire::Reading],
+) -> (Tansu, u64) {
+    use edgemeter::households::ReadingSink;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
+        .with_test_writer()
+        .try_init();
+    let broker = Tansu::start(dir);
+    let mut producer =
+        edgemeter::kafka_producer::KafkaProducer::connect(&broker.address(), "power_topic")
+            .await
+            .unwrap();
+    for reading in readings {
+        producer.publish(reading).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let delivered = producer.delivered();
+    (broker, delivered)
+}
+
+/// `count` readings of seven households taking turns, 100 ms apart.
+pub fn house_readings(count: usize) -> Vec<edgemeter_wire::Reading> {
+    (0..count)
+        .map(|index| edgemeter_wire::Reading {
+            node_id: format!("house-{}", index % 7),
+            power_w: index as f64,
+            ts_ms: 1_577_145_600_000 + index as i64 * 100,
+        })
+        .collect()
 }
 
 /// One plain HTTP/1.0 GET on loopback: the response's head and body, if
