@@ -1,8 +1,9 @@
 //! The cloud's running totals against the tuples it holds. The cloud moves
-//! its per-state totals (`em:state:<state>`: `tuples`, `average_sum_w`, and
-//! the set `em:state:<state>:households`) and its per-edge counts
-//! (`em:edge:<edge>`: `tuples`, and the set `em:edges`) only when a tuple
-//! is stored for the first time, so after any crash, resend, cache loss or
+//! its per-state totals (in each store bucket `em:{em-bNN}:`, the hash
+//! `state:<state>`: `tuples`, `average_sum_w`, and the set
+//! `state:<state>:households`) and its per-edge counts (`edge:<edge>`:
+//! `tuples`, and the set `edges`), summed over the buckets by
+//! [`crate::evidence`], only when a tuple is stored for the first time, so after any crash, resend, cache loss or
 //! refill they must equal what the held tuples add up to: a tuple counted
 //! twice is duplicated, one held but not counted is lost from the totals.
 //!
