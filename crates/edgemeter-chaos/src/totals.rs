@@ -3,8 +3,9 @@
 //! `state:<state>`: `tuples`, `average_sum_w`, and the set
 //! `state:<state>:households`) and its per-edge counts (`edge:<edge>`:
 //! `tuples`, and the set `edges`), summed over the buckets by
-//! [`crate::evidence`], only when a tuple is stored for the first time, so after any crash, resend, cache loss or
-//! refill they must equal what the held tuples add up to: a tuple counted
+//! [`crate::evidence`], only when a tuple is stored for the first time, so
+//! after any crash, resend, cache loss or refill they must equal what the
+//! held tuples add up to: a tuple counted
 //! twice is duplicated, one held but not counted is lost from the totals.
 //!
 //! Comparing does no IO: [`crate::evidence`] reads the totals, this module
