@@ -10,7 +10,7 @@
 //! none of their keys: what a shard's loss without persistence, or a
 //! failover to an empty replica, looks like to the cloud.
 
-use crate::{free_port, START_TIMEOUT};
+use crate::{free_port, spawn_redis_server};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,37 +62,29 @@ impl Node {
 
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "node {} already runs", self.port);
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--cluster-enabled", "yes"])
-            .args(["--cluster-port", &self.bus_port.to_string()])
-            .args(["--cluster-config-file", "nodes.conf"])
-            .args([
-                "--cluster-node-timeout",
-                &NODE_TIMEOUT.as_millis().to_string(),
-            ])
-            .args([
-                "--cluster-require-full-coverage",
-                if self.full_coverage { "yes" } else { "no" },
-            ])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (apt-get install redis-server; bash ci/test.sh does)");
-        self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !answers_ping(self.port) {
-            assert!(
-                Instant::now() < deadline,
-                "cluster node {} did not answer PING within {START_TIMEOUT:?}",
-                self.port
-            );
-            std::thread::sleep(PROBE_PAUSE);
-        }
+        let (bus_port, timeout) = (
+            self.bus_port.to_string(),
+            NODE_TIMEOUT.as_millis().to_string(),
+        );
+        let coverage = if self.full_coverage { "yes" } else { "no" };
+        let cluster_args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            &bus_port,
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            &timeout,
+            "--cluster-require-full-coverage",
+            coverage,
+        ];
+        self.child = Some(spawn_redis_server(
+            self.port,
+            self.dir.path(),
+            &cluster_args,
+            "cluster node",
+        ));
     }
 
     fn kill(&mut self) {
@@ -294,13 +286,6 @@ fn two_free_ports() -> (u16, u16) {
         }
     }
     panic!("no two free loopback ports in {PORT_ATTEMPTS_MAX} attempts");
-}
-
-fn answers_ping(port: u16) -> bool {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(1)))
-        .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
-        .is_ok()
 }
 
 /// The primaries in a `CLUSTER NODES` listing that are connected and not

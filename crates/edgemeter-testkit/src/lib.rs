@@ -19,6 +19,7 @@ pub use tansu::{tansu_binary, tansu_broker_args, tansu_topic_args};
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,26 +84,12 @@ impl RedisServer {
     /// it still runs.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (apt-get install redis-server; bash ci/test.sh does)");
-        self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !self.answers_ping() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING on port {} within {START_TIMEOUT:?}",
-                self.port
-            );
-            std::thread::sleep(PROBE_PAUSE);
-        }
+        self.child = Some(spawn_redis_server(
+            self.port,
+            self.dir.path(),
+            &[],
+            "redis-server",
+        ));
     }
 
     /// Kills the server and waits until it is gone.
@@ -122,19 +109,46 @@ impl RedisServer {
     pub fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
         redis::Client::open(self.url())?.get_connection()
     }
+}
 
-    /// PING over a raw socket: answers before any client library is
-    /// involved, so a failure here is the server's.
-    fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+/// Starts `redis-server` on `port` in `dir` with persistence off and
+/// `extra` arguments, and waits until it answers PING; `what` names it in
+/// the failure. The one way the testkit starts a server, alone or as a
+/// cluster node.
+fn spawn_redis_server(port: u16, dir: &Path, extra: &[&str], what: &str) -> Child {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(extra)
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server runs (apt-get install redis-server; bash ci/test.sh does)");
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !answers_ping(port) {
+        assert!(
+            Instant::now() < deadline,
+            "{what} on port {port} did not answer PING within {START_TIMEOUT:?}"
+        );
+        std::thread::sleep(PROBE_PAUSE);
     }
+    child
+}
+
+/// PING over a raw socket: answers before any client library is
+/// involved, so a failure here is the server's.
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
 }
 
 impl Drop for RedisServer {
@@ -161,7 +175,7 @@ mod tests {
             .query::<()>(&mut connection)
             .unwrap();
         server.stop();
-        assert!(!server.answers_ping());
+        assert!(!answers_ping(server.port()));
         assert!(server.try_connection().is_err());
         server.restart();
         let value: Option<String> = redis::cmd("GET")
