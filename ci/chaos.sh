@@ -94,9 +94,8 @@ done
 log() { printf '[chaos %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-# Built one package at a time: sim-tests (which the checker links) turns on
-# the planted-bug features, and feature unification must not reach the
-# edgemeter binary under test.
+# Built one package at a time, so that no feature of the chaos tool's
+# dependencies unifies into the edgemeter binary under test.
 log "building edgemeter and edgemeter-chaos"
 cargo build --quiet -p edgemeter >&2
 cargo build --quiet -p edgemeter-chaos >&2

@@ -3,7 +3,8 @@
 
 use crate::faults::Scenario;
 use crate::households::Publication;
-use edgemeter_data::{load_dir, oracle_windows, DataError, Household, OracleWindow};
+use edgemeter_checker::{oracle_windows, OracleWindow};
+use edgemeter_data::{load_dir, DataError, Household};
 use edgemeter_wire::Reading;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -36,7 +36,6 @@ pub mod bench;
 pub mod broker;
 pub mod bus;
 pub mod cache;
-pub mod checker;
 pub mod clock;
 pub mod cloud_host;
 pub mod codec;
@@ -54,6 +53,10 @@ pub mod shrink;
 pub mod timeline;
 pub mod trace;
 pub mod world;
+
+/// The checker is `edgemeter-checker`'s, shared with the chaos run on the
+/// real binaries; re-exported so `sim_tests::checker` keeps naming it.
+pub use edgemeter_checker::checker;
 
 /// Households per seed by default: enough to interleave several
 /// households' windows and partitions, few enough for hundreds of seeds.

@@ -26,9 +26,10 @@
 //! no cache loss on record.
 
 use crate::totals::{CloudTotals, StateCount};
+use edgemeter_checker::{oracle_windows, OracleWindow};
 use edgemeter_cloud::CloudTuple;
 use edgemeter_cloud::GermanState;
-use edgemeter_data::{load_dir, oracle_windows, OracleWindow};
+use edgemeter_data::load_dir;
 use edgemeter_store::{SqliteOutbox, StoredTuple};
 use redis::ConnectionLike;
 use std::collections::{BTreeMap, BTreeSet};

@@ -13,7 +13,7 @@
 //!   never KEYS; the tuples and the totals) into the checker's evidence.
 //! - [`totals`]: compares the cloud's per-state and per-edge totals with
 //!   the tuples it holds, without IO.
-//! - [`report`]: runs `sim_tests::checker::check` on it, with no cache loss
+//! - [`report`]: runs `edgemeter_checker::check` on it, with no cache loss
 //!   excused, adds the totals' findings and renders the one-line JSON
 //!   verdict.
 //!

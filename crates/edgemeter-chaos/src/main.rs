@@ -38,7 +38,7 @@ enum Command {
     Windows {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
-        #[arg(long, value_name = "D", value_parser = sim_tests::parse_duration_ms)]
+        #[arg(long, value_name = "D", value_parser = parse_duration_ms)]
         duration: i64,
     },
     /// Check the real run: lost, unexpected, duplicated, changed, with no
@@ -49,7 +49,7 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
         /// The `--duration` the households replayed, e.g. `90s` or `3m`.
-        #[arg(long, value_name = "D", value_parser = sim_tests::parse_duration_ms)]
+        #[arg(long, value_name = "D", value_parser = parse_duration_ms)]
         duration: i64,
         /// The edge's SQLite database.
         #[arg(long, value_name = "PATH")]
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         Command::Windows { data, duration } => {
             match edgemeter_data::load_dir(&data, Some(duration)) {
                 Ok((households, _)) => {
-                    println!("{}", edgemeter_data::oracle_windows(&households).len());
+                    println!("{}", edgemeter_checker::oracle_windows(&households).len());
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
@@ -169,4 +169,13 @@ fn run_check(sources: &Sources<'_>, cycles: u32) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `90s`, `3m`, `1h`, `250ms` (humantime's forms) as milliseconds, above 0.
+fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let duration = humantime::parse_duration(text).map_err(|error| format!("{text:?}: {error}"))?;
+    i64::try_from(duration.as_millis())
+        .ok()
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| format!("duration {text:?} out of range"))
 }

@@ -4,7 +4,7 @@
 
 use crate::evidence::Gathered;
 use crate::totals::check_totals;
-use sim_tests::checker::{check, Evidence, Findings, Kind};
+use edgemeter_checker::checker::{check, Evidence, Findings, Kind};
 
 /// The four kinds the verdict reports, in its field order.
 pub const VERDICT_KINDS: [Kind; 4] = [

@@ -11,8 +11,8 @@
 //! Comparing does no IO: [`crate::evidence`] reads the totals, this module
 //! only compares them.
 
+use edgemeter_checker::checker::{Findings, Kind};
 use edgemeter_cloud::{CloudTuple, GermanState};
-use sim_tests::checker::{Findings, Kind};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How far a state's `average_sum_w` may stray from the sum of its held

@@ -5,14 +5,14 @@
 //! it reads the cloud's totals as the cloud lays them out, summed over the
 //! store buckets. On a 3-primary Redis Cluster it walks every primary.
 
-use edgemeter::redis_cache::RedisCache;
 use edgemeter_chaos::evidence::{
     cloud_totals, cloud_tuples, ScanLimits, SCAN_COUNT, TUPLE_PATTERN,
 };
 use edgemeter_chaos::totals::{check_totals, totals_of};
+use edgemeter_checker::checker::Findings;
 use edgemeter_cloud::{postal_code_for, state_of, tuple_key, Cache, CloudTuple, GermanState};
+use edgemeter_redis::cache::RedisCache;
 use edgemeter_testkit::{RedisCluster, RedisServer};
-use sim_tests::checker::Findings;
 
 /// Stores `count` keys under the tuple pattern (in bucket 3), and keys
 /// outside it that the walk must not count: another key of the bucket and

@@ -7,8 +7,8 @@
 
 mod support;
 
-use edgemeter::redis_cache::RedisCache;
 use edgemeter_cloud::{Cache, MemoryCache};
+use edgemeter_redis::cache::RedisCache;
 use edgemeter_testkit::RedisServer;
 use std::sync::Arc;
 use support::checks::{self, dashboard};

@@ -8,8 +8,9 @@
 
 mod common;
 
+use edgemeter_checker::oracle_windows;
 use edgemeter_cloud::{Cloud, CloudConfig, MemoryCache};
-use edgemeter_data::{oracle_windows, Household};
+use edgemeter_data::Household;
 use edgemeter_edge::edge::REJECTED_BYTES_MAX;
 use edgemeter_edge::{
     run_edge, BusError, BusRecord, Channel, CloudLink, EdgeConfig, EdgeMonitor, LinkError, Outbox,

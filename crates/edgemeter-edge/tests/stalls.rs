@@ -10,7 +10,7 @@ use edgemeter_cloud::{Cloud, CloudConfig, MemoryCache};
 mod common;
 
 use common::data_slice;
-use edgemeter_data::OracleWindow;
+use edgemeter_checker::OracleWindow;
 use edgemeter_edge::{
     run_edge, BusError, BusRecord, Channel, CloudLink, EdgeConfig, EdgeMonitor, LinkError, Outbox,
     ReadingsBus, DEFAULT_IDLE_FLUSH,

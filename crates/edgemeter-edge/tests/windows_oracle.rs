@@ -3,7 +3,8 @@
 //! repeated readings, a household that goes quiet, a household with gaps.
 //! Also the real data: every household of the shipped hour.
 
-use edgemeter_data::{oracle_windows, Household};
+use edgemeter_checker::oracle_windows;
+use edgemeter_data::Household;
 use edgemeter_edge::windows::{WindowConfig, Windows};
 use edgemeter_edge::NewTuple;
 use proptest::prelude::*;

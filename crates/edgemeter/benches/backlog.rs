@@ -30,13 +30,13 @@
 
 mod support;
 
-use edgemeter::nng_link::NngLink;
-use edgemeter::nng_server::NngServer;
-use edgemeter::redis_cache::RedisCache;
 use edgemeter_cloud::{Cloud, CloudAuth, CloudConfig};
 use edgemeter_edge::{run_edge, EdgeConfig, EdgeMonitor, Outbox};
 use edgemeter_env::SystemClock;
 use edgemeter_memlog::{MemLog, SharedLog};
+use edgemeter_nng::link::NngLink;
+use edgemeter_nng::server::NngServer;
+use edgemeter_redis::cache::RedisCache;
 use edgemeter_store::SqliteOutbox;
 use edgemeter_testkit::{free_port, RedisServer};
 use edgemeter_wire::{BatchRequest, EdgeKey, TupleOut};

@@ -10,13 +10,13 @@
 //! Run with `cargo bench -p edgemeter --bench pipeline`. Needs `redis-server`
 //! on PATH; set `BENCH_TUPLES` to change the outbox size.
 
-use edgemeter::nng_link::NngLink;
-use edgemeter::nng_server::NngServer;
-use edgemeter::redis_cache::RedisCache;
 use edgemeter_cloud::{Cache, Cloud, CloudConfig, MemoryCache};
 use edgemeter_edge::{run_edge, EdgeConfig, EdgeMonitor, NewTuple, Outbox};
 use edgemeter_env::SystemClock;
 use edgemeter_memlog::{MemLog, SharedLog};
+use edgemeter_nng::link::NngLink;
+use edgemeter_nng::server::NngServer;
+use edgemeter_redis::cache::RedisCache;
 use edgemeter_store::SqliteOutbox;
 use edgemeter_testkit::RedisServer;
 use std::process::{Command, Stdio};

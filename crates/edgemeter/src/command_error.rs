@@ -4,10 +4,10 @@
 
 use crate::households::SinkError;
 use crate::kafka_bus::BrokerSetupError;
-use crate::nng_setup::NngSetupError;
-use crate::redis_cache::RedisSetupError;
 use edgemeter_data::DataError;
 use edgemeter_edge::{EdgeError, StoreError};
+use edgemeter_nng::setup::NngSetupError;
+use edgemeter_redis::cache::RedisSetupError;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;

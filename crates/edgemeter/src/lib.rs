@@ -2,17 +2,13 @@
 //! edge's and the cloud's IO traits, and the subcommands that wire them.
 //!
 //! # Layout
-//! - [`nng_setup`]: ports, URLs and socket options shared by both NNG ends.
-//! - [`nng_link`]: the edge's `CloudLink` over NNG REQ, many requests in flight.
-//! - [`cloud_nodes`]: `--cloud ADDR[,ADDR...]`, the cloud nodes an edge dials.
-//! - [`nng_server`]: the cloud's NNG REP servers, many contexts per socket.
+//! The adapters are crates of their own: `edgemeter-nng` (the edge's
+//! `CloudLink` and the cloud's servers), `edgemeter-redis` (the cloud's
+//! `Cache`), and the Kafka bus and producer (below).
+//!
 //! - [`kafka_bus`]: the edge's `ReadingsBus` over rdkafka (consumer group,
 //!   manual commits).
 //! - [`kafka_producer`]: the households' sink into Kafka (idempotent).
-//! - [`redis_cache`]: the cloud's `Cache` in Redis or a Redis Cluster, one
-//!   Lua script per store bucket a batch touches.
-//! - [`redis_layout`]: the key names, the 16 store buckets (one hash tag
-//!   each) and the packing of the script calls, without IO.
 //! - [`households`]: the replayer that paces the data set's readings.
 //! - [`mosaik_link`]: the same households as a mosaik simulator (stepped by
 //!   a co-simulation instead of the clock).
@@ -21,7 +17,6 @@
 //! - [`status_socket`]: the running edge's live state for `edgemeter status`,
 //!   on a Unix socket next to its database.
 //! - [`edge_lock`]: one edge per database, an exclusive lock file beside it.
-//! - [`cloud_handler`]: serves `edgemeter_cloud::Cloud` through [`nng_server`].
 //! - [`service_manager`]: readiness, stopping and watchdog pings to systemd
 //!   (nothing without `NOTIFY_SOCKET`).
 //! - [`log_output`]: the log to the journal under systemd, else to stderr.
@@ -38,8 +33,6 @@
 //! `edgemeter-cloud`, which the simulation runs unchanged.
 
 pub mod cli;
-pub mod cloud_handler;
-pub mod cloud_nodes;
 pub mod command_error;
 pub mod commands;
 pub mod dashboard_server;
@@ -53,12 +46,7 @@ pub mod keys;
 pub mod log_output;
 pub mod metrics;
 pub mod mosaik_link;
-pub mod nng_link;
-pub mod nng_server;
-pub mod nng_setup;
 pub mod progress;
-pub mod redis_cache;
-pub mod redis_layout;
 pub mod service_manager;
 pub mod settings;
 pub mod shutdown;

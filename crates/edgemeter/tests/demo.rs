@@ -4,7 +4,8 @@
 
 mod common;
 
-use edgemeter_data::{load_dir, oracle_windows};
+use edgemeter_checker::oracle_windows;
+use edgemeter_data::load_dir;
 use std::process::{Command, Stdio};
 
 #[test]

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{ask, start_cloud, RedisServer};
-use edgemeter::redis_layout::{tuple_key_of, TUPLE_PATTERN};
+use edgemeter_redis::layout::{tuple_key_of, TUPLE_PATTERN};
 use std::time::Duration;
 
 fn postal_code_in(reply: &[u8], id: i64) -> String {

@@ -14,7 +14,8 @@ mod common;
 
 use common::cluster::Cluster;
 use common::{data_dir, wait_until, Process};
-use edgemeter_data::{oracle_windows, Household, OracleWindow};
+use edgemeter_checker::{oracle_windows, OracleWindow};
+use edgemeter_data::Household;
 use edgemeter_store::SqliteOutbox;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

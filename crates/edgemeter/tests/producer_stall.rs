@@ -19,7 +19,8 @@ mod common;
 
 use common::cluster::{assert_end_state, Cluster};
 use common::{wait_until, Process};
-use edgemeter_data::{load_dir, oracle_windows};
+use edgemeter_checker::oracle_windows;
+use edgemeter_data::load_dir;
 use edgemeter_edge::Outbox;
 use edgemeter_store::SqliteOutbox;
 use std::process::Command;

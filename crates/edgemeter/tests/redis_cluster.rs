@@ -12,11 +12,13 @@
 //! cluster, and names the flag when the cluster cannot be reached.
 
 mod common;
+// The batches the cache tests store, shared with edgemeter-redis's own.
+#[path = "../../edgemeter-redis/tests/redis_support/mod.rs"]
 mod redis_support;
 
-use edgemeter::redis_cache::{RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX};
-use edgemeter::redis_layout::{store_bucket, BucketKeys, STORE_BUCKETS, TUPLE_PATTERN};
 use edgemeter_cloud::{bucket_epoch_candidate, Cache, CloudTuple, StateTotals};
+use edgemeter_redis::cache::{RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX};
+use edgemeter_redis::layout::{store_bucket, BucketKeys, STORE_BUCKETS, TUPLE_PATTERN};
 use edgemeter_testkit::{RedisCluster, RedisServer, PRIMARIES};
 use redis_support::{mixed_batches, mixed_batches_distinct, redis_key};
 use std::collections::{BTreeMap, BTreeSet};

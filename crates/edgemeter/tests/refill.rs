@@ -20,7 +20,7 @@ mod common;
 
 use common::cluster::{assert_end_state, oracle, Cluster};
 use common::{ask, start_cloud, states_tuples, wait_until, RedisServer};
-use edgemeter::redis_layout::{tuple_key_of, BucketKeys, TUPLE_PATTERN};
+use edgemeter_redis::layout::{tuple_key_of, BucketKeys, TUPLE_PATTERN};
 use edgemeter_wire::{
     BatchReply, BatchRequest, HeartbeatRequest, ReplyOutcome, TupleOut, WireVersion,
 };

@@ -20,10 +20,11 @@ mod common;
 
 use common::cluster::DURATION_MS;
 use common::{data_dir, states_tuples, wait_until, CloudPorts, Process, Tansu};
-use edgemeter::redis_layout::{tuple_key_of, TUPLE_PATTERN};
+use edgemeter_checker::{oracle_windows, OracleWindow};
 use edgemeter_cloud::CloudTuple;
-use edgemeter_data::{load_dir, oracle_windows, OracleWindow};
+use edgemeter_data::load_dir;
 use edgemeter_edge::Outbox;
+use edgemeter_redis::layout::{tuple_key_of, TUPLE_PATTERN};
 use edgemeter_store::SqliteOutbox;
 use edgemeter_testkit::{RedisCluster, PRIMARIES};
 use redis::Commands;

@@ -3,7 +3,8 @@
 // Each test file uses some of these helpers, never all.
 #![allow(dead_code)]
 
-use edgemeter_data::{oracle_windows, Household, OracleWindow};
+use edgemeter_checker::{oracle_windows, OracleWindow};
+use edgemeter_data::Household;
 use edgemeter_memlog::SharedLog;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,11 +3,11 @@
 
 use crate::cli::CloudArgs;
 use crate::command_error::CommandError;
-use crate::nng_server::NngServer;
-use crate::redis_cache::RedisCache;
 use crate::shutdown::Shutdown;
 use edgemeter_cloud::{Cloud, CloudAuth, CloudConfig};
 use edgemeter_env::SystemClock;
+use edgemeter_nng::server::NngServer;
+use edgemeter_redis::cache::RedisCache;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -6,11 +6,11 @@
 use crate::cli::EdgeArgs;
 use crate::command_error::CommandError;
 use crate::kafka_bus::KafkaBus;
-use crate::nng_link::NngLink;
 use crate::shutdown::Shutdown;
 use crate::status_socket::{ServerCounters, StatusSocket};
 use edgemeter_edge::{run_edge, EdgeConfig, EdgeMonitor};
 use edgemeter_env::SystemClock;
+use edgemeter_nng::link::NngLink;
 use edgemeter_store::SqliteOutbox;
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,9 +4,10 @@
 //! end-to-end test ends with.
 
 use super::{free_port, wait_until, CloudPorts, Process, RedisServer, Tansu};
-use edgemeter::redis_layout::{tuple_key_of, BucketKeys, TUPLE_PATTERN};
-use edgemeter_data::{load_dir, oracle_windows, OracleWindow};
+use edgemeter_checker::{oracle_windows, OracleWindow};
+use edgemeter_data::load_dir;
 use edgemeter_edge::Outbox;
+use edgemeter_redis::layout::{tuple_key_of, BucketKeys, TUPLE_PATTERN};
 use edgemeter_store::SqliteOutbox;
 use redis::Commands;
 use std::collections::{BTreeMap, HashMap};

@@ -1,7 +1,7 @@
 //! `RedisCache`: the cloud's [`Cache`] in Redis, a single server or a
 //! Redis Cluster, on one layout and the same scripts.
 //!
-//! The keys and their buckets are [`crate::redis_layout`]'s: 16 buckets,
+//! The keys and their buckets are [`crate::layout`]'s: 16 buckets,
 //! each one hash tag and so one cluster slot. This module owns the talking:
 //! the connection (a [`ConnectionManager`] to one server, or a
 //! [`ClusterConnection`] that routes each call to its slot's primary,
@@ -39,9 +39,9 @@
 //! and the edges reship every tuple they retain (`--ack-retention`). The
 //! old keys are then unused; delete them on every node with
 //! `redis-cli -p PORT --scan --pattern 'em:[^{]*' | xargs -r -n 500 redis-cli -p PORT unlink`
-//! ([`crate::redis_layout::OLD_LAYOUT_PATTERN`]). No migration is needed.
+//! ([`crate::layout::OLD_LAYOUT_PATTERN`]). No migration is needed.
 
-use crate::redis_layout::{
+use crate::layout::{
     heartbeat_keys, merge_recent, split_by_bucket, store_call, tuple_key_of, BucketKeys, StoreCall,
     STORE_BUCKETS,
 };
@@ -61,7 +61,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use crate::redis_layout::{KEY_PREFIX, RECENT_TUPLES_MAX};
+pub use crate::layout::{KEY_PREFIX, RECENT_TUPLES_MAX};
 
 /// The longest one cache call may take, connection included. A Lua write of
 /// a full batch takes milliseconds; past this Redis is treated as down.

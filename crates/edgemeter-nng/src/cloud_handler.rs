@@ -1,7 +1,7 @@
 //! Serves the cloud logic over NNG: [`Cloud`] answers each socket's
 //! requests, the server only moves bytes.
 
-use crate::nng_server::RequestHandler;
+use crate::server::RequestHandler;
 use edgemeter_cloud::{Cache, Cloud};
 use edgemeter_edge::Channel;
 use edgemeter_env::WallClock;

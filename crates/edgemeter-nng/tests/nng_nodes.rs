@@ -7,10 +7,10 @@
 //! sign their replies; node B holds `slow` requests, then is closed while
 //! they wait.
 
-use edgemeter::cloud_nodes::CloudNode;
-use edgemeter::nng_link::NngLink;
-use edgemeter::nng_server::{NngServer, RequestHandler};
 use edgemeter_edge::{Channel, CloudLink, LinkError};
+use edgemeter_nng::cloud_nodes::CloudNode;
+use edgemeter_nng::link::NngLink;
+use edgemeter_nng::server::{NngServer, RequestHandler};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,10 +4,10 @@
 //! oversized requests and replies, resends, a handler that panics, and a
 //! cloud that never replies.
 
-use edgemeter::nng_link::{NngLink, RESEND_INTERVAL};
-use edgemeter::nng_server::{NngServer, RequestHandler, SERVER_CONTEXTS_MAX};
-use edgemeter::nng_setup::MESSAGE_BYTES_MAX;
 use edgemeter_edge::{Channel, CloudLink, LinkError};
+use edgemeter_nng::link::{NngLink, RESEND_INTERVAL};
+use edgemeter_nng::server::{NngServer, RequestHandler, SERVER_CONTEXTS_MAX};
+use edgemeter_nng::setup::MESSAGE_BYTES_MAX;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,7 +143,7 @@ async fn a_request_over_the_frame_limit_is_refused_before_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_gets_an_error_reply_and_the_server_goes_on() {
     let (server, link) = start(Echo::new(Duration::ZERO));
-    for _ in 0..(edgemeter::nng_server::SERVER_CONTEXTS_MAX + 5) {
+    for _ in 0..(edgemeter_nng::server::SERVER_CONTEXTS_MAX + 5) {
         let reply = request(&link, Channel::Data, b"panic").await.unwrap();
         assert!(
             reply.starts_with(b"ERROR"),
@@ -157,7 +157,7 @@ async fn a_panicking_handler_gets_an_error_reply_and_the_server_goes_on() {
     );
     assert!(
         server.counters().handler_panics.load(Ordering::Relaxed)
-            > edgemeter::nng_server::SERVER_CONTEXTS_MAX as u64
+            > edgemeter_nng::server::SERVER_CONTEXTS_MAX as u64
     );
 }
 
@@ -198,7 +198,7 @@ async fn a_down_cloud_times_out_and_a_late_one_is_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_requests_free_their_contexts() {
     let (_server, link) = start(Echo::new(Duration::from_millis(300)));
-    for _ in 0..(edgemeter::nng_link::INFLIGHT_CONTEXTS_MAX + 20) {
+    for _ in 0..(edgemeter_nng::link::INFLIGHT_CONTEXTS_MAX + 20) {
         let abandoned = tokio::time::timeout(
             Duration::from_millis(1),
             link.request(Channel::Data, b"slow".to_vec()),

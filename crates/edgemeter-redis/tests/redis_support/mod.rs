@@ -5,8 +5,8 @@
 
 #![allow(dead_code)]
 
-use edgemeter::redis_layout::{store_bucket, BucketKeys, STORE_BUCKETS};
 use edgemeter_cloud::{postal_code_for, state_of, tuple_key, CloudTuple};
+use edgemeter_redis::layout::{store_bucket, BucketKeys, STORE_BUCKETS};
 
 pub fn tuple(edge_id: &str, node_id: &str, window_start_ms: i64, average_w: f64) -> CloudTuple {
     let postal_code = postal_code_for(node_id);

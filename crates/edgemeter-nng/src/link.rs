@@ -23,7 +23,7 @@
 //! connected/disconnected state, node by node.
 
 use crate::cloud_nodes::CloudNode;
-use crate::nng_setup::{
+use crate::setup::{
     tcp_url, NngSetupError, MESSAGE_BYTES_MAX, RECONNECT_DELAY_MAX, RECONNECT_DELAY_MIN,
 };
 use edgemeter_edge::{Channel, CloudLink, LinkError};

@@ -12,7 +12,7 @@
 //! answers everything else, and a handler that panics gets an error reply
 //! sent for it and a counter bumped.
 
-use crate::nng_setup::{tcp_url, NngSetupError, MESSAGE_BYTES_MAX};
+use crate::setup::{tcp_url, NngSetupError, MESSAGE_BYTES_MAX};
 use edgemeter_edge::Channel;
 use futures::FutureExt;
 use nng::options::transport::tcp::BoundPort;

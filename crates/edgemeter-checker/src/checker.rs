@@ -24,8 +24,8 @@
 //!
 //! Liveness (`stuck`) and crashes (`crashed`) are added by the harness.
 
+use crate::oracle::OracleWindow;
 use edgemeter_cloud::{postal_code_for, CloudTuple, EdgeRecord, GermanState, StateTotals};
-use edgemeter_data::OracleWindow;
 use edgemeter_store::StoredTuple;
 use serde::Serialize;
 use std::cmp::Ordering;

@@ -1,29 +1,10 @@
-//! Window arithmetic and the reference averages.
-//!
-//! Windows are 5 seconds of event time, aligned to multiples of 5 s since the
-//! Unix epoch. Sums are kept in integer milliwatts, so an average does not
-//! depend on the order its readings arrived in: the edge's result and this
-//! oracle's are equal to the bit, not merely close.
+//! The oracle: every window with readings and its average, computed from
+//! the CSV alone with the edge's own window arithmetic
+//! (`edgemeter_data::window`). It is what the edge must end up holding,
+//! and what the checker compares edges and cloud against.
 
-use crate::Household;
+use edgemeter_data::{average_w, window_start_ms, Household};
 use std::collections::BTreeMap;
-
-pub const WINDOW_MS: i64 = 5_000;
-
-pub fn window_start_ms(ts_ms: i64) -> i64 {
-    ts_ms.div_euclid(WINDOW_MS) * WINDOW_MS
-}
-
-/// Watts to integer milliwatts, the data set's own resolution.
-pub fn milliwatts(power_w: f64) -> i64 {
-    (power_w * 1000.0).round() as i64
-}
-
-/// The average of `samples` readings summing to `sum_mw`, in watts.
-pub fn average_w(sum_mw: i64, samples: u32) -> f64 {
-    assert!(samples > 0);
-    sum_mw as f64 / f64::from(samples) / 1000.0
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OracleWindow {
@@ -71,13 +52,6 @@ pub fn oracle_windows(households: &[Household]) -> BTreeMap<(String, i64), Oracl
 mod tests {
     use super::*;
     use proptest::strategy::Strategy;
-
-    #[test]
-    fn windows_align_to_five_seconds_of_epoch() {
-        assert_eq!(window_start_ms(1_577_145_601_982), 1_577_145_600_000);
-        assert_eq!(window_start_ms(1_577_145_605_000), 1_577_145_605_000);
-        assert_eq!(window_start_ms(-1), -5_000);
-    }
 
     /// The definition, one map entry per reading: what the sorted version
     /// must equal.

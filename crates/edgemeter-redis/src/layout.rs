@@ -1,7 +1,7 @@
 //! The cloud store's layout in Redis: key names, the split of a batch into
 //! store buckets, the packing of each bucket's script call, and the
 //! recent-list entries, all without IO, so that the one-slot rule can be
-//! tested without a server. [`crate::redis_cache`] sends what this module
+//! tested without a server. [`crate::cache`] sends what this module
 //! builds.
 //!
 //! # Buckets

@@ -6,19 +6,18 @@
 //! reconnection attempts stop at their bound. The same on a Redis Cluster
 //! is `tests/redis_cluster.rs`.
 
-mod common;
 mod redis_support;
 
-use common::RedisServer;
-use edgemeter::redis_cache::{
-    RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX, RECONNECT_ATTEMPTS_MAX, RECONNECT_DELAY_MAX,
-};
-use edgemeter::redis_layout::{
-    store_bucket, BucketKeys, LAYOUT_PATTERN, OLD_LAYOUT_PATTERN, STORE_BUCKETS,
-};
 use edgemeter_cloud::{
     bucket_epoch_candidate, Cache, CacheError, CloudTuple, GermanState, INSTANCE_LEASE,
 };
+use edgemeter_redis::cache::{
+    RedisCache, CALL_TIMEOUT, RECENT_TUPLES_MAX, RECONNECT_ATTEMPTS_MAX, RECONNECT_DELAY_MAX,
+};
+use edgemeter_redis::layout::{
+    store_bucket, BucketKeys, LAYOUT_PATTERN, OLD_LAYOUT_PATTERN, STORE_BUCKETS,
+};
+use edgemeter_testkit::{free_port, RedisServer};
 use redis_support::{households_in_every_bucket, redis_key, tuple};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -267,7 +266,7 @@ async fn a_redis_that_goes_away_is_unavailable_quickly_then_recovers() {
 
 #[tokio::test]
 async fn an_unreachable_redis_at_start_names_the_url_and_the_fix() {
-    let url = format!("redis://127.0.0.1:{}", common::free_port());
+    let url = format!("redis://127.0.0.1:{}", free_port());
     let error = tokio::time::timeout(CALL_TIMEOUT * 4, RedisCache::connect(&url))
         .await
         .expect("connecting gives up on its own")
