@@ -6,16 +6,19 @@
 //! away and come back empty.
 //!
 //! [`RedisCluster`] (module `cluster`) is the same for a Redis Cluster of
-//! three primaries, one of which can be killed and restarted empty. Module
-//! `tansu` says how to run the Kafka-protocol broker the tests use.
+//! three primaries, one of which can be killed and restarted empty.
+//! [`Tansu`] is a Kafka-protocol broker of the test's own, and [`Process`]
+//! any child process a test starts, killed when its handle drops.
 //!
 //! A dev-dependency only: nothing that ships depends on it.
 
 mod cluster;
+mod process;
 mod tansu;
 
 pub use cluster::{RedisCluster, CLUSTER_OK_TIMEOUT, NODE_TIMEOUT, PRIMARIES};
-pub use tansu::{tansu_binary, tansu_broker_args, tansu_topic_args};
+pub use process::{wait_until, Process};
+pub use tansu::{tansu_binary, tansu_broker_args, tansu_topic_args, Tansu};
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};

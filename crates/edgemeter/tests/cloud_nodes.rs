@@ -16,7 +16,7 @@
 mod common;
 
 use common::cluster::{assert_end_state, oracle, Cluster};
-use common::{http_get, wait_until, CloudPorts, Process};
+use common::{edgemeter_process, http_get, wait_until, CloudPorts, Process};
 use std::time::Duration;
 
 /// Ten minutes of readings at 10x: a minute of replay, long enough to kill
@@ -102,7 +102,7 @@ fn a_killed_cloud_node_loses_nothing_and_the_edge_stays_connected() {
         .expect("the edge has --cloud");
     args[cloud_flag + 1] = format!("{},{}", node_a.address(), node_b.address());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let edge = Process::edgemeter("edge", &args, cluster.dir.path());
+    let edge = edgemeter_process("edge", &args, cluster.dir.path());
     let mut households = cluster.households(SPEED);
 
     cluster.wait_for_acked(PROGRESS_BETWEEN_STEPS, Duration::from_secs(120));

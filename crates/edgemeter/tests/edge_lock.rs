@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{wait_until, Process};
+use common::{edgemeter_process, wait_until};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,7 +39,7 @@ fn a_second_edge_on_one_database_is_refused_naming_the_first() {
     let db = dir.path().join("edge.db");
     let db_text = db.to_str().expect("UTF-8 path");
     let lock = dir.path().join("edge.db.lock");
-    let mut first = Process::edgemeter("first", &edge_args(&broker, db_text), dir.path());
+    let mut first = edgemeter_process("first", &edge_args(&broker, db_text), dir.path());
     let first_pid = first.pid().expect("running");
     // Past the lock, the outbox and the status socket: waiting for Kafka.
     wait_until(
@@ -83,7 +83,7 @@ fn a_second_edge_on_one_database_is_refused_naming_the_first() {
     );
 
     first.kill();
-    let mut third = Process::edgemeter("third", &edge_args(&broker, db_text), dir.path());
+    let mut third = edgemeter_process("third", &edge_args(&broker, db_text), dir.path());
     let third_pid = third.pid().expect("running");
     wait_until(
         "the next edge to take the lock",

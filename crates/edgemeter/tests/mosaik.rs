@@ -13,7 +13,7 @@
 mod common;
 
 use common::cluster::Cluster;
-use common::{data_dir, wait_until, Process};
+use common::{data_dir, edgemeter_process, wait_until, Process};
 use edgemeter_checker::{oracle_windows, OracleWindow};
 use edgemeter_data::Household;
 use edgemeter_store::SqliteOutbox;
@@ -100,7 +100,7 @@ fn edge_with(cluster: &Cluster, extra: &[&str]) -> Process {
     let mut args = cluster.edge_args();
     args.extend(extra.iter().map(|arg| arg.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Process::edgemeter("edge", &args, cluster.dir.path())
+    edgemeter_process("edge", &args, cluster.dir.path())
 }
 
 /// Waits until the edge holds `expected`'s windows, all acknowledged, then

@@ -18,7 +18,7 @@
 mod common;
 
 use common::cluster::{assert_end_state, Cluster};
-use common::{wait_until, Process};
+use common::{edgemeter_process, wait_until, Process};
 use edgemeter_checker::oracle_windows;
 use edgemeter_data::load_dir;
 use edgemeter_edge::Outbox;
@@ -61,7 +61,7 @@ fn run(scenario: &Scenario) {
         .expect("the cluster sets an idle flush");
     edge_args[flag + 1] = scenario.idle_flush.to_owned();
     let edge_args: Vec<&str> = edge_args.iter().map(String::as_str).collect();
-    let _edge = Process::edgemeter("edge", &edge_args, cluster.dir.path());
+    let _edge = edgemeter_process("edge", &edge_args, cluster.dir.path());
     let data = common::data_dir();
     let households_args = [
         "households",
@@ -74,7 +74,7 @@ fn run(scenario: &Scenario) {
         "--duration",
         scenario.duration,
     ];
-    let mut producer = Process::edgemeter("households", &households_args, cluster.dir.path());
+    let mut producer = edgemeter_process("households", &households_args, cluster.dir.path());
     let started = Instant::now();
     // The stop must find the edge running with windows open: after its
     // first tuples are stored, and not before `stop_after`.

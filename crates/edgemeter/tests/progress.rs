@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{data_dir, Process, Tansu};
+use common::{data_dir, edgemeter_process, Tansu};
 use std::time::Duration;
 
 /// The replay below spans 2 minutes of readings at 12x: about 10 s, two
@@ -46,7 +46,7 @@ fn households_logs_progress_lines_when_stderr_is_not_a_terminal() {
     let broker = Tansu::start(dir.path());
     let data = data_dir();
     let kafka = broker.address();
-    let mut households = Process::edgemeter(
+    let mut households = edgemeter_process(
         "households",
         &[
             "households",

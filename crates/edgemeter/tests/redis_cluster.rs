@@ -24,7 +24,7 @@ use redis_support::{mixed_batches, mixed_batches_distinct, redis_key};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{ask, free_port, CloudPorts, Process};
+use common::{ask, edgemeter_process, free_port, CloudPorts};
 
 /// How long the cache may take to reach a restarted primary again: the
 /// cluster client's reconnection, within a few calls.
@@ -382,7 +382,7 @@ fn an_unreachable_cluster_is_named_and_the_two_flags_exclude_each_other() {
     );
     let common_args = ["--http", "127.0.0.1:0", "--allow-unauthenticated"];
     let started = Instant::now();
-    let mut cloud = Process::edgemeter(
+    let mut cloud = edgemeter_process(
         "cloud",
         &[&["cloud", "--redis-cluster", &seeds][..], &common_args[..]].concat(),
         dir.path(),
@@ -400,7 +400,7 @@ fn an_unreachable_cluster_is_named_and_the_two_flags_exclude_each_other() {
         "{line}"
     );
 
-    let mut both = Process::edgemeter(
+    let mut both = edgemeter_process(
         "cloud-both",
         &[
             &[

@@ -19,7 +19,7 @@
 mod common;
 
 use common::cluster::DURATION_MS;
-use common::{data_dir, states_tuples, wait_until, CloudPorts, Process, Tansu};
+use common::{data_dir, edgemeter_process, states_tuples, wait_until, CloudPorts, Process, Tansu};
 use edgemeter_checker::{oracle_windows, OracleWindow};
 use edgemeter_cloud::CloudTuple;
 use edgemeter_data::load_dir;
@@ -135,7 +135,7 @@ fn start_edge(site: &Site, tansu: &Tansu, nodes: &[Node], dir: &Path) -> Process
         "--idle-flush",
         "10s",
     ];
-    Process::edgemeter(&format!("edge-{}", site.id), &args, dir)
+    edgemeter_process(&format!("edge-{}", site.id), &args, dir)
 }
 
 fn start_households(site: &Site, tansu: &Tansu, dir: &Path) -> Process {
@@ -152,7 +152,7 @@ fn start_households(site: &Site, tansu: &Tansu, dir: &Path) -> Process {
         "--duration",
         DURATION,
     ];
-    Process::edgemeter(&format!("households-{}", site.id), &args, dir)
+    edgemeter_process(&format!("households-{}", site.id), &args, dir)
 }
 
 fn acked(db: &Path) -> u64 {

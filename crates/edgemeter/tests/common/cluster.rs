@@ -3,7 +3,7 @@
 //! processes, on free loopback ports; plus the end-state check every
 //! end-to-end test ends with.
 
-use super::{free_port, wait_until, CloudPorts, Process, RedisServer, Tansu};
+use super::{edgemeter_process, free_port, wait_until, CloudPorts, Process, RedisServer, Tansu};
 use edgemeter_checker::{oracle_windows, OracleWindow};
 use edgemeter_data::load_dir;
 use edgemeter_edge::Outbox;
@@ -79,7 +79,7 @@ impl Cluster {
     pub fn edge(&self) -> Process {
         let args = self.edge_args();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Process::edgemeter("edge", &args, self.dir.path())
+        edgemeter_process("edge", &args, self.dir.path())
     }
 
     /// The arguments of `edgemeter edge` for this cluster.
@@ -125,7 +125,7 @@ impl Cluster {
             "--duration",
             DURATION,
         ];
-        Process::edgemeter("households", &args, self.dir.path())
+        edgemeter_process("households", &args, self.dir.path())
     }
 
     /// Tuples acknowledged so far; 0 before the edge created its database.

@@ -9,235 +9,22 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// How long a server may take to answer after it was started.
 pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub use edgemeter_testkit::{
-    free_port, tansu_binary, tansu_broker_args, tansu_topic_args, RedisServer,
-};
+pub use edgemeter_testkit::{free_port, wait_until, Process, RedisServer, Tansu};
 
-/// Polls `condition` every 100 ms until it holds; panics with `what` after
-/// `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A child process killed (SIGKILL) and reaped on drop, with its output in
-/// a log file that is printed when a test fails while it runs.
-pub struct Process {
-    pub name: String,
-    child: Option<Child>,
-    pub log: PathBuf,
-}
-
-impl Process {
-    pub fn spawn(name: &str, program: &Path, args: &[&str], log_dir: &Path) -> Process {
-        Process::spawn_with(name, program, args, log_dir, |_| {})
-    }
-
-    /// As [`Process::spawn`], with `customize` applied to the command before
-    /// it starts (to set up the child's signals or limits, say).
-    pub fn spawn_with(
-        name: &str,
-        program: &Path,
-        args: &[&str],
-        log_dir: &Path,
-        customize: impl FnOnce(&mut Command),
-    ) -> Process {
-        let log = log_dir.join(format!("{name}.log"));
-        let output = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("open the process log");
-        // The log directory is the working directory too: tansu resolves its
-        // SQLite path relative to it.
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .current_dir(log_dir)
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().expect("clone the log handle"))
-            .stderr(output)
-            .env("EDGEMETER_LOG", "info");
-        customize(&mut command);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
-        Process {
-            name: name.to_owned(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    pub fn edgemeter(name: &str, args: &[&str], log_dir: &Path) -> Process {
-        Process::spawn(
-            name,
-            Path::new(env!("CARGO_BIN_EXE_edgemeter")),
-            args,
-            log_dir,
-        )
-    }
-
-    /// The child's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn try_status(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|child| child.try_wait().expect("poll the child"))
-    }
-
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_status() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{} did not exit within {timeout:?}; log:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if std::thread::panicking() && self.child.is_some() {
-            eprintln!(
-                "---- {} log (last lines) ----\n{}",
-                self.name,
-                self.log_tail()
-            );
-        }
-        self.kill();
-    }
-}
-
-/// A tansu Kafka-protocol broker with SQLite storage on a free port,
-/// with `power_topic` created with three partitions.
-pub struct Tansu {
-    pub port: u16,
-    process: Process,
-    /// The broker's working directory, where its storage lives.
-    dir: PathBuf,
-}
-
-impl Tansu {
-    pub fn start(dir: &Path) -> Tansu {
-        let port = free_port();
-        let broker = Tansu {
-            port,
-            process: Tansu::spawn(port, dir),
-            dir: dir.to_owned(),
-        };
-        broker.wait_for_connections();
-        broker.create_topic("power_topic", 3);
-        broker
-    }
-
-    fn spawn(port: u16, dir: &Path) -> Process {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let args = tansu_broker_args(&url);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Process::spawn(&format!("tansu-{port}"), &tansu_binary(), &args, dir)
-    }
-
-    fn wait_for_connections(&self) {
-        wait_until("tansu to accept connections", SERVER_START_TIMEOUT, || {
-            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-        });
-    }
-
-    /// SIGKILL, as a crash or a power cut of the broker's host would.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Starts the broker again on the same port and the same storage, after
-    /// [`Tansu::kill`]. Its topics and committed offsets are still there.
-    pub fn restart(&mut self) {
-        self.process.kill();
-        self.process = Tansu::spawn(self.port, &self.dir);
-        self.wait_for_connections();
-    }
-
-    /// SIGSTOP: the broker freezes with its connections open, as a stalled
-    /// host or a long GC pause would; [`Tansu::resume`] undoes it.
-    pub fn stall(&self) {
-        self.signal(libc::SIGSTOP);
-    }
-
-    /// SIGCONT after [`Tansu::stall`].
-    pub fn resume(&self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = self.process.pid().expect("tansu is running");
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        let result = unsafe { libc::kill(pid as libc::pid_t, signal) };
-        assert_eq!(result, 0, "signal {signal} to tansu");
-    }
-
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn create_topic(&self, topic: &str, partitions: u32) {
-        let broker = format!("tcp://127.0.0.1:{}", self.port);
-        let deadline = Instant::now() + SERVER_START_TIMEOUT;
-        loop {
-            let output = Command::new(tansu_binary())
-                .args(tansu_topic_args(&broker, topic, partitions))
-                .stdin(Stdio::null())
-                .output()
-                .expect("run tansu topic create");
-            if output.status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tansu topic create failed: {}{}\nbroker log:\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr),
-                self.process.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
+/// The built `edgemeter` binary as a [`Process`].
+pub fn edgemeter_process(name: &str, args: &[&str], log_dir: &Path) -> Process {
+    Process::spawn(
+        name,
+        Path::new(env!("CARGO_BIN_EXE_edgemeter")),
+        args,
+        log_dir,
+    )
 }
 
 /// The workspace's shipped data set.
@@ -344,7 +131,7 @@ impl CloudPorts {
             &http,
         ];
         args.extend_from_slice(extra);
-        let cloud = Process::edgemeter(name, &args, dir);
+        let cloud = edgemeter_process(name, &args, dir);
         wait_until(
             &format!("{name} to listen"),
             Duration::from_secs(30),
