@@ -8,13 +8,17 @@
 //! [`RedisCluster`] (module `cluster`) is the same for a Redis Cluster of
 //! three primaries, one of which can be killed and restarted empty. Module
 //! `tansu` says how to run the Kafka-protocol broker the tests use.
+//! [`LinkProxy`] (module `proxy`) is a loopback TCP proxy that breaks,
+//! stalls and cuts a real client's connections to a real server.
 //!
 //! A dev-dependency only: nothing that ships depends on it.
 
 mod cluster;
+mod proxy;
 mod tansu;
 
 pub use cluster::{RedisCluster, CLUSTER_OK_TIMEOUT, NODE_TIMEOUT, PRIMARIES};
+pub use proxy::LinkProxy;
 pub use tansu::{tansu_binary, tansu_broker_args, tansu_topic_args};
 
 use std::io::{Read, Write};
