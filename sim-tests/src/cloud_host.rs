@@ -12,13 +12,16 @@
 //! Each accepted pipe gets a reader loop that starts one handler task per
 //! request (so many requests are served at once, as NNG's asynchronous REP
 //! contexts do) and a writer task that sends replies tagged with their
-//! request id. A reply whose pipe broke is dropped, like NNG's. The cache is
+//! request id. A frame of request id `link::PROBE_ID` is the link's model
+//! of TCP probing the path (`link.rs`): echoed at once, before any handler,
+//! as a kernel ACKs whatever the process does. A reply whose pipe broke is
+//! dropped, like NNG's. The cache is
 //! the `redis` host, reached through [`SimCache`], so a cloud crash loses
 //! nothing the cache held.
 
 use crate::cache::SimCache;
 use crate::clock::SimClock;
-use crate::link::{DATA_PORT, HEARTBEAT_PORT};
+use crate::link::{DATA_PORT, HEARTBEAT_PORT, PROBE_ID};
 use crate::net::{read_frame, write_frame};
 use edgemeter_cloud::{Cloud, CloudConfig};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,6 +139,14 @@ async fn serve_pipe(stream: TcpStream, served: Served, channel: Port) {
             }
             _ => return,
         };
+        if frame[..8] == PROBE_ID.to_be_bytes() {
+            // The link's model of TCP (`link.rs`): a probe is echoed at
+            // once, as a kernel ACKs, whatever the handlers are doing.
+            if replies.send(frame).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let permit = handlers
             .clone()
             .acquire_owned()

@@ -15,6 +15,9 @@
 //! - [`bus`]: [`ReadingsBus`](edgemeter_edge::ReadingsBus): order within a
 //!   partition, redelivery from the committed offset, an empty poll on
 //!   silence, and what a stalled broker and a dead one look like.
+//! - [`link`]: [`CloudLink`](edgemeter_edge::CloudLink): NNG's resends
+//!   after a broken pipe and after the resend timer, a stalled connection
+//!   (held, never redialled), heartbeats on their own channel.
 //!
 //! Behaviours never time the implementation: a bound they check is part
 //! of the trait's own contract (a poll returns within
@@ -22,3 +25,4 @@
 //! is a bounded number of polls.
 
 pub mod bus;
+pub mod link;

@@ -110,15 +110,27 @@ impl NngLink {
         nodes: &[CloudNode],
         aio_timeout: Duration,
     ) -> Result<NngLink, NngSetupError> {
+        NngLink::dial_nodes_with_timers(nodes, RESEND_INTERVAL, aio_timeout)
+    }
+
+    /// As [`NngLink::dial_nodes`], with `resend` for [`RESEND_INTERVAL`]
+    /// and `aio_timeout` for [`AIO_TIMEOUT`]: the `CloudLink` contract
+    /// suite waits for resend timers, and sets them as the model's.
+    pub fn dial_nodes_with_timers(
+        nodes: &[CloudNode],
+        resend: Duration,
+        aio_timeout: Duration,
+    ) -> Result<NngLink, NngSetupError> {
         assert!(!nodes.is_empty(), "a link needs a cloud node");
         assert!(
             !aio_timeout.is_zero(),
             "a zero backstop fails every request"
         );
+        assert!(!resend.is_zero(), "a zero resend time resends in a loop");
         let mut heartbeats = Vec::with_capacity(nodes.len());
         for node in nodes {
             let url = tcp_url(&node.host, node.heartbeat_port);
-            heartbeats.push(RequestSocket::dial(&[url], aio_timeout)?);
+            heartbeats.push(RequestSocket::dial(&[url], resend, aio_timeout)?);
         }
         let data_urls: Vec<String> = nodes
             .iter()
@@ -127,7 +139,7 @@ impl NngLink {
         Ok(NngLink {
             nodes: nodes.to_vec(),
             heartbeats,
-            data: RequestSocket::dial(&data_urls, aio_timeout)?,
+            data: RequestSocket::dial(&data_urls, resend, aio_timeout)?,
         })
     }
 
@@ -177,9 +189,13 @@ struct Slot {
 impl RequestSocket {
     /// One socket dialing every URL of `urls`: NNG keeps one pipe per URL
     /// that answers and spreads requests over them.
-    fn dial(urls: &[String], aio_timeout: Duration) -> Result<RequestSocket, NngSetupError> {
+    fn dial(
+        urls: &[String],
+        resend: Duration,
+        aio_timeout: Duration,
+    ) -> Result<RequestSocket, NngSetupError> {
         assert!(!urls.is_empty(), "a socket needs a peer");
-        let socket = open_socket(&urls[0])?;
+        let socket = open_socket(&urls[0], resend)?;
         for url in urls {
             dial_url(&socket, url)?;
         }
@@ -263,14 +279,14 @@ impl RequestSocket {
     }
 }
 
-/// A REQ socket with our options, dialing nothing yet; `url` names it in
-/// errors.
-fn open_socket(url: &str) -> Result<Socket, NngSetupError> {
+/// A REQ socket with our options and `resend` as its resend time, dialing
+/// nothing yet; `url` names it in errors.
+fn open_socket(url: &str, resend: Duration) -> Result<Socket, NngSetupError> {
     let socket =
         Socket::new(Protocol::Req0).map_err(|error| NngSetupError::new(url, "open", error))?;
     let configure = |error| NngSetupError::new(url, "configure", error);
     socket
-        .set_opt::<ResendTime>(Some(RESEND_INTERVAL))
+        .set_opt::<ResendTime>(Some(resend))
         .map_err(configure)?;
     socket
         .set_opt::<RecvMaxSize>(MESSAGE_BYTES_MAX)
@@ -294,7 +310,7 @@ fn dial_url(socket: &Socket, url: &str) -> Result<Dialer, NngSetupError> {
 /// A REQ socket with our options, dialing `url` without waiting for it.
 #[cfg(test)]
 fn dial_socket(url: &str) -> Result<(Socket, Dialer), NngSetupError> {
-    let socket = open_socket(url)?;
+    let socket = open_socket(url, RESEND_INTERVAL)?;
     let dialer = dial_url(&socket, url)?;
     Ok((socket, dialer))
 }

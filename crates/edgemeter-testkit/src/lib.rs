@@ -9,15 +9,19 @@
 //! three primaries, one of which can be killed and restarted empty.
 //! [`Tansu`] is a Kafka-protocol broker of the test's own, and [`Process`]
 //! any child process a test starts, killed when its handle drops.
+//! [`LinkProxy`] (module `proxy`) is a loopback TCP proxy that breaks,
+//! stalls and cuts a real client's connections to a real server.
 //!
 //! A dev-dependency only: nothing that ships depends on it.
 
 mod cluster;
 mod process;
+mod proxy;
 mod tansu;
 
 pub use cluster::{RedisCluster, CLUSTER_OK_TIMEOUT, NODE_TIMEOUT, PRIMARIES};
 pub use process::{wait_until, Process};
+pub use proxy::LinkProxy;
 pub use tansu::{tansu_binary, tansu_broker_args, tansu_topic_args, Tansu};
 
 use std::io::{Read, Write};
