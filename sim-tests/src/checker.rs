@@ -11,20 +11,30 @@
 //!   edges refill a cloud that forgot.
 //! - **unexpected**: a tuple, at the edge or in the cloud, for a window that
 //!   has no readings in the input (or that the edge never stored).
+//! - **lost**, in the cloud's own records: fewer entries in the recent list
+//!   (`em:recent`, as the dashboard reads it) than the newest
+//!   `RECENT_TUPLES_MAX` tuples held.
 //! - **duplicated**: one window stored twice at the edge, or one tuple
 //!   identity (edge, household, window) held under two keys in the cloud;
 //!   a per-state or per-edge total that counts more tuples than the cloud
-//!   holds.
+//!   holds; a household twice in a state's household sets; a tuple twice
+//!   in the recent list.
 //! - **changed**: an average or sample count that differs from the oracle or
 //!   between edge and cloud; a postal code that differs between the cloud
 //!   and the edge, between tuples of one household, or from the household's
 //!   fixed code; any tuple the cloud answered with a conflict; a per-state
 //!   or per-edge total (tuples, sum of averages, households) that is not
-//!   what the held tuples add up to.
+//!   what the held tuples add up to; a household set that names a
+//!   household with no held tuple in that state, misses one that has, or
+//!   keeps it outside its household's bucket; a recent entry whose tuple
+//!   differs from the one held. A recent entry with no held tuple is
+//!   **unexpected**.
 //!
 //! Liveness (`stuck`) and crashes (`crashed`) are added by the harness.
 
 use edgemeter_cloud::{postal_code_for, CloudTuple, EdgeRecord, GermanState, StateTotals};
+use edgemeter_scripts::layout::RECENT_TUPLES_MAX;
+use edgemeter_wire::store_bucket;
 use edgemeter_data::OracleWindow;
 use edgemeter_store::StoredTuple;
 use serde::Serialize;
@@ -126,7 +136,16 @@ pub struct UnionEvidence<'a> {
     pub cloud: &'a [CloudTuple],
     pub state_totals: Option<&'a [StateTotals]>,
     pub edge_records: Option<&'a [EdgeRecord]>,
+    /// The recent tuples as the dashboard reads them (at most
+    /// `RECENT_TUPLES_MAX`, newest first).
+    pub recent: Option<&'a [CloudTuple]>,
+    /// Per state, each household its sets hold, with the bucket of the set.
+    pub household_sets: Option<&'a HouseholdSets>,
 }
+
+/// Per state, the households of its per-bucket sets, each with its set's
+/// bucket: a household in two sets is there twice.
+pub type HouseholdSets = BTreeMap<GermanState, Vec<(u16, String)>>;
 
 /// Everything the checker looks at, for a run with one edge.
 #[derive(Debug)]
@@ -141,6 +160,8 @@ pub struct Evidence<'a> {
     /// their check.
     pub state_totals: Option<&'a [StateTotals]>,
     pub edge_records: Option<&'a [EdgeRecord]>,
+    pub recent: Option<&'a [CloudTuple]>,
+    pub household_sets: Option<&'a HouseholdSets>,
 }
 
 /// A window by household and start, borrowed from the evidence: the
@@ -159,6 +180,8 @@ pub fn check(evidence: &Evidence<'_>) -> Findings {
         cloud: evidence.cloud,
         state_totals: evidence.state_totals,
         edge_records: evidence.edge_records,
+        recent: evidence.recent,
+        household_sets: evidence.household_sets,
     })
 }
 
@@ -183,6 +206,8 @@ pub fn check_union(evidence: &UnionEvidence<'_>) -> Findings {
     check_cloud(evidence, &by_edge, &mut findings);
     check_state_totals(evidence, &mut findings);
     check_edge_counts(evidence, &mut findings);
+    check_household_sets(evidence, &mut findings);
+    check_recent(evidence, &mut findings);
     findings
 }
 
@@ -265,6 +290,114 @@ fn check_edge_counts(evidence: &UnionEvidence<'_>, findings: &mut Findings) {
     for (edge_id, tuples) in held {
         findings.add(Kind::Changed, || {
             format!("edge {edge_id}: the cloud holds {tuples} tuples and no record counts them")
+        });
+    }
+}
+
+/// Each state's household sets must hold exactly the households with a
+/// held tuple in that state, each once, in its own bucket's set (the
+/// per-bucket counts add up to a distinct count only so).
+fn check_household_sets(evidence: &UnionEvidence<'_>, findings: &mut Findings) {
+    let Some(sets) = evidence.household_sets else {
+        return;
+    };
+    let mut held: BTreeMap<GermanState, BTreeSet<&str>> = BTreeMap::new();
+    for tuple in evidence.cloud {
+        held.entry(tuple.state)
+            .or_default()
+            .insert(tuple.node_id.as_str());
+    }
+    for state in GermanState::ALL {
+        let mut expected = held.remove(&state).unwrap_or_default();
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        for (bucket, household) in sets.get(&state).map_or(&[][..], Vec::as_slice) {
+            let household = household.as_str();
+            if !seen.insert(household) {
+                findings.add(Kind::Duplicated, || {
+                    format!(
+                        "state {}: household {} is in two household sets",
+                        state.name(),
+                        short(household)
+                    )
+                });
+                continue;
+            }
+            if store_bucket(household) != *bucket {
+                findings.add(Kind::Changed, || {
+                    format!(
+                        "state {}: household {} is in bucket {bucket}'s set, not its own",
+                        state.name(),
+                        short(household)
+                    )
+                });
+            }
+            if !expected.remove(household) {
+                findings.add(Kind::Changed, || {
+                    format!(
+                        "state {}: the household set names {}, which has no tuple held there",
+                        state.name(),
+                        short(household)
+                    )
+                });
+            }
+        }
+        for household in expected {
+            findings.add(Kind::Changed, || {
+                format!(
+                    "state {}: household {} has tuples held and is in no household set",
+                    state.name(),
+                    short(household)
+                )
+            });
+        }
+    }
+}
+
+/// The recent list must show held tuples as they are held, each once, and
+/// as many as it can: the newest `RECENT_TUPLES_MAX`, or every held tuple
+/// when fewer are held (each bucket keeps that many, so the merged heads
+/// always reach the bound).
+fn check_recent(evidence: &UnionEvidence<'_>, findings: &mut Findings) {
+    let Some(recent) = evidence.recent else {
+        return;
+    };
+    let held: BTreeMap<&str, &CloudTuple> = evidence
+        .cloud
+        .iter()
+        .map(|tuple| (tuple.key.as_str(), tuple))
+        .collect();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for tuple in recent {
+        if !seen.insert(tuple.key.as_str()) {
+            findings.add(Kind::Duplicated, || {
+                format!("tuple {} is in the recent list twice", tuple.key)
+            });
+            continue;
+        }
+        match held.get(tuple.key.as_str()) {
+            None => findings.add(Kind::Unexpected, || {
+                format!(
+                    "the recent list shows {}, which the cloud does not hold",
+                    tuple.key
+                )
+            }),
+            Some(stored) if *stored != tuple => findings.add(Kind::Changed, || {
+                format!(
+                    "the recent list shows {} as {} W over {}, the cloud holds {} W over {}",
+                    tuple.key, tuple.average_w, tuple.samples, stored.average_w, stored.samples
+                )
+            }),
+            Some(_) => {}
+        }
+    }
+    let expected = held.len().min(RECENT_TUPLES_MAX);
+    if seen.len() < expected {
+        findings.add(Kind::Lost, || {
+            format!(
+                "the recent list shows {} tuples, the cloud holds {} (the list shows up to {RECENT_TUPLES_MAX})",
+                seen.len(),
+                held.len()
+            )
         });
     }
 }
@@ -573,6 +706,8 @@ mod tests {
             cloud: held,
             state_totals: Some(states),
             edge_records: Some(edges),
+            recent: None,
+            household_sets: None,
         })
     }
 
@@ -659,6 +794,8 @@ mod tests {
             cloud: &held,
             state_totals: None,
             edge_records: None,
+            recent: None,
+            household_sets: None,
         });
         let (lost, lost_examples) = &findings.by_kind[&Kind::Lost];
         assert_eq!(*lost, 2);
@@ -772,6 +909,8 @@ mod tests {
                 cloud: held,
                 state_totals: None,
                 edge_records: None,
+                recent: None,
+                household_sets: None,
             }))
         };
         assert_eq!(union(&faithful), Vec::<Kind>::new());
