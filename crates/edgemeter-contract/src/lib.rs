@@ -5,7 +5,7 @@
 //! breaks it on request.
 //!
 //! The simulation replaces the adapters that cannot run inside turmoil
-//! (rdkafka, NNG) with models. A model that disagrees with what deploys
+//! (rdkafka, NNG, Redis) with models. A model that disagrees with what deploys
 //! makes the simulation prove the wrong system, so each suite runs twice:
 //! once in `sim-tests` against the model, once in the `edgemeter` crate's
 //! tests against the real adapter and a real server. Where the two
@@ -15,6 +15,11 @@
 //! - [`bus`]: [`ReadingsBus`](edgemeter_edge::ReadingsBus): order within a
 //!   partition, redelivery from the committed offset, an empty poll on
 //!   silence, and what a stalled broker and a dead one look like.
+//! - [`cache`]: [`Cache`](edgemeter_cloud::Cache): NX semantics, totals
+//!   under resends, HINCRBYFLOAT's digits, a script that fails midway, and
+//!   epochs set once and renewed after a loss; the simulated Redis (which
+//!   runs the production Lua scripts) against `RedisCache` on a real
+//!   `redis-server`.
 //!
 //! Behaviours never time the implementation: a bound they check is part
 //! of the trait's own contract (a poll returns within
@@ -22,3 +27,4 @@
 //! is a bounded number of polls.
 
 pub mod bus;
+pub mod cache;
