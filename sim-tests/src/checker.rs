@@ -33,10 +33,10 @@
 //! Liveness (`stuck`) and crashes (`crashed`) are added by the harness.
 
 use edgemeter_cloud::{postal_code_for, CloudTuple, EdgeRecord, GermanState, StateTotals};
-use edgemeter_scripts::layout::RECENT_TUPLES_MAX;
-use edgemeter_wire::store_bucket;
 use edgemeter_data::OracleWindow;
+use edgemeter_scripts::layout::RECENT_TUPLES_MAX;
 use edgemeter_store::StoredTuple;
+use edgemeter_wire::store_bucket;
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};

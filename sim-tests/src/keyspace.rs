@@ -527,8 +527,16 @@ impl Keyspace {
 /// indexes from the end; `None` when empty.
 fn list_range(len: usize, start: i64, stop: i64) -> Option<std::ops::Range<usize>> {
     let len = len as i64;
-    let start = if start < 0 { (len + start).max(0) } else { start };
-    let stop = if stop < 0 { len + stop } else { stop.min(len - 1) };
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let stop = if stop < 0 {
+        len + stop
+    } else {
+        stop.min(len - 1)
+    };
     (start <= stop && start < len).then(|| start as usize..stop as usize + 1)
 }
 
@@ -555,10 +563,22 @@ mod tests {
     #[test]
     fn float_increments_are_formatted_as_redis_formats_them() {
         let mut keyspace = Keyspace::default();
-        assert_eq!(run(&mut keyspace, &["HINCRBYFLOAT", "h", "f", "10.5"]), bulk("10.5"));
-        assert_eq!(run(&mut keyspace, &["HINCRBYFLOAT", "h", "f", "0.1"]), bulk("10.6"));
-        assert_eq!(run(&mut keyspace, &["HINCRBYFLOAT", "h", "g", "3"]), bulk("3"));
-        assert_eq!(run(&mut keyspace, &["HINCRBYFLOAT", "h", "g", "-3"]), bulk("0"));
+        assert_eq!(
+            run(&mut keyspace, &["HINCRBYFLOAT", "h", "f", "10.5"]),
+            bulk("10.5")
+        );
+        assert_eq!(
+            run(&mut keyspace, &["HINCRBYFLOAT", "h", "f", "0.1"]),
+            bulk("10.6")
+        );
+        assert_eq!(
+            run(&mut keyspace, &["HINCRBYFLOAT", "h", "g", "3"]),
+            bulk("3")
+        );
+        assert_eq!(
+            run(&mut keyspace, &["HINCRBYFLOAT", "h", "g", "-3"]),
+            bulk("0")
+        );
         assert_eq!(
             run(&mut keyspace, &["HINCRBYFLOAT", "h", "f", "x"]),
             Reply::error("ERR value is not a valid float")
@@ -587,7 +607,11 @@ mod tests {
             &["HMGET", "k", "f"],
             &["SCARD", "k"],
         ] {
-            assert_eq!(run(&mut keyspace, words), Reply::error(WRONGTYPE), "{words:?}");
+            assert_eq!(
+                run(&mut keyspace, words),
+                Reply::error(WRONGTYPE),
+                "{words:?}"
+            );
         }
         assert_eq!(run(&mut keyspace, &["GET", "k"]), bulk("v"));
         assert_eq!(run(&mut keyspace, &["HGET", "none", "f"]), Reply::Nil);
@@ -596,12 +620,18 @@ mod tests {
             Reply::Array(vec![Reply::Nil, Reply::Nil])
         );
         assert_eq!(run(&mut keyspace, &["SCARD", "none"]), Reply::Integer(0));
-        assert_eq!(run(&mut keyspace, &["TYPE", "none"]), Reply::Status("none".into()));
+        assert_eq!(
+            run(&mut keyspace, &["TYPE", "none"]),
+            Reply::Status("none".into())
+        );
         assert_eq!(
             run(&mut keyspace, &["HINCRBY", "h", "f", "x"]),
             not_an_integer()
         );
-        assert_eq!(run(&mut keyspace, &["TYPE", "h"]), Reply::Status("none".into()));
+        assert_eq!(
+            run(&mut keyspace, &["TYPE", "h"]),
+            Reply::Status("none".into())
+        );
     }
 
     /// Goal: SET NX keeps the first value; PX expires by the server's
@@ -612,7 +642,10 @@ mod tests {
         assert_eq!(run(&mut keyspace, &["SET", "k", "a", "NX"]), Reply::ok());
         assert_eq!(run(&mut keyspace, &["SET", "k", "b", "NX"]), Reply::Nil);
         assert_eq!(run(&mut keyspace, &["GET", "k"]), bulk("a"));
-        assert_eq!(run(&mut keyspace, &["SET", "l", "x", "PX", "100"]), Reply::ok());
+        assert_eq!(
+            run(&mut keyspace, &["SET", "l", "x", "PX", "100"]),
+            Reply::ok()
+        );
         keyspace.set_now(99);
         assert_eq!(run(&mut keyspace, &["GET", "l"]), bulk("x"));
         keyspace.set_now(100);

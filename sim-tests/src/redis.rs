@@ -169,8 +169,12 @@ fn number_argument(number: f64) -> Vec<u8> {
             .to_owned()
             .into_bytes()
     } else {
-        format!("{digits}e{}{:02}", if exponent < 0 { '-' } else { '+' }, exponent.abs())
-            .into_bytes()
+        format!(
+            "{digits}e{}{:02}",
+            if exponent < 0 { '-' } else { '+' },
+            exponent.abs()
+        )
+        .into_bytes()
     }
 }
 
@@ -329,7 +333,9 @@ fn scripting_lua(server: &Rc<RefCell<Server>>) -> mlua::Result<Lua> {
             };
             let parsed: serde_json::Value =
                 serde_json::from_slice(&text.as_bytes()).map_err(|error| {
-                    mlua::Error::RuntimeError(format!("Expected value but found invalid token: {error}"))
+                    mlua::Error::RuntimeError(format!(
+                        "Expected value but found invalid token: {error}"
+                    ))
                 })?;
             json_to_lua(lua, parsed)
         })?,
@@ -479,8 +485,16 @@ impl CacheWorld {
         self.server.borrow_mut().run_id = self.run_id(bucket);
         let run = || -> mlua::Result<LuaValue> {
             let globals = self.lua.globals();
-            globals.raw_set("KEYS", self.lua.create_sequence_from(keys.iter().map(String::as_str))?)?;
-            globals.raw_set("ARGV", self.lua.create_sequence_from(args.iter().map(String::as_str))?)?;
+            globals.raw_set(
+                "KEYS",
+                self.lua
+                    .create_sequence_from(keys.iter().map(String::as_str))?,
+            )?;
+            globals.raw_set(
+                "ARGV",
+                self.lua
+                    .create_sequence_from(args.iter().map(String::as_str))?,
+            )?;
             script.call::<LuaValue>(())
         };
         match run() {
@@ -506,11 +520,17 @@ impl CacheWorld {
             let reply = self.eval(&self.scripts.store, bucket, &call.keys, &call.args);
             match parse_store_reply(reply) {
                 Ok((inserted, epoch, conflicts)) => {
-                    assert!(inserted <= call.indexes.len(), "the script inserted more than it was given");
+                    assert!(
+                        inserted <= call.indexes.len(),
+                        "the script inserted more than it was given"
+                    );
                     result.inserted += inserted as u64;
                     result.epochs.insert(bucket, parse_epoch(&epoch)?);
                     for (index, value) in conflicts {
-                        let index = *call.indexes.get(index).ok_or("a conflict outside the call")?;
+                        let index = *call
+                            .indexes
+                            .get(index)
+                            .ok_or("a conflict outside the call")?;
                         let stored = CloudTuple::from_stored_value(String::new(), &value)
                             .map(|tuple| (tuple.average_w, tuple.samples));
                         result.conflicts.push((index as u32, stored));
@@ -610,7 +630,8 @@ impl CacheWorld {
             // The whole bucket's pipeline first, as one pipeline fails whole.
             let mut parts = Vec::with_capacity(GermanState::ALL.len());
             for state in GermanState::ALL {
-                let sums = array(self.read(&["HMGET", &keys.state(state), "tuples", "average_sum_w"]))?;
+                let sums =
+                    array(self.read(&["HMGET", &keys.state(state), "tuples", "average_sum_w"]))?;
                 let households = match self.read(&["SCARD", &keys.state_households(state)]) {
                     Reply::Integer(count) => count as u64,
                     Reply::Error(text) => return Err(text),
@@ -648,12 +669,14 @@ impl CacheWorld {
                 let last_heartbeat_ms: Option<i64> = optional_number(&row[0])?;
                 let tuples: Option<u64> = optional_number(&row[1])?;
                 let last_tuple_ms: Option<i64> = optional_number(&row[2])?;
-                let record = records.entry(edge_id.clone()).or_insert_with(|| EdgeRecord {
-                    edge_id,
-                    last_heartbeat_ms: None,
-                    tuples: 0,
-                    last_tuple_ms: None,
-                });
+                let record = records
+                    .entry(edge_id.clone())
+                    .or_insert_with(|| EdgeRecord {
+                        edge_id,
+                        last_heartbeat_ms: None,
+                        tuples: 0,
+                        last_tuple_ms: None,
+                    });
                 record.tuples += tuples.unwrap_or(0);
                 record.last_heartbeat_ms = record.last_heartbeat_ms.max(last_heartbeat_ms);
                 record.last_tuple_ms = record.last_tuple_ms.max(last_tuple_ms);
@@ -679,7 +702,10 @@ impl CacheWorld {
         let merged = merge_recent(lists, limit);
         let mut per_bucket: BTreeMap<u16, Vec<String>> = BTreeMap::new();
         for (bucket, entry) in &merged {
-            per_bucket.entry(*bucket).or_default().push(entry.redis_key.clone());
+            per_bucket
+                .entry(*bucket)
+                .or_default()
+                .push(entry.redis_key.clone());
         }
         let mut values: BTreeMap<u16, std::vec::IntoIter<Reply>> = BTreeMap::new();
         for (bucket, keys) in per_bucket {
@@ -722,10 +748,15 @@ impl CacheWorld {
         let mut sets: BTreeMap<GermanState, Vec<(u16, String)>> = BTreeMap::new();
         for keys in BucketKeys::all() {
             for state in GermanState::ALL {
-                if let Reply::Array(members) = self.read(&["SMEMBERS", &keys.state_households(state)]) {
-                    sets.entry(state)
-                        .or_default()
-                        .extend(members.iter().filter_map(bulk_text).map(|id| (keys.bucket(), id)));
+                if let Reply::Array(members) =
+                    self.read(&["SMEMBERS", &keys.state_households(state)])
+                {
+                    sets.entry(state).or_default().extend(
+                        members
+                            .iter()
+                            .filter_map(bulk_text)
+                            .map(|id| (keys.bucket(), id)),
+                    );
                 }
             }
         }
@@ -733,11 +764,19 @@ impl CacheWorld {
     }
 }
 
+/// A store call's answer: inserted, the bucket's epoch, and per conflict
+/// its call-local index and the stored value.
+type StoreReply = (usize, String, Vec<(usize, Vec<u8>)>);
+
 /// The store script's reply: inserted, epoch, conflict indexes, values.
-fn parse_store_reply(reply: Reply) -> Result<(usize, String, Vec<(usize, Vec<u8>)>), String> {
+fn parse_store_reply(reply: Reply) -> Result<StoreReply, String> {
     let mut parts = array(reply)?.into_iter();
-    let (Some(Reply::Integer(inserted)), Some(epoch), Some(Reply::Array(indexes)), Some(Reply::Array(values))) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (
+        Some(Reply::Integer(inserted)),
+        Some(epoch),
+        Some(Reply::Array(indexes)),
+        Some(Reply::Array(values)),
+    ) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("unexpected store reply".to_owned());
     };
@@ -749,7 +788,9 @@ fn parse_store_reply(reply: Reply) -> Result<(usize, String, Vec<(usize, Vec<u8>
         .into_iter()
         .zip(values)
         .map(|(index, value)| match (index, value) {
-            (Reply::Integer(index), Reply::Bulk(value)) if index >= 0 => Ok((index as usize, value)),
+            (Reply::Integer(index), Reply::Bulk(value)) if index >= 0 => {
+                Ok((index as usize, value))
+            }
             (Reply::Integer(index), Reply::Nil) if index >= 0 => Ok((index as usize, Vec::new())),
             other => Err(format!("unexpected conflict {other:?}")),
         })
@@ -1090,9 +1131,9 @@ fn apply(world: &SharedCache, request: RedisRequest) -> RedisReply {
             .heartbeat(&edge_id, instance, now_ms, candidate_epoch)
             .map(RedisReply::Heartbeat),
         RedisRequest::StateTotals => world.state_totals().map(RedisReply::Totals),
-        RedisRequest::Recent { limit } => world
-            .recent_tuples(limit as usize)
-            .map(RedisReply::Tuples),
+        RedisRequest::Recent { limit } => {
+            world.recent_tuples(limit as usize).map(RedisReply::Tuples)
+        }
         RedisRequest::Edges => world.edges().map(RedisReply::Edges),
     };
     reply.unwrap_or_else(RedisReply::Error)
@@ -1210,7 +1251,10 @@ mod tests {
             held.len() as u64
         );
         assert_eq!(world.edges().unwrap()[0].tuples, held.len() as u64);
-        assert_eq!(world.recent_tuples(RECENT_TUPLES_MAX).unwrap().len(), held.len());
+        assert_eq!(
+            world.recent_tuples(RECENT_TUPLES_MAX).unwrap().len(),
+            held.len()
+        );
         let again = world.store(&tuples, 9, 2).unwrap();
         assert_eq!(again.inserted as usize, tuples.len() - held.len());
         for (bucket, epoch) in &again.epochs {
@@ -1233,7 +1277,9 @@ mod tests {
         let lease_ms = INSTANCE_LEASE.as_millis() as u64;
         let beat = |world: &mut CacheWorld, instance, now_ms: u64| {
             world.set_now(now_ms);
-            world.heartbeat("edge-1", instance, now_ms as i64, 3).unwrap()
+            world
+                .heartbeat("edge-1", instance, now_ms as i64, 3)
+                .unwrap()
         };
         let first = beat(&mut world, 1, 0);
         assert!(!first.refused && !first.epochs.contains(&0));
@@ -1258,9 +1304,15 @@ mod tests {
         let mut world = CacheWorld::default();
         world.started();
         let first = world.heartbeat("edge-1", 1, 0, 3).unwrap();
-        assert_eq!(world.heartbeat("edge-1", 1, 0, 5).unwrap().epochs, first.epochs);
+        assert_eq!(
+            world.heartbeat("edge-1", 1, 0, 5).unwrap().epochs,
+            first.epochs
+        );
         world.started();
-        assert!(world.epochs().iter().all(|epoch| *epoch == 0), "stale until renewed");
+        assert!(
+            world.epochs().iter().all(|epoch| *epoch == 0),
+            "stale until renewed"
+        );
         let renewed = world.heartbeat("edge-1", 1, 0, 5).unwrap();
         for bucket in 0..STORE_BUCKETS as u16 {
             assert_eq!(
@@ -1280,7 +1332,9 @@ mod tests {
             let mut world = CacheWorld::new(planted);
             world.started();
             world.store(&[tuple(node, 0)], 7, 1).unwrap();
-            world.store(&[tuple(node, 0), tuple(node, 5_000)], 7, 2).unwrap();
+            world
+                .store(&[tuple(node, 0), tuple(node, 5_000)], 7, 2)
+                .unwrap();
             let totals = world.state_totals().unwrap();
             (
                 totals.iter().map(|t| t.tuples).sum::<u64>(),
@@ -1308,7 +1362,11 @@ mod tests {
         let failed = world.store(std::slice::from_ref(&held), 7, 1);
         assert!(failed.unwrap_err().contains("WRONGTYPE"));
         assert_eq!(world.held_tuples(), vec![held.clone()]);
-        assert_ne!(world.epochs()[usize::from(keys.bucket())], 0, "the epoch was set first");
+        assert_ne!(
+            world.epochs()[usize::from(keys.bucket())],
+            0,
+            "the epoch was set first"
+        );
         assert_eq!(world.command(&["LLEN", &keys.recent()]), Reply::Integer(0));
         world.command(&["DEL", &keys.state(held.state)]);
         let again = world.store(&[held], 7, 2).unwrap();

@@ -103,9 +103,15 @@ fn households_of_distinct_buckets(count: usize) -> Vec<String> {
 }
 
 fn sum_of(totals: &[StateTotals]) -> (u64, u64, f64) {
-    totals.iter().fold((0, 0, 0.0), |(tuples, households, sum), t| {
-        (tuples + t.tuples, households + t.households, sum + t.average_sum_w)
-    })
+    totals
+        .iter()
+        .fold((0, 0, 0.0), |(tuples, households, sum), t| {
+            (
+                tuples + t.tuples,
+                households + t.households,
+                sum + t.average_sum_w,
+            )
+        })
 }
 
 /// Retries `call` while the cache is unavailable (a client reconnecting
@@ -131,10 +137,18 @@ where
 /// reader shows afterwards.
 pub async fn first_write_wins<F: CacheFixture>(fixture: &mut F) {
     let first = tuple("edge-a", "house-1", 0, 1.5);
-    let written = fixture.cache().store(&[first.clone()], 7).await.expect("stored");
+    let written = fixture
+        .cache()
+        .store(std::slice::from_ref(&first), 7)
+        .await
+        .expect("stored");
     assert_eq!((written.inserted, written.existing), (1, 0));
     assert!(written.conflicts.is_empty());
-    let again = fixture.cache().store(&[first.clone()], 7).await.expect("resent");
+    let again = fixture
+        .cache()
+        .store(std::slice::from_ref(&first), 7)
+        .await
+        .expect("resent");
     assert_eq!((again.inserted, again.existing), (0, 1));
     assert!(again.conflicts.is_empty(), "an equal resend is no conflict");
     let mut differing = first.clone();
@@ -164,7 +178,12 @@ pub async fn totals_count_each_tuple_once<F: CacheFixture>(fixture: &mut F) {
     let batch: Vec<CloudTuple> = (0..12)
         .map(|index| {
             let household = &households[index % households.len()];
-            tuple("edge-a", household, index as i64 * 5_000, index as f64 + 0.25)
+            tuple(
+                "edge-a",
+                household,
+                index as i64 * 5_000,
+                index as f64 + 0.25,
+            )
         })
         .collect();
     let first = fixture.cache().store(&batch, 3).await.expect("stored");
@@ -174,7 +193,12 @@ pub async fn totals_count_each_tuple_once<F: CacheFixture>(fixture: &mut F) {
     let mut mixed = batch[6..].to_vec();
     mixed.extend((12..15).map(|index| {
         let household = &households[index % households.len()];
-        tuple("edge-a", household, index as i64 * 5_000, index as f64 + 0.25)
+        tuple(
+            "edge-a",
+            household,
+            index as i64 * 5_000,
+            index as f64 + 0.25,
+        )
     }));
     let written = fixture.cache().store(&mixed, 3).await.expect("stored");
     assert_eq!((written.inserted, written.existing), (3, 6));
@@ -187,7 +211,15 @@ pub async fn totals_count_each_tuple_once<F: CacheFixture>(fixture: &mut F) {
     let edges = fixture.cache().edges().await.expect("read");
     assert_eq!(edges.len(), 1);
     assert_eq!(edges[0].tuples, 15);
-    assert_eq!(fixture.cache().recent_tuples(100).await.expect("read").len(), 15);
+    assert_eq!(
+        fixture
+            .cache()
+            .recent_tuples(100)
+            .await
+            .expect("read")
+            .len(),
+        15
+    );
 }
 
 /// The sum kept for a state is HINCRBYFLOAT's text: a store of 0.1, then
@@ -197,16 +229,24 @@ pub async fn totals_count_each_tuple_once<F: CacheFixture>(fixture: &mut F) {
 /// The reader parses the text back to the nearest f64.
 pub async fn float_totals_are_kept_as_redis_keeps_them<F: CacheFixture>(fixture: &mut F) {
     let first = tuple("edge-a", "house-1", 0, 0.1);
-    fixture.cache().store(&[first.clone()], 3).await.expect("stored");
+    fixture
+        .cache()
+        .store(std::slice::from_ref(&first), 3)
+        .await
+        .expect("stored");
     let state_key = BucketKeys::new(store_bucket("house-1")).state(first.state);
-    let held = fixture.command(&["HGET", &state_key, "average_sum_w"]).await;
+    let held = fixture
+        .command(&["HGET", &state_key, "average_sum_w"])
+        .await;
     assert_eq!(held.text().as_deref(), Some("0.10000000000000001"));
     fixture
         .cache()
         .store(&[tuple("edge-a", "house-1", 5_000, 0.2)], 3)
         .await
         .expect("stored");
-    let held = fixture.command(&["HGET", &state_key, "average_sum_w"]).await;
+    let held = fixture
+        .command(&["HGET", &state_key, "average_sum_w"])
+        .await;
     assert_eq!(held.text().as_deref(), Some("0.30000000000000002"));
     let (_, _, sum) = sum_of(&fixture.cache().state_totals().await.expect("read"));
     assert_eq!(sum, "0.30000000000000002".parse::<f64>().expect("a number"));
@@ -218,9 +258,7 @@ pub async fn float_totals_are_kept_as_redis_keeps_them<F: CacheFixture>(fixture:
 /// totals, edge records and recent entries after it are not. The resend,
 /// once the key is fixed, finds the tuples stored and so never counts
 /// them: the totals stay short, exactly as on a real Redis.
-pub async fn a_script_that_fails_midway_keeps_its_earlier_writes<F: CacheFixture>(
-    fixture: &mut F,
-) {
+pub async fn a_script_that_fails_midway_keeps_its_earlier_writes<F: CacheFixture>(fixture: &mut F) {
     let held = tuple("edge-a", "house-1", 0, 4.0);
     let keys = BucketKeys::new(store_bucket("house-1"));
     let state_key = keys.state(held.state);
@@ -228,19 +266,31 @@ pub async fn a_script_that_fails_midway_keeps_its_earlier_writes<F: CacheFixture
         fixture.command(&["SET", &state_key, "planted"]).await,
         Raw::Status("OK".into())
     );
-    let failed = fixture.cache().store(&[held.clone()], 3).await;
-    assert!(failed.is_err(), "a failed script fails the call: {failed:?}");
+    let failed = fixture.cache().store(std::slice::from_ref(&held), 3).await;
+    assert!(
+        failed.is_err(),
+        "a failed script fails the call: {failed:?}"
+    );
     let stored = fixture.command(&["GET", &redis_key(&held)]).await;
-    assert_eq!(stored, Raw::Bulk(held.stored_value().into_bytes()), "written before the failure");
+    assert_eq!(
+        stored,
+        Raw::Bulk(held.stored_value().into_bytes()),
+        "written before the failure"
+    );
     let epoch = fixture.command(&["GET", &keys.epoch()]).await.text();
     assert!(epoch.is_some(), "the epoch was set first");
-    assert_eq!(fixture.command(&["LLEN", &keys.recent()]).await, Raw::Integer(0));
+    assert_eq!(
+        fixture.command(&["LLEN", &keys.recent()]).await,
+        Raw::Integer(0)
+    );
     assert_eq!(
         fixture.command(&["TYPE", &keys.edge("edge-a")]).await,
         Raw::Status("none".into())
     );
     assert_eq!(
-        fixture.command(&["TYPE", &keys.state_households(held.state)]).await,
+        fixture
+            .command(&["TYPE", &keys.state_households(held.state)])
+            .await,
         Raw::Status("none".into())
     );
     // Its second tuple at a key planted as a hash: the first tuple of the
@@ -269,7 +319,11 @@ pub async fn a_script_that_fails_midway_keeps_its_earlier_writes<F: CacheFixture
     let resent = fixture.cache().store(&all, 3).await.expect("stored");
     assert_eq!((resent.inserted, resent.existing), (1, 2));
     let (tuples, households, sum) = sum_of(&fixture.cache().state_totals().await.expect("read"));
-    assert_eq!((tuples, households, sum), (1, 1, 6.0), "only the last is counted");
+    assert_eq!(
+        (tuples, households, sum),
+        (1, 1, 6.0),
+        "only the last is counted"
+    );
 }
 
 /// Each bucket's epoch is set once, from the bucket's own candidate, by the
@@ -298,8 +352,15 @@ pub async fn epochs_are_set_once_and_renewed_after_a_loss<F: CacheFixture>(fixtu
     assert_eq!(later.epochs, first.epochs, "set once");
     let held = tuple("edge-a", "house-1", 0, 1.0);
     let bucket = store_bucket("house-1");
-    let written = fixture.cache().store(&[held.clone()], 11).await.expect("stored");
-    assert_eq!(written.epochs.get(&bucket), Some(&first.epochs[usize::from(bucket)]));
+    let written = fixture
+        .cache()
+        .store(std::slice::from_ref(&held), 11)
+        .await
+        .expect("stored");
+    assert_eq!(
+        written.epochs.get(&bucket),
+        Some(&first.epochs[usize::from(bucket)])
+    );
     let text = fixture
         .command(&["GET", &BucketKeys::new(bucket).epoch()])
         .await
@@ -327,5 +388,8 @@ pub async fn epochs_are_set_once_and_renewed_after_a_loss<F: CacheFixture>(fixtu
     assert_eq!(sum_of(&totals).0, 0, "the data went with the server");
     let written = fixture.cache().store(&[held], 13).await.expect("stored");
     assert_eq!(written.inserted, 1, "stored again after the loss");
-    assert_eq!(written.epochs.get(&bucket), Some(&renewed.epochs[usize::from(bucket)]));
+    assert_eq!(
+        written.epochs.get(&bucket),
+        Some(&renewed.epochs[usize::from(bucket)])
+    );
 }

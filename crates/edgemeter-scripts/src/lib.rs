@@ -79,8 +79,7 @@ pub const EPOCH_SCRIPT: &str = concat!(bucket_epoch_lua!(), include_str!("lua/ep
 /// never refused: its protocol has no way to be.
 /// KEYS: epoch, edges set, edge hash, lease. ARGV: candidate epoch, edge
 /// id, now ms, instance, lease ms. Returns the epoch and 1 if refused.
-pub const HEARTBEAT_SCRIPT: &str =
-    concat!(bucket_epoch_lua!(), include_str!("lua/heartbeat.lua"));
+pub const HEARTBEAT_SCRIPT: &str = concat!(bucket_epoch_lua!(), include_str!("lua/heartbeat.lua"));
 
 #[cfg(test)]
 mod tests {

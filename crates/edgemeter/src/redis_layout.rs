@@ -13,8 +13,8 @@ pub use edgemeter_scripts::layout::*;
 mod tests {
     use super::*;
     use edgemeter_cloud::{postal_code_for, state_of, tuple_key, CloudTuple, GermanState};
-    use std::collections::BTreeMap;
     use redis::cluster_routing::Slot;
+    use std::collections::BTreeMap;
 
     fn tuple(edge_id: &str, node_id: &str, window_start_ms: i64) -> CloudTuple {
         let postal_code = postal_code_for(node_id);
