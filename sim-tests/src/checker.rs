@@ -868,6 +868,81 @@ mod tests {
         );
     }
 
+    /// The recent list and household sets a faithful cloud keeps for `held`.
+    fn records_of(held: &[CloudTuple]) -> (Vec<CloudTuple>, HouseholdSets) {
+        let mut sets = HouseholdSets::new();
+        for tuple in held {
+            let entry = (store_bucket(&tuple.node_id), tuple.node_id.clone());
+            let members = sets.entry(tuple.state).or_default();
+            if !members.contains(&entry) {
+                members.push(entry);
+            }
+        }
+        (held.iter().rev().cloned().collect(), sets)
+    }
+
+    fn run_records(held: &[CloudTuple], recent: &[CloudTuple], sets: &HouseholdSets) -> Vec<Kind> {
+        let rows = [row(1, 0, 100.0), row(2, 5_000, 200.0)];
+        let (states, edges) = totals_of(held);
+        let oracle = oracle();
+        kinds(&check(&Evidence {
+            edge_id: "edge-1",
+            oracle: &oracle,
+            edge_rows: &rows,
+            cloud: held,
+            state_totals: Some(&states),
+            edge_records: Some(&edges),
+            recent: Some(recent),
+            household_sets: Some(sets),
+        }))
+    }
+
+    /// Goal: the recent list must show held tuples, as held, each once, as
+    /// many as are held (up to its bound), and the household sets must
+    /// name exactly the held households, once, in their own bucket.
+    /// Method: faithful records, then each bent on its own.
+    #[test]
+    fn recent_lists_and_household_sets_that_disagree_are_found() {
+        let held = [cloud(0, 100.0, ""), cloud(5_000, 200.0, "")];
+        let (recent, sets) = records_of(&held);
+        assert_eq!(run_records(&held, &recent, &sets), Vec::<Kind>::new());
+        assert_eq!(run_records(&held, &recent[..1], &sets), vec![Kind::Lost]);
+        let twice = [recent[0].clone(), recent[0].clone()];
+        assert_eq!(
+            run_records(&held, &twice, &sets),
+            vec![Kind::Lost, Kind::Duplicated]
+        );
+        let mut changed = recent.clone();
+        changed[0].average_w = 1.0;
+        assert_eq!(run_records(&held, &changed, &sets), vec![Kind::Changed]);
+        let mut foreign = recent.clone();
+        foreign.push(cloud(10_000, 1.0, ""));
+        assert_eq!(run_records(&held, &foreign, &sets), vec![Kind::Unexpected]);
+        let state = held[0].state;
+        let bucket = store_bucket(NODE);
+        let mut doubled = sets.clone();
+        doubled
+            .get_mut(&state)
+            .unwrap()
+            .push(((bucket + 1) % 16, NODE.to_owned()));
+        assert_eq!(
+            run_records(&held, &recent, &doubled),
+            vec![Kind::Duplicated]
+        );
+        let mut elsewhere = sets.clone();
+        elsewhere.get_mut(&state).unwrap()[0].0 = (bucket + 1) % 16;
+        assert_eq!(run_records(&held, &recent, &elsewhere), vec![Kind::Changed]);
+        let mut empty = sets.clone();
+        empty.get_mut(&state).unwrap().clear();
+        assert_eq!(run_records(&held, &recent, &empty), vec![Kind::Changed]);
+        let mut stranger = sets.clone();
+        stranger
+            .get_mut(&state)
+            .unwrap()
+            .push((store_bucket("stranger"), "stranger".to_owned()));
+        assert_eq!(run_records(&held, &recent, &stranger), vec![Kind::Changed]);
+    }
+
     /// Goal: over several edges, each edge answers for its own households
     /// and the cloud holds each edge's tuples under that edge: a faithful
     /// union is clean; a tuple held under the other edge is unexpected, and
