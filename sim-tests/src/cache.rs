@@ -6,7 +6,13 @@
 //! connection only if the exchange completed; any error or timeout drops it
 //! and answers [`CacheError::Unavailable`]. A store whose reply was lost may
 //! still have been applied, which the cache's set-if-absent write makes
-//! harmless when the edge sends the tuples again.
+//! harmless when the edge sends the tuples again. An error Redis answered
+//! (a script that failed midway) is [`CacheError::Unavailable`] too, as
+//! `RedisCache` maps every Redis error.
+//!
+//! Each store carries a stamp for the recent list, made here as
+//! `RedisCache` makes it on the client: the clock in microseconds (here
+//! the simulated one), strictly increasing per client.
 
 use crate::net::{call, connect};
 use crate::redis::{RedisReply, RedisRequest, REDIS_HOST, REDIS_PORT};
@@ -14,6 +20,7 @@ use edgemeter_cloud::{
     Cache, CacheError, CacheWrite, CloudTuple, EdgeRecord, HeartbeatRecord, StateTotals,
     StoredConflict,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -38,6 +45,8 @@ pub const POOL_IDLE_MAX: Duration = Duration::from_secs(10);
 pub struct SimCache {
     idle: Mutex<Vec<(TcpStream, Instant)>>,
     slots: Arc<Semaphore>,
+    /// The last stamp handed to a store.
+    last_stamp: AtomicU64,
 }
 
 impl Default for SimCache {
@@ -51,7 +60,20 @@ impl SimCache {
         SimCache {
             idle: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(CACHE_CONNECTIONS_MAX)),
+            last_stamp: AtomicU64::new(0),
         }
+    }
+
+    /// `RedisCache`'s stamp: the clock, or one past the last stamp.
+    fn next_stamp(&self) -> u64 {
+        let now_us = turmoil::sim_elapsed().unwrap_or_default().as_micros() as u64;
+        let previous = self
+            .last_stamp
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(now_us.max(last + 1))
+            })
+            .expect("the update always succeeds");
+        now_us.max(previous + 1)
     }
 
     async fn request(&self, request: RedisRequest) -> Result<RedisReply, CacheError> {
@@ -78,7 +100,10 @@ impl SimCache {
 }
 
 fn unexpected(reply: RedisReply) -> CacheError {
-    CacheError::Unavailable(format!("unexpected reply {reply:?}"))
+    match reply {
+        RedisReply::Error(text) => CacheError::Unavailable(format!("redis: {text}")),
+        other => CacheError::Unavailable(format!("unexpected reply {other:?}")),
+    }
 }
 
 impl Cache for SimCache {
@@ -90,6 +115,7 @@ impl Cache for SimCache {
         let request = RedisRequest::Store {
             tuples: tuples.to_vec(),
             candidate_epoch,
+            stamp: self.next_stamp(),
         };
         match self.request(request).await? {
             RedisReply::Stored(result) => Ok(CacheWrite {
@@ -99,9 +125,9 @@ impl Cache for SimCache {
                 conflicts: result
                     .conflicts
                     .into_iter()
-                    .map(|(index, average_w, samples)| StoredConflict {
+                    .map(|(index, stored)| StoredConflict {
                         index: index as usize,
-                        stored: Some((average_w, samples)),
+                        stored,
                     })
                     .collect(),
             }),

@@ -14,7 +14,9 @@
 //!   edge's topic), [`edge_host`] (the production `run_edge`, one host per
 //!   edge), [`cloud_host`] (the production `Cloud`, one host per node),
 //!   [`redis`] (the cache, which outlives cloud crashes and can be lost on
-//!   its own, whole or one shard's buckets),
+//!   its own, whole or one shard's buckets; it runs the production Lua
+//!   scripts in embedded Lua 5.1 over [`keyspace`], a simulated Redis
+//!   keyspace with Redis's commands, replies and errors),
 //!   [`forger`] (unsealed requests in the keyed edge's name, on seeds that
 //!   draw forgeries).
 //! - IO swapped in for the production traits: [`bus`] (`ReadingsBus`),
@@ -44,6 +46,7 @@ pub mod edge_host;
 pub mod faults;
 pub mod forger;
 pub mod households;
+pub mod keyspace;
 pub mod link;
 pub mod net;
 pub mod panics;

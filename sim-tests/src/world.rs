@@ -31,7 +31,7 @@ use crate::faults::{Host, Scenario, Topology, INFLIGHT_ARM_MS_MAX};
 use crate::forger::{run_forger, ForgerPlan, FORGER_HOST};
 use crate::households::{run_households, ReplayProgress};
 use crate::link::LinkStats;
-use crate::redis::{run_redis, CacheWorld, SharedCache};
+use crate::redis::{run_redis, CacheWorld, SharedCache, RECENT_TUPLES_MAX};
 use crate::timeline::{timeline, Action};
 use edgemeter_checker::OracleWindow;
 use edgemeter_cloud::{CloudAuth, CloudConfig};
@@ -40,9 +40,11 @@ use edgemeter_env::{Bug, CrashPoint, CrashPoints, PlantedBugs};
 use edgemeter_simdisk::SimDisk;
 use edgemeter_store::{SqliteOutbox, StoredTuple};
 use edgemeter_wire::EdgeKey;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -385,7 +387,7 @@ impl World {
             plan: Arc::new(Mutex::new(CrashPlan::default())),
             armed_in_flight: BTreeMap::new(),
             broker: BrokerState::new(topology.edges),
-            cache: Arc::new(Mutex::new(CacheWorld::default())),
+            cache: Rc::new(RefCell::new(CacheWorld::new(planted_of(&scenario)))),
             progress: Arc::new(ReplayProgress::default()),
             link_stats: Arc::new(LinkStats::default()),
             edges,
@@ -626,7 +628,7 @@ impl World {
             }
             Action::LoseCache { down_ms } => {
                 self.crash(Host::Redis, now_ms, down_ms);
-                self.cache.lock().expect("cache lock").lose();
+                self.cache.borrow_mut().lose();
                 self.tally.cache_losses += 1;
                 info!(target: "sim::faults", down_ms, "cache lost: redis restarts empty");
             }
@@ -669,10 +671,10 @@ impl World {
     /// slots fail over).
     fn lose_shard(&mut self, shard: u8) {
         let buckets = self.topology().buckets_of(usize::from(shard));
-        let mut cache = self.cache.lock().expect("cache lock");
-        let held_before = cache.data.tuples.len();
+        let mut cache = self.cache.borrow_mut();
+        let held_before = cache.held_tuples().len();
         cache.lose_buckets(&buckets.iter().copied().collect());
-        let tuples_lost = held_before - cache.data.tuples.len();
+        let tuples_lost = held_before - cache.held_tuples().len();
         drop(cache);
         self.tally.shard_losses += 1;
         info!(target: "sim::faults", shard, ?buckets, tuples_lost, "cache shard lost: its buckets restart empty");
@@ -957,7 +959,7 @@ impl World {
         // been refilled: every acknowledged tuple acknowledged under a
         // current bucket epoch, or under the digest of them all (what an
         // edge of the older wire versions is told).
-        let epochs = self.cache.lock().expect("cache lock").epochs();
+        let epochs = self.cache.borrow().epochs();
         let Some(digest) = edgemeter_wire::bucket::epochs_digest(&epochs) else {
             return Err("a cache bucket has no epoch yet".to_owned());
         };
@@ -983,9 +985,14 @@ impl World {
 
     fn conclude(mut self) -> (Summary, Findings) {
         let edge_rows = self.edge_rows();
-        let cache = self.cache.lock().expect("cache lock");
-        let cloud = cache.data.tuples.clone();
-        let (state_totals, edge_records) = (cache.state_totals(), cache.edges());
+        let cache = self.cache.borrow();
+        let cloud = cache.held_tuples();
+        // The readers' own calls: an error here is the checker's business
+        // (the totals cannot be read), never a panic.
+        let state_totals = cache.state_totals().unwrap_or_default();
+        let edge_records = cache.edges().unwrap_or_default();
+        let recent = cache.recent_tuples(RECENT_TUPLES_MAX).unwrap_or_default();
+        let household_sets = cache.household_sets();
         drop(cache);
         let evidence: Vec<EdgeEvidence<'_>> = self
             .edges
@@ -1002,6 +1009,8 @@ impl World {
             cloud: &cloud,
             state_totals: Some(&state_totals),
             edge_records: Some(&edge_records),
+            recent: Some(&recent),
+            household_sets: Some(&household_sets),
         });
         drop(evidence);
         for (edge, rows) in self.edges.iter().zip(&edge_rows) {

@@ -28,6 +28,8 @@ pub fn findings(gathered: &Gathered, edge_id: &str) -> Findings {
         cloud: &gathered.cloud,
         state_totals: None,
         edge_records: None,
+        recent: None,
+        household_sets: None,
     });
     check_totals(&gathered.totals, &gathered.cloud, &mut findings);
     for key in &gathered.malformed_keys {

@@ -11,22 +11,32 @@
 //!   edges refill a cloud that forgot.
 //! - **unexpected**: a tuple, at the edge or in the cloud, for a window that
 //!   has no readings in the input (or that the edge never stored).
+//! - **lost**, in the cloud's own records: fewer entries in the recent list
+//!   (`em:recent`, as the dashboard reads it) than the newest
+//!   `RECENT_TUPLES_MAX` tuples held.
 //! - **duplicated**: one window stored twice at the edge, or one tuple
 //!   identity (edge, household, window) held under two keys in the cloud;
 //!   a per-state or per-edge total that counts more tuples than the cloud
-//!   holds.
+//!   holds; a household twice in a state's household sets; a tuple twice
+//!   in the recent list.
 //! - **changed**: an average or sample count that differs from the oracle or
 //!   between edge and cloud; a postal code that differs between the cloud
 //!   and the edge, between tuples of one household, or from the household's
 //!   fixed code; any tuple the cloud answered with a conflict; a per-state
 //!   or per-edge total (tuples, sum of averages, households) that is not
-//!   what the held tuples add up to.
+//!   what the held tuples add up to; a household set that names a
+//!   household with no held tuple in that state, misses one that has, or
+//!   keeps it outside its household's bucket; a recent entry whose tuple
+//!   differs from the one held. A recent entry with no held tuple is
+//!   **unexpected**.
 //!
 //! Liveness (`stuck`) and crashes (`crashed`) are added by the harness.
 
 use crate::oracle::OracleWindow;
 use edgemeter_cloud::{postal_code_for, CloudTuple, EdgeRecord, GermanState, StateTotals};
+use edgemeter_scripts::layout::RECENT_TUPLES_MAX;
 use edgemeter_store::StoredTuple;
+use edgemeter_wire::store_bucket;
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -126,7 +136,16 @@ pub struct UnionEvidence<'a> {
     pub cloud: &'a [CloudTuple],
     pub state_totals: Option<&'a [StateTotals]>,
     pub edge_records: Option<&'a [EdgeRecord]>,
+    /// The recent tuples as the dashboard reads them (at most
+    /// `RECENT_TUPLES_MAX`, newest first).
+    pub recent: Option<&'a [CloudTuple]>,
+    /// Per state, each household its sets hold, with the bucket of the set.
+    pub household_sets: Option<&'a HouseholdSets>,
 }
+
+/// Per state, the households of its per-bucket sets, each with its set's
+/// bucket: a household in two sets is there twice.
+pub type HouseholdSets = BTreeMap<GermanState, Vec<(u16, String)>>;
 
 /// Everything the checker looks at, for a run with one edge.
 #[derive(Debug)]
@@ -141,6 +160,8 @@ pub struct Evidence<'a> {
     /// their check.
     pub state_totals: Option<&'a [StateTotals]>,
     pub edge_records: Option<&'a [EdgeRecord]>,
+    pub recent: Option<&'a [CloudTuple]>,
+    pub household_sets: Option<&'a HouseholdSets>,
 }
 
 /// A window by household and start, borrowed from the evidence: the
@@ -159,6 +180,8 @@ pub fn check(evidence: &Evidence<'_>) -> Findings {
         cloud: evidence.cloud,
         state_totals: evidence.state_totals,
         edge_records: evidence.edge_records,
+        recent: evidence.recent,
+        household_sets: evidence.household_sets,
     })
 }
 
@@ -183,6 +206,8 @@ pub fn check_union(evidence: &UnionEvidence<'_>) -> Findings {
     check_cloud(evidence, &by_edge, &mut findings);
     check_state_totals(evidence, &mut findings);
     check_edge_counts(evidence, &mut findings);
+    check_household_sets(evidence, &mut findings);
+    check_recent(evidence, &mut findings);
     findings
 }
 
@@ -265,6 +290,114 @@ fn check_edge_counts(evidence: &UnionEvidence<'_>, findings: &mut Findings) {
     for (edge_id, tuples) in held {
         findings.add(Kind::Changed, || {
             format!("edge {edge_id}: the cloud holds {tuples} tuples and no record counts them")
+        });
+    }
+}
+
+/// Each state's household sets must hold exactly the households with a
+/// held tuple in that state, each once, in its own bucket's set (the
+/// per-bucket counts add up to a distinct count only so).
+fn check_household_sets(evidence: &UnionEvidence<'_>, findings: &mut Findings) {
+    let Some(sets) = evidence.household_sets else {
+        return;
+    };
+    let mut held: BTreeMap<GermanState, BTreeSet<&str>> = BTreeMap::new();
+    for tuple in evidence.cloud {
+        held.entry(tuple.state)
+            .or_default()
+            .insert(tuple.node_id.as_str());
+    }
+    for state in GermanState::ALL {
+        let mut expected = held.remove(&state).unwrap_or_default();
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        for (bucket, household) in sets.get(&state).map_or(&[][..], Vec::as_slice) {
+            let household = household.as_str();
+            if !seen.insert(household) {
+                findings.add(Kind::Duplicated, || {
+                    format!(
+                        "state {}: household {} is in two household sets",
+                        state.name(),
+                        short(household)
+                    )
+                });
+                continue;
+            }
+            if store_bucket(household) != *bucket {
+                findings.add(Kind::Changed, || {
+                    format!(
+                        "state {}: household {} is in bucket {bucket}'s set, not its own",
+                        state.name(),
+                        short(household)
+                    )
+                });
+            }
+            if !expected.remove(household) {
+                findings.add(Kind::Changed, || {
+                    format!(
+                        "state {}: the household set names {}, which has no tuple held there",
+                        state.name(),
+                        short(household)
+                    )
+                });
+            }
+        }
+        for household in expected {
+            findings.add(Kind::Changed, || {
+                format!(
+                    "state {}: household {} has tuples held and is in no household set",
+                    state.name(),
+                    short(household)
+                )
+            });
+        }
+    }
+}
+
+/// The recent list must show held tuples as they are held, each once, and
+/// as many as it can: the newest `RECENT_TUPLES_MAX`, or every held tuple
+/// when fewer are held (each bucket keeps that many, so the merged heads
+/// always reach the bound).
+fn check_recent(evidence: &UnionEvidence<'_>, findings: &mut Findings) {
+    let Some(recent) = evidence.recent else {
+        return;
+    };
+    let held: BTreeMap<&str, &CloudTuple> = evidence
+        .cloud
+        .iter()
+        .map(|tuple| (tuple.key.as_str(), tuple))
+        .collect();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for tuple in recent {
+        if !seen.insert(tuple.key.as_str()) {
+            findings.add(Kind::Duplicated, || {
+                format!("tuple {} is in the recent list twice", tuple.key)
+            });
+            continue;
+        }
+        match held.get(tuple.key.as_str()) {
+            None => findings.add(Kind::Unexpected, || {
+                format!(
+                    "the recent list shows {}, which the cloud does not hold",
+                    tuple.key
+                )
+            }),
+            Some(stored) if *stored != tuple => findings.add(Kind::Changed, || {
+                format!(
+                    "the recent list shows {} as {} W over {}, the cloud holds {} W over {}",
+                    tuple.key, tuple.average_w, tuple.samples, stored.average_w, stored.samples
+                )
+            }),
+            Some(_) => {}
+        }
+    }
+    let expected = held.len().min(RECENT_TUPLES_MAX);
+    if seen.len() < expected {
+        findings.add(Kind::Lost, || {
+            format!(
+                "the recent list shows {} tuples, the cloud holds {} (the list shows up to {RECENT_TUPLES_MAX})",
+                seen.len(),
+                held.len()
+            )
         });
     }
 }
@@ -573,6 +706,8 @@ mod tests {
             cloud: held,
             state_totals: Some(states),
             edge_records: Some(edges),
+            recent: None,
+            household_sets: None,
         })
     }
 
@@ -659,6 +794,8 @@ mod tests {
             cloud: &held,
             state_totals: None,
             edge_records: None,
+            recent: None,
+            household_sets: None,
         });
         let (lost, lost_examples) = &findings.by_kind[&Kind::Lost];
         assert_eq!(*lost, 2);
@@ -731,6 +868,81 @@ mod tests {
         );
     }
 
+    /// The recent list and household sets a faithful cloud keeps for `held`.
+    fn records_of(held: &[CloudTuple]) -> (Vec<CloudTuple>, HouseholdSets) {
+        let mut sets = HouseholdSets::new();
+        for tuple in held {
+            let entry = (store_bucket(&tuple.node_id), tuple.node_id.clone());
+            let members = sets.entry(tuple.state).or_default();
+            if !members.contains(&entry) {
+                members.push(entry);
+            }
+        }
+        (held.iter().rev().cloned().collect(), sets)
+    }
+
+    fn run_records(held: &[CloudTuple], recent: &[CloudTuple], sets: &HouseholdSets) -> Vec<Kind> {
+        let rows = [row(1, 0, 100.0), row(2, 5_000, 200.0)];
+        let (states, edges) = totals_of(held);
+        let oracle = oracle();
+        kinds(&check(&Evidence {
+            edge_id: "edge-1",
+            oracle: &oracle,
+            edge_rows: &rows,
+            cloud: held,
+            state_totals: Some(&states),
+            edge_records: Some(&edges),
+            recent: Some(recent),
+            household_sets: Some(sets),
+        }))
+    }
+
+    /// Goal: the recent list must show held tuples, as held, each once, as
+    /// many as are held (up to its bound), and the household sets must
+    /// name exactly the held households, once, in their own bucket.
+    /// Method: faithful records, then each bent on its own.
+    #[test]
+    fn recent_lists_and_household_sets_that_disagree_are_found() {
+        let held = [cloud(0, 100.0, ""), cloud(5_000, 200.0, "")];
+        let (recent, sets) = records_of(&held);
+        assert_eq!(run_records(&held, &recent, &sets), Vec::<Kind>::new());
+        assert_eq!(run_records(&held, &recent[..1], &sets), vec![Kind::Lost]);
+        let twice = [recent[0].clone(), recent[0].clone()];
+        assert_eq!(
+            run_records(&held, &twice, &sets),
+            vec![Kind::Lost, Kind::Duplicated]
+        );
+        let mut changed = recent.clone();
+        changed[0].average_w = 1.0;
+        assert_eq!(run_records(&held, &changed, &sets), vec![Kind::Changed]);
+        let mut foreign = recent.clone();
+        foreign.push(cloud(10_000, 1.0, ""));
+        assert_eq!(run_records(&held, &foreign, &sets), vec![Kind::Unexpected]);
+        let state = held[0].state;
+        let bucket = store_bucket(NODE);
+        let mut doubled = sets.clone();
+        doubled
+            .get_mut(&state)
+            .unwrap()
+            .push(((bucket + 1) % 16, NODE.to_owned()));
+        assert_eq!(
+            run_records(&held, &recent, &doubled),
+            vec![Kind::Duplicated]
+        );
+        let mut elsewhere = sets.clone();
+        elsewhere.get_mut(&state).unwrap()[0].0 = (bucket + 1) % 16;
+        assert_eq!(run_records(&held, &recent, &elsewhere), vec![Kind::Changed]);
+        let mut empty = sets.clone();
+        empty.get_mut(&state).unwrap().clear();
+        assert_eq!(run_records(&held, &recent, &empty), vec![Kind::Changed]);
+        let mut stranger = sets.clone();
+        stranger
+            .get_mut(&state)
+            .unwrap()
+            .push((store_bucket("stranger"), "stranger".to_owned()));
+        assert_eq!(run_records(&held, &recent, &stranger), vec![Kind::Changed]);
+    }
+
     /// Goal: over several edges, each edge answers for its own households
     /// and the cloud holds each edge's tuples under that edge: a faithful
     /// union is clean; a tuple held under the other edge is unexpected, and
@@ -772,6 +984,8 @@ mod tests {
                 cloud: held,
                 state_totals: None,
                 edge_records: None,
+                recent: None,
+                household_sets: None,
             }))
         };
         assert_eq!(union(&faithful), Vec::<Kind>::new());

@@ -5,7 +5,7 @@
 //! breaks it on request.
 //!
 //! The simulation replaces the adapters that cannot run inside turmoil
-//! (rdkafka, NNG) with models. A model that disagrees with what deploys
+//! (rdkafka, NNG, Redis) with models. A model that disagrees with what deploys
 //! makes the simulation prove the wrong system, so each suite runs twice:
 //! once in `sim-tests` against the model, once in the `edgemeter` crate's
 //! tests against the real adapter and a real server. Where the two
@@ -18,6 +18,11 @@
 //! - [`link`]: [`CloudLink`](edgemeter_edge::CloudLink): NNG's resends
 //!   after a broken pipe and after the resend timer, a stalled connection
 //!   (held, never redialled), heartbeats on their own channel.
+//! - [`cache`]: [`Cache`](edgemeter_cloud::Cache): NX semantics, totals
+//!   under resends, HINCRBYFLOAT's digits, a script that fails midway, and
+//!   epochs set once and renewed after a loss; the simulated Redis (which
+//!   runs the production Lua scripts) against `RedisCache` on a real
+//!   `redis-server`.
 //!
 //! Behaviours never time the implementation: a bound they check is part
 //! of the trait's own contract (a poll returns within
@@ -25,4 +30,5 @@
 //! is a bounded number of polls.
 
 pub mod bus;
+pub mod cache;
 pub mod link;

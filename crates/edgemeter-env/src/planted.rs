@@ -47,10 +47,15 @@ pub enum Bug {
     CommitBeforeSync,
     /// The edge's database runs `PRAGMA synchronous=OFF`: nothing is ever synced.
     SynchronousOff,
+    /// The cloud's Lua store script moves its per-state totals by every
+    /// tuple of a household's group, resent ones included, whenever the
+    /// group holds a new one (a variant of the script's text, chosen by
+    /// the simulated Redis: `edgemeter_scripts::planted`).
+    LuaTotalsCountResends,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 15] = [
+    pub const ALL: [Bug; 16] = [
         Bug::AckBeforeReply,
         Bug::CommitBeforeDurable,
         Bug::ReplyBeforeCacheWrite,
@@ -66,6 +71,7 @@ impl Bug {
         Bug::UnsealedAcceptedForKeyedEdge,
         Bug::CommitBeforeSync,
         Bug::SynchronousOff,
+        Bug::LuaTotalsCountResends,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +91,7 @@ impl Bug {
             Bug::UnsealedAcceptedForKeyedEdge => "unsealed-accepted-for-keyed-edge",
             Bug::CommitBeforeSync => "commit-before-sync",
             Bug::SynchronousOff => "synchronous-off",
+            Bug::LuaTotalsCountResends => "lua-totals-count-resends",
         }
     }
 

@@ -1,0 +1,2 @@
+
+return bucket_epoch(KEYS[1], ARGV[1])
