@@ -442,8 +442,14 @@ impl World {
             .collect();
         let topics = Arc::new(topics);
         let (publications, progress) = (self.slice.publications.clone(), self.progress.clone());
+        let planted = planted_of(&self.scenario);
         self.sim.host(Host::Households.name(), move || {
-            run_households(publications.clone(), topics.clone(), progress.clone())
+            run_households(
+                publications.clone(),
+                topics.clone(),
+                progress.clone(),
+                planted,
+            )
         });
     }
 
