@@ -19,6 +19,7 @@
 //! once. This module does no IO and reads no clock: it sees only readings.
 
 use crate::ports::NewTuple;
+use edgemeter_env::{Bug, PlantedBugs};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub const WINDOW_MS: i64 = 5_000;
@@ -110,6 +111,7 @@ pub struct Windows {
     /// Newest timestamp seen per partition.
     partition_newest_ms: BTreeMap<i32, i64>,
     newest_ms: Option<i64>,
+    planted: PlantedBugs,
 }
 
 impl Windows {
@@ -121,6 +123,14 @@ impl Windows {
         Windows {
             config,
             ..Windows::default()
+        }
+    }
+
+    /// Windows with planted bugs switched on (the simulation's).
+    pub fn with_planted(config: WindowConfig, planted: PlantedBugs) -> Windows {
+        Windows {
+            planted,
+            ..Windows::new(config)
         }
     }
 
@@ -183,12 +193,19 @@ impl Windows {
             quiet_grace_ms,
             household_order,
         } = self.config;
+        let from_start = self.planted.has(Bug::EarlyWindowClose);
         for (node_id, household) in &mut self.households {
             let newest = household.newest_ts_ms;
             let ready = |start: i64| {
                 let end = start + WINDOW_MS;
-                (household_order && newest >= end + lateness_ms)
-                    || watermark >= end.saturating_add(quiet_grace_ms)
+                let own_passed = if from_start {
+                    // The planted slip: the lateness counted from the
+                    // window's key, its start, instead of its end.
+                    newest >= start + lateness_ms
+                } else {
+                    newest >= end + lateness_ms
+                };
+                (household_order && own_passed) || watermark >= end.saturating_add(quiet_grace_ms)
             };
             close_while(node_id, household, ready, closed);
         }
