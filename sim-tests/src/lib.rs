@@ -16,7 +16,8 @@
 //!   [`redis`] (the cache, which outlives cloud crashes and can be lost on
 //!   its own, whole or one shard's buckets),
 //!   [`forger`] (unsealed requests in the keyed edge's name, on seeds that
-//!   draw forgeries).
+//!   draw forgeries, and a day-old sealed request on seeds that draw
+//!   replays).
 //! - IO swapped in for the production traits: [`bus`] (`ReadingsBus`),
 //!   [`link`] (`CloudLink`, with NNG REQ resend semantics), [`cache`]
 //!   (`Cache`), [`clock`] (`WallClock`); [`net`] and [`codec`] frame bytes.

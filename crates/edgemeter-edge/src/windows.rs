@@ -47,7 +47,10 @@ pub fn window_start_ms(ts_ms: i64) -> i64 {
 pub struct WindowConfig {
     /// How long after a window's end a reading of the same household may still
     /// arrive. Kafka keeps one household's readings in order, so this only
-    /// absorbs producers that reorder slightly.
+    /// absorbs producers that reorder slightly. Ours reorders by minutes
+    /// only after a delivery failure (an outage longer than its delivery
+    /// timeout, see `edgemeter_memlog::produce_queue`): those readings are
+    /// late whatever this is, and kept in `rejected`.
     pub lateness_ms: i64,
     /// How far the stream watermark must pass a window's end to close it
     /// without a later reading of its household.
