@@ -282,6 +282,11 @@ pub struct Scenario {
     /// (keys and unauthenticated requests both allowed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forgeries_at_ms: Vec<u64>,
+    /// When the `forger` host presents a sealed request captured a day
+    /// earlier (ms from the start); the cloud must refuse it as outside
+    /// its seal window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replays_at_ms: Vec<u64>,
     /// Edges, cloud nodes, cache shards; absent in a schedule of the
     /// single-edge world.
     #[serde(default)]
@@ -405,6 +410,12 @@ const SHARD_LOSS: Kind = Kind {
     on_probability: 0.5,
     per_minute: (0.1, 0.6),
 };
+/// Replays of a captured sealed request. Drawn after every other kind,
+/// so that turning it on left the other events of every seed as they were.
+const REPLAY: Kind = Kind {
+    on_probability: 0.2,
+    per_minute: (0.3, 1.0),
+};
 
 impl Scenario {
     /// A fault-free scenario for `seed` with the given shape.
@@ -428,6 +439,7 @@ impl Scenario {
             },
             faults: Vec::new(),
             forgeries_at_ms: Vec::new(),
+            replays_at_ms: Vec::new(),
             topology: options
                 .topology
                 .unwrap_or_else(|| draw_topology(seed))
@@ -515,6 +527,12 @@ impl Scenario {
                 shard: rng.gen_range(0..topology.shards as u8),
             });
         }
+        // Drawn last of all, for the same reason.
+        let mut replays: Vec<u64> = (0..draw.count(&REPLAY))
+            .map(|_| draw.rng.gen_range(0..draw.duration_ms))
+            .collect();
+        replays.sort_unstable();
+        scenario.replays_at_ms = replays;
         let mut events = draw.events;
         events.sort_by_key(|event| event.at_ms);
         scenario.faults = events;

@@ -18,7 +18,8 @@
 //!   scripts in embedded Lua 5.1 over [`keyspace`], a simulated Redis
 //!   keyspace with Redis's commands, replies and errors),
 //!   [`forger`] (unsealed requests in the keyed edge's name, on seeds that
-//!   draw forgeries).
+//!   draw forgeries, and a day-old sealed request on seeds that draw
+//!   replays).
 //! - IO swapped in for the production traits: [`bus`] (`ReadingsBus`),
 //!   [`link`] (`CloudLink`, with NNG REQ resend semantics), [`cache`]
 //!   (`Cache`), [`clock`] (`WallClock`); [`net`] and [`codec`] frame bytes.

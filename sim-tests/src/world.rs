@@ -28,7 +28,7 @@ use crate::cloud_host::{run_cloud, InFlight};
 use crate::dataset::{DataSet, Slice};
 use crate::edge_host::{run_edge_host, CorruptionLog, EdgeSetup};
 use crate::faults::{Host, Scenario, Topology, INFLIGHT_ARM_MS_MAX};
-use crate::forger::{run_forger, ForgerPlan, FORGER_HOST};
+use crate::forger::{run_forger, ForgerPlan, ReplayPlan, FORGER_HOST, REPLAY_AGE_MS};
 use crate::households::{run_households, ReplayProgress};
 use crate::link::LinkStats;
 use crate::redis::{run_redis, CacheWorld, SharedCache, RECENT_TUPLES_MAX};
@@ -444,8 +444,14 @@ impl World {
             .collect();
         let topics = Arc::new(topics);
         let (publications, progress) = (self.slice.publications.clone(), self.progress.clone());
+        let planted = planted_of(&self.scenario);
         self.sim.host(Host::Households.name(), move || {
-            run_households(publications.clone(), topics.clone(), progress.clone())
+            run_households(
+                publications.clone(),
+                topics.clone(),
+                progress.clone(),
+                planted,
+            )
         });
     }
 
@@ -533,7 +539,7 @@ impl World {
     /// The forgeries the scenario draws: a real window with another
     /// average, and one past the slice, both in the keyed edge's name.
     fn forger_plan(&self) -> Option<ForgerPlan> {
-        if self.scenario.forgeries_at_ms.is_empty() {
+        if self.scenario.forgeries_at_ms.is_empty() && self.scenario.replays_at_ms.is_empty() {
             return None;
         }
         // A window of the first edge's, in that edge's name: stored first,
@@ -548,6 +554,16 @@ impl World {
             average_w,
             samples: 1,
         };
+        // A request captured a day ago: sealed then, for a window of then.
+        let replay = (!self.scenario.replays_at_ms.is_empty()).then(|| {
+            let day_ago_ms = (self.slice.epoch_ms - REPLAY_AGE_MS).div_euclid(5_000) * 5_000;
+            ReplayPlan {
+                at_ms: self.scenario.replays_at_ms.clone(),
+                key: self.edges[0].key.clone(),
+                sent_ms: day_ago_ms + 7_000,
+                tuples: vec![forged(1, day_ago_ms, window.average_w)],
+            }
+        });
         Some(ForgerPlan {
             edge_id: EDGE_ID.to_owned(),
             at_ms: self.scenario.forgeries_at_ms.clone(),
@@ -555,6 +571,7 @@ impl World {
                 forged(1, *window_start_ms, window.average_w + 1_000.0),
                 forged(2, past_ms, 1.0),
             ],
+            replay,
         })
     }
 

@@ -32,11 +32,28 @@ fn seeds_to_catch(bug: Bug) -> Option<(u64, Vec<Kind>)> {
     None
 }
 
+/// Planted bugs that today's swarm cannot reach, each with the fault that
+/// would expose it to the checker and the test that catches it meanwhile.
+/// Not a way to excuse a miss: a bug belongs here only when no drawn
+/// fault can make its code run at all.
+const BEYOND_THE_SWARM: &[(Bug, &str)] = &[(
+    Bug::ProducerReordering,
+    "its code runs only when librdkafka reports a delivery failed, after \
+     message.timeout.ms (300 s) without the broker; the swarm's households \
+     outages stay under 45 s. A households-broker or broker outage longer \
+     than twice that timeout makes it reorder 300 s of readings (caught now \
+     by households::tests::after_a_long_outage_the_resend_goes_first_unless_planted)",
+)];
+
 #[test]
 #[cfg_attr(not(sim_optimized), ignore = "long: run with --profile sim")]
 fn every_planted_bug_is_caught_within_200_seeds() {
     let mut missed = Vec::new();
     for bug in Bug::ALL {
+        if let Some((_, why)) = BEYOND_THE_SWARM.iter().find(|(beyond, _)| *beyond == bug) {
+            println!("{:<26} not drawn by the swarm: {why}", bug.name());
+            continue;
+        }
         match seeds_to_catch(bug) {
             Some((seeds, kinds)) => {
                 println!(

@@ -444,15 +444,28 @@ impl<C: Cache, W: WallClock> Cloud<C, W> {
             ));
         }
         let mut key = None;
+        let now_ms = self.clock.now_ms();
+        let window_ms = auth.window.as_millis() as i64;
+        let one_side = self.config.planted.has(Bug::AuthWindowOneSide);
         let opened = open_request(
             request,
             |edge_id| {
                 key = keys.get(edge_id).cloned();
                 key.clone()
             },
-            self.clock.now_ms(),
-            auth.window.as_millis() as i64,
+            now_ms,
+            // The planted slip opens with no window and then checks the
+            // signed skew itself, below.
+            if one_side { i64::MAX } else { window_ms },
         );
+        let opened = match opened {
+            Ok(opened) if one_side && opened.sent_ms.saturating_sub(now_ms) > window_ms => {
+                Err(AuthError::OutsideWindow {
+                    skew_ms: opened.sent_ms.saturating_sub(now_ms),
+                })
+            }
+            other => other,
+        };
         match opened {
             Ok(opened) => Ok(Some((opened, key.expect("a key opened it")))),
             Err(error) => Err(self.refuse(RefusalReason::of(&error), &error.to_string())),

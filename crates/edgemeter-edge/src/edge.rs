@@ -187,7 +187,7 @@ where
     let now = Instant::now();
     info!(edge = %config.edge_id, "edge starting");
     let mut edge = EdgeLoop {
-        windows: Windows::new(config.windows),
+        windows: Windows::with_planted(config.windows, config.planted),
         heartbeats: NodeHeartbeats::new(
             now,
             config.heartbeat_interval,
@@ -732,10 +732,21 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             return;
         }
         let mut offsets = BTreeMap::new();
-        for (&partition, &next) in &self.consumed_next {
+        let skewed = self
+            .config
+            .planted
+            .has(Bug::OffsetArithmeticAcrossPartitions);
+        let partitions: Vec<i32> = self.consumed_next.keys().copied().collect();
+        for (index, (&partition, &next)) in self.consumed_next.iter().enumerate() {
+            // The planted slip: the floor of the next partition in order.
+            let floor_of = if skewed {
+                partitions[(index + 1) % partitions.len()]
+            } else {
+                partition
+            };
             let target = self
                 .windows
-                .commit_floor(partition)
+                .commit_floor(floor_of)
                 .map_or(next, |floor| floor.min(next));
             if self
                 .committed

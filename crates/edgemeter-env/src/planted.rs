@@ -52,10 +52,29 @@ pub enum Bug {
     /// group holds a new one (a variant of the script's text, chosen by
     /// the simulated Redis: `edgemeter_scripts::planted`).
     LuaTotalsCountResends,
+    /// The shared producer queue re-queues failed records behind the
+    /// younger ones that fell due meanwhile, as a new record would be (the
+    /// producer's original bug): one household's readings reach Kafka out
+    /// of order by a whole outage, and the edge rejects the resent ones
+    /// as late.
+    ProducerReordering,
+    /// The edge counts a household's allowed lateness from the window's
+    /// start, its key, instead of its end (`newest >= start + lateness`):
+    /// a window closes 3 s before its end, and its last readings are
+    /// rejected as late.
+    EarlyWindowClose,
+    /// The edge pairs each partition's consumed position with the next
+    /// partition's commit floor (a zip one step off), so it commits past
+    /// readings its own open windows still need; a crash then loses them.
+    OffsetArithmeticAcrossPartitions,
+    /// The cloud checks a sealed request's time on one side only (the
+    /// signed skew against the window, without its absolute value), so a
+    /// captured request is accepted however old it is.
+    AuthWindowOneSide,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 16] = [
+    pub const ALL: [Bug; 20] = [
         Bug::AckBeforeReply,
         Bug::CommitBeforeDurable,
         Bug::ReplyBeforeCacheWrite,
@@ -72,6 +91,10 @@ impl Bug {
         Bug::CommitBeforeSync,
         Bug::SynchronousOff,
         Bug::LuaTotalsCountResends,
+        Bug::ProducerReordering,
+        Bug::EarlyWindowClose,
+        Bug::OffsetArithmeticAcrossPartitions,
+        Bug::AuthWindowOneSide,
     ];
 
     pub fn name(self) -> &'static str {
@@ -92,6 +115,10 @@ impl Bug {
             Bug::CommitBeforeSync => "commit-before-sync",
             Bug::SynchronousOff => "synchronous-off",
             Bug::LuaTotalsCountResends => "lua-totals-count-resends",
+            Bug::ProducerReordering => "producer-reordering",
+            Bug::EarlyWindowClose => "early-window-close",
+            Bug::OffsetArithmeticAcrossPartitions => "offset-arithmetic-across-partitions",
+            Bug::AuthWindowOneSide => "auth-window-one-side",
         }
     }
 

@@ -169,7 +169,9 @@ pub fn open_request(
     // Constant-time comparison: the tag leaks nothing through timing.
     mac.verify_slice(tag).map_err(|_| AuthError::BadTag)?;
     let skew_ms = sent_ms.saturating_sub(now_ms);
-    if skew_ms.abs() > window_ms {
+    // `unsigned_abs`: a skew saturated to `i64::MIN` has no `abs`; with
+    // overflow checks off (release) it wrapped to itself and passed.
+    if skew_ms.unsigned_abs() > window_ms.max(0) as u64 {
         return Err(AuthError::OutsideWindow { skew_ms });
     }
     Ok(OpenedRequest {
@@ -272,6 +274,38 @@ mod tests {
             Err(AuthError::BadTag)
         );
         assert_eq!(open_reply(&reply, &key(9), &tag), Err(AuthError::BadTag));
+    }
+
+    /// Goal: the seal window holds on both sides, to the extremes.
+    /// Method: requests stamped just inside and just outside the window
+    /// before and after the cloud's clock, and at the ends of `i64` (a
+    /// skew that saturates to `i64::MIN` once wrapped to itself in
+    /// `abs` and passed in a release build).
+    #[test]
+    fn the_window_holds_on_both_sides() {
+        let open_at = |sent_ms: i64, now_ms: i64| {
+            let (sealed, _) = seal_request("edge-1", &key(7), sent_ms, b"payload");
+            open_request(&sealed, |_| Some(key(7)), now_ms, 60_000).map(|_| ())
+        };
+        let now = 1_577_145_600_000;
+        assert_eq!(open_at(now - 60_000, now), Ok(()));
+        assert_eq!(open_at(now + 60_000, now), Ok(()));
+        assert_eq!(
+            open_at(now - 60_001, now),
+            Err(AuthError::OutsideWindow { skew_ms: -60_001 })
+        );
+        assert_eq!(
+            open_at(now + 60_001, now),
+            Err(AuthError::OutsideWindow { skew_ms: 60_001 })
+        );
+        assert_eq!(
+            open_at(i64::MIN, now),
+            Err(AuthError::OutsideWindow { skew_ms: i64::MIN })
+        );
+        assert_eq!(
+            open_at(i64::MAX, -now),
+            Err(AuthError::OutsideWindow { skew_ms: i64::MAX })
+        );
     }
 
     #[test]

@@ -1,20 +1,25 @@
 //! `KafkaProducer`: the households' [`ReadingSink`] into Kafka.
 //!
 //! Each reading is one record on `power_topic`, keyed by household, so one
-//! household's readings stay on one partition and in order. The producer is
-//! idempotent, so librdkafka's own retries never write a record twice.
+//! household's readings stay on one partition. The producer is idempotent,
+//! so librdkafka's own retries never write a record twice nor reorder one.
 //!
 //! A publish hands the record to librdkafka at once and keeps its delivery
 //! future; at most [`PRODUCE_INFLIGHT_MAX`] are unconfirmed. A record whose
-//! delivery fails (the broker stayed down past librdkafka's message timeout)
-//! is sent again with backoff, never dropped, and before any younger
-//! record: the order and retry decisions are [`ProduceQueue`]'s, this file
-//! only moves records between it and librdkafka. (A failed record used to
-//! go back behind younger readings of its household.)
+//! delivery fails (the broker stayed down past librdkafka's delivery
+//! timeout, [`DELIVERY_TIMEOUT`]) is sent again with backoff, never dropped,
+//! and before any younger record not yet handed to librdkafka: the order
+//! and retry decisions are [`ProduceQueue`]'s, shared with the simulated
+//! households, and this file only moves records between it and librdkafka.
+//! Younger records librdkafka already holds may still be delivered before
+//! the resend (see [`edgemeter_memlog::produce_queue`]): after an outage
+//! longer than the delivery timeout, Kafka holds a household's readings
+//! out of order, and the edge keeps those that come after their window
+//! closed as rejected.
 
 use crate::households::{ReadingSink, SinkError};
 use crate::kafka_bus::{check_broker, client_config, BrokerSetupError};
-use edgemeter_memlog::produce_queue::RESEND_DELAY_MIN;
+use edgemeter_memlog::produce_queue::{DELIVERY_TIMEOUT, RESEND_DELAY_MIN, UNCONFIRMED_MAX};
 use edgemeter_memlog::ProduceQueue;
 use edgemeter_wire::Reading;
 use futures::future::BoxFuture;
@@ -27,10 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Unconfirmed records at most. Bounds our memory (a reading is ~130
-/// bytes), while leaving librdkafka plenty to batch: at speed `max` it
-/// sends tens of thousands of records a second.
-pub const PRODUCE_INFLIGHT_MAX: usize = 10_000;
+/// Unconfirmed records at most: the shared queue's bound (see there).
+pub const PRODUCE_INFLIGHT_MAX: usize = UNCONFIRMED_MAX;
 
 /// The pause when librdkafka's own queue is full and nothing of ours is
 /// in flight to wait for instead.
@@ -73,6 +76,12 @@ impl KafkaProducer {
             // throughput; at real time it adds 5 ms to a 2 s cadence.
             .set("linger.ms", "5")
             .set("reconnect.backoff.max.ms", "2000")
+            // librdkafka's default, stated so that the simulation's model
+            // of it (and the queue's documentation) read the same number.
+            .set(
+                "message.timeout.ms",
+                DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
             .create()?;
         Ok(KafkaProducer {
             producer,
@@ -144,7 +153,7 @@ impl KafkaProducer {
 
     fn record_outcome(&mut self, (sequence, outcome): (u64, Result<(), KafkaError>)) {
         match outcome {
-            Ok(()) => self.queue.handle_delivered(sequence),
+            Ok(()) => self.queue.handle_delivered(sequence, Instant::now()),
             Err(error) => {
                 if !self.queue.retrying() {
                     tracing::warn!(%error, "delivery failed; sending it again with backoff, before younger readings");
@@ -170,7 +179,7 @@ async fn sleep_until_some(at: Option<Instant>) {
 impl ReadingSink for KafkaProducer {
     async fn publish(&mut self, reading: &Reading) -> Result<(), SinkError> {
         self.settle_ready();
-        while self.unconfirmed() >= PRODUCE_INFLIGHT_MAX {
+        while !self.queue.may_push() {
             let refused = !self.send_ready();
             self.wait_for_progress(refused).await;
         }
