@@ -68,6 +68,10 @@ enum Command {
         /// Worker threads, each running its own simulations.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Exit 1, naming them, if any fault kind, crash point or rare path
+        /// of the coverage was reached by no seed.
+        #[arg(long)]
+        require_coverage: bool,
     },
     /// Re-runs one seed (or a schedule file) and prints its trace.
     Replay {
@@ -238,7 +242,8 @@ fn main() -> ExitCode {
             seeds,
             shape,
             workers,
-        } => run(seeds, &shape, workers),
+            require_coverage,
+        } => run(seeds, &shape, workers, require_coverage),
         Command::Replay {
             seed,
             schedule,
@@ -276,7 +281,12 @@ fn replay_command(seed: u64, shape: &Shape) -> String {
     )
 }
 
-fn run(seeds: Range<u64>, shape: &Shape, workers: usize) -> Result<bool, String> {
+fn run(
+    seeds: Range<u64>,
+    shape: &Shape,
+    workers: usize,
+    require_coverage: bool,
+) -> Result<bool, String> {
     let (data, options) = shape.load()?;
     let bar = ProgressBar::new(seeds.end - seeds.start);
     bar.set_style(
@@ -296,7 +306,35 @@ fn run(seeds: Range<u64>, shape: &Shape, workers: usize) -> Result<bool, String>
     });
     bar.finish();
     print_summary(&results, shape, started.elapsed().as_secs_f64());
-    Ok(results.iter().all(|run| !run.failed()))
+    let unreached = print_coverage(&results);
+    let mut passed = results.iter().all(|run| !run.failed());
+    if require_coverage && !unreached.is_empty() {
+        println!(
+            "coverage required, never reached in {} seeds: {}",
+            results.len(),
+            unreached.join(", ")
+        );
+        passed = false;
+    }
+    Ok(passed)
+}
+
+/// Prints how many seeds reached each fault kind, crash point and rare
+/// path (`sim_tests::coverage`), on one line, and returns those no seed
+/// reached.
+fn print_coverage(results: &[SeedRun]) -> Vec<String> {
+    let rows = sim_tests::coverage::tally(
+        results
+            .iter()
+            .filter_map(|run| run.summary.as_ref())
+            .map(|summary| &summary.coverage),
+    );
+    let line: Vec<String> = rows
+        .iter()
+        .map(|(name, count)| format!("{name}={count}"))
+        .collect();
+    println!("  coverage (seeds): {}", line.join(" "));
+    sim_tests::coverage::unreached(&rows)
 }
 
 fn print_summary(results: &[SeedRun], shape: &Shape, wall_s: f64) {

@@ -564,6 +564,9 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         }
         self.pending.since.get_or_insert(now);
         let full = self.pending.len() >= self.config.store_pending_max;
+        if full && self.store_due().is_none_or(|due| now < due) {
+            bump(&self.monitor.pending_bound_stores, 1);
+        }
         if full || self.store_due().is_some_and(|due| now >= due) {
             self.store_and_commit().await;
         }
@@ -951,6 +954,9 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             self.uplink.pause(now);
             return false;
         }
+        if ids.len() == self.uplink.batch_tuples_max() {
+            bump(&self.monitor.full_batches, 1);
+        }
         let batch = self
             .uplink
             .start_batch(tuples)
@@ -1226,6 +1232,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 outcome: ReplyOutcome::RetryLater(reason),
                 ..
             }) => {
+                bump(&self.monitor.batches_retry_later, 1);
                 warn!(request_id, %reason, "cloud asked to retry the batch later");
                 return self.uplink.failed(batch, now);
             }
