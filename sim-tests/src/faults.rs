@@ -255,13 +255,18 @@ pub enum Fault {
     /// and acknowledging, as a leader waits for its followers), so the
     /// producer must send them again.
     BrokerCrash { down_ms: u64 },
+    /// A second producer publishes again the newest reading that is at
+    /// least `age_ms` old ([`crate::households`]): a duplicate whose window
+    /// has closed, which the edge keeps as `late` without changing the
+    /// stored average.
+    StaleDuplicate { age_ms: u64 },
 }
 
 /// Every fault kind [`Fault::kind_name`] names, in the order the run
 /// summary's coverage lists them. A kind is one row of the swarm table (a
 /// partition is named by the hosts it separates; an outage of
 /// [`LONG_OUTAGE_MS`] or more is a kind of its own).
-pub const FAULT_KINDS: [&str; 25] = [
+pub const FAULT_KINDS: [&str; 26] = [
     "partition-edge-cloud",
     "partition-edge-broker",
     "partition-cloud-redis",
@@ -287,6 +292,7 @@ pub const FAULT_KINDS: [&str; 25] = [
     "disk-full",
     "disk-io-error",
     "broker-crash",
+    "stale-duplicate",
 ];
 
 impl Fault {
@@ -353,6 +359,7 @@ impl Fault {
                 DiskError::Io => "disk-io-error",
             },
             Fault::BrokerCrash { .. } => "broker-crash",
+            Fault::StaleDuplicate { .. } => "stale-duplicate",
         }
     }
 }
@@ -602,20 +609,34 @@ const BROKER_CRASH: Kind = Kind {
     on_probability: 0.2,
     per_minute: (0.2, 0.8),
 };
+const STALE_DUPLICATE: Kind = Kind {
+    on_probability: 0.2,
+    per_minute: (0.2, 1.0),
+};
 
 /// The share of seeds, in percent, whose faults are still on when the
 /// replay ends (the heal comes [`HEAL_DELAY_MS`] later).
 const FAULTS_AT_END_PERCENT: u32 = 15;
 
 /// The share of seeds, in percent, that replay [`BIG_HOUSEHOLDS`]
-/// households with a long outage of the first edge's uplink or of the
-/// first edge itself: a backlog of more than a batch (1,024 tuples) and,
-/// after a long crash, more than `store_pending_max` (4,096) records read
-/// at once. Few, so that the sweep's rate stays high.
+/// households for [`BIG_DURATION_MS`] with the first edge down, or cut off
+/// from the broker, for nearly all of it: when it reads again, its backlog
+/// is more than `store_pending_max` (4,096) windows at once, and more than
+/// a batch (1,024 tuples) to ship. Few, so that the sweep's rate stays
+/// high.
 const BIG_PERCENT: u32 = 6;
 
 /// Households of a big seed (the data set has 50).
 pub const BIG_HOUSEHOLDS: usize = 50;
+
+/// How much data a big seed replays: 50 households make 10 windows a
+/// second, so the 4,096 of `store_pending_max` take about 410 s.
+pub const BIG_DURATION_MS: i64 = 480_000;
+
+/// When a big seed's outage of the first edge starts, and how long before
+/// the replay's end it stops at the latest.
+const BIG_OUTAGE_START_MS: u64 = 10_000;
+const BIG_OUTAGE_END_BEFORE_MS: (u64, u64) = (5_000, 20_000);
 
 /// Mixed into the seed for the big-seed draw, which takes nothing from
 /// the schedule's RNG.
@@ -759,6 +780,13 @@ impl Scenario {
             duration_ms: rng.gen_range(200..30_000),
         });
         draw.broker_crashes(options);
+        draw.each(&STALE_DUPLICATE, |rng| Fault::StaleDuplicate {
+            age_ms: rng.gen_range(60_000..120_000),
+        });
+        if options.households < BIG_HOUSEHOLDS && is_big(seed) {
+            draw.make_big(&mut scenario, options);
+            draw.duration_ms = scenario.duration_ms.max(1) as u64;
+        }
         if draw.rng.gen_range(0..100) < FAULTS_AT_END_PERCENT {
             draw.faults_at_end(&mut scenario);
         }
@@ -772,9 +800,6 @@ impl Scenario {
             let at_ms = draw.rng.gen_range(0..draw.duration_ms);
             let fault = partition(&mut draw.rng, edge, node);
             draw.events.push(FaultEvent { at_ms, fault });
-        }
-        if options.households < BIG_HOUSEHOLDS && is_big(seed) {
-            draw.make_big(&mut scenario, options);
         }
         scenario.heal_delay_ms = scenario.heal_delay_ms.max(draw.overrun_ms());
         let mut events = draw.events;
@@ -1019,29 +1044,32 @@ impl Drawer {
     fn make_big(&mut self, scenario: &mut Scenario, options: &DrawOptions) {
         scenario.households = BIG_HOUSEHOLDS.min(options.households_available.max(1));
         scenario.topology = scenario.topology.clamped(scenario.households);
-        let at_ms = self.duration_ms / 3;
-        let duration_ms = self.rng.gen_range(LONG_OUTAGE_MS.0..LONG_OUTAGE_MS.1);
-        if self.rng.gen_bool(0.5) {
-            self.events.push(FaultEvent {
-                at_ms,
-                fault: Fault::Crash {
-                    host: Host::Edge(0),
-                    down_ms: duration_ms,
-                },
-            });
-        } else {
-            for node in self.topology.node_hosts() {
-                self.events.push(FaultEvent {
-                    at_ms,
-                    fault: Fault::Partition {
-                        from: Host::Edge(0),
-                        to: node,
-                        direction: Direction::Both,
-                        duration_ms,
-                    },
-                });
-            }
+        if scenario.duration_ms < BIG_DURATION_MS {
+            scenario.duration_ms = BIG_DURATION_MS;
+            // The slice must still fit in the data.
+            let span = (options.data_span_ms - BIG_DURATION_MS).max(0);
+            scenario.data_offset_ms = scenario.data_offset_ms.min(span / 1000 * 1000);
         }
+        let end_ms = scenario.duration_ms.max(0) as u64;
+        let at_ms = BIG_OUTAGE_START_MS;
+        let before_end_ms = self
+            .rng
+            .gen_range(BIG_OUTAGE_END_BEFORE_MS.0..BIG_OUTAGE_END_BEFORE_MS.1);
+        let duration_ms = end_ms.saturating_sub(at_ms + before_end_ms);
+        let fault = if self.rng.gen_bool(0.5) {
+            Fault::Crash {
+                host: Host::Edge(0),
+                down_ms: duration_ms,
+            }
+        } else {
+            Fault::Partition {
+                from: Host::Edge(0),
+                to: Host::Broker,
+                direction: Direction::Both,
+                duration_ms,
+            }
+        };
+        self.events.push(FaultEvent { at_ms, fault });
     }
 
     /// How far past the replay's end the long outages reach, within

@@ -10,6 +10,13 @@
 //! skips what it already has. Readings that fall due while the broker is
 //! unreachable wait and go out together once it answers, so the log always
 //! holds every reading exactly once, in order per household.
+//!
+//! Stale duplicates (a [`crate::faults::Fault::StaleDuplicate`]) are the
+//! one exception, on purpose: a second producer, as a replay run again over
+//! a range or a producer without idempotence that retried after a long
+//! outage, sends again a reading published a minute or more before. Its
+//! window has closed at the edge, so the edge must keep it as `late` and
+//! leave the stored average as it is (the reading was counted already).
 
 use crate::broker::{BrokerReply, BrokerRequest, ProducedRecord, BROKER_HOST, BROKER_PORT};
 use crate::net::{call, connect};
@@ -36,6 +43,22 @@ pub const PRODUCE_BACKOFF: Duration = Duration::from_millis(200);
 /// The producer id the households use (one producer for all of them).
 const PRODUCER_ID: u64 = 1;
 
+/// The producer id of the stale duplicates' producer.
+const STALE_PRODUCER_ID: u64 = 2;
+
+/// How often a stale duplicate is tried before it is given up (the broker
+/// may be unreachable then; a duplicate that never arrives changes
+/// nothing).
+pub const STALE_ATTEMPTS_MAX: u32 = 20;
+
+/// One stale duplicate: when it is sent (from the start), and how much
+/// older than that the reading it repeats is at least.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleDuplicate {
+    pub at: Duration,
+    pub age: Duration,
+}
+
 /// One reading ready to publish: its key (household id), its JSON record,
 /// and when it falls due in simulated time.
 #[derive(Debug, Clone)]
@@ -58,9 +81,14 @@ pub async fn run_households(
     readings: Arc<Vec<Publication>>,
     topics: Arc<Vec<u32>>,
     progress: Arc<ReplayProgress>,
+    stale: Arc<Vec<StaleDuplicate>>,
 ) -> turmoil::Result {
     assert_eq!(readings.len(), topics.len());
     let origin = Instant::now();
+    if !stale.is_empty() {
+        let (readings, topics, progress) = (readings.clone(), topics.clone(), progress.clone());
+        tokio::task::spawn_local(send_stale(origin, readings, topics, progress, stale));
+    }
     let mut connection = None;
     let mut reachable = true;
     loop {
@@ -102,6 +130,51 @@ pub async fn run_households(
                 }
                 connection = None;
                 sleep(PRODUCE_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Sends each stale duplicate at its time: the newest reading published
+/// at least its age before, again, from a second producer.
+async fn send_stale(
+    origin: Instant,
+    readings: Arc<Vec<Publication>>,
+    topics: Arc<Vec<u32>>,
+    progress: Arc<ReplayProgress>,
+    stale: Arc<Vec<StaleDuplicate>>,
+) {
+    let mut connection = None;
+    let mut sequence = 0u64;
+    for duplicate in stale.iter() {
+        sleep_until(origin + duplicate.at).await;
+        let published = progress.published.load(Ordering::Relaxed) as usize;
+        let Some(due_before) = origin.elapsed().checked_sub(duplicate.age) else {
+            continue;
+        };
+        let Some(index) = readings[..published]
+            .iter()
+            .rposition(|reading| reading.due <= due_before)
+        else {
+            continue;
+        };
+        let reading = &readings[index];
+        let request = BrokerRequest::Produce {
+            producer_id: STALE_PRODUCER_ID,
+            first_sequence: sequence,
+            records: vec![(topics[index], reading.key.clone(), reading.value.clone())],
+        };
+        for _ in 0..STALE_ATTEMPTS_MAX {
+            match produce(&mut connection, &request).await {
+                Ok(next_sequence) => {
+                    sequence = next_sequence;
+                    info!(index, "a stale duplicate of a reading was published");
+                    break;
+                }
+                Err(_) => {
+                    connection = None;
+                    sleep(PRODUCE_BACKOFF).await;
+                }
             }
         }
     }

@@ -144,7 +144,7 @@ fn halve(fault: &mut Fault) -> bool {
         | Fault::CacheLoss { down_ms }
         | Fault::CrashNodeInFlight { down_ms, .. }
         | Fault::PowerLoss { down_ms, .. } => down_ms,
-        Fault::LoseShard { .. } => return false,
+        Fault::LoseShard { .. } | Fault::StaleDuplicate { .. } => return false,
     };
     if *length < 200 {
         return false;

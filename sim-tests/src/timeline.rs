@@ -80,6 +80,11 @@ pub enum Action {
         edge: u8,
         failure: DiskError,
     },
+    /// The households host sends a stale duplicate now (scheduled there
+    /// from the start: this action only marks the time).
+    StaleDuplicate {
+        age_ms: u64,
+    },
 }
 
 /// The actions of `faults`, each with its time, in the order to apply them.
@@ -146,6 +151,7 @@ pub fn fits(action: &Action, topology: &Topology) -> bool {
         | Action::DiskFail { edge, .. }
         | Action::DiskRepair { edge, .. } => host_fits(&Host::Edge(*edge)),
         Action::Arm { .. }
+        | Action::StaleDuplicate { .. }
         | Action::LoseCache { .. }
         | Action::SpikeStart { .. }
         | Action::SpikeEnd { .. } => true,
@@ -265,6 +271,9 @@ fn actions_of(event: &FaultEvent, topology: &Topology) -> Vec<(u64, Action)> {
                 },
             ),
         ],
+        Fault::StaleDuplicate { age_ms } => {
+            vec![(at, Action::StaleDuplicate { age_ms: *age_ms })]
+        }
         Fault::BrokerCrash { down_ms } => vec![(
             at,
             Action::Crash {

@@ -30,7 +30,7 @@ use crate::dataset::{DataSet, Slice};
 use crate::edge_host::{run_edge_host, CorruptionLog, EdgeSetup};
 use crate::faults::{DiskError, Fault, Host, Scenario, Topology, INFLIGHT_ARM_MS_MAX};
 use crate::forger::{run_forger, ForgerPlan, FORGER_HOST};
-use crate::households::{run_households, ReplayProgress};
+use crate::households::{run_households, ReplayProgress, StaleDuplicate};
 use crate::link::LinkStats;
 use crate::redis::{run_redis, CacheWorld, SharedCache};
 use crate::timeline::{timeline_of_kinds, Action};
@@ -477,8 +477,27 @@ impl World {
             .collect();
         let topics = Arc::new(topics);
         let (publications, progress) = (self.slice.publications.clone(), self.progress.clone());
+        // The stale duplicates before the heal, sent by the households host
+        // itself (it is never crashed, so its schedule is fixed at start).
+        let stale: Vec<StaleDuplicate> = self
+            .actions
+            .iter()
+            .filter_map(|(at_ms, action, _)| match action {
+                Action::StaleDuplicate { age_ms } => Some(StaleDuplicate {
+                    at: Duration::from_millis(*at_ms),
+                    age: Duration::from_millis(*age_ms),
+                }),
+                _ => None,
+            })
+            .collect();
+        let stale = Arc::new(stale);
         self.sim.host(Host::Households.name(), move || {
-            run_households(publications.clone(), topics.clone(), progress.clone())
+            run_households(
+                publications.clone(),
+                topics.clone(),
+                progress.clone(),
+                stale.clone(),
+            )
         });
     }
 
@@ -703,6 +722,7 @@ impl World {
                 down_ms,
                 kept_percent,
             } => self.power_loss(usize::from(edge), now_ms, down_ms, kept_percent),
+            Action::StaleDuplicate { .. } => {}
             Action::SkewStart { edge, offset_ms } => {
                 let site = &mut self.edges[usize::from(edge)];
                 site.skews.push(offset_ms);
