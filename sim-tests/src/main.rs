@@ -356,6 +356,7 @@ fn print_summary(results: &[SeedRun], shape: &Shape, wall_s: f64) {
         sim_ms as f64 / 1000.0 / wall_s.max(1e-9)
     );
     print_scale_out(results);
+    print_slowest_convergence(results);
     for (kind, count) in &totals {
         println!("  {kind}: {count}");
     }
@@ -379,6 +380,24 @@ fn print_summary(results: &[SeedRun], shape: &Shape, wall_s: f64) {
             first.map_or("", |s| s)
         );
         println!("  replay: {}", replay_command(run.scenario.seed, shape));
+    }
+}
+
+/// The seed that converged slowest after its heal, against the liveness
+/// bound (`world::heal_bound`): how much room the bound has left.
+fn print_slowest_convergence(results: &[SeedRun]) {
+    let slowest = results
+        .iter()
+        .filter_map(|run| run.summary.as_ref())
+        .filter_map(|summary| Some((summary.converged_after_heal_ms?, summary.seed)))
+        .max();
+    if let Some((after_ms, seed)) = slowest {
+        let bound = sim_tests::world::heal_bound(edgemeter_edge::DEFAULT_IDLE_FLUSH);
+        println!(
+            "  slowest convergence after the heal: {:.1} s (seed {seed}), bound {} s",
+            after_ms as f64 / 1000.0,
+            bound.as_secs()
+        );
     }
 }
 
