@@ -292,10 +292,21 @@ pub struct BrokerData {
     producers: BTreeMap<u64, u64>,
 }
 
+/// How long the broker holds a produce request before it appends and
+/// acknowledges it, in seeds that crash the broker: a Kafka leader with
+/// `acks=all` answers only once its followers have the records, and a
+/// leader that dies meanwhile loses them (they were never acknowledged).
+/// Here a crash of the broker host drops the waiting request, so the
+/// producer's resend is what puts the records in the log. Seeds without
+/// broker crashes keep the immediate answer they always had.
+pub const PRODUCE_ACK_DELAY: Duration = Duration::from_millis(30);
+
 #[derive(Debug, Clone)]
 pub struct BrokerState {
     data: Arc<Mutex<BrokerData>>,
     appended: Arc<Notify>,
+    /// [`PRODUCE_ACK_DELAY`] when the seed crashes the broker.
+    ack_delay: Option<Duration>,
 }
 
 impl BrokerState {
@@ -311,7 +322,16 @@ impl BrokerState {
                 producers: BTreeMap::new(),
             })),
             appended: Arc::new(Notify::new()),
+            ack_delay: None,
         }
+    }
+
+    /// The same broker, holding each produce [`PRODUCE_ACK_DELAY`] before
+    /// appending and acknowledging it, so that a crash of its host loses
+    /// the produce requests not yet acknowledged.
+    pub fn with_ack_delay(mut self) -> BrokerState {
+        self.ack_delay = Some(PRODUCE_ACK_DELAY);
+        self
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&mut BrokerData) -> T) -> T {
@@ -469,7 +489,14 @@ impl BrokerState {
                 producer_id,
                 first_sequence,
                 records,
-            } => self.produce(producer_id, first_sequence, &records),
+            } => {
+                if let Some(delay) = self.ack_delay {
+                    // A crash of the host now drops this request unanswered
+                    // and unappended.
+                    tokio::time::sleep(delay).await;
+                }
+                self.produce(producer_id, first_sequence, &records)
+            }
             BrokerRequest::Fetch {
                 topic,
                 positions,

@@ -5,6 +5,12 @@
 //! deployed nodes share one store: no node holds state of its own that
 //! another would need.
 //!
+//! Each incarnation of a node also publishes the production cloud's own
+//! counters ([`CloudCounters`]) after every request it answers, in a
+//! [`CloudTally`] that outlives its crashes, so that the run's coverage
+//! counts what the cloud actually did (requests seen twice, refusals,
+//! store errors).
+//!
 //! Each node counts the data requests it holds (read off a pipe, not yet
 //! answered) in an [`InFlight`] the harness reads between steps, to crash
 //! a node exactly while batches are outstanding.
@@ -23,9 +29,9 @@ use crate::cache::SimCache;
 use crate::clock::SimClock;
 use crate::link::{DATA_PORT, HEARTBEAT_PORT, PROBE_ID};
 use crate::net::{read_frame, write_frame};
-use edgemeter_cloud::{Cloud, CloudConfig};
+use edgemeter_cloud::{Cloud, CloudConfig, CloudCounters};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info};
@@ -77,6 +83,28 @@ impl Drop for Held {
     }
 }
 
+/// The cloud's counters of each incarnation of one node, in start order:
+/// each start pushes its slot and overwrites it after every answer.
+#[derive(Debug, Clone, Default)]
+pub struct CloudTally(Arc<Mutex<Vec<CloudCounters>>>);
+
+impl CloudTally {
+    fn start(&self) -> usize {
+        let mut slots = self.0.lock().expect("tally lock");
+        slots.push(CloudCounters::default());
+        slots.len() - 1
+    }
+
+    fn publish(&self, slot: usize, counters: CloudCounters) {
+        self.0.lock().expect("tally lock")[slot] = counters;
+    }
+
+    /// Every incarnation's counters so far.
+    pub fn incarnations(&self) -> Vec<CloudCounters> {
+        self.0.lock().expect("tally lock").clone()
+    }
+}
+
 /// Which port a request came in on: the node serves one heartbeat port and
 /// one data port.
 #[derive(Debug, Clone, Copy)]
@@ -86,13 +114,24 @@ enum Port {
 }
 
 /// The cloud node's software.
-pub async fn run_cloud(config: CloudConfig, epoch_ms: i64, in_flight: InFlight) -> turmoil::Result {
+pub async fn run_cloud(
+    config: CloudConfig,
+    epoch_ms: i64,
+    in_flight: InFlight,
+    tally: CloudTally,
+) -> turmoil::Result {
     let cloud = Arc::new(Cloud::new(config, SimCache::new(), SimClock::new(epoch_ms)));
+    let slot = tally.start();
     tokio::task::spawn_local(cloud.clone().watch_heartbeats(std::future::pending()));
     let heartbeat = TcpListener::bind(("0.0.0.0", HEARTBEAT_PORT)).await?;
     let data = TcpListener::bind(("0.0.0.0", DATA_PORT)).await?;
     info!("cloud serving heartbeats and data");
-    let context = Served { cloud, in_flight };
+    let context = Served {
+        cloud,
+        in_flight,
+        tally,
+        slot,
+    };
     tokio::task::spawn_local(serve(heartbeat, context.clone(), Port::Heartbeat));
     serve(data, context, Port::Data).await
 }
@@ -102,6 +141,8 @@ pub async fn run_cloud(config: CloudConfig, epoch_ms: i64, in_flight: InFlight) 
 struct Served {
     cloud: Arc<SimCloud>,
     in_flight: InFlight,
+    tally: CloudTally,
+    slot: usize,
 }
 
 async fn serve(listener: TcpListener, served: Served, channel: Port) -> turmoil::Result {
@@ -153,6 +194,7 @@ async fn serve_pipe(stream: TcpStream, served: Served, channel: Port) {
             .await
             .expect("never closed");
         let (cloud, replies) = (served.cloud.clone(), replies.clone());
+        let (tally, slot) = (served.tally.clone(), served.slot);
         let held = matches!(channel, Port::Data).then(|| served.in_flight.hold());
         tokio::task::spawn_local(async move {
             let body = &frame[8..];
@@ -163,6 +205,7 @@ async fn serve_pipe(stream: TcpStream, served: Served, channel: Port) {
             // Answered: the reply may still be lost with the pipe, which is
             // the edge's resend to handle, not a request the node holds.
             drop(held);
+            tally.publish(slot, cloud.counters());
             let mut tagged = frame[..8].to_vec();
             tagged.extend_from_slice(&reply);
             let _ = replies.send(tagged).await;

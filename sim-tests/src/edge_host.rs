@@ -9,17 +9,27 @@
 //! opens the outbox again, checks it with `PRAGMA integrity_check` (any
 //! answer but `ok` is recorded for the checker as `corrupt`), and runs the
 //! edge from what it finds there, which is exactly the recovery path the
-//! production binary takes.
+//! production binary takes. While the harness makes the edge's disk fail
+//! (full, or I/O errors), a start whose open fails is not a finding: the
+//! process exits as `edgemeter edge` does and its service manager starts
+//! it again after [`RESTART_DELAY`]; an open that fails on a working disk
+//! still is.
 
 use crate::bus::SimBus;
-use crate::clock::SimClock;
+use crate::clock::{SimClock, Skew};
 use crate::link::{LinkStats, SimLink};
 use edgemeter_edge::{run_edge, EdgeConfig, EdgeMonitor};
 use edgemeter_env::PlantedBugs;
 use edgemeter_store::{OpenOptions, SqliteOutbox};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tracing::{info, warn};
+
+/// How long the service manager waits before it starts an edge whose
+/// previous start failed on a failing disk (systemd's `RestartSec`).
+pub const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// What the edge's starts found wrong with the database, for the checker.
 pub type CorruptionLog = Arc<Mutex<Vec<String>>>;
@@ -39,6 +49,10 @@ pub struct EdgeSetup {
     pub monitor: Arc<EdgeMonitor>,
     pub link_stats: Arc<LinkStats>,
     pub corruption: CorruptionLog,
+    /// The host's wall-clock offset, set by clock-skew faults.
+    pub skew: Skew,
+    /// Set by the harness while the edge's disk fails.
+    pub disk_failing: Arc<AtomicBool>,
 }
 
 /// The edge host's software.
@@ -47,17 +61,23 @@ pub async fn run_edge_host(setup: EdgeSetup) -> turmoil::Result {
         vfs: Some(edgemeter_simdisk::VFS_NAME),
         planted: setup.planted,
     };
-    let outbox = match SqliteOutbox::open_in(&setup.db_path, options) {
-        Ok(outbox) => outbox,
-        Err(error) => {
-            // A database that does not open is a finding of its own, not a
-            // crash of the harness: record it and stay down.
-            record(
-                &setup.corruption,
-                format!("the outbox does not open: {error}"),
-            );
-            std::future::pending::<()>().await;
-            unreachable!("pending never completes");
+    let outbox = loop {
+        match SqliteOutbox::open_in(&setup.db_path, options) {
+            Ok(outbox) => break outbox,
+            Err(error) if setup.disk_failing.load(Ordering::Relaxed) => {
+                warn!(%error, "the outbox does not open on a failing disk; the process exits and is started again");
+                tokio::time::sleep(RESTART_DELAY).await;
+            }
+            Err(error) => {
+                // A database that does not open is a finding of its own, not a
+                // crash of the harness: record it and stay down.
+                record(
+                    &setup.corruption,
+                    format!("the outbox does not open: {error}"),
+                );
+                std::future::pending::<()>().await;
+                unreachable!("pending never completes");
+            }
         }
     };
     match outbox.integrity_check() {
@@ -81,7 +101,7 @@ pub async fn run_edge_host(setup: EdgeSetup) -> turmoil::Result {
         SimBus::new(setup.topic, &setup.group),
         link,
         outbox,
-        SimClock::new(setup.epoch_ms),
+        SimClock::skewed(setup.epoch_ms, setup.skew.clone()),
         setup.monitor.clone(),
         std::future::pending(),
     )

@@ -39,6 +39,13 @@
 //! in-flight requests per connection (one request at a time here), and
 //! `linger.ms` (250 ms here against 5 ms in `KafkaProducer`, as a
 //! throughput-tuned producer would).
+//!
+//! Stale duplicates (a [`crate::faults::Fault::StaleDuplicate`]) are the
+//! one exception, on purpose: a second producer, as a replay run again over
+//! a range or a producer without idempotence that retried after a long
+//! outage, sends again a reading published a minute or more before. Its
+//! window has closed at the edge, so the edge must keep it as `late` and
+//! leave the stored average as it is (the reading was counted already).
 
 use crate::broker::{BrokerReply, BrokerRequest, ProducedRecord, BROKER_HOST, BROKER_PORT};
 use crate::net::{call, connect};
@@ -49,7 +56,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
 
 /// The most readings in one produce request. With 50 households a second
@@ -69,6 +76,22 @@ pub const PRODUCE_BACKOFF: Duration = Duration::from_millis(200);
 /// The producer id of the first epoch (one producer for all households);
 /// each epoch bump takes the next one.
 const PRODUCER_ID: u64 = 1;
+
+/// The producer id of the stale duplicates' producer.
+const STALE_PRODUCER_ID: u64 = 2;
+
+/// How often a stale duplicate is tried before it is given up (the broker
+/// may be unreachable then; a duplicate that never arrives changes
+/// nothing).
+pub const STALE_ATTEMPTS_MAX: u32 = 20;
+
+/// One stale duplicate: when it is sent (from the start), and how much
+/// older than that the reading it repeats is at least.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleDuplicate {
+    pub at: Duration,
+    pub age: Duration,
+}
 
 /// One reading ready to publish: its key (household id), its JSON record,
 /// and when it falls due in simulated time.
@@ -159,9 +182,14 @@ pub async fn run_households(
     topics: Arc<Vec<u32>>,
     progress: Arc<ReplayProgress>,
     planted: PlantedBugs,
+    stale: Arc<Vec<StaleDuplicate>>,
 ) -> turmoil::Result {
     assert_eq!(readings.len(), topics.len());
     let origin = Instant::now();
+    if !stale.is_empty() {
+        let (readings, topics, progress) = (readings.clone(), topics.clone(), progress.clone());
+        tokio::task::spawn_local(send_stale(origin, readings, topics, progress, stale));
+    }
     let due_at = |index: usize| origin + readings[index].due;
     let mut queue: ProduceQueue<usize> = ProduceQueue::with_planted(planted);
     let mut client = Client::new();
@@ -286,6 +314,51 @@ pub async fn run_households(
     }
 }
 
+/// Sends each stale duplicate at its time: the newest reading published
+/// at least its age before, again, from a second producer.
+async fn send_stale(
+    origin: Instant,
+    readings: Arc<Vec<Publication>>,
+    topics: Arc<Vec<u32>>,
+    progress: Arc<ReplayProgress>,
+    stale: Arc<Vec<StaleDuplicate>>,
+) {
+    let mut connection = None;
+    let mut sequence = 0u64;
+    for duplicate in stale.iter() {
+        sleep_until(origin + duplicate.at).await;
+        let published = progress.published.load(Ordering::Relaxed) as usize;
+        let Some(due_before) = origin.elapsed().checked_sub(duplicate.age) else {
+            continue;
+        };
+        let Some(index) = readings[..published]
+            .iter()
+            .rposition(|reading| reading.due <= due_before)
+        else {
+            continue;
+        };
+        let reading = &readings[index];
+        let request = BrokerRequest::Produce {
+            producer_id: STALE_PRODUCER_ID,
+            first_sequence: sequence,
+            records: vec![(topics[index], reading.key.clone(), reading.value.clone())],
+        };
+        for _ in 0..STALE_ATTEMPTS_MAX {
+            match produce(&mut connection, &request).await {
+                Ok(next_sequence) => {
+                    sequence = next_sequence;
+                    info!(index, "a stale duplicate of a reading was published");
+                    break;
+                }
+                Err(_) => {
+                    connection = None;
+                    sleep(PRODUCE_BACKOFF).await;
+                }
+            }
+        }
+    }
+}
+
 async fn produce(
     connection: &mut Option<turmoil::net::TcpStream>,
     request: &BrokerRequest,
@@ -350,6 +423,7 @@ mod tests {
                 topics,
                 Arc::new(ReplayProgress::default()),
                 planted,
+                Arc::new(Vec::new()),
             )
             .await
         });

@@ -29,7 +29,8 @@
 //!   (lost, unexpected, duplicated, changed, over every edge), [`dataset`] (input slice and oracle), [`trace`]
 //!   (per-seed log stamped with simulated time), [`panics`], [`runner`]
 //!   (one seed, or many on several cores), [`shrink`] (minimal failing
-//!   schedules).
+//!   schedules), [`coverage`] (the fault kinds, crash points and rare
+//!   paths a sweep actually reached).
 //!
 //! Nothing inside a simulation reads the wall clock, starts a thread,
 //! iterates a `HashMap` or draws unseeded randomness: the same scenario
@@ -42,6 +43,7 @@ pub mod cache;
 pub mod clock;
 pub mod cloud_host;
 pub mod codec;
+pub mod coverage;
 pub mod dataset;
 pub mod edge_host;
 pub mod faults;

@@ -68,6 +68,10 @@ enum Command {
         /// Worker threads, each running its own simulations.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Exit 1, naming them, if any fault kind, crash point or rare path
+        /// of the coverage was reached by no seed.
+        #[arg(long)]
+        require_coverage: bool,
     },
     /// Re-runs one seed (or a schedule file) and prints its trace.
     Replay {
@@ -238,7 +242,8 @@ fn main() -> ExitCode {
             seeds,
             shape,
             workers,
-        } => run(seeds, &shape, workers),
+            require_coverage,
+        } => run(seeds, &shape, workers, require_coverage),
         Command::Replay {
             seed,
             schedule,
@@ -276,7 +281,12 @@ fn replay_command(seed: u64, shape: &Shape) -> String {
     )
 }
 
-fn run(seeds: Range<u64>, shape: &Shape, workers: usize) -> Result<bool, String> {
+fn run(
+    seeds: Range<u64>,
+    shape: &Shape,
+    workers: usize,
+    require_coverage: bool,
+) -> Result<bool, String> {
     let (data, options) = shape.load()?;
     let bar = ProgressBar::new(seeds.end - seeds.start);
     bar.set_style(
@@ -296,7 +306,35 @@ fn run(seeds: Range<u64>, shape: &Shape, workers: usize) -> Result<bool, String>
     });
     bar.finish();
     print_summary(&results, shape, started.elapsed().as_secs_f64());
-    Ok(results.iter().all(|run| !run.failed()))
+    let unreached = print_coverage(&results);
+    let mut passed = results.iter().all(|run| !run.failed());
+    if require_coverage && !unreached.is_empty() {
+        println!(
+            "coverage required, never reached in {} seeds: {}",
+            results.len(),
+            unreached.join(", ")
+        );
+        passed = false;
+    }
+    Ok(passed)
+}
+
+/// Prints how many seeds reached each fault kind, crash point and rare
+/// path (`sim_tests::coverage`), on one line, and returns those no seed
+/// reached.
+fn print_coverage(results: &[SeedRun]) -> Vec<String> {
+    let rows = sim_tests::coverage::tally(
+        results
+            .iter()
+            .filter_map(|run| run.summary.as_ref())
+            .map(|summary| &summary.coverage),
+    );
+    let line: Vec<String> = rows
+        .iter()
+        .map(|(name, count)| format!("{name}={count}"))
+        .collect();
+    println!("  coverage (seeds): {}", line.join(" "));
+    sim_tests::coverage::unreached(&rows)
 }
 
 fn print_summary(results: &[SeedRun], shape: &Shape, wall_s: f64) {
@@ -318,6 +356,7 @@ fn print_summary(results: &[SeedRun], shape: &Shape, wall_s: f64) {
         sim_ms as f64 / 1000.0 / wall_s.max(1e-9)
     );
     print_scale_out(results);
+    print_slowest_convergence(results);
     for (kind, count) in &totals {
         println!("  {kind}: {count}");
     }
@@ -341,6 +380,24 @@ fn print_summary(results: &[SeedRun], shape: &Shape, wall_s: f64) {
             first.map_or("", |s| s)
         );
         println!("  replay: {}", replay_command(run.scenario.seed, shape));
+    }
+}
+
+/// The seed that converged slowest after its heal, against the liveness
+/// bound (`world::heal_bound`): how much room the bound has left.
+fn print_slowest_convergence(results: &[SeedRun]) {
+    let slowest = results
+        .iter()
+        .filter_map(|run| run.summary.as_ref())
+        .filter_map(|summary| Some((summary.converged_after_heal_ms?, summary.seed)))
+        .max();
+    if let Some((after_ms, seed)) = slowest {
+        let bound = sim_tests::world::heal_bound(edgemeter_edge::DEFAULT_IDLE_FLUSH);
+        println!(
+            "  slowest convergence after the heal: {:.1} s (seed {seed}), bound {} s",
+            after_ms as f64 / 1000.0,
+            bound.as_secs()
+        );
     }
 }
 

@@ -135,13 +135,16 @@ fn halve(fault: &mut Fault) -> bool {
         Fault::Partition { duration_ms, .. }
         | Fault::BrokerOutage { duration_ms }
         | Fault::LatencySpike { duration_ms, .. }
-        | Fault::Stall { duration_ms, .. } => duration_ms,
+        | Fault::Stall { duration_ms, .. }
+        | Fault::ClockSkew { duration_ms, .. }
+        | Fault::DiskFailure { duration_ms, .. } => duration_ms,
         Fault::Crash { down_ms, .. }
+        | Fault::BrokerCrash { down_ms }
         | Fault::CrashAtPoint { down_ms, .. }
         | Fault::CacheLoss { down_ms }
         | Fault::CrashNodeInFlight { down_ms, .. }
         | Fault::PowerLoss { down_ms, .. } => down_ms,
-        Fault::LoseShard { .. } => return false,
+        Fault::LoseShard { .. } | Fault::StaleDuplicate { .. } => return false,
     };
     if *length < 200 {
         return false;

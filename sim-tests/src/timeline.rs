@@ -4,7 +4,7 @@
 //! flight, raise or restore latency, hold or release a link), sorted by time
 //! with a stable order for ties. Pure data: no simulation here, so it is easy to test and to read.
 
-use crate::faults::{crash_point_named, Direction, Fault, FaultEvent, Host, Topology};
+use crate::faults::{crash_point_named, Direction, DiskError, Fault, FaultEvent, Host, Topology};
 use edgemeter_env::CrashPoint;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,31 @@ pub enum Action {
     LoseShard {
         shard: u8,
     },
+    /// Edge `edge`'s wall clock reads `offset_ms` off (the latest skew
+    /// started wins while several overlap) until the matching end.
+    SkewStart {
+        edge: u8,
+        offset_ms: i64,
+    },
+    SkewEnd {
+        edge: u8,
+        offset_ms: i64,
+    },
+    /// Edge `edge`'s disk fails as `failure` says (counted: it works again
+    /// when the last failure on it ends; an I/O error wins over full).
+    DiskFail {
+        edge: u8,
+        failure: DiskError,
+    },
+    DiskRepair {
+        edge: u8,
+        failure: DiskError,
+    },
+    /// The households host sends a stale duplicate now (scheduled there
+    /// from the start: this action only marks the time).
+    StaleDuplicate {
+        age_ms: u64,
+    },
 }
 
 /// The actions of `faults`, each with its time, in the order to apply them.
@@ -67,18 +92,37 @@ pub enum Action {
 /// `topology` says which hosts a broker outage cuts off; actions naming a
 /// host or shard outside it are dropped ([`fits`]).
 pub fn timeline(faults: &[FaultEvent], heal_at_ms: u64, topology: &Topology) -> Vec<(u64, Action)> {
-    let mut actions: Vec<(u64, usize, Action)> = faults
+    timeline_of_kinds(faults, heal_at_ms, topology)
+        .into_iter()
+        .map(|(at, action, _)| (at, action))
+        .collect()
+}
+
+/// [`timeline`], each action with the kind of the fault it comes from
+/// ([`Fault::kind_name`]), so the harness can count the kinds a seed
+/// actually applied.
+pub fn timeline_of_kinds(
+    faults: &[FaultEvent],
+    heal_at_ms: u64,
+    topology: &Topology,
+) -> Vec<(u64, Action, &'static str)> {
+    let mut actions: Vec<(u64, usize, Action, &'static str)> = faults
         .iter()
-        .flat_map(|event| actions_of(event, topology))
-        .filter(|(_, action)| fits(action, topology))
-        .filter(|(at, _)| *at < heal_at_ms)
+        .flat_map(|event| {
+            let kind = event.fault.kind_name();
+            actions_of(event, topology)
+                .into_iter()
+                .map(move |(at, action)| (at, action, kind))
+        })
+        .filter(|(_, action, _)| fits(action, topology))
+        .filter(|(at, _, _)| *at < heal_at_ms)
         .enumerate()
-        .map(|(order, (at, action))| (at, order, action))
+        .map(|(order, (at, action, kind))| (at, order, action, kind))
         .collect();
-    actions.sort_by_key(|(at, order, _)| (*at, *order));
+    actions.sort_by_key(|(at, order, _, _)| (*at, *order));
     actions
         .into_iter()
-        .map(|(at, _, action)| (at, action))
+        .map(|(at, _, action, kind)| (at, action, kind))
         .collect()
 }
 
@@ -102,7 +146,12 @@ pub fn fits(action: &Action, topology: &Topology) -> bool {
         Action::PowerLoss { edge, .. } => host_fits(&Host::Edge(*edge)),
         Action::ArmInFlight { node, .. } => host_fits(&Host::Cloud(*node)),
         Action::LoseShard { shard } => usize::from(*shard) < topology.shards,
+        Action::SkewStart { edge, .. }
+        | Action::SkewEnd { edge, .. }
+        | Action::DiskFail { edge, .. }
+        | Action::DiskRepair { edge, .. } => host_fits(&Host::Edge(*edge)),
         Action::Arm { .. }
+        | Action::StaleDuplicate { .. }
         | Action::LoseCache { .. }
         | Action::SpikeStart { .. }
         | Action::SpikeEnd { .. } => true,
@@ -182,6 +231,56 @@ fn actions_of(event: &FaultEvent, topology: &Topology) -> Vec<(u64, Action)> {
             },
         )],
         Fault::LoseShard { shard } => vec![(at, Action::LoseShard { shard: *shard })],
+        Fault::ClockSkew {
+            edge,
+            offset_ms,
+            duration_ms,
+        } => vec![
+            (
+                at,
+                Action::SkewStart {
+                    edge: *edge,
+                    offset_ms: *offset_ms,
+                },
+            ),
+            (
+                at.saturating_add(*duration_ms),
+                Action::SkewEnd {
+                    edge: *edge,
+                    offset_ms: *offset_ms,
+                },
+            ),
+        ],
+        Fault::DiskFailure {
+            edge,
+            failure,
+            duration_ms,
+        } => vec![
+            (
+                at,
+                Action::DiskFail {
+                    edge: *edge,
+                    failure: *failure,
+                },
+            ),
+            (
+                at.saturating_add(*duration_ms),
+                Action::DiskRepair {
+                    edge: *edge,
+                    failure: *failure,
+                },
+            ),
+        ],
+        Fault::StaleDuplicate { age_ms } => {
+            vec![(at, Action::StaleDuplicate { age_ms: *age_ms })]
+        }
+        Fault::BrokerCrash { down_ms } => vec![(
+            at,
+            Action::Crash {
+                host: Host::Broker,
+                down_ms: *down_ms,
+            },
+        )],
         Fault::LatencySpike {
             max_ms,
             duration_ms,

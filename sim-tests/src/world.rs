@@ -24,15 +24,16 @@
 use crate::broker::{run_broker, BrokerState, BROKER_HOST};
 use crate::bus::{edge_group, SOCKET_TIMEOUT};
 use crate::checker::{check_union, EdgeEvidence, Findings, Kind, UnionEvidence};
-use crate::cloud_host::{run_cloud, InFlight};
+use crate::clock::Skew;
+use crate::cloud_host::{run_cloud, CloudTally, InFlight};
 use crate::dataset::{DataSet, Slice};
 use crate::edge_host::{run_edge_host, CorruptionLog, EdgeSetup};
-use crate::faults::{Host, Scenario, Topology, INFLIGHT_ARM_MS_MAX};
+use crate::faults::{DiskError, Fault, Host, Scenario, Topology, INFLIGHT_ARM_MS_MAX};
 use crate::forger::{run_forger, ForgerPlan, ReplayPlan, FORGER_HOST, REPLAY_AGE_MS};
-use crate::households::{run_households, ReplayProgress};
+use crate::households::{run_households, ReplayProgress, StaleDuplicate};
 use crate::link::LinkStats;
 use crate::redis::{run_redis, CacheWorld, SharedCache, RECENT_TUPLES_MAX};
-use crate::timeline::{timeline, Action};
+use crate::timeline::{timeline_of_kinds, Action};
 use edgemeter_checker::OracleWindow;
 use edgemeter_cloud::{CloudAuth, CloudConfig};
 use edgemeter_edge::{EdgeConfig, EdgeMonitor};
@@ -41,7 +42,7 @@ use edgemeter_simdisk::SimDisk;
 use edgemeter_store::{SqliteOutbox, StoredTuple};
 use edgemeter_wire::EdgeKey;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -130,6 +131,7 @@ pub struct Summary {
     pub cache_losses: u32,
     pub shard_losses: u32,
     pub power_losses: u32,
+    pub broker_crashes: u32,
     /// Over every edge.
     pub edge_tuples: usize,
     pub acked: usize,
@@ -145,6 +147,10 @@ pub struct Summary {
     pub converged_after_heal_ms: Option<u64>,
     pub sim_ms: u64,
     pub findings: BTreeMap<String, usize>,
+    /// What the seed reached, as [`crate::coverage`] names it: the fault
+    /// kinds it applied, the crash points that fired, the rare paths the
+    /// edges and the cloud took.
+    pub coverage: BTreeSet<String>,
 }
 
 /// Crash points armed by the schedule, and the hosts frozen at one.
@@ -164,6 +170,13 @@ struct Tally {
     cache_losses: u32,
     shard_losses: u32,
     power_losses: u32,
+    broker_crashes: u32,
+    /// Fault kinds of which at least one action was applied.
+    kinds: BTreeSet<&'static str>,
+    /// Crash points that fired.
+    points: BTreeSet<&'static str>,
+    /// A fault was still on when the replay ended.
+    faults_at_end: bool,
 }
 
 /// One edge of the seed: its host, its identity, the households it serves
@@ -188,6 +201,14 @@ struct EdgeSite {
     /// acknowledged again, legitimately, so the edge's count of
     /// acknowledgements may exceed its flag-2 rows by this much.
     acks_undone: u64,
+    /// The edge host's wall-clock offset, and the skews on now (the
+    /// latest started wins).
+    skew: Skew,
+    skews: Vec<i64>,
+    /// The disk failures on now (an I/O error wins over full), and
+    /// whether there is any, for the edge host's starts.
+    disk_failures: Vec<DiskError>,
+    disk_failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One cloud node of the seed.
@@ -196,13 +217,15 @@ struct NodeSite {
     /// Data requests the node holds (read, not yet answered), counted by
     /// its host; what [`Action::ArmInFlight`] waits for.
     in_flight: InFlight,
+    /// The production cloud's counters, per incarnation.
+    tally: CloudTally,
 }
 
 pub struct World {
     sim: turmoil::Sim<'static>,
     scenario: Scenario,
     slice: Slice,
-    actions: Vec<(u64, Action)>,
+    actions: Vec<(u64, Action, &'static str)>,
     next_action: usize,
     blocked: BTreeMap<(Host, Host), u32>,
     /// Holds in force per pair of hosts (the lower host first).
@@ -342,6 +365,10 @@ impl EdgeSite {
             _db_dir: db_dir,
             corruption: CorruptionLog::default(),
             acks_undone: 0,
+            skew: Skew::default(),
+            skews: Vec::new(),
+            disk_failures: Vec::new(),
+            disk_failing: Arc::default(),
         }
     }
 }
@@ -366,18 +393,15 @@ impl World {
             .map(|host| NodeSite {
                 host,
                 in_flight: InFlight::default(),
+                tally: CloudTally::default(),
             })
             .collect();
         let mut scenario = scenario.clone();
         scenario.topology = topology;
         let mut world = World {
             sim: build_sim(&scenario, slice.epoch_ms),
-            actions: timeline(
-                &scenario.faults,
-                scenario.duration_ms.max(0) as u64,
-                &topology,
-            ),
-            heal_at_ms: scenario.duration_ms.max(0) as u64,
+            actions: timeline_of_kinds(&scenario.faults, scenario.heal_at_ms(), &topology),
+            heal_at_ms: scenario.heal_at_ms(),
             slice,
             next_action: 0,
             blocked: BTreeMap::new(),
@@ -386,7 +410,18 @@ impl World {
             spikes: Vec::new(),
             plan: Arc::new(Mutex::new(CrashPlan::default())),
             armed_in_flight: BTreeMap::new(),
-            broker: BrokerState::new(topology.edges),
+            broker: {
+                let broker = BrokerState::new(topology.edges);
+                let crashes_broker = scenario
+                    .faults
+                    .iter()
+                    .any(|event| matches!(event.fault, Fault::BrokerCrash { .. }));
+                if crashes_broker {
+                    broker.with_ack_delay()
+                } else {
+                    broker
+                }
+            },
             cache: Rc::new(RefCell::new(CacheWorld::new(planted_of(&scenario)))),
             progress: Arc::new(ReplayProgress::default()),
             link_stats: Arc::new(LinkStats::default()),
@@ -445,12 +480,27 @@ impl World {
         let topics = Arc::new(topics);
         let (publications, progress) = (self.slice.publications.clone(), self.progress.clone());
         let planted = planted_of(&self.scenario);
+        // The stale duplicates before the heal, sent by the households host
+        // itself (it is never crashed, so its schedule is fixed at start).
+        let stale: Vec<StaleDuplicate> = self
+            .actions
+            .iter()
+            .filter_map(|(at_ms, action, _)| match action {
+                Action::StaleDuplicate { age_ms } => Some(StaleDuplicate {
+                    at: Duration::from_millis(*at_ms),
+                    age: Duration::from_millis(*age_ms),
+                }),
+                _ => None,
+            })
+            .collect();
+        let stale = Arc::new(stale);
         self.sim.host(Host::Households.name(), move || {
             run_households(
                 publications.clone(),
                 topics.clone(),
                 progress.clone(),
                 planted,
+                stale.clone(),
             )
         });
     }
@@ -482,12 +532,12 @@ impl World {
         // deployment's OS randomness does: a restarted node drawing its
         // predecessor's would give a lost store its old epoch back.
         let incarnations = Arc::new(AtomicU64::new(0));
-        let in_flight = site.in_flight.clone();
+        let (in_flight, tally) = (site.in_flight.clone(), site.tally.clone());
         self.sim.host(site.host.name(), move || {
             let mut config = cloud_config.clone();
             let incarnation = incarnations.fetch_add(1, Ordering::Relaxed);
             config.rng_seed ^= incarnation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            run_cloud(config, epoch_ms, in_flight.clone())
+            run_cloud(config, epoch_ms, in_flight.clone(), tally.clone())
         });
     }
 
@@ -518,6 +568,8 @@ impl World {
             monitor: site.monitor.clone(),
             link_stats: self.link_stats.clone(),
             corruption: site.corruption.clone(),
+            skew: site.skew.clone(),
+            disk_failing: site.disk_failing.clone(),
         };
         // Each start of an edge is a new process with a new instance, as
         // the `edge` command draws one from the OS: a restarted edge must
@@ -584,6 +636,9 @@ impl World {
             crate::trace::set_harness_now(now_ms);
             self.apply_due_actions(now_ms);
             self.restart_due_hosts(now_ms);
+            if !self.healed && now_ms >= self.scenario.duration_ms.max(0) as u64 {
+                self.note_faults_at_end();
+            }
             if !self.healed && now_ms >= self.heal_at_ms {
                 self.heal();
             }
@@ -606,11 +661,15 @@ impl World {
 
 impl World {
     fn apply_due_actions(&mut self, now_ms: u64) {
-        while let Some((at, action)) = self.actions.get(self.next_action).cloned() {
+        while let Some((at, action, kind)) = self.actions.get(self.next_action).cloned() {
             if at > now_ms {
                 return;
             }
             self.next_action += 1;
+            // A crash point or an in-flight crash counts once it fires.
+            if !matches!(action, Action::Arm { .. } | Action::ArmInFlight { .. }) {
+                self.tally.kinds.insert(kind);
+            }
             self.apply(action, now_ms);
         }
     }
@@ -678,6 +737,56 @@ impl World {
                 down_ms,
                 kept_percent,
             } => self.power_loss(usize::from(edge), now_ms, down_ms, kept_percent),
+            Action::StaleDuplicate { .. } => {}
+            Action::SkewStart { edge, offset_ms } => {
+                let site = &mut self.edges[usize::from(edge)];
+                site.skews.push(offset_ms);
+                site.skew.set(offset_ms);
+                info!(target: "sim::faults", edge = site.host.name(), offset_ms, "clock skew: the edge's wall clock is off");
+            }
+            Action::SkewEnd { edge, offset_ms } => {
+                let site = &mut self.edges[usize::from(edge)];
+                if let Some(index) = site.skews.iter().position(|skew| *skew == offset_ms) {
+                    site.skews.remove(index);
+                }
+                let now = site.skews.last().copied().unwrap_or(0);
+                site.skew.set(now);
+                info!(target: "sim::faults", edge = site.host.name(), offset_ms = now, "clock skew over");
+            }
+            Action::DiskFail { edge, failure } => {
+                let site = &mut self.edges[usize::from(edge)];
+                site.disk_failures.push(failure);
+                set_disk_failure(site);
+                info!(target: "sim::faults", edge = site.host.name(), ?failure, "disk fails");
+            }
+            Action::DiskRepair { edge, failure } => {
+                let site = &mut self.edges[usize::from(edge)];
+                if let Some(index) = site.disk_failures.iter().position(|f| *f == failure) {
+                    site.disk_failures.remove(index);
+                }
+                set_disk_failure(site);
+                info!(target: "sim::faults", edge = site.host.name(), ?failure, "disk failure over");
+            }
+        }
+    }
+
+    /// Records, once, whether any fault is still on as the replay ends.
+    fn note_faults_at_end(&mut self) {
+        if self.tally.faults_at_end {
+            return;
+        }
+        let on = |counts: &BTreeMap<(Host, Host), u32>| counts.values().any(|count| *count > 0);
+        let active = on(&self.blocked)
+            || on(&self.held)
+            || !self.down_until.is_empty()
+            || !self.spikes.is_empty()
+            || self
+                .edges
+                .iter()
+                .any(|edge| !edge.skews.is_empty() || !edge.disk_failures.is_empty());
+        if active && self.heal_at_ms > self.scenario.duration_ms.max(0) as u64 {
+            self.tally.faults_at_end = true;
+            info!(target: "sim::faults", "faults still on as the replay ends");
         }
     }
 
@@ -716,6 +825,7 @@ impl World {
             if in_flight > 0 && !self.down_until.contains_key(&host) {
                 self.armed_in_flight.remove(&node);
                 self.tally.inflight_crashes += 1;
+                self.tally.kinds.insert("crash-node-in-flight");
                 info!(target: "sim::faults", node = host.name(), in_flight, "crash with requests in flight");
                 self.crash(host, now_ms, down_ms);
             } else if now_ms >= armed_at_ms + INFLIGHT_ARM_MS_MAX {
@@ -818,6 +928,7 @@ impl World {
         match host {
             Host::Edge(_) => self.tally.edge_crashes += 1,
             Host::Cloud(_) => self.tally.cloud_crashes += 1,
+            Host::Broker => self.tally.broker_crashes += 1,
             _ => {}
         }
         info!(target: "sim::faults", host = host.name(), down_ms, "crash");
@@ -843,6 +954,8 @@ impl World {
         crate::trace::set_harness_now(now_ms);
         for (point, host, down_ms) in frozen {
             self.tally.point_crashes += 1;
+            self.tally.points.insert(point.name());
+            self.tally.kinds.insert("crash-at-point");
             info!(target: "sim::faults", point = point.name(), host = host.name(), "crash at crash point");
             self.crash(host, now_ms, down_ms);
         }
@@ -893,6 +1006,14 @@ impl World {
             .set_max_message_latency(Duration::from_millis(self.scenario.network.latency_max_ms));
         self.plan.lock().expect("plan lock").armed.clear();
         self.armed_in_flight.clear();
+        // Clocks agree and disks work again: a skew or a failing disk that
+        // never ends is a machine to repair, not a state to converge in.
+        for edge in &mut self.edges {
+            edge.skews.clear();
+            edge.skew.set(0);
+            edge.disk_failures.clear();
+            set_disk_failure(edge);
+        }
         for until in self.down_until.values_mut() {
             if *until != u64::MAX {
                 *until = 0;
@@ -1071,6 +1192,7 @@ impl World {
             cache_losses: self.tally.cache_losses,
             shard_losses: self.tally.shard_losses,
             power_losses: self.tally.power_losses,
+            broker_crashes: self.tally.broker_crashes,
             edge_tuples: rows().count(),
             acked: rows().filter(|row| row.sent == 2).count(),
             acked_at_heal: self.acked_at_heal,
@@ -1082,8 +1204,53 @@ impl World {
             converged_after_heal_ms: self.converged_at_ms.map(|at| at - self.heal_at_ms),
             sim_ms: self.sim.elapsed().as_millis() as u64,
             findings: self.findings.counts(),
+            coverage: self.coverage(),
         }
     }
+
+    /// What this seed reached ([`crate::coverage`]), from what happened:
+    /// the actions applied, the crash points that fired, and the edges' and
+    /// cloud nodes' own counters.
+    fn coverage(&self) -> BTreeSet<String> {
+        let edges: Vec<edgemeter_edge::EdgeCounters> = self
+            .edges
+            .iter()
+            .map(|edge| edge.monitor.snapshot())
+            .collect();
+        let clouds: Vec<edgemeter_cloud::CloudCounters> = self
+            .nodes
+            .iter()
+            .flat_map(|node| node.tally.incarnations())
+            .collect();
+        let disk_refusals: u64 = self
+            .edges
+            .iter()
+            .map(|edge| edge.disk.failed_operations())
+            .sum();
+        crate::coverage::reached(&crate::coverage::Evidence {
+            kinds: &self.tally.kinds,
+            points: &self.tally.points,
+            edges: &edges,
+            clouds: &clouds,
+            link_resends: self.link_stats.resends.load(Ordering::Relaxed),
+            disk_refusals,
+            big: self.slice.households.len() >= crate::faults::BIG_HOUSEHOLDS,
+            faults_at_end: self.tally.faults_at_end,
+        })
+    }
+}
+
+/// Sets an edge's disk from the failures on it: an I/O error wins over
+/// full, none leaves it working.
+fn set_disk_failure(site: &mut EdgeSite) {
+    let failure = if site.disk_failures.contains(&DiskError::Io) {
+        Some(DiskError::Io)
+    } else {
+        site.disk_failures.first().copied()
+    };
+    site.disk.set_failure(failure.map(DiskError::failure));
+    site.disk_failing
+        .store(failure.is_some(), Ordering::Relaxed);
 }
 
 /// How many acknowledged tuples of the database at `path` were

@@ -278,8 +278,14 @@ async fn drive_bus<B: ReadingsBus>(
 ) {
     let mut backoff = BUS_BACKOFF_MIN;
     let mut down_logged = false;
+    // A commit that failed, tried again after its backoff until one
+    // succeeds: after the stream's last records no newer commit comes to
+    // cover it, and the group's offsets would stay behind for good.
+    let mut failed_commit: Option<(BTreeMap<i32, i64>, Instant)> = None;
+    let mut commit_backoff = BUS_BACKOFF_MIN;
     loop {
         let paused = *paused_rx.borrow_and_update();
+        let retry_at = failed_commit.as_ref().map(|(_, at)| *at);
         let permit = tokio::select! {
             permit = records_tx.reserve(), if !paused => match permit {
                 Ok(permit) => permit,
@@ -295,11 +301,20 @@ async fn drive_bus<B: ReadingsBus>(
                 if changed.is_err() {
                     return;
                 }
+                // Every partition's offset each time: this one supersedes
+                // any failed before it.
                 let offsets = commits_rx.borrow_and_update().clone();
                 if !offsets.is_empty() {
-                    if let Err(error) = bus.commit(&offsets).await {
-                        warn!(%error, "offset commit failed; the next commit covers it");
-                    }
+                    commit_backoff = BUS_BACKOFF_MIN;
+                    failed_commit = commit(&mut bus, offsets, &mut commit_backoff).await;
+                }
+                continue;
+            }
+            _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                let (offsets, _) = failed_commit.take().expect("a retry is due");
+                failed_commit = commit(&mut bus, offsets, &mut commit_backoff).await;
+                if failed_commit.is_none() {
+                    info!("offset commit went through on a retry");
                 }
                 continue;
             }
@@ -331,6 +346,24 @@ async fn drive_bus<B: ReadingsBus>(
                 sleep(backoff).await;
                 backoff = (backoff * 2).min(BUS_BACKOFF_MAX);
             }
+        }
+    }
+}
+
+/// Commits `offsets`; on failure returns them with the time to try again
+/// (the backoff doubles up to [`BUS_BACKOFF_MAX`]).
+async fn commit<B: ReadingsBus>(
+    bus: &mut B,
+    offsets: BTreeMap<i32, i64>,
+    backoff: &mut Duration,
+) -> Option<(BTreeMap<i32, i64>, Instant)> {
+    match bus.commit(&offsets).await {
+        Ok(()) => None,
+        Err(error) => {
+            warn!(%error, retry_in = ?*backoff, "offset commit failed; it is tried again unless a newer one covers it");
+            let retry_at = Instant::now() + *backoff;
+            *backoff = (*backoff * 2).min(BUS_BACKOFF_MAX);
+            Some((offsets, retry_at))
         }
     }
 }
@@ -564,6 +597,9 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
         }
         self.pending.since.get_or_insert(now);
         let full = self.pending.len() >= self.config.store_pending_max;
+        if full && self.store_due().is_none_or(|due| now < due) {
+            bump(&self.monitor.pending_bound_stores, 1);
+        }
         if full || self.store_due().is_some_and(|due| now >= due) {
             self.store_and_commit().await;
         }
@@ -962,6 +998,9 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             self.uplink.pause(now);
             return false;
         }
+        if ids.len() == self.uplink.batch_tuples_max() {
+            bump(&self.monitor.full_batches, 1);
+        }
         let batch = self
             .uplink
             .start_batch(tuples)
@@ -1237,6 +1276,7 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
                 outcome: ReplyOutcome::RetryLater(reason),
                 ..
             }) => {
+                bump(&self.monitor.batches_retry_later, 1);
                 warn!(request_id, %reason, "cloud asked to retry the batch later");
                 return self.uplink.failed(batch, now);
             }

@@ -105,6 +105,13 @@ pub struct EdgeMonitor {
     pub tuples_reshipped: AtomicU64,
     /// Refill passes started (each epoch change, and the first epoch).
     pub refill_passes: AtomicU64,
+    /// Batches the cloud answered "retry later" (its store failed).
+    pub batches_retry_later: AtomicU64,
+    /// Batches sent with `batch_tuples_max` tuples: a backlog filled one.
+    pub full_batches: AtomicU64,
+    /// Stores started because `store_pending_max` windows and rejected
+    /// records waited, before `store_interval` was up.
+    pub pending_bound_stores: AtomicU64,
     /// Set while a refill pass has tuples left to scan, so that a display
     /// knows a reship is under way before and after its counters move.
     refill_scanning: AtomicBool,
@@ -162,6 +169,9 @@ pub struct EdgeCounters {
     pub value_conflicts: u64,
     pub tuples_reshipped: u64,
     pub refill_passes: u64,
+    pub batches_retry_later: u64,
+    pub full_batches: u64,
+    pub pending_bound_stores: u64,
     /// The outbox as last read, `None` before the first read.
     pub outbox: Option<OutboxGauges>,
 }
@@ -308,6 +318,9 @@ impl EdgeMonitor {
             value_conflicts: load(&self.value_conflicts),
             tuples_reshipped: load(&self.tuples_reshipped),
             refill_passes: load(&self.refill_passes),
+            batches_retry_later: load(&self.batches_retry_later),
+            full_batches: load(&self.full_batches),
+            pending_bound_stores: load(&self.pending_bound_stores),
             outbox: self.outbox(),
         }
     }

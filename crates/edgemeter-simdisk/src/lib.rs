@@ -36,6 +36,15 @@
 //! checkpoint on close does not happen either), but every write stays, as
 //! the operating system's page cache keeps it.
 //!
+//! [`SimDisk::set_failure`] makes the device fail for a while, as a full
+//! or dying disk does: with [`DiskFailure::Full`] every write that would
+//! grow a file fails with `SQLITE_FULL` (writes inside a file's current
+//! length still succeed, as a file system with no free block still
+//! overwrites allocated ones); with [`DiskFailure::Io`] every write,
+//! truncation and sync fails with an `SQLITE_IOERR_*` code. A failed
+//! operation changes nothing on the disk and records nothing. Handles of a
+//! dead process stay inert whatever the failure.
+//!
 //! Not modelled: directory entries (a file created or deleted stays so
 //! without a sync of its directory), a drive that acknowledges a sync it
 //! did not do, bit rot, and a dying device. Writes through memory-mapped
@@ -90,10 +99,23 @@ struct FileLog {
     pre_images: BTreeMap<u64, Vec<u8>>,
 }
 
+/// How the device fails while [`SimDisk::set_failure`] says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFailure {
+    /// No free block: writes that grow a file fail with `SQLITE_FULL`.
+    Full,
+    /// Every write, truncation and sync fails with an I/O error.
+    Io,
+}
+
 #[derive(Debug, Default)]
 struct DiskState {
     /// Handles of older generations are inert.
     generation: u64,
+    /// How the device fails now, if it does.
+    failure: Option<DiskFailure>,
+    /// Operations refused by a failure, over the disk's life.
+    failed_operations: u64,
     /// Handles of the current generation that are open.
     live_handles: usize,
     /// Handles of older generations that are still open.
@@ -203,6 +225,18 @@ impl SimDisk {
     /// power loss, as the page cache would lose them).
     pub fn process_crash(&self) {
         self.core.lock().kill_handles();
+    }
+
+    /// From now on the device fails as `failure` says (see the crate
+    /// doc), or works again with `None`.
+    pub fn set_failure(&self, failure: Option<DiskFailure>) {
+        self.core.lock().failure = failure;
+    }
+
+    /// Writes, truncations and syncs a failure refused so far: whether a
+    /// failure window met any work.
+    pub fn failed_operations(&self) -> u64 {
+        self.core.lock().failed_operations
     }
 
     /// Bytes of pre-images held, over every file: for tests and bounds.
@@ -362,6 +396,23 @@ impl DiskCore {
         } else {
             state.stale_handles -= 1;
         }
+    }
+
+    /// The failure that refuses an operation of a live handle of
+    /// `generation`, counted as refused: `grows` says whether it is a write
+    /// past the file's current end (the only kind a full disk refuses).
+    pub(crate) fn refusal(&self, generation: u64, grows: bool) -> Option<DiskFailure> {
+        let mut state = self.lock();
+        if state.generation != generation {
+            return None;
+        }
+        let refused = match state.failure? {
+            DiskFailure::Full if grows => DiskFailure::Full,
+            DiskFailure::Full => return None,
+            DiskFailure::Io => DiskFailure::Io,
+        };
+        state.failed_operations += 1;
+        Some(refused)
     }
 
     pub(crate) fn is_live(&self, generation: u64) -> bool {

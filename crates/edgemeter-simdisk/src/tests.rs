@@ -220,3 +220,43 @@ fn only_attached_directories_are_tracked() {
     assert_eq!(keys(&connection).len(), 3);
     assert_eq!(disk.undo_bytes(), 0);
 }
+
+/// Goal: a full or failing disk refuses SQLite's transactions with the
+/// codes a real one gives, loses nothing committed before, corrupts
+/// nothing, and works again once the failure ends; a power loss after it
+/// still keeps what was synced. Method: commit rows, fail the disk each
+/// way, try to commit more (a growing insert), check the error code, the
+/// rows and `integrity_check`, then heal and commit again.
+#[test]
+fn a_full_or_failing_disk_refuses_transactions_and_recovers() {
+    let (_dir, disk, path) = setup();
+    let connection = open(&path);
+    insert(&connection, "FULL", 0..5);
+    for (failure, expected) in [
+        (DiskFailure::Full, rusqlite::ErrorCode::DiskFull),
+        (DiskFailure::Io, rusqlite::ErrorCode::SystemIoFailure),
+    ] {
+        disk.set_failure(Some(failure));
+        let before = disk.failed_operations();
+        let result = connection.execute_batch(
+            "PRAGMA synchronous = FULL; BEGIN; \
+             INSERT INTO t SELECT k + 1000, zeroblob(4000) FROM t; COMMIT",
+        );
+        let _ = connection.execute_batch("ROLLBACK");
+        let code = result.unwrap_err().sqlite_error_code();
+        assert_eq!(code, Some(expected), "{failure:?}");
+        assert!(
+            disk.failed_operations() > before,
+            "{failure:?} refused something"
+        );
+        disk.set_failure(None);
+        assert_eq!(keys(&connection), (0..5).collect::<Vec<_>>(), "{failure:?}");
+        assert_eq!(integrity(&connection), "ok");
+    }
+    insert(&connection, "FULL", 5..8);
+    drop(connection);
+    disk.power_loss(3, 0).unwrap();
+    let connection = open(&path);
+    assert_eq!(keys(&connection), (0..8).collect::<Vec<_>>());
+    assert_eq!(integrity(&connection), "ok");
+}

@@ -7,7 +7,7 @@
 //! method forwards to. Files outside an attached directory, and temporary
 //! files without a name, are forwarded without a handle.
 
-use crate::{disk_of, DiskCore, Gate};
+use crate::{disk_of, DiskCore, DiskFailure, Gate};
 use rusqlite::ffi;
 use std::ffi::{c_char, c_int, c_void, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -346,6 +346,22 @@ unsafe fn gate_change(
         .before_change(&handle.path, handle.generation, start..end, &mut reader)
 }
 
+/// The failure that refuses an operation of `file` now, if any (none for
+/// a file off the simulated disk). `grows` says, given the unix file,
+/// whether the operation writes past its end.
+///
+/// # Safety
+/// As for [`parts`].
+unsafe fn refusal(
+    file: *mut ffi::sqlite3_file,
+    grows: impl FnOnce(*mut ffi::sqlite3_file) -> bool,
+) -> Option<DiskFailure> {
+    // SAFETY: per the contract.
+    let (inner, _, handle) = unsafe { parts(file) };
+    let handle = handle?;
+    handle.disk.refusal(handle.generation, grows(inner))
+}
+
 unsafe extern "C" fn write(
     file: *mut ffi::sqlite3_file,
     buffer: *const c_void,
@@ -354,6 +370,19 @@ unsafe extern "C" fn write(
 ) -> c_int {
     let (start, bytes) = (offset.max(0) as u64, amount.max(0) as u64);
     // SAFETY: `file` is one of ours (SQLite calls our table only for ours).
+    let refused = unsafe {
+        refusal(file, |inner| {
+            // `inner` is open (the enclosing block's contract).
+            let len = file_len(inner).unwrap_or(0);
+            start + bytes > len
+        })
+    };
+    match refused {
+        Some(DiskFailure::Full) => return ffi::SQLITE_FULL,
+        Some(DiskFailure::Io) => return ffi::SQLITE_IOERR_WRITE,
+        None => {}
+    }
+    // SAFETY: as above.
     match unsafe { gate_change(file, |_| (start, start + bytes)) } {
         Gate::Inert => return ffi::SQLITE_OK,
         Gate::Failed => return ffi::SQLITE_IOERR_WRITE,
@@ -368,6 +397,10 @@ unsafe extern "C" fn write(
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
     let new_len = size.max(0) as u64;
+    // SAFETY: as in `write`.
+    if unsafe { refusal(file, |_| false) }.is_some() {
+        return ffi::SQLITE_IOERR_TRUNCATE;
+    }
     // SAFETY: as in `write`.
     let gate = unsafe {
         gate_change(file, |handle| {
@@ -393,6 +426,9 @@ unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
     if let Some(handle) = handle {
         if !handle.disk.is_live(handle.generation) {
             return ffi::SQLITE_OK;
+        }
+        if handle.disk.refusal(handle.generation, false).is_some() {
+            return ffi::SQLITE_IOERR_FSYNC;
         }
     }
     // SAFETY: SQLite's arguments, forwarded to the unix file.
