@@ -266,7 +266,7 @@ pub enum Fault {
 /// summary's coverage lists them. A kind is one row of the swarm table (a
 /// partition is named by the hosts it separates; an outage of
 /// [`LONG_OUTAGE_MS`] or more is a kind of its own).
-pub const FAULT_KINDS: [&str; 26] = [
+pub const FAULT_KINDS: [&str; 28] = [
     "partition-edge-cloud",
     "partition-edge-broker",
     "partition-cloud-redis",
@@ -293,6 +293,10 @@ pub const FAULT_KINDS: [&str; 26] = [
     "disk-io-error",
     "broker-crash",
     "stale-duplicate",
+    // Not `Fault` events: the forger host's requests, which the cloud
+    // answered (`forger::ForgerTally`).
+    "forgery",
+    "replay",
 ];
 
 impl Fault {

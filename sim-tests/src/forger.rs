@@ -24,6 +24,8 @@ use crate::link::{CLOUD_HOST, DATA_PORT};
 use crate::net::{call, connect};
 use edgemeter_wire::sealed::seal_request;
 use edgemeter_wire::{BatchRequest, EdgeKey, TupleOut, WireVersion};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 use tracing::info;
@@ -64,12 +66,22 @@ pub struct ForgerPlan {
     pub replay: Option<ReplayPlan>,
 }
 
+/// What the cloud answered of the forger's requests, for the run's
+/// coverage line: a forgery or a replay counts as reached only once the
+/// cloud saw it, whatever it replied.
+#[derive(Debug, Default)]
+pub struct ForgerTally {
+    pub forgeries_answered: AtomicU64,
+    pub replays_answered: AtomicU64,
+}
+
 /// One request the forger presents: its frame and what it is, for the trace.
 struct Presentation {
     at_ms: u64,
     number: usize,
     frame: Vec<u8>,
     what: &'static str,
+    replay: bool,
 }
 
 impl ForgerPlan {
@@ -95,6 +107,7 @@ impl ForgerPlan {
                     number,
                     frame,
                     what: "forged unsealed batch",
+                    replay: false,
                 }
             })
             .collect();
@@ -120,6 +133,7 @@ impl ForgerPlan {
                     number,
                     frame,
                     what: "replayed sealed batch",
+                    replay: true,
                 });
             }
         }
@@ -130,7 +144,7 @@ impl ForgerPlan {
 }
 
 /// The forger host's software. It sends its requests and then idles.
-pub async fn run_forger(plan: ForgerPlan) -> turmoil::Result {
+pub async fn run_forger(plan: ForgerPlan, tally: Arc<ForgerTally>) -> turmoil::Result {
     let start = Instant::now();
     for presentation in plan.presentations() {
         let Presentation {
@@ -138,6 +152,7 @@ pub async fn run_forger(plan: ForgerPlan) -> turmoil::Result {
             number,
             frame,
             what,
+            replay,
         } = presentation;
         sleep_until(start + Duration::from_millis(at_ms)).await;
         for attempt in 1..=FORGERY_ATTEMPTS_MAX {
@@ -150,6 +165,12 @@ pub async fn run_forger(plan: ForgerPlan) -> turmoil::Result {
                     let text = String::from_utf8_lossy(&reply[8.min(reply.len())..]);
                     let text: String = text.chars().take(80).collect();
                     info!(number, attempt, reply = %text, "{what} answered");
+                    let answered = if replay {
+                        &tally.replays_answered
+                    } else {
+                        &tally.forgeries_answered
+                    };
+                    answered.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 Err(error) => {

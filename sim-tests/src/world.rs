@@ -29,7 +29,7 @@ use crate::cloud_host::{run_cloud, CloudTally, InFlight};
 use crate::dataset::{DataSet, Slice};
 use crate::edge_host::{run_edge_host, CorruptionLog, EdgeSetup};
 use crate::faults::{DiskError, Fault, Host, Scenario, Topology, INFLIGHT_ARM_MS_MAX};
-use crate::forger::{run_forger, ForgerPlan, ReplayPlan, FORGER_HOST, REPLAY_AGE_MS};
+use crate::forger::{run_forger, ForgerPlan, ForgerTally, ReplayPlan, FORGER_HOST, REPLAY_AGE_MS};
 use crate::households::{run_households, ReplayProgress, StaleDuplicate};
 use crate::link::LinkStats;
 use crate::redis::{run_redis, CacheWorld, SharedCache, RECENT_TUPLES_MAX};
@@ -240,6 +240,8 @@ pub struct World {
     cache: SharedCache,
     progress: Arc<ReplayProgress>,
     link_stats: Arc<LinkStats>,
+    /// What the cloud answered of the forger's forgeries and replays.
+    forger_tally: Arc<ForgerTally>,
     edges: Vec<EdgeSite>,
     nodes: Vec<NodeSite>,
     /// Every host of the topology, in [`Topology::hosts`] order.
@@ -425,6 +427,7 @@ impl World {
             cache: Rc::new(RefCell::new(CacheWorld::new(planted_of(&scenario)))),
             progress: Arc::new(ReplayProgress::default()),
             link_stats: Arc::new(LinkStats::default()),
+            forger_tally: Arc::new(ForgerTally::default()),
             edges,
             nodes,
             hosts: topology.hosts(),
@@ -463,7 +466,9 @@ impl World {
             self.register_node(node);
         }
         if let Some(plan) = self.forger_plan() {
-            self.sim.host(FORGER_HOST, move || run_forger(plan.clone()));
+            let tally = self.forger_tally.clone();
+            self.sim
+                .host(FORGER_HOST, move || run_forger(plan.clone(), tally.clone()));
         }
         for edge in 0..self.edges.len() {
             self.register_edge(edge);
@@ -1227,8 +1232,16 @@ impl World {
             .iter()
             .map(|edge| edge.disk.failed_operations())
             .sum();
+        let mut kinds = self.tally.kinds.clone();
+        let forger = &self.forger_tally;
+        if forger.forgeries_answered.load(Ordering::Relaxed) > 0 {
+            kinds.insert("forgery");
+        }
+        if forger.replays_answered.load(Ordering::Relaxed) > 0 {
+            kinds.insert("replay");
+        }
         crate::coverage::reached(&crate::coverage::Evidence {
-            kinds: &self.tally.kinds,
+            kinds: &kinds,
             points: &self.tally.points,
             edges: &edges,
             clouds: &clouds,
