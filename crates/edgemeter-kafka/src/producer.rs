@@ -17,9 +17,9 @@
 //! out of order, and the edge keeps those that come after their window
 //! closed as rejected.
 
-use crate::households::{ReadingSink, SinkError};
-use crate::kafka_bus::{check_broker, client_config, BrokerSetupError};
+use crate::bus::{check_broker, client_config, BrokerSetupError};
 use edgemeter_memlog::produce_queue::{DELIVERY_TIMEOUT, RESEND_DELAY_MIN, UNCONFIRMED_MAX};
+use edgemeter_memlog::sink::{ReadingSink, SinkError};
 use edgemeter_memlog::ProduceQueue;
 use edgemeter_wire::Reading;
 use futures::future::BoxFuture;

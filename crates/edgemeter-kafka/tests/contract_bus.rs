@@ -13,8 +13,8 @@
 mod common;
 
 use common::Tansu;
-use edgemeter::kafka_bus::KafkaBus;
 use edgemeter_contract::bus::{self, BusFixture};
+use edgemeter_kafka::bus::KafkaBus;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::time::Duration;
 

@@ -5,10 +5,10 @@
 mod common;
 
 use common::{broker_with_readings, Tansu};
-use edgemeter::households::ReadingSink;
-use edgemeter::kafka_bus::{KafkaBus, TOPIC};
-use edgemeter::kafka_producer::KafkaProducer;
 use edgemeter_edge::{BusRecord, ReadingsBus};
+use edgemeter_kafka::bus::{KafkaBus, TOPIC};
+use edgemeter_kafka::producer::KafkaProducer;
+use edgemeter_memlog::sink::ReadingSink;
 use edgemeter_wire::Reading;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

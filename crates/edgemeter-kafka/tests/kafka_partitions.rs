@@ -13,8 +13,8 @@
 mod common;
 
 use common::broker_with_readings;
-use edgemeter::kafka_bus::{KafkaBus, TOPIC};
 use edgemeter_edge::{BusRecord, ReadingsBus};
+use edgemeter_kafka::bus::{KafkaBus, TOPIC};
 use edgemeter_wire::Reading;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

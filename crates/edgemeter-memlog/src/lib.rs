@@ -8,8 +8,11 @@
 //! - [`ProduceQueue`] (module [`produce_queue`]): the producer's side of
 //!   the same model, the order and retry decisions of a producer, without
 //!   IO: `edgemeter households` drives it over librdkafka.
+//! - [`sink`]: [`sink::ReadingSink`], where a replay publishes readings,
+//!   and [`sink::MemLogSink`], the demo's sink into a [`MemLog`].
 
 pub mod produce_queue;
+pub mod sink;
 
 pub use produce_queue::ProduceQueue;
 

@@ -5,9 +5,9 @@
 //! [`crate::settings`] makes each of them a key of the config file and an
 //! environment variable too, so a new flag is one field here.
 
-use crate::kafka_bus::TOPIC;
 use crate::speed::Speed;
 use clap::{Args, Parser, Subcommand};
+use edgemeter_kafka::bus::TOPIC;
 use edgemeter_nng::cloud_nodes::{parse_cloud_list, CloudList};
 use edgemeter_nng::setup::{DATA_PORT_DEFAULT, HEARTBEAT_PORT_DEFAULT};
 use edgemeter_wire::ReadingForm;

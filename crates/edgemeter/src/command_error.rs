@@ -3,9 +3,9 @@
 //! fix; `main` prints it and exits non-zero.
 
 use crate::households::SinkError;
-use crate::kafka_bus::BrokerSetupError;
 use edgemeter_data::DataError;
 use edgemeter_edge::{EdgeError, StoreError};
+use edgemeter_kafka::bus::BrokerSetupError;
 use edgemeter_nng::setup::NngSetupError;
 use edgemeter_redis::cache::RedisSetupError;
 use std::fmt;

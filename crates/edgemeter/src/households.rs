@@ -9,15 +9,13 @@
 //! Its progress is shown by the caller, which counts what the sink
 //! published ([`crate::progress::CountingSink`]).
 //!
-//! Publishing goes through [`ReadingSink`]: Kafka for `households`, the
-//! in-process [`SharedLog`] for `demo`.
+//! Publishing goes through [`ReadingSink`] (`edgemeter-memlog`'s, so that
+//! the Kafka adapter implements it too): Kafka for `households`, the
+//! in-process log ([`MemLogSink`]) for `demo`.
 
 use crate::speed::Speed;
 use edgemeter_data::{csv::merged_readings, load_dir, DataError, LoadReport};
-use edgemeter_memlog::SharedLog;
 use edgemeter_wire::Reading;
-use std::fmt;
-use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -26,60 +24,7 @@ use tokio::time::Instant;
 /// readings, so that an edge and a cloud in the same process keep running.
 const YIELD_EVERY_READINGS: u64 = 256;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkError {
-    /// The in-process log is at its bound; the demo sized it for the data
-    /// set, so this is a bug in the sizing.
-    Full { records_max: usize },
-}
-
-impl fmt::Display for SinkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SinkError::Full { records_max } => {
-                write!(f, "the in-process log is full ({records_max} records)")
-            }
-        }
-    }
-}
-
-impl std::error::Error for SinkError {}
-
-/// Where the replayer publishes readings.
-pub trait ReadingSink: Send {
-    /// Hands one reading to the bus. May wait while too many readings are
-    /// unconfirmed; a broker that is down is retried, not reported.
-    fn publish(&mut self, reading: &Reading) -> impl Future<Output = Result<(), SinkError>> + Send;
-
-    /// Waits until every published reading is confirmed.
-    fn flush(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
-}
-
-/// The demo's sink: the in-process log the demo's edge consumes.
-pub struct MemLogSink {
-    log: SharedLog,
-}
-
-impl MemLogSink {
-    pub fn new(log: SharedLog) -> MemLogSink {
-        MemLogSink { log }
-    }
-}
-
-impl ReadingSink for MemLogSink {
-    async fn publish(&mut self, reading: &Reading) -> Result<(), SinkError> {
-        self.log
-            .append(reading.node_id.as_bytes(), reading.encode())
-            .map(|_| ())
-            .map_err(|full| SinkError::Full {
-                records_max: full.records_max,
-            })
-    }
-
-    async fn flush(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
+pub use edgemeter_memlog::sink::{MemLogSink, ReadingSink, SinkError};
 
 /// The readings of a data set, ready to replay.
 #[derive(Debug, Clone)]
@@ -222,7 +167,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_log_is_an_error_not_a_crash() {
-        let log = SharedLog::new(edgemeter_memlog::MemLog::new(1, 2));
+        let log = edgemeter_memlog::SharedLog::new(edgemeter_memlog::MemLog::new(1, 2));
         let mut sink = MemLogSink::new(log.clone());
         let readings = [reading(1), reading(2), reading(3)];
         let error = replay(&readings, Speed::Max, &mut sink).await.unwrap_err();

@@ -2,13 +2,11 @@
 //! edge's and the cloud's IO traits, and the subcommands that wire them.
 //!
 //! # Layout
-//! The adapters are crates of their own: `edgemeter-nng` (the edge's
-//! `CloudLink` and the cloud's servers), `edgemeter-redis` (the cloud's
-//! `Cache`), and the Kafka bus and producer (below).
+//! The adapters are crates of their own: `edgemeter-kafka` (the edge's
+//! `ReadingsBus` and the households' producer), `edgemeter-nng` (the
+//! edge's `CloudLink` and the cloud's servers), `edgemeter-redis` (the
+//! cloud's `Cache`).
 //!
-//! - [`kafka_bus`]: the edge's `ReadingsBus` over rdkafka (consumer group,
-//!   manual commits).
-//! - [`kafka_producer`]: the households' sink into Kafka (idempotent).
 //! - [`households`]: the replayer that paces the data set's readings.
 //! - [`mosaik_link`]: the same households as a mosaik simulator (stepped by
 //!   a co-simulation instead of the clock).
@@ -39,8 +37,6 @@ pub mod dashboard_server;
 pub mod data_dir;
 pub mod edge_lock;
 pub mod households;
-pub mod kafka_bus;
-pub mod kafka_producer;
 pub mod key_reload;
 pub mod keys;
 pub mod log_output;

@@ -22,7 +22,6 @@
 
 use crate::command_error::CommandError;
 use crate::dashboard_server::BoundedListener;
-use crate::kafka_bus::ConsumerLag;
 use crate::shutdown::Shutdown;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
@@ -30,6 +29,7 @@ use axum::Router;
 use edgemeter_cloud::{CloudCounters, RefusalReason};
 use edgemeter_edge::EdgeMonitor;
 use edgemeter_env::{SystemClock, WallClock};
+use edgemeter_kafka::bus::ConsumerLag;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;

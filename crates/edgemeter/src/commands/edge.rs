@@ -5,11 +5,11 @@
 
 use crate::cli::EdgeArgs;
 use crate::command_error::CommandError;
-use crate::kafka_bus::KafkaBus;
 use crate::shutdown::Shutdown;
 use crate::status_socket::{ServerCounters, StatusSocket};
 use edgemeter_edge::{run_edge, EdgeConfig, EdgeMonitor};
 use edgemeter_env::SystemClock;
+use edgemeter_kafka::bus::KafkaBus;
 use edgemeter_nng::link::NngLink;
 use edgemeter_store::SqliteOutbox;
 use std::sync::Arc;

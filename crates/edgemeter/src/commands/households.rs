@@ -4,9 +4,9 @@ use crate::cli::HouseholdsArgs;
 use crate::command_error::CommandError;
 use crate::data_dir::resolve_data_dir;
 use crate::households::{load_replay, replay, ReadingSink};
-use crate::kafka_producer::KafkaProducer;
 use crate::progress::{published_progress, CountingSink, Display};
 use crate::shutdown::Shutdown;
+use edgemeter_kafka::producer::KafkaProducer;
 use std::time::Duration;
 
 /// After ctrl-c, how long the producer may take to deliver what it holds.
