@@ -772,7 +772,13 @@ impl<L: CloudLink, O: Outbox, C: WallClock> EdgeLoop<L, O, C> {
             .config
             .planted
             .has(Bug::OffsetArithmeticAcrossPartitions);
-        let partitions: Vec<i32> = self.consumed_next.keys().copied().collect();
+        // Only the planted slip needs the partitions by index; a production
+        // build (where `skewed` is the constant false) collects nothing.
+        let partitions: Vec<i32> = if skewed {
+            self.consumed_next.keys().copied().collect()
+        } else {
+            Vec::new()
+        };
         for (index, (&partition, &next)) in self.consumed_next.iter().enumerate() {
             // The planted slip: the floor of the next partition in order.
             let floor_of = if skewed {
