@@ -14,7 +14,6 @@ mod tests {
     use super::*;
     use edgemeter_cloud::{postal_code_for, state_of, tuple_key, CloudTuple, GermanState};
     use redis::cluster_routing::Slot;
-    use std::collections::BTreeMap;
 
     fn tuple(edge_id: &str, node_id: &str, window_start_ms: i64) -> CloudTuple {
         let postal_code = postal_code_for(node_id);
@@ -31,20 +30,6 @@ mod tests {
         }
     }
 
-    /// A household id per bucket: the bucket's index is its first.
-    fn households_covering_every_bucket() -> Vec<String> {
-        let mut found: BTreeMap<u16, String> = BTreeMap::new();
-        for number in 0..10_000 {
-            let id = format!("house-{number}");
-            found.entry(store_bucket(&id)).or_insert(id);
-            if found.len() == STORE_BUCKETS {
-                break;
-            }
-        }
-        assert_eq!(found.len(), STORE_BUCKETS, "every bucket has households");
-        found.into_values().collect()
-    }
-
     /// Goal: every key of every script call hashes to one cluster slot,
     /// the slot of its bucket's tag, and different buckets are different
     /// slots. Method: a batch of households of every bucket and two edges
@@ -54,7 +39,7 @@ mod tests {
     /// keys for many edge ids.
     #[test]
     fn every_key_of_a_call_is_in_its_buckets_slot() {
-        let mut households = households_covering_every_bucket();
+        let mut households = edgemeter_wire::bucket::households_in_every_bucket(1);
         households.push("odd {tag} id}:{".to_owned());
         households.push(String::new());
         let mut batch = Vec::new();

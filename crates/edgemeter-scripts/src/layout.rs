@@ -409,26 +409,13 @@ mod tests {
         }
     }
 
-    /// A household id per bucket: the bucket's index is its first.
-    fn households_covering_every_bucket() -> Vec<String> {
-        let mut found: BTreeMap<u16, String> = BTreeMap::new();
-        for number in 0..10_000 {
-            let id = format!("house-{number}");
-            found.entry(store_bucket(&id)).or_insert(id);
-            if found.len() == STORE_BUCKETS {
-                break;
-            }
-        }
-        assert_eq!(found.len(), STORE_BUCKETS, "every bucket has households");
-        found.into_values().collect()
-    }
     /// Goal: the packing's counts and offsets are what the script reads:
     /// head, one id per edge, six per group, three per tuple; keys head,
     /// two per state, one per edge, one per tuple; and a split keeps batch
     /// order and covers every tuple once.
     #[test]
     fn a_call_packs_its_keys_and_arguments_in_the_scripts_order() {
-        let household = households_covering_every_bucket().remove(3);
+        let household = edgemeter_wire::bucket::households_in_every_bucket(1).remove(3);
         let batch: Vec<CloudTuple> = (0..5)
             .map(|window| {
                 let edge = if window < 3 { "edge-a" } else { "edge-b" };

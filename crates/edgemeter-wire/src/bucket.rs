@@ -45,6 +45,25 @@ pub fn store_bucket(node_id: &str) -> u16 {
     bucket as u16
 }
 
+/// `per_bucket` household ids (`house-N`) in each of the
+/// [`STORE_BUCKETS`] buckets, bucket by bucket: what tests and benches
+/// that must touch every bucket store. Panics if the first 100,000 ids do
+/// not fill every bucket.
+pub fn households_in_every_bucket(per_bucket: usize) -> Vec<String> {
+    let mut found: Vec<Vec<String>> = vec![Vec::new(); STORE_BUCKETS];
+    for number in 0..100_000 {
+        let id = format!("house-{number}");
+        let bucket = &mut found[usize::from(store_bucket(&id))];
+        if bucket.len() < per_bucket {
+            bucket.push(id);
+        }
+        if found.iter().all(|bucket| bucket.len() == per_bucket) {
+            return found.into_iter().flatten().collect();
+        }
+    }
+    panic!("not {per_bucket} households in every bucket");
+}
+
 /// The Redis hash tag of a bucket, `{em-bNN}` with NN = 00..15: every key
 /// of the bucket carries it, so the bucket is one cluster slot.
 pub fn bucket_hash_tag(bucket: u16) -> String {

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use edgemeter_cloud::{postal_code_for, state_of, tuple_key, CloudTuple};
-use edgemeter_redis::layout::{store_bucket, BucketKeys, STORE_BUCKETS};
+use edgemeter_redis::layout::{store_bucket, BucketKeys};
 
 pub fn tuple(edge_id: &str, node_id: &str, window_start_ms: i64, average_w: f64) -> CloudTuple {
     let postal_code = postal_code_for(node_id);
@@ -28,21 +28,7 @@ pub fn redis_key(tuple: &CloudTuple) -> String {
     BucketKeys::new(store_bucket(&tuple.node_id)).tuple(&tuple.key)
 }
 
-/// `per_bucket` household ids in each of the 16 buckets, bucket by bucket.
-pub fn households_in_every_bucket(per_bucket: usize) -> Vec<String> {
-    let mut found: Vec<Vec<String>> = vec![Vec::new(); STORE_BUCKETS];
-    for number in 0..100_000 {
-        let id = format!("house-{number}");
-        let bucket = &mut found[usize::from(store_bucket(&id))];
-        if bucket.len() < per_bucket {
-            bucket.push(id);
-        }
-        if found.iter().all(|bucket| bucket.len() == per_bucket) {
-            return found.into_iter().flatten().collect();
-        }
-    }
-    panic!("not {per_bucket} households in every bucket");
-}
+pub use edgemeter_wire::bucket::households_in_every_bucket;
 
 /// A run of batches as edges send them: two edges whose households cover
 /// every bucket (some households shipped by both), each batch
